@@ -1,0 +1,86 @@
+"""The one small interface every orchestrator backend fills in (local processes, Docker, Swarm, Kubernetes).
+
+The gateway asks a backend only for what it needs: deploy, remove, scale, the current function records, the ready
+endpoints of a function (to route to) and logs. Endpoints are shared objects: the gateway counts requests in flight
+on each (``inflight``), and a backend that stops a replica first takes it out of the list, then waits for that count
+to reach zero, then stops it, so scale-down and redeploys lose nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from stoker.spec import FunctionDeployment
+
+
+class Endpoint:
+    """One ready replica the gateway can send requests to."""
+
+    __slots__ = ("host", "inflight", "instance", "port")
+
+    def __init__(self, instance: str, host: str, port: int) -> None:
+        self.instance = instance
+        self.host = host
+        self.port = port
+        self.inflight = 0  # maintained by the gateway
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.instance} {self.host}:{self.port} inflight={self.inflight})"
+
+
+@dataclass
+class FunctionRecord:
+    """What a backend knows of one deployed function."""
+
+    deployment: FunctionDeployment
+    created_at: float
+    replicas: int  # desired
+    endpoints: list[Endpoint] = field(default_factory=list)  # ready replicas, in routing order
+    message: str = ""  # last problem (crash loop, start failure); empty when healthy
+
+    @property
+    def available(self) -> int:
+        return len(self.endpoints)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    name: str
+    namespace: str
+    instance: str
+    timestamp: float
+    text: str
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Load or adopt what was deployed before and bring it back to its desired replicas."""
+
+    async def close(self) -> None:
+        """Stop (or leave, as configured) the replicas; release every resource."""
+
+    async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:
+        """Create or update a function. Raises DeployFailed when it cannot start; an update that fails leaves the
+        previous version serving."""
+
+    async def remove(self, name: str, namespace: str) -> None:
+        """Drain and remove a function's replicas and state. Raises NotFound."""
+
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        """Set the desired replica count (0 allowed). Raises NotFound."""
+
+    def get(self, name: str, namespace: str) -> FunctionRecord | None: ...
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]: ...
+
+    def namespaces(self) -> list[str]: ...
+
+    def logs(
+        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        """Log lines of a function's replicas, oldest first; with ``follow``, new lines as they come."""
+        ...

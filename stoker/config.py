@@ -1,0 +1,90 @@
+"""The platform's one configuration object, read from ``STOKER_*`` variables and CLI flags.
+
+``Config.from_env(environ, **overrides)`` validates every value and raises :class:`ConfigError` naming the variable
+and what is wrong. It has no side effects: creating folders and credentials happens in :mod:`stoker.credentials`
+at startup.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("local", "docker", "swarm", "kubernetes")
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+def default_home(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("STOKER_HOME") or Path.home() / ".stoker").expanduser()
+
+
+def gateway_url(environ: Mapping[str, str] = os.environ) -> str:
+    """Where the CLI and SDK find the gateway: ``STOKER_GATEWAY``, then ``OPENFAAS_URL``, then the default."""
+    return (environ.get("STOKER_GATEWAY") or environ.get("OPENFAAS_URL") or DEFAULT_GATEWAY).rstrip("/")
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backend: str = "local"
+    admin_password: str = ""  # empty: read or generate $STOKER_HOME/credentials
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_bundle_bytes: int = 50 * 1024 * 1024
+    upstream_timeout_s: float = 300.0  # ceiling for one proxied call; each function's own timeout applies first
+    ready_wait_s: float = 30.0  # how long an invocation waits for a ready replica before 503
+    drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
+    log_lines: int = 2000  # log lines kept in memory per function
+    python: str = ""  # interpreter for local replicas; empty: the one running stoker
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
+        """Build from the environment, then apply non-None ``overrides`` (CLI flags), then validate."""
+        values: dict[str, Any] = {"home": default_home(environ)}
+        parsers = {f.name: f.type for f in fields(cls)}
+        for f in fields(cls):
+            var = f"STOKER_{f.name.upper()}"
+            if f.name != "home" and environ.get(var):
+                values[f.name] = _parse(var, environ[var], str(parsers[f.name]))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"STOKER_BACKEND: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"STOKER_PORT: {self.port} is not a TCP port (0-65535)")
+        for name in ("max_body_bytes", "max_bundle_bytes", "log_lines"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+
+    def with_(self, **changes: Any) -> Config:
+        config = replace(self, **changes)
+        config.validate()
+        return config
+
+
+def _parse(var: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "Path":
+            return Path(raw).expanduser()
+    except ValueError:
+        raise ConfigError(f"{var}: {raw!r} is not a valid {type_name}") from None
+    return raw

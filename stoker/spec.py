@@ -1,0 +1,184 @@
+"""Wire types of the management API (OpenFaaS field names) and the settings stoker reads from them.
+
+A :class:`FunctionDeployment` is what ``POST/PUT /system/functions`` carries; :class:`FunctionStatus` is what
+``GET /system/functions`` answers. ``source`` is stoker's own addition: a base64 code bundle (see
+:mod:`stoker.bundle`) for backends that run source rather than images.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stoker.errors import InvalidRequest
+from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
+
+# Labels and annotations read by stoker (OpenFaaS names first, then stoker's own).
+SCALE_MIN = "com.openfaas.scale.min"
+SCALE_MAX = "com.openfaas.scale.max"
+TIMEOUT = "com.stoker.timeout"
+CONCURRENCY = "com.stoker.concurrency"
+ENTRYPOINT = "com.stoker.entrypoint"
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_ENTRYPOINT = "handler:handle"
+DEFAULT_MAX_REPLICAS = 20
+_ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+
+
+def parse_duration(value: str | float | int, what: str) -> float:
+    """Seconds from ``"10s"``, ``"250ms"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(str(value).strip())
+        if not m:
+            raise InvalidRequest(f"{what}: {value!r} is not a duration (examples: 30, 30s, 500ms, 2m)")
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    if seconds <= 0:
+        raise InvalidRequest(f"{what}: must be greater than zero, got {value!r}")
+    return seconds
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{what} must be an object of strings")
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+def _int_setting(values: dict[str, str], key: str, default: int, minimum: int) -> int:
+    raw = values.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{key}: {raw!r} is not a whole number") from None
+    if n < minimum:
+        raise InvalidRequest(f"{key}: must be at least {minimum}, got {n}")
+    return n
+
+
+@dataclass(frozen=True)
+class FunctionDeployment:
+    """One function as deployed through the management API."""
+
+    service: str
+    namespace: str = DEFAULT_NAMESPACE
+    image: str = ""
+    envProcess: str = ""
+    envVars: dict[str, str] = field(default_factory=dict)
+    constraints: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, str] = field(default_factory=dict)
+    readOnlyRootFilesystem: bool = False
+    source: str = ""  # base64 code bundle (stoker's own field)
+
+    @classmethod
+    def from_json(cls, body: Any) -> FunctionDeployment:
+        """Validate a decoded JSON body; raise :class:`InvalidRequest` naming the bad field."""
+        if not isinstance(body, dict):
+            raise InvalidRequest("the deployment must be a JSON object")
+        try:
+            service = validate_name(body.get("service"))
+            namespace = validate_name(body.get("namespace") or DEFAULT_NAMESPACE, "namespace")
+            secrets = [validate_name(s, "secret") for s in body.get("secrets") or []]
+        except InvalidName as exc:
+            raise InvalidRequest(str(exc)) from None
+        constraints = body.get("constraints") or []
+        if not isinstance(constraints, list):
+            raise InvalidRequest("constraints must be a list of strings")
+        for key in ("image", "envProcess", "source"):
+            if not isinstance(body.get(key) or "", str):
+                raise InvalidRequest(f"{key} must be a string")
+        dep = cls(
+            service=service,
+            namespace=namespace,
+            image=body.get("image") or "",
+            envProcess=body.get("envProcess") or "",
+            envVars=_str_map(body.get("envVars"), "envVars"),
+            constraints=[str(c) for c in constraints],
+            secrets=secrets,
+            labels=_str_map(body.get("labels"), "labels"),
+            annotations=_str_map(body.get("annotations"), "annotations"),
+            limits=_str_map(body.get("limits"), "limits"),
+            requests=_str_map(body.get("requests"), "requests"),
+            readOnlyRootFilesystem=bool(body.get("readOnlyRootFilesystem", False)),
+            source=body.get("source") or "",
+        )
+        if not dep.image and not dep.source:
+            raise InvalidRequest(f"function {service!r}: give an image or a source bundle")
+        dep.settings()  # validates the stoker and scaling labels now, not at first use
+        return dep
+
+    def to_json(self, with_source: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_source:
+            data.pop("source")
+        return data
+
+    def settings(self) -> FunctionSettings:
+        return FunctionSettings.from_deployment(self)
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """The settings stoker reads from a deployment's labels and annotations (annotations win)."""
+
+    min_replicas: int
+    max_replicas: int
+    timeout_s: float
+    concurrency: int  # per-replica in-flight limit; 0 means unlimited
+    entrypoint: str
+
+    @classmethod
+    def from_deployment(cls, dep: FunctionDeployment) -> FunctionSettings:
+        values = {**dep.labels, **dep.annotations}
+        min_replicas = _int_setting(values, SCALE_MIN, 1, 0)
+        max_replicas = _int_setting(values, SCALE_MAX, DEFAULT_MAX_REPLICAS, 1)
+        if max_replicas < min_replicas:
+            raise InvalidRequest(f"{SCALE_MAX} ({max_replicas}) is below {SCALE_MIN} ({min_replicas})")
+        timeout = values.get(TIMEOUT) or dep.envVars.get("exec_timeout")
+        entrypoint = values.get(ENTRYPOINT) or DEFAULT_ENTRYPOINT
+        if not _ENTRYPOINT_RE.match(entrypoint):
+            raise InvalidRequest(f"{ENTRYPOINT}: {entrypoint!r} is not of the form module:function")
+        return cls(
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            timeout_s=parse_duration(timeout, TIMEOUT) if timeout else DEFAULT_TIMEOUT_S,
+            concurrency=_int_setting(values, CONCURRENCY, 0, 0),
+            entrypoint=entrypoint,
+        )
+
+
+@dataclass
+class FunctionStatus:
+    """``GET /system/functions`` item: the deployment without its source, plus live figures."""
+
+    name: str
+    namespace: str
+    image: str
+    replicas: int
+    availableReplicas: int
+    invocationCount: int
+    createdAt: str
+    envProcess: str = ""
+    envVars: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+    limits: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, str] = field(default_factory=dict)
+    readOnlyRootFilesystem: bool = False
+    message: str = ""  # why replicas are missing (crash loop, last error), empty when healthy
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
