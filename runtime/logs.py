@@ -1,0 +1,47 @@
+"""What a replica writes to its log (stdout and stderr, which the backend collects line by line).
+
+- One line per call on stdout: ``call_id=<id> method=<M> path=<raw path> status=<code> duration=<seconds>``.
+- The handler's ``context.logger`` writes ``call_id=<id> level=<LEVEL> <message>`` to stdout. It is one logger
+  for the whole process; the call id comes from a context variable, so no logger is created per call.
+- A failed call's traceback goes to stderr in one write, every line prefixed with ``call_id=<id> `` so it can
+  be found by call id even when concurrent calls interleave their output.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from contextvars import ContextVar
+from typing import TextIO
+
+call_id_var: ContextVar[str] = ContextVar("stoker_call_id", default="-")
+
+
+class _CallIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.call_id = call_id_var.get()
+        return True
+
+
+def function_logger(function_name: str, stream: TextIO) -> logging.Logger:
+    """The logger handed to handlers as ``context.logger``; its records carry the current call id."""
+    logger = logging.getLogger(f"stoker.function.{function_name}")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("call_id=%(call_id)s level=%(levelname)s %(message)s"))
+    handler.addFilter(_CallIdFilter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a handler's own logging.basicConfig() must not print our lines twice
+    return logger
+
+
+def format_call(call_id: str, method: str, path: str, status: int, duration: float) -> str:
+    """The one log line of a call (with its newline)."""
+    return f"call_id={call_id} method={method} path={path} status={status} duration={duration:.4f}\n"
+
+
+def format_failure(call_id: str, header: str, exc: BaseException) -> str:
+    """``header`` and the traceback of ``exc``, each line prefixed with the call id."""
+    prefix = f"call_id={call_id} "
+    lines = [header, *"".join(traceback.format_exception(exc)).rstrip("\n").split("\n")]
+    return "".join(f"{prefix}{line}\n" for line in lines)

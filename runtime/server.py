@@ -1,0 +1,160 @@
+"""The replica process: read the config, load the handler, serve until told to stop, exit with a code that
+says why.
+
+Lifecycle: ``main()`` validates the environment (exit 2 on a bad value) and imports the handler (exit 3 when
+it cannot be loaded, with ``stoker: cannot load handler: ...`` as the last line of stderr), then serves with
+uvicorn (httptools, uvloop, no lifespan, no access log; the app writes its own line per call).
+
+Stopping: SIGTERM or SIGINT only set flags (uvicorn's handler): the replica turns not-ready, closes its
+listening socket and idle connections, lets in-flight calls finish for up to ``STOKER_DRAIN_TIMEOUT`` and
+exits 0. A hung handler (see :mod:`runtime.invoke`) drains the same way but exits 4, so the backend restarts
+the replica at once.
+
+Exit codes: 0 stopped, 1 could not serve (address in use), 2 bad configuration (or listening fd), 3 cannot
+load the handler, 4 a handler hung and the replica must be replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from types import FrameType
+
+import uvicorn
+
+from runtime.app import ReplicaApp
+from runtime.config import ConfigError, ReplicaConfig
+from runtime.invoke import STOP_GRACE_S, Invoker
+from runtime.loader import Handler, LoadError, load_handler
+from runtime.logs import function_logger
+
+EXIT_OK = 0
+EXIT_SERVE_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_CANNOT_LOAD = 3
+EXIT_HUNG = 4
+
+# Longer than the gateway's idle pool timeout, so the gateway, not us, closes idle connections.
+KEEP_ALIVE_S = 65
+
+
+def main(environ: Mapping[str, str] = os.environ) -> int:
+    """Run a replica from the environment; return the process exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # Line-buffered so the supervising backend sees each line as it is written, even through a pipe.
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    try:
+        config = ReplicaConfig.from_env(environ)
+    except ConfigError as exc:
+        print(f"stoker: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        handler = load_handler(config)
+    except LoadError as exc:
+        if exc.details:
+            sys.stderr.write(exc.details)
+        print(f"stoker: cannot load handler: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LOAD
+    return Replica(config, handler).run()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: ReplicaApp) -> None:
+        super().__init__(config)
+        self.replica_app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.replica_app.draining = True
+        super().handle_exit(sig, frame)
+
+
+class Replica:
+    """One replica: the invoker, the ASGI app and the uvicorn server, wired together."""
+
+    def __init__(self, config: ReplicaConfig, handler: Handler) -> None:
+        self.config = config
+        self.handler = handler
+        self.invoker = Invoker(handler, config.exec_timeout_s, config.threads, self._on_hung)
+        logger = function_logger(config.function_name, sys.stdout)
+        self.app = ReplicaApp(config, self.invoker, logger, sys.stdout, sys.stderr)
+        self.server = _Server(
+            uvicorn.Config(
+                self.app,
+                loop="uvloop",
+                http="httptools",
+                ws="none",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                server_header=False,
+                proxy_headers=False,  # the handler sees X-Forwarded-* as they are; no rewriting per call
+                timeout_keep_alive=KEEP_ALIVE_S,
+                # uvicorn annotates int, but any number of seconds works (it goes to asyncio.wait_for)
+                timeout_graceful_shutdown=config.drain_timeout_s,  # type: ignore[arg-type]
+                host=config.host,
+                port=config.port,
+            ),
+            self.app,
+        )
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT or a hung handler; return the exit code (or exit at once, see below)."""
+        c = self.config
+        try:
+            # Not uvicorn's fd=: it serves a dup() of the fd and leaves the original open, so after SIGTERM
+            # the kernel would still queue connections no one accepts (clients hang instead of being refused).
+            sockets = [socket.socket(fileno=c.listen_fd)] if c.listen_fd is not None else None
+        except OSError as exc:
+            print(
+                f"stoker: bad configuration: STOKER_LISTEN_FD: {c.listen_fd} is not a socket ({exc})",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_CONFIG
+        # Until uvicorn installs its own handlers a signal must still stop us; and uvicorn re-raises the
+        # signal once its graceful shutdown is done, which with the default action would kill us with -15
+        # after a clean drain. This handler covers both: it only sets the flags.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop_requested)
+        where = f"fd {c.listen_fd}" if c.listen_fd is not None else f"{c.host}:{c.port}"
+        kind = "async" if self.handler.is_async else "sync"
+        print(
+            f"stoker: serving {c.function_name} ({self.handler.source}, {kind}) on {where}; "
+            f"exec_timeout={c.exec_timeout_s:g}s max_inflight={c.max_inflight} "
+            f"drain_timeout={c.drain_timeout_s:g}s"
+        )
+        try:
+            self.server.run(sockets=sockets)
+        except SystemExit as exc:
+            # uvicorn exits 3 when it cannot listen, and 3 means "cannot load the handler" to the backend.
+            print(f"stoker: cannot serve (uvicorn exit {exc.code}); see the error above", file=sys.stderr)
+            return EXIT_SERVE_FAILED
+        code = EXIT_HUNG if self.app.broken else EXIT_OK
+        if not self.invoker.close():
+            # A handler is still running (stuck in C, or cut off by the drain timeout): skip interpreter
+            # shutdown, which would tear down modules under that thread's feet.
+            print(f"stoker: exiting with code {code} while a handler is still running", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+
+    def _stop_requested(self, sig: int, frame: FrameType | None) -> None:
+        self.app.draining = True
+        self.server.should_exit = True
+
+    def _on_hung(self, call_id: str, stack: str) -> None:
+        sys.stderr.write(
+            f"call_id={call_id} stoker: handler {self.handler.source} did not stop {STOP_GRACE_S:g}s after "
+            f"its exec timeout (blocked outside Python?); it is stuck at:\n{stack}"
+        )
+        if not self.app.broken:
+            print(
+                f"stoker: replica broken: finishing the other calls, then exiting with code {EXIT_HUNG} "
+                "so that a fresh replica replaces it",
+                file=sys.stderr,
+            )
+        self.app.broken = True
+        self.server.should_exit = True
