@@ -23,7 +23,7 @@ class Headers(dict[str, str]):
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:

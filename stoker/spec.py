@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from stoker.errors import InvalidRequest
@@ -82,8 +83,11 @@ class FunctionDeployment:
     source: str = ""  # base64 code bundle (stoker's own field)
 
     @classmethod
-    def from_json(cls, body: Any) -> FunctionDeployment:
-        """Validate a decoded JSON body; raise :class:`InvalidRequest` naming the bad field."""
+    def from_json(cls, body: Any, require_code: bool = True) -> FunctionDeployment:
+        """Validate a decoded JSON body; raise :class:`InvalidRequest` naming the bad field.
+
+        ``require_code``: the body must carry an image or a source bundle (false when reading stored state, where
+        the bundle is kept apart)."""
         if not isinstance(body, dict):
             raise InvalidRequest("the deployment must be a JSON object")
         try:
@@ -113,18 +117,20 @@ class FunctionDeployment:
             readOnlyRootFilesystem=bool(body.get("readOnlyRootFilesystem", False)),
             source=body.get("source") or "",
         )
-        if not dep.image and not dep.source:
+        if require_code and not dep.image and not dep.source:
             raise InvalidRequest(f"function {service!r}: give an image or a source bundle")
-        dep.settings()  # validates the stoker and scaling labels now, not at first use
+        dep.settings  # noqa: B018 -- validates the stoker and scaling labels now, not at first use
         return dep
 
     def to_json(self, with_source: bool = True) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
         if not with_source:
             data.pop("source")
         return data
 
+    @cached_property
     def settings(self) -> FunctionSettings:
+        """Settings read from labels and annotations (computed once; the invoke path reads them per call)."""
         return FunctionSettings.from_deployment(self)
 
 

@@ -1,0 +1,15 @@
+"""Orchestrator backends behind one interface (:class:`runtime.backends.base.Backend`)."""
+
+from __future__ import annotations
+
+from runtime.backends.base import Backend
+from stoker.config import Config, ConfigError
+
+
+def create_backend(config: Config, key: bytes) -> Backend:
+    """The backend named by ``config.backend``."""
+    if config.backend == "local":
+        from runtime.backends.local import LocalBackend
+
+        return LocalBackend(config, key)
+    raise ConfigError(f"STOKER_BACKEND: the {config.backend!r} backend is not available in this version yet")

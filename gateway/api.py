@@ -1,0 +1,247 @@
+"""The management API under ``/system/``, with OpenFaaS paths and JSON field names."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import platform
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.metrics import Metrics
+from runtime.backends.base import Backend, FunctionRecord
+from stoker import __version__
+from stoker.bundle import check as check_bundle
+from stoker.config import Config
+from stoker.errors import InvalidRequest, NotFound, PayloadTooLarge, StokerError
+from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
+from stoker.spec import FunctionDeployment, FunctionStatus, parse_duration
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _namespace(value: Any) -> str:
+    try:
+        return validate_name(value or DEFAULT_NAMESPACE, "namespace")
+    except InvalidName as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+class ManagementAPI:
+    def __init__(self, config: Config, backend: Backend, metrics: Metrics) -> None:
+        self.config = config
+        self.backend = backend
+        self.metrics = metrics
+        self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/system/functions", self.list_functions, methods=["GET"]),
+            Route("/system/functions", self.create, methods=["POST"]),
+            Route("/system/functions", self.update, methods=["PUT"]),
+            Route("/system/functions", self.delete, methods=["DELETE"]),
+            Route("/system/function/{name}", self.get_function, methods=["GET"]),
+            Route("/system/scale-function/{name}", self.scale, methods=["POST"]),
+            Route("/system/info", self.info, methods=["GET"]),
+            Route("/system/logs", self.logs, methods=["GET"]),
+            Route("/system/namespaces", self.namespaces, methods=["GET"]),
+        ]
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def status(self, record: FunctionRecord) -> dict[str, Any]:
+        dep = record.deployment
+        return FunctionStatus(
+            name=dep.service,
+            namespace=dep.namespace,
+            image=dep.image or f"source:{dep.service}",
+            replicas=record.replicas,
+            availableReplicas=record.available,
+            invocationCount=self.metrics.invocation_count(f"{dep.service}.{dep.namespace}"),
+            createdAt=_iso(record.created_at),
+            envProcess=dep.envProcess,
+            envVars=dep.envVars,
+            labels=dep.labels,
+            annotations=dep.annotations,
+            secrets=dep.secrets,
+            constraints=dep.constraints,
+            limits=dep.limits,
+            requests=dep.requests,
+            readOnlyRootFilesystem=dep.readOnlyRootFilesystem,
+            message=record.message,
+        ).to_json()
+
+    async def _json(self, request: Request, limit: int) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        try:
+            return json.loads(body or b"null")
+        except ValueError as exc:
+            raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+    def _record(self, name: str, namespace: str) -> FunctionRecord:
+        record = self.backend.get(name, namespace)
+        if record is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        return record
+
+    # --- functions -----------------------------------------------------------------------------------------
+    async def list_functions(self, request: Request) -> Response:
+        namespace = _namespace(request.query_params.get("namespace"))
+        return JSONResponse([self.status(r) for r in self.backend.functions(namespace)])
+
+    async def get_function(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        namespace = _namespace(request.query_params.get("namespace"))
+        return JSONResponse(self.status(self._record(name, namespace)))
+
+    async def create(self, request: Request) -> Response:
+        return await self._deploy(request, create=True)
+
+    async def update(self, request: Request) -> Response:
+        return await self._deploy(request, create=False)
+
+    async def _deploy(self, request: Request, create: bool) -> Response:
+        # base64 inflates by 4/3; allow for it and the JSON around the bundle
+        body = await self._json(request, self.config.max_bundle_bytes * 4 // 3 + 1024 * 1024)
+        dep = FunctionDeployment.from_json(body)
+        bundle: bytes | None = None
+        if dep.source:
+            try:
+                bundle = base64.b64decode(dep.source, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidRequest("source is not valid base64") from None
+            check_bundle(bundle, self.config.max_bundle_bytes)
+            dep = FunctionDeployment(**{**dep.to_json(), "source": ""})
+        key = (dep.service, dep.namespace)
+        lock = self._deploy_locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one deploy per function at a time; the check below is then race-free
+            exists = self.backend.get(dep.service, dep.namespace) is not None
+            if create and exists:
+                return error(
+                    409, f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update"
+                )
+            if not create and not exists:
+                raise NotFound(f"function {dep.service!r} not found in namespace {dep.namespace!r}")
+            await self.backend.deploy(dep, bundle)
+        return Response(status_code=202)
+
+    async def delete(self, request: Request) -> Response:
+        body = await self._json(request, 64 * 1024) or {}
+        if not isinstance(body, dict):
+            raise InvalidRequest("the body must be a JSON object with functionName")
+        name = body.get("functionName") or request.query_params.get("functionName")
+        namespace = _namespace(body.get("namespace") or request.query_params.get("namespace"))
+        try:
+            validate_name(name)
+        except InvalidName as exc:
+            raise InvalidRequest(str(exc)) from None
+        assert isinstance(name, str)
+        await self.backend.remove(name, namespace)
+        self.metrics.forget(f"{name}.{namespace}")
+        return Response(status_code=202)
+
+    async def scale(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        body = await self._json(request, 64 * 1024) or {}
+        if not isinstance(body, dict):
+            raise InvalidRequest("the body must be a JSON object with replicas")
+        namespace = _namespace(body.get("namespace") or request.query_params.get("namespace"))
+        replicas = body.get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise InvalidRequest(f"replicas must be a whole number >= 0, got {replicas!r}")
+        record = self._record(name, namespace)
+        settings = record.deployment.settings
+        if replicas > settings.max_replicas:
+            raise InvalidRequest(
+                f"replicas {replicas} is over the function's maximum ({settings.max_replicas})"
+            )
+        await self.backend.scale(name, namespace, replicas)
+        return Response(status_code=202)
+
+    # --- platform ------------------------------------------------------------------------------------------
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "provider": {
+                    "provider": "stoker",
+                    "orchestration": self.backend.name,
+                    "version": {"release": __version__, "sha": "", "commit_message": ""},
+                },
+                "version": {"release": __version__, "sha": "", "commit_message": ""},
+                "arch": platform.machine(),
+            }
+        )
+
+    async def namespaces(self, request: Request) -> Response:
+        return JSONResponse(self.backend.namespaces())
+
+    async def logs(self, request: Request) -> Response:
+        q = request.query_params
+        name = q.get("name", "")
+        try:
+            validate_name(name)
+        except InvalidName as exc:
+            raise InvalidRequest(str(exc)) from None
+        namespace = _namespace(q.get("namespace"))
+        self._record(name, namespace)
+        tail = _int_param(q.get("tail"), "tail")
+        since = _since(q.get("since"))
+        follow = q.get("follow", "").lower() in ("1", "true", "yes")
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for line in self.backend.logs(name, namespace, tail, since, follow):
+                item = {
+                    "name": line.name,
+                    "namespace": line.namespace,
+                    "instance": line.instance,
+                    "timestamp": _iso(line.timestamp),
+                    "text": line.text,
+                }
+                yield json.dumps(item).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _int_param(value: str | None, what: str) -> int | None:
+    if value in (None, ""):
+        return None
+    assert value is not None
+    try:
+        n = int(value)
+    except ValueError:
+        raise InvalidRequest(f"{what}: {value!r} is not a whole number") from None
+    return None if n < 0 else n
+
+
+def _since(value: str | None) -> float | None:
+    """RFC 3339 time (as OpenFaaS sends it) or a duration back from now (``5m``)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(value, "since")
+    except StokerError:
+        raise InvalidRequest(f"since: {value!r} is neither an RFC 3339 time nor a duration") from None

@@ -1,0 +1,71 @@
+"""The gateway's ASGI application: one dispatcher in front of the invoke path and the management API.
+
+``/function/`` goes straight to the raw :class:`~gateway.proxy.FunctionProxy` (the hot path); ``/system/`` passes
+authentication first; ``/healthz`` and ``/metrics`` are open, like OpenFaaS's.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.api import ManagementAPI, error
+from gateway.auth import RequireAuth
+from gateway.metrics import Metrics
+from gateway.proxy import PREFIX, FunctionProxy
+from gateway.upstream import Upstream
+from runtime.backends.base import Backend
+from stoker.config import Config
+from stoker.errors import StokerError
+
+
+class GatewayApp:
+    def __init__(self, config: Config, backend: Backend, password: str) -> None:
+        self.config = config
+        self.backend = backend
+        self.metrics = Metrics()
+        self.upstream = Upstream()
+        self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics)
+        self.api = ManagementAPI(config, backend, self.metrics)
+        routes = [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+            *self.api.routes(),
+        ]
+        self.starlette = Starlette(
+            routes=routes,
+            exception_handlers={StokerError: self._stoker_error, HTTPException: self._http_error},
+        )
+        self.system = RequireAuth(self.starlette, password)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(PREFIX):
+                await self.proxy(scope, receive, send)
+                return
+            if path.startswith("/system/"):
+                await self.system(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("OK")
+
+    async def prometheus(self, request: Request) -> Response:
+        replicas = [
+            (f"{r.deployment.service}.{r.deployment.namespace}", r.replicas) for r in self.backend.functions()
+        ]
+        return PlainTextResponse(self.metrics.render(replicas), media_type="text/plain; version=0.0.4")
+
+    async def _stoker_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StokerError)
+        return error(exc.status, str(exc))
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,198 @@
+"""``/function/{name}[.{namespace}][/{path}]``: the invoke path, a raw ASGI app.
+
+It is the hot path, so it skips Starlette's request objects: find the function, read the body (413 over the limit),
+pick the replica with the fewest requests in flight, send the request over a pooled connection, and answer with
+``X-Call-Id``, ``X-Start-Time`` and ``X-Duration-Seconds``. With no ready replica it waits (bounded) for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from starlette.types import Receive, Scope, Send
+
+from gateway.metrics import Metrics
+from gateway.routing import choose
+from gateway.upstream import Upstream, UpstreamError
+from runtime.backends.base import Backend, Endpoint, FunctionRecord
+from stoker.config import Config
+from stoker.names import DEFAULT_NAMESPACE
+
+PREFIX = "/function/"
+_GATEWAY_TIMEOUT_MARGIN_S = (
+    5.0  # the replica answers 504 itself at its timeout; this catches a replica that hangs
+)
+
+
+async def send_error(
+    send: Send, status: int, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it is over ``limit`` bytes (checked on the header first)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                pass
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class FunctionProxy:
+    def __init__(self, config: Config, backend: Backend, upstream: Upstream, metrics: Metrics) -> None:
+        self.config = config
+        self.backend = backend
+        self.upstream = upstream
+        self.metrics = metrics
+        self._turn = 0
+
+    def split(self, path: str) -> tuple[str, str, str]:
+        """``/function/hello.ns/a/b`` -> ``("hello", "ns", "/a/b")``."""
+        rest = path[len(PREFIX) :]
+        qualified, slash, sub = rest.partition("/")
+        name, dot, namespace = qualified.partition(".")
+        return name, (namespace if dot else DEFAULT_NAMESPACE), "/" + sub if slash else "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.time()
+        name, namespace, subpath = self.split(scope["path"])
+        record = self.backend.get(name, namespace)
+        if record is None:
+            await send_error(send, 404, f"function {name!r} not found in namespace {namespace!r}")
+            return
+        body = await read_body(scope, receive, self.config.max_body_bytes)
+        if body is None:
+            await send_error(
+                send, 413, f"request body is over the limit of {self.config.max_body_bytes} bytes"
+            )
+            return
+        call_id = ""
+        headers: list[tuple[bytes, bytes]] = []
+        for key, value in scope["headers"]:
+            if key == b"x-call-id":
+                call_id = value.decode("latin-1")
+            else:
+                headers.append((key, value))
+        call_id = call_id or uuid.uuid4().hex
+        client = scope.get("client")
+        headers += (
+            (b"x-call-id", call_id.encode()),
+            (b"x-start-time", str(int(started * 1e9)).encode()),
+            (b"x-forwarded-for", (client[0] if client else "").encode()),
+        )
+        target = (
+            subpath.encode() if not scope["query_string"] else subpath.encode() + b"?" + scope["query_string"]
+        )
+        fn = f"{name}.{namespace}"
+        self.metrics.call_started(fn)
+        status, out_headers, out_body = await self._forward(record, scope["method"], target, headers, body)
+        duration = time.time() - started
+        self.metrics.call_finished(fn, status, duration)
+        out_headers += (
+            (b"x-call-id", call_id.encode()),
+            (b"x-start-time", str(int(started * 1e9)).encode()),
+            (b"x-duration-seconds", f"{duration:.6f}".encode()),
+            (b"content-length", str(len(out_body)).encode()),
+        )
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": out_body})
+
+    async def _forward(
+        self,
+        record: FunctionRecord,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        settings = record.deployment.settings
+        endpoint = await self._endpoint(record, settings.concurrency)
+        if endpoint is None:
+            return _error(
+                503, f"function {record.deployment.service!r} has no ready replica", retry_after=True
+            )
+        endpoint.inflight += 1
+        try:
+            response = await self.upstream.request(
+                endpoint.host,
+                endpoint.port,
+                method,
+                target,
+                headers,
+                body,
+                min(settings.timeout_s + _GATEWAY_TIMEOUT_MARGIN_S, self.config.upstream_timeout_s),
+            )
+        except UpstreamError as exc:
+            return _error(502, f"function {record.deployment.service!r}: {exc}")
+        except TimeoutError:
+            return _error(504, f"function {record.deployment.service!r} did not answer in time")
+        finally:
+            endpoint.inflight -= 1
+        out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
+        return response.status, out, response.body
+
+    async def _endpoint(self, record: FunctionRecord, limit: int) -> Endpoint | None:
+        self._turn += 1
+        endpoint = choose(record.endpoints, self._turn, limit)
+        if endpoint is not None:
+            return endpoint
+        # No ready replica (starting, restarting, or all at their in-flight limit): wait, bounded.
+        deadline = time.monotonic() + self.config.ready_wait_s
+        delay = 0.002
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            current = self.backend.get(record.deployment.service, record.deployment.namespace)
+            if current is None:
+                return None
+            endpoint = choose(current.endpoints, self._turn, limit)
+            if endpoint is not None:
+                return endpoint
+        return None
+
+
+_DROP_RESPONSE = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server")
+)
+
+
+def _error(
+    status: int, message: str, retry_after: bool = False
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    headers = [(b"content-type", b"application/json")]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    return status, headers, json.dumps({"error": message}).encode()

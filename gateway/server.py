@@ -1,0 +1,171 @@
+"""``stoker up``: the whole platform in one process (gateway + backend), with an explicit lifecycle.
+
+Startup: take the state lock, load credentials and the platform key, bind the port (a clear error when it is taken),
+restore the backend's functions, serve, then deploy ``--stack`` if given. Shutdown (SIGINT/SIGTERM, which uvicorn
+turns into a flag): stop accepting, finish the requests in flight, drain and stop the replicas, release everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+
+from gateway.app import GatewayApp
+from runtime.backends import create_backend
+from runtime.backends.base import Backend
+from stoker import bundle
+from stoker.config import Config, ConfigError
+from stoker.credentials import load_or_create_key, load_or_create_password
+from stoker.errors import StokerError
+from stoker.spec import FunctionDeployment
+
+
+class PlatformError(Exception):
+    """The platform cannot start; the message says why in one line."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal capture, which re-raises the signal after shutdown and would kill
+    the process before the replicas are drained; :func:`serve` installs flag-only handlers instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second Ctrl-C stops waiting for in-flight requests
+        self.should_exit = True
+
+
+def _lock_home(home: Path) -> IO[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    handle = open(home / "platform.lock", "w")  # noqa: SIM115 -- held for the process's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise PlatformError(
+            f"another 'stoker up' is already using {home} (set STOKER_HOME to run a second one)"
+        ) from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PlatformError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int) -> list[str]:
+    """Deploy every function of a stack file straight through the backend; return their names."""
+    from stoker.stack import load_stack
+
+    deployed = []
+    for fn in load_stack(stack_path).functions:
+        data = bundle.pack(fn.handler_dir, max_bundle_bytes) if fn.handler_dir is not None else None
+        if data is not None:
+            bundle.check(data, max_bundle_bytes)
+        dep = FunctionDeployment.from_json(fn.to_deployment(), require_code=False)
+        await backend.deploy(dep, data)
+        deployed.append(dep.service)
+    return deployed
+
+
+async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event | None = None) -> None:
+    lock = _lock_home(config.home)
+    try:
+        password = load_or_create_password(config.home, config.admin_password)
+        key = load_or_create_key(config.home)
+        sock = _bind(config.host, config.port)
+        port = sock.getsockname()[1]
+        backend = create_backend(config, key)
+        app = GatewayApp(config, backend, password)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                lifespan="off",
+                http="httptools",
+                loop="none",
+                access_log=False,
+                proxy_headers=False,  # the gateway is the edge; X-Forwarded-For is set by the proxy itself
+                server_header=False,
+                log_level="warning",
+                timeout_graceful_shutdown=int(config.drain_timeout_s),
+                limit_concurrency=None,
+                backlog=2048,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.request_exit)
+        await backend.start()
+        try:
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            url = f"http://{config.host}:{port}"
+            print(f"stoker: gateway on {url} (backend: {backend.name}, state: {config.home})", flush=True)
+            if stack is not None and not serving.done():
+                await _deploy_and_explain(backend, stack, config, url)
+            if ready is not None:
+                ready.set()
+            await serving
+        finally:
+            await backend.close()
+            app.upstream.close()
+            sock.close()
+    finally:
+        lock.close()
+
+
+async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url: str) -> None:
+    try:
+        names = await deploy_stack(backend, stack, config.max_bundle_bytes)
+    except (StokerError, ValueError, OSError) as exc:
+        print(f"stoker: deploying {stack} failed: {exc}", file=sys.stderr, flush=True)
+        return
+    print(f"stoker: deployed {', '.join(names)} from {stack}. Try:", flush=True)
+    for name in names:
+        print(f"  curl -s {url}/function/{name} -d 'stoker'", flush=True)
+    print(f"  stoker list    (admin password in {config.home / 'credentials'})", flush=True)
+
+
+def run_platform(config: Config, stack: Path | None = None) -> int:
+    """Run until SIGINT/SIGTERM; return the process exit code."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but the platform must not need it
+        pass
+    try:
+        asyncio.run(serve(config, stack))
+    except (PlatformError, ConfigError) as exc:
+        print(f"stoker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,206 @@
+"""A small, fast HTTP/1.1 client for gateway -> replica calls, with keep-alive pools per replica.
+
+Why not httpx or aiohttp: the invoke path is the product's hot path, and a protocol object fed by httptools (the
+parser uvicorn uses) costs a fraction of a general client per request. It speaks exactly what replicas need: one
+request per connection at a time, content-length request bodies, content-length or chunked responses.
+
+A connection taken from the pool may have been closed by the replica an instant earlier (idle timeout, drain). When
+such a reused connection fails before any byte of the answer arrived, the replica never saw the request, so it is
+sent once more on a fresh connection; a failure on a fresh connection is reported as :class:`UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+
+import httptools
+
+IDLE_TTL_S = 3.0  # replicas close idle keep-alive connections after 5 s (uvicorn's default); drop ours sooner
+MAX_IDLE_PER_REPLICA = 256
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+     b"host", b"content-length", b"expect")
+)  # fmt: skip
+
+
+class UpstreamError(Exception):
+    """The replica could not be reached or broke the connection before answering."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent  # True when the replica may have received the request
+
+
+class UpstreamResponse:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; serves one request at a time."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[UpstreamResponse] | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.received = False
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(f"invalid HTTP answer from the replica: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail("the replica closed the connection before answering")
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        keep = self.parser.should_keep_alive()
+        self.headers, self.body, self.received = [], [], False
+        if keep and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+
+    def _fail(self, message: str) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(UpstreamError(message, sent=self.received or not self.reused))
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, payload: bytes) -> asyncio.Future[UpstreamResponse]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        return self.waiter
+
+
+class _Pool:
+    __slots__ = ("host", "idle", "port")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.idle: deque[_Connection] = deque()
+
+    async def acquire(self, fresh: bool = False) -> _Connection:
+        now = time.monotonic()
+        while self.idle and not fresh:
+            conn = self.idle.pop()  # most recently used first: warm and least likely timed out
+            if not conn.closed and now - conn.idle_since < IDLE_TTL_S:
+                conn.reused = True
+                return conn
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        except OSError as exc:
+            raise UpstreamError(
+                f"cannot connect to replica {self.host}:{self.port}: {exc}", sent=False
+            ) from None
+        return conn
+
+    def release(self, conn: _Connection) -> None:
+        if len(self.idle) >= MAX_IDLE_PER_REPLICA:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+def encode_request(
+    method: str, target: bytes, host: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """Serialise one request; hop-by-hop headers of the client are dropped, framing is ours."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
+        if name.lower() not in HOP_BY_HOP:
+            parts += (name, b": ", value, b"\r\n")
+    parts += (b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body)
+    return b"".join(parts)
+
+
+class Upstream:
+    """Keep-alive pools keyed by replica address."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, int], _Pool] = {}
+
+    async def request(
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> UpstreamResponse:
+        """Send one request and return the whole answer; raises UpstreamError or asyncio.TimeoutError."""
+        key = (host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(host, port)
+        payload = encode_request(method, target, f"{host}:{port}".encode(), headers, body)
+        async with asyncio.timeout(timeout):
+            for attempt in range(2):
+                conn = await pool.acquire(fresh=attempt > 0)
+                try:
+                    return await conn.send(payload)
+                except UpstreamError as exc:
+                    if exc.sent or attempt:
+                        raise
+                except BaseException:
+                    conn.close()  # timeout or cancellation: the connection's state is unknown
+                    raise
+        raise AssertionError("unreachable")
+
+    def forget(self, host: str, port: int) -> None:
+        """Close the idle connections to a replica that is gone."""
+        pool = self._pools.pop((host, port), None)
+        if pool is not None:
+            pool.close()
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()

@@ -1,0 +1,304 @@
+"""The embedded default backend: each replica is a child process on a loopback port.
+
+State lives under ``$STOKER_HOME/local``: ``functions/<namespace>/<name>.json`` (the deployment, desired replicas,
+bundle digest and its signature), ``bundles/<digest>.tar.gz`` and ``code/<digest>/`` (the extracted bundle). After
+a restart or a crash of the platform, :meth:`LocalBackend.start` brings every function back without a redeploy.
+
+A deploy waits for the first replica of the new version: if it cannot load its handler, the deploy fails with the
+error (file and line) and nothing of it stays; an update that fails leaves the old version serving. A successful
+update starts the new replicas first and drains the old ones after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from runtime.backends.base import FunctionRecord, LogLine
+from runtime.backends.logstore import FunctionLog
+from runtime.backends.process import ProcessSpec, ReplicaSlot, default_python
+from stoker import bundle
+from stoker.config import Config
+from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
+from stoker.names import DEFAULT_NAMESPACE
+from stoker.spec import FunctionDeployment
+
+_SCRUBBED_ENV_PREFIXES = ("STOKER_", "OPENFAAS_")  # never hand the platform's secrets to a function
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class _Function:
+    """One deployed function: its record (what the gateway reads), its version and its replica slots."""
+
+    def __init__(self, record: FunctionRecord, digest: str, signature: str, log: FunctionLog) -> None:
+        self.record = record
+        self.digest = digest
+        self.signature = signature
+        self.log = log
+        self.slots: list[ReplicaSlot] = []
+        self.lock = asyncio.Lock()
+        self.serial = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.record.deployment.service, self.record.deployment.namespace
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, config: Config, key: bytes) -> None:
+        self.config = config
+        self.key = key
+        self.root = config.home / "local"
+        self._functions: dict[tuple[str, str], _Function] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for path in sorted((self.root / "functions").glob("*/*.json")):
+            try:
+                state = json.loads(path.read_text())
+                dep = FunctionDeployment.from_json(state["deployment"], require_code=False)
+                self._materialize(state["digest"], state["signature"])
+            except (OSError, ValueError, KeyError, StokerError) as exc:
+                # One unreadable function must not keep the others down; it is reported in the log.
+                print(f"stoker: cannot restore {path}: {exc}", flush=True)
+                continue
+            record = FunctionRecord(dep, float(state["created_at"]), int(state["replicas"]))
+            fn = _Function(record, state["digest"], state["signature"], self._log(dep))
+            self._functions[fn.key] = fn
+            for _ in range(record.replicas):
+                self._add_slot(fn)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        slots = [slot for fn in self._functions.values() for slot in fn.slots]
+        await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
+        for fn in self._functions.values():
+            fn.log.close()
+        self._functions.clear()
+
+    # --- reads ---------------------------------------------------------------------------------------------
+    def get(self, name: str, namespace: str) -> FunctionRecord | None:
+        fn = self._functions.get((name, namespace))
+        return fn.record if fn is not None else None
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        return [fn.record for key, fn in sorted(self._functions.items()) if namespace is None or key[1] == namespace]
+
+    def namespaces(self) -> list[str]:
+        return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
+
+    async def logs(
+        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async for line in fn.log.read(tail, since, follow):
+            yield line
+
+    # --- changes -------------------------------------------------------------------------------------------
+    async def deploy(self, deployment: FunctionDeployment, bundle_bytes: bytes | None) -> None:
+        if bundle_bytes is None:
+            raise InvalidRequest(
+                f"function {deployment.service!r}: the local backend runs source bundles, not images "
+                "(deploy from a handler folder, or start the platform with --backend docker)"
+            )
+        digest = bundle.digest(bundle_bytes)
+        signature = bundle.sign(self.key, bundle_bytes)
+        self._pinned.append(digest)
+        try:
+            _write_atomic(self.root / "bundles" / f"{digest}.tar.gz", bundle_bytes)
+            self._materialize(digest, signature)
+            old = self._functions.get((deployment.service, deployment.namespace))
+            if old is None:
+                await self._create(deployment, digest, signature)
+            else:
+                async with old.lock:
+                    await self._update(old, deployment, digest, signature)
+        finally:
+            self._pinned.remove(digest)
+            self._collect_garbage()
+
+    async def _create(self, dep: FunctionDeployment, digest: str, signature: str) -> None:
+        replicas = max(dep.settings.min_replicas, 1)
+        fn = _Function(FunctionRecord(dep, time.time(), replicas), digest, signature, self._log(dep))
+        self._functions[fn.key] = fn
+        async with fn.lock:
+            for _ in range(replicas):
+                self._add_slot(fn)
+            failure = await self._first_outcome(fn.slots)
+            if failure is not None:
+                await asyncio.gather(*(slot.stop() for slot in fn.slots))
+                del self._functions[fn.key]
+                fn.log.close()
+                raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
+            self._save(fn)
+
+    async def _update(self, fn: _Function, dep: FunctionDeployment, digest: str, signature: str) -> None:
+        settings = dep.settings
+        replicas = min(max(fn.record.replicas, settings.min_replicas, 1), settings.max_replicas)
+        previous = (fn.record.deployment, fn.digest, fn.signature, fn.slots)
+        fn.record.deployment, fn.digest, fn.signature, fn.slots = dep, digest, signature, []
+        for _ in range(replicas):
+            self._add_slot(fn)
+        failure = await self._first_outcome(fn.slots)
+        if failure is not None:
+            new_slots = fn.slots
+            fn.record.deployment, fn.digest, fn.signature, fn.slots = previous
+            await asyncio.gather(*(slot.stop() for slot in new_slots))
+            raise DeployFailed(
+                f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
+            )
+        fn.record.replicas = replicas
+        fn.record.message = ""
+        self._save(fn)
+        self._in_background(self._retire(fn.slots, previous[3]))
+
+    async def _retire(self, new: list[ReplicaSlot], old: list[ReplicaSlot]) -> None:
+        """Stop the old version once the new one is ready (bounded), so capacity never drops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(s.first_outcome for s in new)), self.config.ready_wait_s)
+        await asyncio.gather(*(slot.stop() for slot in old))
+
+    async def remove(self, name: str, namespace: str) -> None:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async with fn.lock:
+            self._functions.pop(fn.key, None)
+            (self.root / "functions" / namespace / f"{name}.json").unlink(missing_ok=True)
+            await asyncio.gather(*(slot.stop() for slot in fn.slots))
+            fn.log.delete()
+        self._collect_garbage()
+
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async with fn.lock:
+            fn.record.replicas = replicas
+            while len(fn.slots) < replicas:
+                self._add_slot(fn)
+            if len(fn.slots) > replicas:
+                # Retire the least busy replicas; the rest keep serving while these drain.
+                ranked = sorted(fn.slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
+                retired = ranked[: len(fn.slots) - replicas]
+                fn.slots = [s for s in fn.slots if s not in retired]
+                for slot in retired:
+                    slot.stopping = True
+                    slot._unpublish()
+                self._in_background(self._stop_all(retired))
+            self._save(fn)
+
+    # --- internals -----------------------------------------------------------------------------------------
+    async def _stop_all(self, slots: list[ReplicaSlot]) -> None:
+        await asyncio.gather(*(slot.stop() for slot in slots))
+
+    def _in_background(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _first_outcome(self, slots: list[ReplicaSlot]) -> str | None:
+        """None once one replica is ready; the failure text when they all failed first (or the wait ran out)."""
+        pending = {asyncio.ensure_future(slot.first_outcome) for slot in slots}
+        deadline = time.monotonic() + self.config.ready_wait_s
+        failure: str | None = "no replica became ready in time"
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for fut in done:
+                if fut.result() is None:
+                    return None
+                failure = fut.result()
+        return failure
+
+    def _add_slot(self, fn: _Function) -> None:
+        fn.serial += 1
+        dep = fn.record.deployment
+        settings = dep.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
+        env.update(dep.envVars)
+        env.update(
+            {
+                "STOKER_FUNCTION_DIR": str(self.root / "code" / fn.digest),
+                "STOKER_ENTRYPOINT": settings.entrypoint,
+                "STOKER_FUNCTION_NAME": dep.service,
+                "STOKER_NAMESPACE": dep.namespace,
+                "STOKER_SECRETS_DIR": str(self.root / "secrets" / dep.namespace / dep.service),
+                "exec_timeout": f"{settings.timeout_s}s",
+                "max_inflight": str(settings.concurrency),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if dep.envProcess:
+            env["fprocess"] = dep.envProcess
+        spec = ProcessSpec(self.config.python or default_python(), env)
+
+        def problem(message: str) -> None:
+            fn.record.message = message
+
+        instance = f"{dep.service}-{fn.digest[:6]}-{fn.serial}"
+        fn.slots.append(ReplicaSlot(instance, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s))
+
+    def _log(self, dep: FunctionDeployment) -> FunctionLog:
+        path = self.root / "logs" / dep.namespace / f"{dep.service}.log"
+        return FunctionLog(dep.service, dep.namespace, path, self.config.log_lines)
+
+    def _materialize(self, digest: str, signature: str) -> Path:
+        """The extracted code of a bundle, checked against its signature before anything is extracted."""
+        target = self.root / "code" / digest
+        if target.is_dir():
+            return target
+        data = (self.root / "bundles" / f"{digest}.tar.gz").read_bytes()
+        if not bundle.verify(self.key, data, signature):
+            raise InvalidRequest(f"bundle {digest}: the signature does not match; refusing to run it")
+        tmp = target.with_name(digest + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        bundle.unpack(data, tmp, self.config.max_bundle_bytes)
+        os.replace(tmp, target)
+        return target
+
+    def _save(self, fn: _Function) -> None:
+        dep = fn.record.deployment
+        state = {
+            "deployment": dep.to_json(with_source=False),
+            "replicas": fn.record.replicas,
+            "created_at": fn.record.created_at,
+            "digest": fn.digest,
+            "signature": fn.signature,
+        }
+        _write_atomic(self.root / "functions" / dep.namespace / f"{dep.service}.json", json.dumps(state).encode())
+
+    def _collect_garbage(self) -> None:
+        """Delete bundles and code no function uses any more."""
+        used = {fn.digest for fn in self._functions.values()} | set(self._pinned)
+        for folder, suffix in (("bundles", ".tar.gz"), ("code", "")):
+            for path in (self.root / folder).glob("*"):
+                digest = path.name.removesuffix(suffix)
+                if digest not in used and not path.name.endswith(".tmp"):
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)

@@ -1,0 +1,114 @@
+"""The platform process: state survives restarts and crashes, replicas are supervised, nothing is orphaned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
+
+pytestmark = pytest.mark.slow
+
+PID_HANDLER = "import os\ndef handle(event, context):\n    return str(os.getpid())\n"
+
+
+def _replica_pids(platform: Platform) -> set[int]:
+    """Processes started by the platform (its children)."""
+    children = Path(f"/proc/{platform.proc.pid}/task/{platform.proc.pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def _wait_gone(pids: set[int], timeout: float = 15) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return {p for p in pids if _alive(p)}
+
+
+def test_functions_survive_a_restart_and_no_process_is_orphaned(fresh_home: Path, tmp_path: Path) -> None:
+    p = start_platform(fresh_home)
+    try:
+        write_handler(tmp_path / "pid", PID_HANDLER)
+        assert p.deploy("pid", tmp_path / "pid").status_code == 202
+        assert p.deploy("hello", FUNCTIONS / "hello").status_code == 202
+        pids = _replica_pids(p)
+        assert len(pids) == 2
+    finally:
+        assert p.stop() == 0
+    assert _wait_gone(pids) == set()
+
+    p = start_platform(fresh_home)
+    try:
+        r = httpx.get(f"{p.url}/function/pid", timeout=30)
+        assert r.status_code == 200
+        assert httpx.get(f"{p.url}/function/hello", timeout=30).status_code == 200
+    finally:
+        p.stop()
+
+
+def test_functions_survive_a_platform_crash(fresh_home: Path, tmp_path: Path) -> None:
+    p = start_platform(fresh_home)
+    write_handler(tmp_path / "pid", PID_HANDLER)
+    assert p.deploy("pid", tmp_path / "pid").status_code == 202
+    pids = _replica_pids(p)
+    p.stop(signal.SIGKILL)
+    assert _wait_gone(pids) == set()  # replicas die with the platform, even on SIGKILL
+
+    p = start_platform(fresh_home)
+    try:
+        assert httpx.get(f"{p.url}/function/pid", timeout=30).status_code == 200
+    finally:
+        p.stop()
+
+
+def test_a_crashed_replica_is_restarted(fresh_home: Path, tmp_path: Path) -> None:
+    p = start_platform(fresh_home)
+    try:
+        write_handler(tmp_path / "pid", PID_HANDLER)
+        assert p.deploy("pid", tmp_path / "pid").status_code == 202
+        first = int(httpx.get(f"{p.url}/function/pid").text)
+        os.kill(first, signal.SIGKILL)
+        r = httpx.get(f"{p.url}/function/pid", timeout=30)  # waits for the restarted replica
+        assert r.status_code == 200 and int(r.text) != first
+        with p.client() as c:
+            logs = c.get("/system/logs", params={"name": "pid"}).text
+        assert "exited with code" in logs
+    finally:
+        p.stop()
+
+
+def test_second_platform_on_the_same_home_is_refused(fresh_home: Path) -> None:
+    p = start_platform(fresh_home)
+    try:
+        with pytest.raises(RuntimeError, match="already using"):
+            start_platform(fresh_home)
+    finally:
+        p.stop()
+
+
+def test_credentials_are_generated_private_and_used_by_the_cli(fresh_home: Path) -> None:
+    p = start_platform(fresh_home, env={"STOKER_ADMIN_PASSWORD": ""})
+    try:
+        creds = fresh_home / "credentials"
+        assert creds.stat().st_mode & 0o777 == 0o600
+        import json
+
+        password = json.loads(creds.read_text())["password"]
+        assert len(password) >= 24
+        assert httpx.get(f"{p.url}/system/info", auth=("admin", password)).status_code == 200
+    finally:
+        p.stop()
