@@ -137,9 +137,7 @@ class ManagementAPI:
         async with lock:  # one deploy per function at a time; the check below is then race-free
             exists = self.backend.get(dep.service, dep.namespace) is not None
             if create and exists:
-                return error(
-                    409, f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update"
-                )
+                return error(409, f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update")
             if not create and not exists:
                 raise NotFound(f"function {dep.service!r} not found in namespace {dep.namespace!r}")
             await self.backend.deploy(dep, bundle)
@@ -172,9 +170,7 @@ class ManagementAPI:
         record = self._record(name, namespace)
         settings = record.deployment.settings
         if replicas > settings.max_replicas:
-            raise InvalidRequest(
-                f"replicas {replicas} is over the function's maximum ({settings.max_replicas})"
-            )
+            raise InvalidRequest(f"replicas {replicas} is over the function's maximum ({settings.max_replicas})")
         await self.backend.scale(name, namespace, replicas)
         return Response(status_code=202)
 

@@ -57,9 +57,7 @@ class GatewayApp:
         return PlainTextResponse("OK")
 
     async def prometheus(self, request: Request) -> Response:
-        replicas = [
-            (f"{r.deployment.service}.{r.deployment.namespace}", r.replicas) for r in self.backend.functions()
-        ]
+        replicas = [(f"{r.deployment.service}.{r.deployment.namespace}", r.replicas) for r in self.backend.functions()]
         return PlainTextResponse(self.metrics.render(replicas), media_type="text/plain; version=0.0.4")
 
     async def _stoker_error(self, request: Request, exc: Exception) -> Response:

@@ -55,9 +55,7 @@ class Metrics:
                 del table[key]
         self.started.pop(function, None)
 
-    def render(
-        self, replicas: Iterable[tuple[str, int]], extra: Callable[[], Iterable[str]] | None = None
-    ) -> str:
+    def render(self, replicas: Iterable[tuple[str, int]], extra: Callable[[], Iterable[str]] | None = None) -> str:
         """The exposition text; ``replicas`` gives ``(function, replica count)`` for gateway_service_count."""
         out = [
             "# HELP gateway_function_invocation_total Function invocations by status code",

@@ -7,7 +7,6 @@ with one clock reading and stored in one go, so keeping logs costs the invoke pa
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import deque
@@ -34,25 +33,30 @@ class FunctionLog:
         try:
             with open(self.path, encoding="utf-8") as fh:
                 for raw in fh:
+                    ts, _, rest = raw.rstrip("\n").partition("\t")
+                    instance, _, text = rest.partition("\t")
                     try:
-                        ts, instance, text = json.loads(raw)
-                    except (ValueError, TypeError):
+                        self.lines.append(LogLine(self.name, self.namespace, instance, float(ts), text))
+                    except ValueError:
                         continue
-                    self.lines.append(LogLine(self.name, self.namespace, instance, ts, text))
         except OSError:
             pass
 
     def write(self, instance: str, texts: list[str], now: float | None = None) -> None:
-        """Store lines printed by ``instance`` (a replica) and hand them to followers."""
+        """Store lines printed by ``instance`` (a replica) and hand them to followers.
+
+        File format, one line each: ``<unix time>\\t<instance>\\t<text>`` (text never holds a newline: it was
+        split on them; a tab in it survives, as only the first two are separators)."""
         ts = time.time() if now is None else now
-        records = []
-        for text in texts:
-            line = LogLine(self.name, self.namespace, instance, ts, text)
-            self.lines.append(line)
-            records.append(json.dumps([ts, instance, text]))
-            for queue in self.followers:
+        name, namespace, append = self.name, self.namespace, self.lines.append
+        lines = [LogLine(name, namespace, instance, ts, text) for text in texts]
+        for line in lines:
+            append(line)
+        for queue in self.followers:
+            for line in lines:
                 queue.put_nowait(line)
-        self._file.write("\n".join(records) + "\n")
+        prefix = f"{ts:.6f}\t{instance}\t"
+        self._file.write(prefix + ("\n" + prefix).join(texts) + "\n")
         self._file.flush()
         if self._file.tell() > MAX_FILE_BYTES:
             self._trim()

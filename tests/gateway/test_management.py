@@ -26,7 +26,9 @@ def test_system_routes_need_credentials(platform: Platform, auth: tuple[str, str
 
 
 def test_bearer_token_and_basic_auth_work(platform: Platform) -> None:
-    assert httpx.get(platform.url + "/system/info", headers={"Authorization": "Bearer test-password"}).status_code == 200
+    assert (
+        httpx.get(platform.url + "/system/info", headers={"Authorization": "Bearer test-password"}).status_code == 200
+    )
     assert httpx.get(platform.url + "/system/info", headers={"Authorization": "Bearer nope"}).status_code == 401
     info = httpx.get(platform.url + "/system/info", auth=platform.auth).json()
     assert info["provider"]["provider"] == "stoker"
