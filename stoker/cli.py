@@ -1,0 +1,420 @@
+"""The ``stoker`` command line: start the platform, scaffold, deploy and operate functions.
+
+``main(argv)`` returns the exit status instead of exiting, so tests can call it in-process. Every failure
+is one line on stderr and a non-zero status: 1 when an operation failed (the gateway refused or could not
+be reached), 2 for a usage or configuration mistake (bad flag, bad name, bad stack file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+from stoker import bundle, output
+from stoker.client import Client, GatewayError, error_text
+from stoker.config import ConfigError
+from stoker.errors import InvalidRequest, StokerError
+from stoker.names import DEFAULT_NAMESPACE, InvalidName, split_qualified, validate_name
+from stoker.scaffold import ScaffoldError, new_function
+from stoker.spec import parse_duration
+from stoker.stack import Stack, StackError, StackFunction, load_stack
+
+PROG = "stoker"
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage and exits; the CLI promises one line and a returned status instead.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``stoker`` command; return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "run"):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.run(args))
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    except (UsageError, ConfigError, StackError, InvalidName, ScaffoldError) as exc:
+        return _fail(str(exc), 2)
+    except GatewayError as exc:
+        return _fail(exc.message, 1)
+    except BrokenPipeError:
+        _silence_stdout()  # the reader went away (stoker logs | head): nothing worth a message
+        return 1
+    except (StokerError, OSError) as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"{PROG}: {' '.join(message.splitlines())}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    # Without this, Python's final flush of stdout raises again and prints a traceback at exit.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = _Parser(add_help=False)
+    # SUPPRESS keeps a value given before the subcommand (stoker --gateway URL list) from being reset.
+    common.add_argument("--gateway", metavar="URL", default=argparse.SUPPRESS, help="gateway URL")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine output")
+    ns = _Parser(add_help=False)
+    ns.add_argument("-n", "--namespace", help=f"namespace (default: the gateway's, {DEFAULT_NAMESPACE})")
+
+    parser = _Parser(prog=PROG, description="Serverless Python functions (OpenFaaS-compatible).")
+    parser.add_argument("--gateway", metavar="URL", default=None, help="gateway URL (or STOKER_GATEWAY)")
+    parser.add_argument("--json", action="store_true", default=False, help="machine-readable output")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, run: Any, help: str, *parents: _Parser) -> _Parser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
+        p.set_defaults(run=run)
+        return p
+
+    p = command("up", _up, "run the platform on this machine (gateway, autoscaler, local backend)")
+    p.add_argument("--port", type=int, help="gateway port (default 8080)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--backend", help="local, docker, swarm or kubernetes (default local)")
+    p.add_argument("--stack", metavar="FILE", help="deploy this stack file once the gateway is up")
+
+    p = command("new", _new, "create a function folder and add it to stack.yml")
+    p.add_argument("name")
+    p.add_argument("--dir", default=".", help="folder holding stack.yml (default: current)")
+
+    p = command("deploy", _deploy, "deploy functions from a stack file or from flags", ns)
+    p.add_argument("-f", "--file", metavar="STACK", help="stack file (default: ./stack.yml)")
+    p.add_argument("--filter", metavar="GLOB", help="only functions whose name matches")
+    p.add_argument("--name", help="deploy one function without a stack file")
+    p.add_argument("--handler", metavar="DIR", help="its folder (with handler.py)")
+    p.add_argument("--image", help="its image, instead of or besides a handler folder")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--annotation", action="append", default=[], metavar="K=V")
+    p.add_argument("--secret", action="append", default=[], metavar="NAME")
+
+    command("list", _list, "list deployed functions", ns)
+    command("describe", _describe, "show one function", ns).add_argument("name")
+
+    p = command("invoke", _invoke, "call a function; the body is read from stdin", ns)
+    p.add_argument("name", help="NAME or NAME.NAMESPACE")
+    p.add_argument("--method", default="POST")
+    p.add_argument("--header", "-H", action="append", default=[], metavar="K=V")
+    p.add_argument("--query", "-q", action="append", default=[], metavar="K=V")
+    p.add_argument("--path", default="", help="path after /function/NAME")
+    p.add_argument("--async", dest="asynchronous", action="store_true", help="queue the call (202)")
+
+    p = command("scale", _scale, "set a function's replicas", ns)
+    p.add_argument("name")
+    p.add_argument("--replicas", type=_count, required=True, metavar="K")
+
+    p = command("logs", _logs, "print a function's logs", ns)
+    p.add_argument("name")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    p.add_argument("--since", metavar="DURATION", help="only lines newer than this (30s, 5m, 1h)")
+
+    command("remove", _remove, "remove functions", ns).add_argument("names", nargs="+", metavar="NAME")
+    command("namespaces", _namespaces, "list namespaces")
+    command("info", _info, "show the gateway's provider and version")
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    from stoker.config import Config  # the platform's imports stay off the path of every other command
+
+    config = Config.from_env(port=args.port, host=args.host, backend=args.backend)
+    stack = Path(args.stack) if args.stack else None
+    if stack is not None:
+        load_stack(stack)  # fail now, naming file:line, rather than after the platform started
+    try:
+        from gateway.server import run_platform  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise StokerError(f"the platform cannot start: {exc}") from None
+    return int(run_platform(config, stack=stack))
+
+
+def _new(args: argparse.Namespace) -> int:
+    made = new_function(args.name, args.dir, _gateway_url(args))
+    print(f"Created {made.folder}/ (handler.py, requirements.txt, README.md).")
+    verb = "Wrote" if made.stack_created else "Added it to"
+    print(f"{verb} {made.stack_file}. Deploy with: stoker deploy -f {made.stack_file} --filter {args.name}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    functions, stack = _functions_to_deploy(args)
+    client = _client(args, stack.gateway if stack else "")
+    # Flags add to (and win over) what the stack file says, as faas-cli's --env/--label/--annotation do.
+    env, labels = _pairs(args.env, "--env"), _pairs(args.label, "--label")
+    annotations, secrets = (
+        _pairs(args.annotation, "--annotation"),
+        [validate_name(s, "secret") for s in args.secret],
+    )
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for fn in functions:
+        fn.env.update(env)
+        fn.labels.update(labels)
+        fn.annotations.update(annotations)
+        fn.secrets += [s for s in secrets if s not in fn.secrets]
+        fn.namespace = fn.namespace or args.namespace or ""
+        try:
+            source = base64.b64encode(bundle.pack(fn.handler_dir)).decode() if fn.handler_dir else ""
+            action = client.deploy(fn.to_deployment(source))
+        except GatewayError as exc:
+            if exc.status == 0:
+                raise  # unreachable: the other functions would fail the same way
+            failed += 1  # keep going: one refused function should not stop the others, as with faas-cli
+            _fail(f"{fn.name}: {exc.message}", 1)
+            continue
+        except StokerError as exc:
+            failed += 1
+            _fail(f"{fn.name}: {exc}", 1)
+            continue
+        namespace = fn.namespace or DEFAULT_NAMESPACE
+        url = client.function_url(fn.name, fn.namespace or None)
+        results.append({"name": fn.name, "namespace": namespace, "action": action, "url": url})
+        if not args.json:
+            print(f"Deployed {fn.name} ({namespace}). URL: {url}", flush=True)
+    if args.json:
+        _print_json(results)
+    return 1 if failed else 0
+
+
+def _functions_to_deploy(args: argparse.Namespace) -> tuple[list[StackFunction], Stack | None]:
+    if args.name or args.handler or args.image:
+        if args.file:
+            raise UsageError("give either -f STACK or --name with --handler/--image, not both")
+        if not args.name or not (args.handler or args.image):
+            raise UsageError("deploying without a stack file needs --name and --handler (or --image)")
+        validate_name(args.name)
+        fn = StackFunction(name=args.name, image=args.image or "")
+        if args.handler:
+            folder = Path(args.handler)
+            if not (folder / "handler.py").is_file():
+                what = "has no handler.py" if folder.is_dir() else "is not a folder"
+                raise UsageError(f"--handler {args.handler}: {what}")
+            fn.handler_dir = folder
+        return [fn], None
+    path = args.file or "stack.yml"
+    if not args.file and not Path(path).is_file():
+        raise UsageError("no stack.yml here: give -f STACK, or --name and --handler")
+    stack = load_stack(path)
+    return stack.select(args.filter), stack
+
+
+def _list(args: argparse.Namespace) -> int:
+    functions = sorted(_client(args).list_functions(args.namespace), key=lambda f: str(f.get("name")))
+    if args.json:
+        return _print_json(functions)
+    counts = ("invocationCount", "replicas", "availableReplicas")
+    rows = [(f.get("name"), *(f.get(k) or 0 for k in counts), _origin(f)) for f in functions]
+    print(output.table(("NAME", "INVOCATIONS", "REPLICAS", "AVAILABLE", "IMAGE/SOURCE"), rows))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    client = _client(args)
+    name, namespace = _qualified(args.name, args.namespace)
+    fn = client.get_function(name, namespace)
+    if args.json:
+        return _print_json(fn)
+    ready = (fn.get("availableReplicas") or 0) > 0
+    ns = fn.get("namespace") or namespace or DEFAULT_NAMESPACE
+    pairs = [
+        ("Name", fn.get("name", name)),
+        ("Namespace", ns),
+        ("Status", "Ready" if ready else "Not ready"),
+        ("Replicas", output.text(fn.get("replicas", 0))),
+        ("Available", output.text(fn.get("availableReplicas", 0))),
+        ("Invocations", output.text(fn.get("invocationCount", 0))),
+        ("Image/source", _origin(fn)),
+        ("Created", fn.get("createdAt")),
+        ("URL", client.function_url(name, None if ns == DEFAULT_NAMESPACE else ns)),
+        ("Process", fn.get("envProcess")),
+        ("Environment", fn.get("envVars")),
+        ("Labels", fn.get("labels")),
+        ("Annotations", fn.get("annotations")),
+        ("Secrets", fn.get("secrets")),
+        ("Constraints", fn.get("constraints")),
+        ("Limits", fn.get("limits")),
+        ("Requests", fn.get("requests")),
+        ("Read-only root", fn.get("readOnlyRootFilesystem") or None),
+        ("Message", fn.get("message")),
+    ]
+    print(output.fields(pairs))
+    return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    name, namespace = _qualified(args.name, args.namespace)
+    headers, query = _pairs(args.header, "--header"), _pair_list(args.query, "--query")
+    stdin = sys.stdin
+    body = b"" if stdin is None or stdin.closed or stdin.isatty() else stdin.buffer.read()
+    reply = _client(args).invoke(
+        name,
+        body,
+        method=args.method,
+        headers=headers,
+        query=query,
+        namespace=namespace,
+        path=args.path,
+        asynchronous=args.asynchronous,
+    )
+    if not reply.ok:
+        detail = f": {error_text(reply.body, reply.status)}" if reply.body.strip() else ""
+        return _fail(f"{args.name} answered {reply.status}{detail}", 1)
+    if args.asynchronous:
+        print(f"Accepted {args.name}; call id {reply.headers.get('x-call-id', '?')}.", file=sys.stderr)
+    sys.stdout.buffer.write(reply.body)
+    sys.stdout.flush()
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    name, namespace = _qualified(args.name, args.namespace)
+    _client(args).scale(name, args.replicas, namespace)
+    print(f"Scaled {name} ({namespace or DEFAULT_NAMESPACE}) to {args.replicas} replicas.")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    name, namespace = _qualified(args.name, args.namespace)
+    since: datetime | None = None
+    if args.since:
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since, "--since"))
+        except InvalidRequest as exc:
+            raise UsageError(str(exc)) from None
+    for entry in _client(args).logs(name, namespace, tail=args.tail, follow=args.follow, since=since):
+        if args.json:
+            print(json.dumps(entry), flush=True)
+        else:
+            text = str(entry.get("text", "")).rstrip("\n")
+            print(f"{entry.get('timestamp', '')} {entry.get('instance', '')} {text}", flush=True)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    client = _client(args)
+    failed = 0
+    for qualified in args.names:
+        name, namespace = _qualified(qualified, args.namespace)
+        try:
+            client.remove(name, namespace)
+        except GatewayError as exc:
+            failed += 1
+            _fail(f"{name}: {exc.message}", 1)
+            continue
+        print(f"Removed {name} ({namespace or DEFAULT_NAMESPACE}).")
+    return 1 if failed else 0
+
+
+def _namespaces(args: argparse.Namespace) -> int:
+    names = _client(args).namespaces()
+    if args.json:
+        return _print_json(names)
+    print("\n".join(names))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    client = _client(args)
+    data = client.info()
+    if args.json:
+        return _print_json(data)
+    print(output.fields([("gateway", client.gateway), *output.flatten(data)]))
+    return 0
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _gateway_url(args: argparse.Namespace, from_stack: str = "") -> str:
+    """--gateway, then STOKER_GATEWAY / OPENFAAS_URL, then the stack's provider.gateway, then the default."""
+    from stoker.config import gateway_url
+
+    env = os.environ.get("STOKER_GATEWAY") or os.environ.get("OPENFAAS_URL")
+    return str(args.gateway or (gateway_url() if env else "") or from_stack or gateway_url())
+
+
+def _client(args: argparse.Namespace, from_stack: str = "") -> Client:
+    try:
+        return Client(_gateway_url(args, from_stack))
+    except GatewayError as exc:  # a malformed URL is a usage mistake, not a failed operation
+        raise UsageError(exc.message) from None
+
+
+def _qualified(name: str, namespace: str | None) -> tuple[str, str | None]:
+    """``name.namespace`` or ``name`` with --namespace; the namespace stays None when neither gives one."""
+    if "." in name:
+        return split_qualified(name)
+    return name, namespace
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    """``K=V`` flags as a dict; a later key wins."""
+    return dict(_pair_list(items, flag))
+
+
+def _pair_list(items: list[str], flag: str) -> list[tuple[str, str]]:
+    """``K=V`` flags in order, repeated keys kept (query strings may repeat a key)."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        separator, eq, colon = "=", item.find("="), item.find(":")
+        if flag == "--header" and colon >= 0 and (eq < 0 or colon < eq):
+            separator = ":"  # curl style "Name: value", whose value may itself hold "="
+        key, sep, value = item.partition(separator)
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs.append((key.strip(), value.strip() if flag == "--header" else value))
+    return pairs
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is negative")
+    return value
+
+
+def _origin(fn: dict[str, Any]) -> str:
+    return str(fn.get("image") or "(source)")
+
+
+def _print_json(data: Any) -> int:
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
