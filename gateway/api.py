@@ -59,6 +59,10 @@ class ManagementAPI:
             Route("/system/info", self.info, methods=["GET"]),
             Route("/system/logs", self.logs, methods=["GET"]),
             Route("/system/namespaces", self.namespaces, methods=["GET"]),
+            Route("/system/secrets", self.list_secrets, methods=["GET"]),
+            Route("/system/secrets", self.create_secret, methods=["POST"]),
+            Route("/system/secrets", self.update_secret, methods=["PUT"]),
+            Route("/system/secrets", self.delete_secret, methods=["DELETE"]),
         ]
 
     # --- helpers -------------------------------------------------------------------------------------------
@@ -173,6 +177,51 @@ class ManagementAPI:
             raise InvalidRequest(f"replicas {replicas} is over the function's maximum ({settings.max_replicas})")
         await self.backend.scale(name, namespace, replicas)
         return Response(status_code=202)
+
+    # --- secrets (values are write-only: listing shows names) ----------------------------------------------
+    async def list_secrets(self, request: Request) -> Response:
+        namespace = _namespace(request.query_params.get("namespace"))
+        return JSONResponse([{"name": n, "namespace": namespace} for n in self.backend.secrets.names(namespace)])
+
+    async def create_secret(self, request: Request) -> Response:
+        name, namespace, value = await self._secret_body(request, with_value=True)
+        self.backend.secrets.set(name, namespace, value, create=True)
+        return Response(status_code=201)
+
+    async def update_secret(self, request: Request) -> Response:
+        name, namespace, value = await self._secret_body(request, with_value=True)
+        self.backend.secrets.set(name, namespace, value, create=False)
+        return Response(status_code=200)
+
+    async def delete_secret(self, request: Request) -> Response:
+        name, namespace, _ = await self._secret_body(request, with_value=False)
+        self.backend.secrets.delete(name, namespace)
+        return Response(status_code=200)
+
+    async def _secret_body(self, request: Request, with_value: bool) -> tuple[str, str, bytes]:
+        """OpenFaaS's Secret: ``{name, namespace, value}`` or ``rawValue`` (base64) for binary values."""
+        body = await self._json(request, 1024 * 1024) or {}
+        if not isinstance(body, dict):
+            raise InvalidRequest("the body must be a JSON object with name and value")
+        name = body.get("name")
+        try:
+            validate_name(name, "secret")
+        except InvalidName as exc:
+            raise InvalidRequest(str(exc)) from None
+        assert isinstance(name, str)
+        namespace = _namespace(body.get("namespace") or request.query_params.get("namespace"))
+        value = b""
+        if with_value:
+            if isinstance(body.get("rawValue"), str) and body["rawValue"]:
+                try:
+                    value = base64.b64decode(body["rawValue"], validate=True)
+                except (binascii.Error, ValueError):
+                    raise InvalidRequest("rawValue is not valid base64") from None
+            elif isinstance(body.get("value"), str):
+                value = body["value"].encode()
+            else:
+                raise InvalidRequest(f"secret {name!r}: give a value (text) or rawValue (base64)")
+        return name, namespace, value
 
     # --- platform ------------------------------------------------------------------------------------------
     async def info(self, request: Request) -> Response:

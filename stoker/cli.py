@@ -137,12 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="DURATION", help="only lines newer than this (30s, 5m, 1h)")
 
     command("remove", _remove, "remove functions", ns).add_argument("names", nargs="+", metavar="NAME")
+    p = command("secret", _secret, "manage secrets: create, update, list, remove", ns)
+    p.add_argument("action", choices=["create", "update", "list", "ls", "remove", "rm"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--from-literal", metavar="VALUE", help="the value (else --from-file, else stdin)")
+    p.add_argument("--from-file", metavar="FILE", help="read the value from a file")
+
     command("namespaces", _namespaces, "list namespaces")
     command("info", _info, "show the gateway's provider and version")
     return parser
 
 
 # -- commands ------------------------------------------------------------------------------------
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from stoker.cli_secret import run_secret
+
+    return run_secret(_client(args), args)
 
 
 def _up(args: argparse.Namespace) -> int:

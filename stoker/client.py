@@ -119,6 +119,29 @@ class Client:
             body["namespace"] = namespace
         self._call("POST", f"/system/scale-function/{quote(name, safe='')}", body)
 
+    def secrets(self, namespace: str | None = None) -> list[str]:
+        """``GET /system/secrets``: the secret names of a namespace (values are never listed)."""
+        data = self._json("GET", "/system/secrets", query=_ns(namespace))
+        return [str(s.get("name")) for s in data if isinstance(s, dict)] if isinstance(data, list) else []
+
+    def set_secret(self, name: str, value: bytes, namespace: str | None = None, update: bool = False) -> None:
+        """``POST`` (create) or ``PUT`` (update) ``/system/secrets``; binary values travel as ``rawValue``."""
+        body: dict[str, Any] = {"name": name}
+        try:
+            body["value"] = value.decode()
+        except UnicodeDecodeError:
+            body["rawValue"] = base64.b64encode(value).decode()
+        if namespace:
+            body["namespace"] = namespace
+        self._call("PUT" if update else "POST", "/system/secrets", body)
+
+    def remove_secret(self, name: str, namespace: str | None = None) -> None:
+        """``DELETE /system/secrets`` with ``{"name", "namespace"}``."""
+        body: dict[str, Any] = {"name": name}
+        if namespace:
+            body["namespace"] = namespace
+        self._call("DELETE", "/system/secrets", body)
+
     def info(self) -> dict[str, Any]:
         """``GET /system/info``: provider, orchestration and version."""
         data = self._json("GET", "/system/info")

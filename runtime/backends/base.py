@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runtime.backends.secrets import SecretStore
 from stoker.spec import FunctionDeployment
 
 
@@ -56,6 +57,11 @@ class LogLine:
 
 class Backend(Protocol):
     name: str
+
+    @property
+    def secrets(self) -> SecretStore:
+        """What /system/secrets manages; replicas get the secrets their deployment lists."""
+        ...
 
     async def start(self) -> None:
         """Load or adopt what was deployed before and bring it back to its desired replicas."""

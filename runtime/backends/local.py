@@ -24,6 +24,7 @@ from typing import Any
 from runtime.backends.base import FunctionRecord, LogLine
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import ProcessSpec, ReplicaSlot, default_python
+from runtime.backends.secrets import FileSecretStore
 from stoker import bundle
 from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
@@ -64,6 +65,7 @@ class LocalBackend:
         self.config = config
         self.key = key
         self.root = config.home / "local"
+        self.secrets = FileSecretStore(config.home / "secrets")
         self._functions: dict[tuple[str, str], _Function] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
@@ -120,6 +122,12 @@ class LocalBackend:
             raise InvalidRequest(
                 f"function {deployment.service!r}: the local backend runs source bundles, not images "
                 "(deploy from a handler folder, or start the platform with --backend docker)"
+            )
+        missing = self.secrets.missing(deployment.secrets, deployment.namespace)
+        if missing:
+            raise InvalidRequest(
+                f"function {deployment.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
+                f"{deployment.namespace!r} (create them with 'stoker secret create')"
             )
         digest = bundle.digest(bundle_bytes)
         signature = bundle.sign(self.key, bundle_bytes)
@@ -246,7 +254,11 @@ class LocalBackend:
                 "STOKER_ENTRYPOINT": settings.entrypoint,
                 "STOKER_FUNCTION_NAME": dep.service,
                 "STOKER_NAMESPACE": dep.namespace,
-                "STOKER_SECRETS_DIR": str(self.root / "secrets" / dep.namespace / dep.service),
+                "STOKER_SECRETS_DIR": str(
+                    self.secrets.materialize(
+                        dep.secrets, dep.namespace, self.root / "secrets" / dep.namespace / dep.service
+                    )
+                ),
                 "exec_timeout": f"{settings.timeout_s}s",
                 "max_inflight": str(settings.concurrency),
                 "PYTHONUNBUFFERED": "1",

@@ -1,0 +1,108 @@
+"""Function secrets kept as files (``/system/secrets``), for backends without a secret store of their own.
+
+Layout: ``<root>/<namespace>/<name>``, mode 0600, in folders of mode 0700. A replica sees only the secrets its
+deployment lists, copied into a folder of its own (:meth:`FileSecretStore.materialize`), which the replica reads
+as ``/var/openfaas/secrets/<name>`` (or ``STOKER_SECRETS_DIR``). Values are never put in environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from stoker.errors import Conflict, InvalidRequest, NotFound
+from stoker.names import InvalidName, validate_name
+
+MAX_SECRET_BYTES = 512 * 1024  # Kubernetes' limit is 1 MiB; OpenFaaS functions read small values
+
+
+class SecretStore(Protocol):
+    def names(self, namespace: str) -> list[str]: ...
+
+    def set(self, name: str, namespace: str, value: bytes, create: bool) -> None:
+        """Create (``create``: Conflict if it exists) or update (NotFound if missing) a secret."""
+
+    def delete(self, name: str, namespace: str) -> None: ...
+
+    def missing(self, names: list[str], namespace: str) -> list[str]:
+        """Which of ``names`` do not exist (deploys refuse functions that ask for them)."""
+        ...
+
+
+def _check(name: str, value: bytes | None = None) -> None:
+    try:
+        validate_name(name, "secret")
+    except InvalidName as exc:
+        raise InvalidRequest(str(exc)) from None
+    if value is not None and len(value) > MAX_SECRET_BYTES:
+        raise InvalidRequest(f"secret {name!r} is {len(value)} bytes; at most {MAX_SECRET_BYTES} are allowed")
+
+
+class FileSecretStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._mounts: dict[Path, tuple[list[str], str]] = {}  # folder -> (names, namespace), kept current
+
+    def _path(self, name: str, namespace: str) -> Path:
+        return self.root / namespace / name
+
+    def names(self, namespace: str) -> list[str]:
+        folder = self.root / namespace
+        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+    def set(self, name: str, namespace: str, value: bytes, create: bool) -> None:
+        _check(name, value)
+        path = self._path(name, namespace)
+        if create and path.exists():
+            raise Conflict(f"secret {name!r} already exists in {namespace!r}; use PUT to update it")
+        if not create and not path.exists():
+            raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._refresh(name, namespace)
+
+    def delete(self, name: str, namespace: str) -> None:
+        _check(name)
+        try:
+            self._path(name, namespace).unlink()
+        except FileNotFoundError:
+            raise NotFound(f"secret {name!r} not found in namespace {namespace!r}") from None
+        self._refresh(name, namespace)
+
+    def _refresh(self, name: str, namespace: str) -> None:
+        """Rotate a changed secret into every folder that holds it, as Kubernetes does for mounted secrets."""
+        for dest, (names, ns) in list(self._mounts.items()):
+            if ns == namespace and name in names and dest.is_dir():
+                self.materialize(names, ns, dest)
+
+    def missing(self, names: list[str], namespace: str) -> list[str]:
+        return [n for n in names if not self._path(n, namespace).is_file()]
+
+    def materialize(self, names: list[str], namespace: str, dest: Path) -> Path:
+        """Make ``dest`` hold exactly the listed secrets, readable by the owner only; return ``dest``.
+
+        Each file is replaced atomically, so a running replica never reads a half-written secret; later changes
+        to these secrets are copied in too."""
+        self._mounts[dest] = (list(names), namespace)
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in names:
+            source = self._path(name, namespace)
+            if source.is_file():
+                tmp = dest / f".{name}.tmp"
+                shutil.copyfile(source, tmp)
+                os.chmod(tmp, 0o400)
+                os.replace(tmp, dest / name)
+            else:
+                (dest / name).unlink(missing_ok=True)  # deleted since: the function sees it gone
+        for stale in dest.iterdir():
+            if stale.name not in names:
+                stale.unlink()
+        return dest

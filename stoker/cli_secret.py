@@ -1,0 +1,46 @@
+"""``stoker secret create|update|list|remove``: the ``/system/secrets`` API from the command line (as faas-cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stoker import output
+from stoker.client import Client
+from stoker.names import InvalidName, validate_name
+
+
+class SecretUsageError(InvalidName):
+    """A secret command that cannot run as given (exit status 2, like other usage errors)."""
+
+
+def _value(args: argparse.Namespace) -> bytes:
+    if args.from_literal is not None:
+        return str(args.from_literal).encode()
+    if args.from_file:
+        return Path(args.from_file).read_bytes()
+    if sys.stdin.isatty():
+        raise SecretUsageError("give the value with --from-literal, --from-file or on stdin")
+    return sys.stdin.buffer.read()
+
+
+def run_secret(client: Client, args: argparse.Namespace) -> int:
+    if args.action in ("list", "ls"):
+        names = client.secrets(args.namespace)
+        if args.json:
+            print(json.dumps(names))
+        else:
+            print(output.table(("NAME",), [(n,) for n in names]))
+        return 0
+    if not args.name:
+        raise SecretUsageError(f"'stoker secret {args.action}' needs a secret NAME")
+    validate_name(args.name, "secret")
+    if args.action in ("remove", "rm"):
+        client.remove_secret(args.name, args.namespace)
+        print(f"Removed secret {args.name}.")
+        return 0
+    client.set_secret(args.name, _value(args), args.namespace, update=args.action == "update")
+    print(f"{'Updated' if args.action == 'update' else 'Created'} secret {args.name}.")
+    return 0
