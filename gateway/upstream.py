@@ -54,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.received = False
+        self.head = False  # a HEAD answer has headers only, whatever its content-length says
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -80,6 +81,13 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
+    def on_headers_complete(self) -> None:
+        if self.head:
+            # The parser cannot know the request was HEAD and would wait for content-length bytes that never come;
+            # end the message here and drop the connection, whose parser state is now unusable.
+            self.closed = True
+            self.on_message_complete()
+
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
         response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
@@ -103,8 +111,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, payload: bytes) -> asyncio.Future[UpstreamResponse]:
+    def send(self, payload: bytes, head: bool = False) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
+        self.head = head
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(payload)
         return self.waiter
@@ -188,7 +197,7 @@ class Upstream:
         deadline = loop.time() + timeout
         for attempt in range(2):
             conn = await pool.acquire(fresh=attempt > 0)
-            waiter = conn.send(payload)
+            waiter = conn.send(payload, head=method == "HEAD")
             # call_at and a future are cheaper than asyncio.timeout() on a path taken thousands of times a second
             timer = loop.call_at(deadline, _expire, waiter)
             try:

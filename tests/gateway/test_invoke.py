@@ -148,3 +148,11 @@ def test_broken_deploys_leave_gateway_and_others_serving(deployed: Platform, tmp
         names = {f["name"] for f in c.get("/system/functions").json()}
     assert "syntax" not in names and "imp" not in names  # nothing half-deployed
     assert httpx.get(f"{deployed.url}/function/hello").status_code == 200
+
+
+def test_head_and_other_methods_pass_through(deployed: Platform) -> None:
+    r = httpx.head(f"{deployed.url}/function/echo", timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    for method in ("GET", "DELETE", "PATCH", "OPTIONS"):
+        r = httpx.request(method, f"{deployed.url}/function/echo", timeout=10)
+        assert r.status_code == 200 and r.json()["method"] == method
