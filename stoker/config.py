@@ -44,6 +44,16 @@ class Config:
     drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
     log_lines: int = 2000  # log lines kept in memory per function
     python: str = ""  # interpreter for local replicas; empty: the one running stoker
+    # Autoscaling (see docs/autoscaling.md); per-function target, bounds and scale to zero come from labels.
+    autoscale: bool = True  # run the autoscaler loop (scale from zero on a request happens either way)
+    autoscale_tick_s: float = 1.0  # how often the loop reads the counters and decides
+    stable_window_s: float = 60.0  # averaging window for normal decisions (and the least time before scale-down)
+    panic_window_s: float = 6.0  # short window that scales up fast when load reaches panic_threshold x target
+    panic_threshold: float = 2.0
+    max_scale_up_rate: float = 1000.0  # at most this many times the ready replicas per decision
+    max_scale_down_rate: float = 2.0  # at least ready / this many replicas per decision
+    queue_size: int = 1000  # requests that may wait per function for a replica before 503
+    pool_size: int = 2  # warm generic replicas kept ready (0: no pool)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
@@ -67,9 +77,22 @@ class Config:
         for name in ("max_body_bytes", "max_bundle_bytes", "log_lines"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
-        for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s"):
+        for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "queue_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        if self.pool_size < 0:
+            raise ConfigError(f"STOKER_POOL_SIZE: must be 0 or more, got {self.pool_size}")
+        # The same checks as the decider's own (autoscaler.decider.DeciderSpec), named by variable here.
+        if self.panic_window_s <= 0 or self.stable_window_s < self.panic_window_s:
+            raise ConfigError(
+                f"STOKER_PANIC_WINDOW_S/STOKER_STABLE_WINDOW_S: need 0 < panic window ({self.panic_window_s:g}) "
+                f"<= stable window ({self.stable_window_s:g})"
+            )
+        if self.panic_threshold <= 1:
+            raise ConfigError(f"STOKER_PANIC_THRESHOLD: must be greater than 1, got {self.panic_threshold:g}")
+        for name in ("max_scale_up_rate", "max_scale_down_rate"):
+            if getattr(self, name) <= 1:
+                raise ConfigError(f"STOKER_{name.upper()}: must be greater than 1, got {getattr(self, name):g}")
 
     def with_(self, **changes: Any) -> Config:
         config = replace(self, **changes)
@@ -85,6 +108,10 @@ def _parse(var: str, raw: str, type_name: str) -> Any:
             return float(raw)
         if type_name == "Path":
             return Path(raw).expanduser()
+        if type_name == "bool":
+            if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.strip().lower() in ("1", "true", "yes", "on")
     except ValueError:
         raise ConfigError(f"{var}: {raw!r} is not a valid {type_name}") from None
     return raw

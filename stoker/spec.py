@@ -18,6 +18,10 @@ from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
 # Labels and annotations read by stoker (OpenFaaS names first, then stoker's own).
 SCALE_MIN = "com.openfaas.scale.min"
 SCALE_MAX = "com.openfaas.scale.max"
+SCALE_TARGET = "com.openfaas.scale.target"
+SCALE_TYPE = "com.openfaas.scale.type"
+SCALE_ZERO = "com.openfaas.scale.zero"
+SCALE_ZERO_DURATION = "com.openfaas.scale.zero-duration"
 TIMEOUT = "com.stoker.timeout"
 CONCURRENCY = "com.stoker.concurrency"
 ENTRYPOINT = "com.stoker.entrypoint"
@@ -25,6 +29,9 @@ ENTRYPOINT = "com.stoker.entrypoint"
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_ENTRYPOINT = "handler:handle"
 DEFAULT_MAX_REPLICAS = 20
+DEFAULT_SCALE_TARGET = 10  # in-flight requests per replica (capacity) or requests per second per replica (rps)
+DEFAULT_ZERO_DURATION_S = 900.0  # 15 minutes without traffic before scaling to zero, as OpenFaaS
+SCALE_TYPES = ("capacity", "rps")  # capacity: in-flight requests (Knative's concurrency); rps: requests per second
 _ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
@@ -143,6 +150,10 @@ class FunctionSettings:
     timeout_s: float
     concurrency: int  # per-replica in-flight limit; 0 means unlimited
     entrypoint: str
+    scale_target: int = DEFAULT_SCALE_TARGET  # per replica, in the unit of scale_type
+    scale_type: str = "capacity"
+    scale_to_zero: bool = False  # com.openfaas.scale.zero=true, or min 0
+    zero_duration_s: float = DEFAULT_ZERO_DURATION_S  # idle time before scaling to zero
 
     @classmethod
     def from_deployment(cls, dep: FunctionDeployment) -> FunctionSettings:
@@ -155,12 +166,25 @@ class FunctionSettings:
         entrypoint = values.get(ENTRYPOINT) or DEFAULT_ENTRYPOINT
         if not _ENTRYPOINT_RE.match(entrypoint):
             raise InvalidRequest(f"{ENTRYPOINT}: {entrypoint!r} is not of the form module:function")
+        scale_type = (values.get(SCALE_TYPE) or "capacity").strip().lower()
+        if scale_type not in SCALE_TYPES:
+            raise InvalidRequest(f"{SCALE_TYPE}: {scale_type!r} is not one of {', '.join(SCALE_TYPES)}")
+        zero = (values.get(SCALE_ZERO) or "").strip().lower()
+        if zero not in ("", "true", "false"):
+            raise InvalidRequest(f"{SCALE_ZERO}: {values[SCALE_ZERO]!r} is not true or false")
+        zero_duration = values.get(SCALE_ZERO_DURATION)
         return cls(
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             timeout_s=parse_duration(timeout, TIMEOUT) if timeout else DEFAULT_TIMEOUT_S,
             concurrency=_int_setting(values, CONCURRENCY, 0, 0),
             entrypoint=entrypoint,
+            scale_target=_int_setting(values, SCALE_TARGET, DEFAULT_SCALE_TARGET, 1),
+            scale_type=scale_type,
+            scale_to_zero=zero == "true" or min_replicas == 0,
+            zero_duration_s=(
+                parse_duration(zero_duration, SCALE_ZERO_DURATION) if zero_duration else DEFAULT_ZERO_DURATION_S
+            ),
         )
 
 
