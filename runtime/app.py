@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 from runtime.config import ReplicaConfig
 from runtime.invoke import ExecTimeout, Invoker
-from runtime.logs import call_id_var, format_call, format_failure
+from runtime.logs import CallLog, call_id_var, format_call, format_failure
 from runtime.responses import Rendered, render, text
 from stoker.handler import Context, Event, Headers
 
@@ -46,7 +46,7 @@ class ReplicaApp:
         self._config = config
         self._invoker = invoker
         self._logger = logger
-        self._out = out
+        self.call_log = CallLog(out)
         self._err = err
         self._name = config.function_name
         self._limit = config.max_inflight
@@ -93,7 +93,7 @@ class ReplicaApp:
         # raw_path, not path: a decoded %0A must not split the line
         path = scope.get("raw_path") or scope["path"].encode()
         duration = time.perf_counter() - started
-        self._out.write(format_call(call_id, scope["method"], path.decode("latin-1"), response[0], duration))
+        self.call_log.write(format_call(call_id, scope["method"], path.decode("latin-1"), response[0], duration))
 
     async def _invoke(self, scope: Scope, headers: Headers, body: bytes, call_id: str) -> Rendered:
         query_string: bytes = scope["query_string"]

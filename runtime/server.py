@@ -131,6 +131,7 @@ class Replica:
             # uvicorn exits 3 when it cannot listen, and 3 means "cannot load the handler" to the backend.
             print(f"stoker: cannot serve (uvicorn exit {exc.code}); see the error above", file=sys.stderr)
             return EXIT_SERVE_FAILED
+        self.app.call_log.flush()
         code = EXIT_HUNG if self.app.broken else EXIT_OK
         if not self.invoker.close():
             # A handler is still running (stuck in C, or cut off by the drain timeout): skip interpreter
