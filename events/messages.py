@@ -1,0 +1,134 @@
+"""Wire types of the queue, encoded with msgpack: one :class:`Invocation` per message, one :class:`Result` per call.
+
+Messages on stoker's own streams (``async``, ``dead``) hold one field, ``m``, with a msgpack-encoded invocation. A
+message on a user's stream (a queue trigger) is turned into an invocation by :func:`from_stream_entry`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import msgpack
+
+FIELD = b"m"
+
+
+class CallStatus(StrEnum):
+    """Where an async call is; ``done`` also covers a call that failed after its last attempt."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    DONE = "done"
+
+
+def new_call_id() -> str:
+    """An unguessable call id (128 random bits): knowing one must not reveal another's result."""
+    return secrets.token_hex(16)
+
+
+@dataclass
+class Invocation:
+    """One function call as stored in a queue: the HTTP request to replay and where its answer goes."""
+
+    function: str  # name.namespace
+    method: str = "POST"
+    path: str = "/"
+    query: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    call_id: str = ""  # empty for trigger messages that are not async calls (no stored result)
+    callback_url: str = ""
+    origin: str = ""  # "stream:id" of a trigger message, "cron:tick", or "" for an async call
+    enqueued_at: float = 0.0
+
+    def encode(self) -> bytes:
+        return _packb(
+            [
+                1,
+                self.function,
+                self.method,
+                self.path,
+                self.query,
+                [list(h) for h in self.headers],
+                self.body,
+                self.call_id,
+                self.callback_url,
+                self.origin,
+                self.enqueued_at,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Invocation:
+        """Raises ValueError for anything that is not an encoded invocation."""
+        try:
+            raw = msgpack.unpackb(data)
+            version, fn, method, path, query, headers, body, call_id, callback, origin, at = raw
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            raise ValueError(f"not an encoded invocation: {exc}") from None
+        if version != 1:
+            raise ValueError(f"unknown invocation version {version!r}")
+        return cls(fn, method, path, query, [(str(k), str(v)) for k, v in headers], body, call_id, callback, origin, at)
+
+
+@dataclass
+class Result:
+    """A finished call: the function's answer (or the gateway's error for it) and how long it took."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    duration_s: float
+    function: str
+    attempts: int = 1
+
+    def encode(self) -> bytes:
+        return _packb(
+            [1, self.status, [list(h) for h in self.headers], self.body, self.duration_s, self.function, self.attempts]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Result:
+        _, status, headers, body, duration, function, attempts = msgpack.unpackb(data)
+        return cls(status, [(str(k), str(v)) for k, v in headers], body, duration, function, attempts)
+
+    def header(self, name: str, default: str = "") -> str:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), default)
+
+
+def from_stream_entry(function: str, stream: str, msg_id: str, fields: dict[bytes, bytes]) -> Invocation:
+    """A message of a user's stream as an invocation: the ``body`` field if there is one, else all fields as a JSON
+    object; the stream and message id go in headers so the function can deduplicate."""
+    if b"body" in fields:
+        body, content_type = fields[b"body"], "application/octet-stream"
+    else:
+        body = json.dumps({_text(k): _text(v) for k, v in fields.items()}).encode()
+        content_type = "application/json"
+    headers = [("content-type", content_type), ("x-stoker-stream", stream), ("x-stoker-message-id", msg_id)]
+    return Invocation(function=function, headers=headers, body=body, origin=f"{stream}:{msg_id}")
+
+
+def _packb(value: Any) -> bytes:
+    return bytes(msgpack.packb(value))
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def dead_letter(inv: Invocation, error: str, attempts: int, stream: str, msg_id: str, at: float) -> dict[str, Any]:
+    """The fields of a dead-letter entry: the invocation (to replay), the last error and the attempt count."""
+    return {
+        "m": inv.encode(),
+        "error": error,
+        "attempts": str(attempts),
+        "stream": stream,
+        "id": msg_id,
+        "at": f"{at:.3f}",
+    }

@@ -1,0 +1,113 @@
+"""The one small interface every queue backend fills in (Redis Streams, embedded SQLite), and its plain types.
+
+Semantics are Redis Streams' with consumer groups: a message read by a consumer stays *pending* (owned by it) until
+acknowledged; a pending message whose owner went quiet for longer than an idle time can be reclaimed by another
+consumer; a reclaim or a redelivery counts as a delivery, so ``deliveries`` is the attempt number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+ASYNC_PREFIX = "stoker:async:"
+DEAD_PREFIX = "stoker:dead:"
+GROUP_PREFIX = "stoker:"
+
+
+def async_stream(function: str) -> str:
+    """The stream of a function's async calls, cron ticks and replayed dead letters (``function``: name.namespace)."""
+    return ASYNC_PREFIX + function
+
+
+def dead_stream(function: str) -> str:
+    return DEAD_PREFIX + function
+
+
+def group_of(function: str) -> str:
+    """The consumer group of a function: one per function, on each stream it reads."""
+    return GROUP_PREFIX + function
+
+
+class QueueUnavailable(Exception):
+    """The queue cannot be reached (Redis down); nothing was stored."""
+
+
+@dataclass
+class Message:
+    stream: str
+    id: str
+    fields: dict[bytes, bytes]
+    deliveries: int = 1
+
+
+@dataclass
+class StreamInfo:
+    stream: str
+    length: int
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered, not yet acknowledged
+
+
+@dataclass
+class CallRecord:
+    status: str
+    result: bytes | None  # an encoded :class:`events.messages.Result` once done
+
+
+class Queue(Protocol):
+    """A durable queue with consumer groups, call records and once-only keys."""
+
+    kind: str
+
+    async def ping(self) -> None:
+        """Raise QueueUnavailable when the queue cannot be used."""
+
+    async def close(self) -> None: ...
+
+    async def add(self, stream: str, fields: dict[str, bytes | str]) -> str:
+        """Append a message; return its id."""
+
+    async def enqueue_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str:
+        """Append an encoded invocation and record its call as queued, both or neither."""
+
+    async def ensure_group(self, stream: str, group: str, from_start: bool) -> None:
+        """Create the group (and the stream) unless it exists; new groups read from the start or only new entries."""
+
+    async def read(self, streams: list[str], group: str, consumer: str, count: int, block_s: float) -> list[Message]:
+        """New messages for ``consumer``, waiting up to ``block_s`` for one."""
+
+    async def reclaim(self, stream: str, group: str, consumer: str, min_idle_s: float, count: int) -> list[Message]:
+        """Take over messages pending longer than ``min_idle_s`` (their consumer died)."""
+
+    async def renew(self, stream: str, group: str, consumer: str, ids: list[str]) -> None:
+        """Reset the idle time of messages this consumer still works on, so nobody reclaims them."""
+
+    async def redeliver(self, stream: str, group: str, consumer: str, msg_id: str) -> Message | None:
+        """Count a new delivery of a pending message (a retry); None when it is gone."""
+
+    async def ack(self, stream: str, group: str, ids: list[str], delete: bool) -> None:
+        """Acknowledge; ``delete`` also removes the entries (stoker's own single-group streams)."""
+
+    async def bury(self, msg: Message, group: str, dead: str, fields: dict[str, bytes | str], delete: bool) -> None:
+        """Append a dead letter and acknowledge the message, both or neither."""
+
+    async def entries(self, stream: str, count: int) -> list[Message]:
+        """The oldest ``count`` entries of a stream."""
+
+    async def delete(self, stream: str, ids: list[str]) -> None: ...
+
+    async def info(self, stream: str, group: str) -> StreamInfo: ...
+
+    async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None: ...
+
+    async def get_call(self, call_id: str) -> CallRecord | None: ...
+
+    async def once(self, key: str, ttl_s: float) -> bool:
+        """True for the first caller of ``key`` (across processes) until it expires."""
+
+    async def triggers(self) -> list[tuple[str, str]]:
+        """(function, stream) pairs added with ``stoker trigger create``."""
+
+    async def set_trigger(self, function: str, stream: str, present: bool) -> bool:
+        """Add or remove a trigger; True when it changed."""

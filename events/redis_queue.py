@@ -1,0 +1,195 @@
+"""The queue on Redis Streams: XADD, consumer groups (XREADGROUP), XAUTOCLAIM for dead consumers, XCLAIM to renew
+and redeliver, MULTI for the steps that must happen together."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from events.queue import CallRecord, Message, QueueUnavailable, StreamInfo
+
+_CALL = "stoker:call:"
+_ONCE = "stoker:once:"
+_TRIGGERS = "stoker:triggers"
+
+
+@contextlib.asynccontextmanager
+async def _guard(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+        raise QueueUnavailable(f"Redis is unavailable ({what}): {exc}") from None
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisQueue:
+    kind = "redis"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # Short connect timeout: with Redis down, the async route must answer 503 at once, not hang.
+        # Any: redis-py's annotations of stream replies are unions of every RESP shape; the replies are read below.
+        self.redis: Any = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=5
+        )
+
+    async def ping(self) -> None:
+        async with _guard("ping"):
+            await self.redis.ping()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    async def add(self, stream: str, fields: dict[str, bytes | str]) -> str:
+        async with _guard("add"):
+            return _text(await self.redis.xadd(stream, fields))
+
+    async def enqueue_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str:
+        async with _guard("enqueue"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(stream, {"m": data})
+            pipe.hset(_CALL + call_id, mapping={"status": "queued"})
+            pipe.expire(_CALL + call_id, _ms(ttl_s) // 1000 or 1)
+            msg_id, *_ = await pipe.execute()
+            return _text(msg_id)
+
+    async def ensure_group(self, stream: str, group: str, from_start: bool) -> None:
+        async with _guard("group"):
+            try:
+                await self.redis.xgroup_create(stream, group, id="0" if from_start else "$", mkstream=True)
+            except rexc.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read(self, streams: list[str], group: str, consumer: str, count: int, block_s: float) -> list[Message]:
+        async with _guard("read"):
+            try:
+                reply = await self.redis.xreadgroup(
+                    group, consumer, dict.fromkeys(streams, ">"), count=count, block=_ms(block_s)
+                )
+            except rexc.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream was deleted under us: recreate on the next round
+                    for stream in streams:
+                        await self.ensure_group(stream, group, from_start=True)
+                    return []
+                raise
+        return [
+            Message(_text(stream), _text(msg_id), fields or {})
+            for stream, entries in reply or []
+            for msg_id, fields in entries
+        ]
+
+    async def reclaim(self, stream: str, group: str, consumer: str, min_idle_s: float, count: int) -> list[Message]:
+        async with _guard("reclaim"):
+            reply = await self.redis.xautoclaim(stream, group, consumer, _ms(min_idle_s), "0-0", count=count)
+            claimed = [(_text(i), f) for i, f in reply[1] if f is not None]
+            deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+            if deleted:  # entries removed while pending: nothing left to run
+                await self.redis.xack(stream, group, *deleted)
+            out = []
+            for msg_id, fields in claimed:
+                pending = await self.redis.xpending_range(stream, group, msg_id, msg_id, 1)
+                deliveries = int(pending[0]["times_delivered"]) if pending else 1
+                out.append(Message(stream, msg_id, fields, deliveries))
+            return out
+
+    async def renew(self, stream: str, group: str, consumer: str, ids: list[str]) -> None:
+        if ids:
+            async with _guard("renew"):
+                await self.redis.xclaim(stream, group, consumer, 0, ids, justid=True)
+
+    async def redeliver(self, stream: str, group: str, consumer: str, msg_id: str) -> Message | None:
+        async with _guard("redeliver"):
+            reply = await self.redis.xclaim(stream, group, consumer, 0, [msg_id])
+            if not reply or reply[0][1] is None:
+                await self.redis.xack(stream, group, msg_id)
+                return None
+            pending = await self.redis.xpending_range(stream, group, msg_id, msg_id, 1)
+            deliveries = int(pending[0]["times_delivered"]) if pending else 1
+            return Message(stream, msg_id, reply[0][1], deliveries)
+
+    async def ack(self, stream: str, group: str, ids: list[str], delete: bool) -> None:
+        if not ids:
+            return
+        async with _guard("ack"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xack(stream, group, *ids)
+            if delete:
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    async def bury(self, msg: Message, group: str, dead: str, fields: dict[str, bytes | str], delete: bool) -> None:
+        async with _guard("bury"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(dead, fields)
+            pipe.xack(msg.stream, group, msg.id)
+            if delete:
+                pipe.xdel(msg.stream, msg.id)
+            await pipe.execute()
+
+    async def entries(self, stream: str, count: int) -> list[Message]:
+        async with _guard("range"):
+            return [Message(stream, _text(i), f) for i, f in await self.redis.xrange(stream, count=count)]
+
+    async def delete(self, stream: str, ids: list[str]) -> None:
+        if ids:
+            async with _guard("delete"):
+                await self.redis.xdel(stream, *ids)
+
+    async def info(self, stream: str, group: str) -> StreamInfo:
+        async with _guard("info"):
+            length = int(await self.redis.xlen(stream))
+            try:
+                groups = await self.redis.xinfo_groups(stream)
+            except rexc.ResponseError:  # no such stream
+                return StreamInfo(stream, 0, 0, 0)
+            for g in groups:
+                if _text(g["name"]) == group:
+                    lag = g.get("lag")
+                    if lag is None:  # Redis cannot tell after deletions: count what is after the last delivery
+                        after = "(" + _text(g["last-delivered-id"])
+                        lag = len(await self.redis.xrange(stream, min=after, count=100_000))
+                    return StreamInfo(stream, length, int(lag), int(g["pending"]))
+            return StreamInfo(stream, length, length, 0)
+
+    async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None:
+        async with _guard("call"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(_CALL + call_id, mapping={"status": status, **({"result": result} if result else {})})
+            pipe.expire(_CALL + call_id, max(1, int(ttl_s)))
+            await pipe.execute()
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        async with _guard("call"):
+            data = await self.redis.hgetall(_CALL + call_id)
+        if not data:
+            return None
+        return CallRecord(_text(data.get(b"status", b"queued")), data.get(b"result"))
+
+    async def once(self, key: str, ttl_s: float) -> bool:
+        async with _guard("once"):
+            return bool(await self.redis.set(_ONCE + key, b"1", nx=True, px=_ms(ttl_s)))
+
+    async def triggers(self) -> list[tuple[str, str]]:
+        async with _guard("triggers"):
+            members = await self.redis.smembers(_TRIGGERS)
+        pairs = [_text(m).split(" ", 1) for m in members]
+        return sorted((p[0], p[1]) for p in pairs if len(p) == 2)
+
+    async def set_trigger(self, function: str, stream: str, present: bool) -> bool:
+        async with _guard("triggers"):
+            member = f"{function} {stream}"
+            changed = await (self.redis.sadd if present else self.redis.srem)(_TRIGGERS, member)
+            return bool(changed)
