@@ -234,6 +234,9 @@ class ManagementAPI:
                 },
                 "version": {"release": __version__, "sha": "", "commit_message": ""},
                 "arch": platform.machine(),
+                # The SDK refuses to deploy from another Python minor version (cloudpickle is not portable across
+                # them). Known only where replicas run this interpreter: the local backend's default.
+                "python": platform.python_version() if self.backend.name == "local" and not self.config.python else "",
             }
         )
 

@@ -231,6 +231,18 @@ class Client:
             conn.close()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
 
+    def async_result(self, call_id: str, timeout: float = DEFAULT_TIMEOUT_S) -> Reply:
+        """``GET /system/async-result/{call_id}`` (authenticated): 404 unknown or expired, 202 pending, 200 done
+        (the function's body; its status in ``X-Function-Status``). Any status comes back as a :class:`Reply`."""
+        conn, resp = self._open("GET", f"/system/async-result/{quote(call_id, safe='')}", timeout=timeout)
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            conn.close()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+
     def function_url(self, name: str, namespace: str | None = None) -> str:
         """The public URL of a function (``name.namespace`` outside the default namespace)."""
         return f"{self.gateway}/function/{name}" + (f".{namespace}" if namespace else "")

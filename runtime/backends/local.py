@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from runtime import codesign
 from runtime.backends.base import FunctionRecord, LogLine
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import ProcessSpec, ReplicaSlot, default_python
@@ -266,6 +267,9 @@ class LocalBackend:
         )
         if dep.envProcess:
             env["fprocess"] = dep.envProcess
+        # So the replica can check its own bundle before it unpickles anything (SDK functions; runtime/codesign.py).
+        bundle_path = self.root / "bundles" / f"{fn.digest}.tar.gz"
+        env.update(codesign.replica_env(self.key, dep.namespace, dep.service, bundle_path, fn.signature))
         spec = ProcessSpec(self.config.python or default_python(), env)
 
         def problem(message: str) -> None:
