@@ -1,0 +1,100 @@
+"""``stoker result``, ``stoker queue ls|dead|replay`` and ``stoker trigger create|ls|rm``: the queue from the
+command line (see docs/queue.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from stoker import output
+from stoker.client import Client, error_text
+from stoker.names import InvalidName
+
+
+class QueueUsageError(InvalidName):
+    """A queue command that cannot run as given (exit status 2, like other usage errors)."""
+
+
+def add_arguments(queue: argparse.ArgumentParser, trigger: argparse.ArgumentParser, result: Any) -> None:
+    """The arguments of the three commands (cli.py creates and registers the parsers)."""
+    queue.add_argument("action", choices=["ls", "list", "dead", "replay"])
+    queue.add_argument("function", nargs="?", help="NAME or NAME.NAMESPACE (dead, replay)")
+    queue.add_argument("--id", action="append", default=[], metavar="DEAD_ID", help="replay only these dead letters")
+    trigger.add_argument("action", choices=["create", "ls", "list", "rm", "remove"])
+    trigger.add_argument("function", nargs="?", help="NAME or NAME.NAMESPACE")
+    trigger.add_argument("stream", nargs="?", help="the Redis stream the function reads")
+    result.add_argument("call_id")
+    result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the result")
+
+
+def _print(data: Any) -> int:
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+def run_queue(client: Client, args: argparse.Namespace) -> int:
+    if args.action in ("ls", "list"):
+        rows = client.queues()
+        if args.json:
+            return _print(rows)
+        keys = ("function", "stream", "length", "lag", "pending", "dead")
+        print(output.table(tuple(k.upper() for k in keys), [tuple(r.get(k, "") for k in keys) for r in rows]))
+        return 0
+    if not args.function:
+        raise QueueUsageError(f"'stoker queue {args.action}' needs a FUNCTION")
+    if args.action == "dead":
+        entries = client.dead_letters(args.function)
+        if args.json:
+            return _print(entries)
+        dead_keys = ("deadId", "attempts", "stream", "id", "error")
+        dead_rows = [[e.get(k, "") for k in dead_keys] for e in entries]
+        print(output.table(("DEAD ID", "ATTEMPTS", "STREAM", "MESSAGE", "ERROR"), dead_rows))
+        return 0
+    moved = client.replay(args.function, args.id or None)
+    print(f"Replayed {moved} dead letter{'s' if moved != 1 else ''} of {args.function}.")
+    return 0
+
+
+def run_trigger(client: Client, args: argparse.Namespace) -> int:
+    if args.action in ("ls", "list"):
+        pairs = client.triggers()
+        if args.json:
+            return _print(pairs)
+        print(output.table(("FUNCTION", "STREAM"), [(p.get("function"), p.get("stream")) for p in pairs]))
+        return 0
+    if not args.function or not args.stream:
+        raise QueueUsageError(f"'stoker trigger {args.action}' needs FUNCTION and STREAM")
+    present = args.action == "create"
+    client.set_trigger(args.function, args.stream, present)
+    verb = "now reads" if present else "no longer reads"
+    print(f"{args.function} {verb} stream {args.stream}.")
+    return 0
+
+
+def run_result(client: Client, args: argparse.Namespace) -> int:
+    """Print a finished call's body; exit 0 when the function answered 2xx, 1 otherwise or when not done."""
+    deadline = time.monotonic() + max(0.0, args.wait)
+    delay = 0.05
+    while True:
+        reply = client.async_result(args.call_id)
+        if reply.status != 202 or time.monotonic() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    if reply.status == 202:
+        state = json.loads(reply.body or b"{}").get("status", "pending")
+        print(f"stoker: call {args.call_id} is {state}", file=sys.stderr)
+        return 1
+    if reply.status != 200:
+        print(f"stoker: {error_text(reply.body, reply.status)}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(reply.body)
+    sys.stdout.flush()
+    status = int(reply.headers.get("x-function-status", "0") or 0)
+    if not 200 <= status < 300:
+        print(f"stoker: {reply.headers.get('x-function-name', 'the function')} answered {status}", file=sys.stderr)
+        return 1
+    return 0
