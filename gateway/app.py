@@ -6,6 +6,8 @@ authentication first; ``/healthz`` and ``/metrics`` are open, like OpenFaaS's.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -13,6 +15,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from autoscaler.loop import AutoscalerLoop
+from gateway.activator import Activator
 from gateway.api import ManagementAPI, error
 from gateway.auth import RequireAuth
 from gateway.metrics import Metrics
@@ -29,7 +33,9 @@ class GatewayApp:
         self.backend = backend
         self.metrics = Metrics()
         self.upstream = Upstream()
-        self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics)
+        self.autoscaler = AutoscalerLoop(config, backend, self.metrics)
+        self.activator = Activator(backend, config.wait_queue_size, self.autoscaler.scale_to)
+        self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics, self.activator)
         self.api = ManagementAPI(config, backend, self.metrics)
         routes = [
             Route("/healthz", self.healthz, methods=["GET"]),
@@ -58,7 +64,20 @@ class GatewayApp:
 
     async def prometheus(self, request: Request) -> Response:
         replicas = [(f"{r.deployment.service}.{r.deployment.namespace}", r.replicas) for r in self.backend.functions()]
-        return PlainTextResponse(self.metrics.render(replicas), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            self.metrics.render(replicas, self._scaling_metrics), media_type="text/plain; version=0.0.4"
+        )
+
+    def _scaling_metrics(self) -> Iterable[str]:
+        yield from self.autoscaler.render_metrics()
+        yield "# HELP stoker_function_waiting Requests waiting for a replica, by function"
+        yield "# TYPE stoker_function_waiting gauge"
+        for (name, namespace), n in sorted(self.activator.lines().items()):
+            yield f'stoker_function_waiting{{function_name="{name}.{namespace}"}} {n}'
+        yield "# HELP stoker_warm_pool_ready Generic replicas ready in the warm pool"
+        yield "# TYPE stoker_warm_pool_ready gauge"
+        warm = getattr(self.backend, "warm_replicas", None)  # optional: only backends with a warm pool have it
+        yield f"stoker_warm_pool_ready {warm() if callable(warm) else 0}"
 
     async def _stoker_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StokerError)

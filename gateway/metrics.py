@@ -7,6 +7,7 @@ microsecond or two.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterable
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -33,11 +34,32 @@ class Metrics:
         self.invocations: dict[tuple[str, int], int] = {}
         self.started: dict[str, int] = {}
         self.seconds: dict[tuple[str, int], _Histogram] = {}
+        # Load for the autoscaler: calls in flight (waiting for a replica included) and their time integral,
+        # so a tick sees the average over its whole interval, not a sample that misses short bursts.
+        self.inflight: dict[str, int] = {}
+        self._inflight_area: dict[str, float] = {}
+        self._inflight_since: dict[str, float] = {}
+
+    def _inflight_add(self, function: str, delta: int) -> None:
+        now = time.monotonic()
+        n = self.inflight.get(function, 0)
+        self._inflight_area[function] = self._inflight_area.get(function, 0.0) + n * (
+            now - self._inflight_since.get(function, now)
+        )
+        self._inflight_since[function] = now
+        self.inflight[function] = n + delta
+
+    def inflight_seconds(self, function: str, now: float) -> float:
+        """Cumulative in-flight call-seconds of ``function`` up to ``now`` (``time.monotonic()``)."""
+        n = self.inflight.get(function, 0)
+        return self._inflight_area.get(function, 0.0) + n * max(0.0, now - self._inflight_since.get(function, now))
 
     def call_started(self, function: str) -> None:
         self.started[function] = self.started.get(function, 0) + 1
+        self._inflight_add(function, 1)
 
     def call_finished(self, function: str, code: int, seconds: float) -> None:
+        self._inflight_add(function, -1)
         key = (function, code)
         self.invocations[key] = self.invocations.get(key, 0) + 1
         hist = self.seconds.get(key)
@@ -53,7 +75,10 @@ class Metrics:
         for table in (self.invocations, self.seconds):
             for key in [k for k in table if k[0] == function]:
                 del table[key]
-        self.started.pop(function, None)
+        for state in (self.started, self._inflight_area, self._inflight_since):
+            state.pop(function, None)
+        if not self.inflight.get(function):
+            self.inflight.pop(function, None)
 
     def render(self, replicas: Iterable[tuple[str, int]], extra: Callable[[], Iterable[str]] | None = None) -> str:
         """The exposition text; ``replicas`` gives ``(function, replica count)`` for gateway_service_count."""

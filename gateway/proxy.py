@@ -2,22 +2,24 @@
 
 It is the hot path, so it skips Starlette's request objects: find the function, read the body (413 over the limit),
 pick the replica with the fewest requests in flight, send the request over a pooled connection, and answer with
-``X-Call-Id``, ``X-Start-Time`` and ``X-Duration-Seconds``. With no ready replica it waits (bounded) for one.
+``X-Call-Id``, ``X-Start-Time`` and ``X-Duration-Seconds``. With no replica that can take the request (at zero,
+starting, all at their in-flight limit) it waits in the function's line in :mod:`gateway.activator`, which also
+starts capacity.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.activator import Activator, Unavailable
 from gateway.metrics import Metrics
 from gateway.routing import choose
 from gateway.upstream import Upstream, UpstreamError
-from runtime.backends.base import Backend, Endpoint, FunctionRecord
+from runtime.backends.base import Backend, FunctionRecord
 from stoker.config import Config
 from stoker.names import DEFAULT_NAMESPACE
 
@@ -71,11 +73,14 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
 
 
 class FunctionProxy:
-    def __init__(self, config: Config, backend: Backend, upstream: Upstream, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, backend: Backend, upstream: Upstream, metrics: Metrics, activator: Activator
+    ) -> None:
         self.config = config
         self.backend = backend
         self.upstream = upstream
         self.metrics = metrics
+        self.activator = activator
         self._turn = 0
 
     def split(self, path: str) -> tuple[str, str, str]:
@@ -133,11 +138,19 @@ class FunctionProxy:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        settings = record.deployment.settings
-        endpoint = await self._endpoint(record, settings.concurrency)
-        if endpoint is None:
-            return _error(503, f"function {record.deployment.service!r} has no ready replica", retry_after=True)
-        endpoint.inflight += 1
+        dep = record.deployment
+        settings = dep.settings
+        self._turn += 1
+        # Requests already waiting go first: a newcomer only skips the line when there is none.
+        waiting = self.activator.waiting(dep.service, dep.namespace)
+        endpoint = None if waiting else choose(record.endpoints, self._turn, settings.concurrency)
+        if endpoint is not None:
+            endpoint.inflight += 1
+        else:
+            try:
+                endpoint = await self.activator.acquire(record)  # comes with its inflight already counted
+            except Unavailable as exc:
+                return _error(exc.status, str(exc), retry_after=exc.retry_after)
         try:
             response = await self.upstream.request(
                 endpoint.host,
@@ -156,25 +169,6 @@ class FunctionProxy:
             endpoint.inflight -= 1
         out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
         return response.status, out, response.body
-
-    async def _endpoint(self, record: FunctionRecord, limit: int) -> Endpoint | None:
-        self._turn += 1
-        endpoint = choose(record.endpoints, self._turn, limit)
-        if endpoint is not None:
-            return endpoint
-        # No ready replica (starting, restarting, or all at their in-flight limit): wait, bounded.
-        deadline = time.monotonic() + self.config.ready_wait_s
-        delay = 0.002
-        while time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            current = self.backend.get(record.deployment.service, record.deployment.namespace)
-            if current is None:
-                return None
-            endpoint = choose(current.endpoints, self._turn, limit)
-            if endpoint is not None:
-                return endpoint
-        return None
 
 
 _DROP_RESPONSE = frozenset((b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"))

@@ -1,8 +1,9 @@
 """``stoker up``: the whole platform in one process (gateway + backend), with an explicit lifecycle.
 
 Startup: take the state lock, load credentials and the platform key, bind the port (a clear error when it is taken),
-restore the backend's functions, serve, then deploy ``--stack`` if given. Shutdown (SIGINT/SIGTERM, which uvicorn
-turns into a flag): stop accepting, finish the requests in flight, drain and stop the replicas, release everything.
+restore the backend's functions (and fill its warm pool), start the autoscaler loop, serve, then deploy ``--stack``
+if given. Shutdown (SIGINT/SIGTERM, which uvicorn turns into a flag): stop accepting, finish the requests in flight,
+stop the autoscaler, answer requests still waiting for a replica, drain and stop the replicas, release everything.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.request_exit)
         await backend.start()
+        app.autoscaler.start()
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():
@@ -132,6 +134,8 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
                 ready.set()
             await serving
         finally:
+            await app.autoscaler.stop()
+            await app.activator.close()
             await backend.close()
             app.upstream.close()
             sock.close()

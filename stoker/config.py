@@ -52,7 +52,7 @@ class Config:
     panic_threshold: float = 2.0
     max_scale_up_rate: float = 1000.0  # at most this many times the ready replicas per decision
     max_scale_down_rate: float = 2.0  # at least ready / this many replicas per decision
-    queue_size: int = 1000  # requests that may wait per function for a replica before 503
+    wait_queue_size: int = 1000  # requests that may wait per function for a replica before 503
     pool_size: int = 2  # warm generic replicas kept ready (0: no pool)
 
     @classmethod
@@ -77,7 +77,7 @@ class Config:
         for name in ("max_body_bytes", "max_bundle_bytes", "log_lines"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
-        for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "queue_size"):
+        for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "wait_queue_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
         if self.pool_size < 0:

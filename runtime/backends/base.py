@@ -4,6 +4,11 @@ The gateway asks a backend only for what it needs: deploy, remove, scale, the cu
 endpoints of a function (to route to) and logs. Endpoints are shared objects: the gateway counts requests in flight
 on each (``inflight``), and a backend that stops a replica first takes it out of the list, then waits for that count
 to reach zero, then stops it, so scale-down and redeploys lose nothing.
+
+Scaling: ``scale`` returns once the change is under way, not when new replicas are ready; they appear in
+``endpoints`` when they are (the gateway's activator holds requests meanwhile). A backend with a warm pool
+(:mod:`runtime.pool`) should take replicas from it when scaling up, and may report its size through an optional
+``warm_replicas() -> int`` method (exported as ``stoker_warm_pool_ready``); the autoscaler needs nothing else.
 """
 
 from __future__ import annotations

@@ -1,0 +1,189 @@
+"""The autoscaler's control loop: read the gateway's counters on a tick, decide (:mod:`autoscaler.decider`), apply
+through the backend, log and export every change with its reason.
+
+Thin on purpose: :meth:`AutoscalerLoop.tick` takes ``now``, so tests can drive it, and all judgement lives in the
+decider. Every replica change the platform makes itself goes through :meth:`AutoscalerLoop.scale_to` (the
+activator's scale-from-zero too), so the loop can tell its own changes from outside ones (``stoker scale``, a
+deploy), which it holds for one stable window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from autoscaler.decider import Decider, DeciderSpec, Decision
+from runtime.backends.base import Backend, FunctionRecord
+from stoker.config import Config
+from stoker.errors import StokerError
+from stoker.spec import FunctionDeployment
+
+
+class LoadCounters(Protocol):
+    """What the loop reads from the gateway (:class:`gateway.metrics.Metrics`): calls in flight per function
+    (waiting ones included), calls started, and the time integral of in-flight calls."""
+
+    inflight: dict[str, int]
+    started: dict[str, int]
+
+    def inflight_seconds(self, function: str, now: float) -> float: ...
+
+
+@dataclass
+class _State:
+    deployment: FunctionDeployment  # the version the decider was made for
+    decider: Decider
+    last_time: float
+    last_area: float
+    last_started: int
+    applied: int  # replicas as the loop last saw or set them
+    last: Decision | None = None
+
+
+class AutoscalerLoop:
+    """Decides and applies desired replicas for every function of a backend."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        metrics: LoadCounters,
+        clock: Callable[[], float] = time.monotonic,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.metrics = metrics
+        self.clock = clock
+        self.out = out
+        self.scale_events: dict[tuple[str, str, str], int] = {}  # (function, direction, source) -> count
+        self._states: dict[str, _State] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run :meth:`tick` every ``autoscale_tick_s`` in the background (when autoscaling is on)."""
+        if self.config.autoscale and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="autoscaler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.autoscale_tick_s)
+            try:
+                await self.tick(self.clock())
+            except Exception as exc:  # one bad tick must not end autoscaling for good
+                self._log(f"tick failed: {type(exc).__name__}: {exc}")
+
+    # --- deciding ------------------------------------------------------------------------------------------
+    async def tick(self, now: float) -> list[Decision]:
+        """Record one load sample per function, decide, and apply the changes; return the decisions."""
+        decisions = []
+        seen = set()
+        for record in self.backend.functions():
+            fn = _fn(record)
+            seen.add(fn)
+            state = self._state(record, now)
+            dt = now - state.last_time
+            if dt <= 0:
+                continue
+            area = self.metrics.inflight_seconds(fn, now)
+            started = self.metrics.started.get(fn, 0)
+            if record.deployment.settings.scale_type == "rps":
+                load = (started - state.last_started) / dt
+            else:
+                load = (area - state.last_area) / dt
+            state.last_time, state.last_area, state.last_started = now, area, started
+            state.decider.record(now, max(0.0, load))
+            if record.replicas != state.applied:
+                state.decider.hold(now)  # changed by someone else: respect it for a stable window
+                state.applied = record.replicas
+            decision = state.decider.decide(now, record.replicas)
+            state.last = decision
+            decisions.append(decision)
+            if not decision.changes:
+                continue
+            if decision.desired == 0 and self.metrics.inflight.get(fn, 0) > 0:
+                continue  # a request arrived since the sample; the next tick sees it
+            await self.scale_to(record, decision.desired, decision.reason, source="autoscaler")
+        for fn in set(self._states) - seen:
+            del self._states[fn]
+        return decisions
+
+    async def scale_to(self, record: FunctionRecord, replicas: int, reason: str, source: str = "activator") -> None:
+        """Apply a replica count the platform chose, log it with its reason and count it."""
+        fn = _fn(record)
+        before = record.replicas
+        if replicas == before:
+            return
+        state = self._state(record, self.clock())
+        state.applied = replicas
+        direction = "up" if replicas > before else "down"
+        key = (fn, direction, source)
+        self.scale_events[key] = self.scale_events.get(key, 0) + 1
+        self._log(f"{fn}: {before} -> {replicas} replicas ({source}: {reason})")
+        try:
+            await self.backend.scale(record.deployment.service, record.deployment.namespace, replicas)
+        except StokerError as exc:  # removed meanwhile, or the backend refused: the next tick looks again
+            self._log(f"{fn}: scaling to {replicas} failed: {exc}")
+
+    def _state(self, record: FunctionRecord, now: float) -> _State:
+        fn = _fn(record)
+        state = self._states.get(fn)
+        if state is None or state.deployment is not record.deployment:
+            decider = Decider(DeciderSpec.from_settings(record.deployment.settings, self.config), now)
+            if state is not None:
+                decider.hold(now)  # a redeploy is an outside change
+            state = _State(
+                record.deployment,
+                decider,
+                now,
+                self.metrics.inflight_seconds(fn, now),
+                self.metrics.started.get(fn, 0),
+                record.replicas,
+            )
+            self._states[fn] = state
+        return state
+
+    def _log(self, text: str) -> None:
+        print(f"stoker: autoscaler: {text}", file=self.out, flush=True)
+
+    # --- metrics -------------------------------------------------------------------------------------------
+    def render_metrics(self) -> Iterable[str]:
+        """Prometheus lines: the latest decision per function and the scale events so far."""
+        yield "# HELP stoker_autoscaler_desired_replicas Replicas the autoscaler wants, by function"
+        yield "# TYPE stoker_autoscaler_desired_replicas gauge"
+        for fn, state in sorted(self._states.items()):
+            if state.last is not None:
+                yield f'stoker_autoscaler_desired_replicas{{function_name="{fn}"}} {state.last.desired}'
+        yield "# HELP stoker_autoscaler_load Average load per function (stable and panic windows)"
+        yield "# TYPE stoker_autoscaler_load gauge"
+        for fn, state in sorted(self._states.items()):
+            if state.last is not None:
+                yield f'stoker_autoscaler_load{{function_name="{fn}",window="stable"}} {state.last.stable_load:.3f}'
+                yield f'stoker_autoscaler_load{{function_name="{fn}",window="panic"}} {state.last.panic_load:.3f}'
+        yield "# HELP stoker_autoscaler_panic 1 while the function's autoscaler is in panic mode"
+        yield "# TYPE stoker_autoscaler_panic gauge"
+        for fn, state in sorted(self._states.items()):
+            if state.last is not None:
+                yield f'stoker_autoscaler_panic{{function_name="{fn}"}} {int(state.last.panicking)}'
+        yield "# HELP stoker_autoscaler_scale_total Replica changes made by the platform"
+        yield "# TYPE stoker_autoscaler_scale_total counter"
+        for (fn, direction, source), n in sorted(self.scale_events.items()):
+            labels = f'function_name="{fn}",direction="{direction}",source="{source}"'
+            yield f"stoker_autoscaler_scale_total{{{labels}}} {n}"
+
+
+def _fn(record: FunctionRecord) -> str:
+    return f"{record.deployment.service}.{record.deployment.namespace}"
