@@ -12,4 +12,8 @@ def create_backend(config: Config, key: bytes) -> Backend:
         from runtime.backends.local import LocalBackend
 
         return LocalBackend(config, key)
+    if config.backend == "docker":
+        from runtime.backends.docker import DockerBackend
+
+        return DockerBackend(config, key)
     raise ConfigError(f"STOKER_BACKEND: the {config.backend!r} backend is not available in this version yet")

@@ -1,0 +1,370 @@
+"""The docker backend: every replica is a hardened container on the local Docker Engine.
+
+Source bundles are built into images by :mod:`builder` (base, dependency layer, code layer; content-tagged, so an
+unchanged function is not rebuilt); a deployment with ``image`` and no source runs that image (any OpenFaaS-style
+image serving HTTP on 8080). Replicas join a dedicated bridge network and the gateway, on the host, reaches their
+addresses directly. Everything the backend knows is in the containers' labels (owner, function, version, the
+deployment itself), so a restarted platform adopts the containers it finds instead of starting duplicates.
+
+Deploys mirror the local backend: wait for the first ready replica or fail with the reason (an import error names
+file and line) leaving nothing behind; an update that fails keeps the previous version serving; replicas that exit
+are replaced after an exponential backoff shown in the function's status message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import secrets
+import tarfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from builder import engine
+from builder.base import ensure_base_image
+from builder.function import build_function
+from builder.reference import validate_reference
+from runtime.backends.base import FunctionRecord, LogLine
+from runtime.backends.docker_config import (
+    CREATED,
+    DEPLOYMENT,
+    FUNCTION,
+    NAMESPACE,
+    OWNER,
+    SECRETS_DIR,
+    VERSION,
+    DockerSettings,
+    check_resources,
+    container_spec,
+    labels,
+)
+from runtime.backends.docker_replica import ContainerSlot
+from runtime.backends.logstore import FunctionLog
+from runtime.backends.secrets import FileSecretStore
+from stoker.config import Config, ConfigError
+from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
+from stoker.names import DEFAULT_NAMESPACE
+from stoker.spec import FunctionDeployment
+
+
+class _Function:
+    def __init__(self, record: FunctionRecord, version: str, log: FunctionLog, secrets_volume: str = "") -> None:
+        self.record = record
+        self.version = version
+        self.log = log
+        self.secrets_volume = secrets_volume
+        self.slots: list[ContainerSlot] = []
+        self.lock = asyncio.Lock()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.record.deployment.service, self.record.deployment.namespace
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, config: Config, key: bytes) -> None:
+        self.config = config
+        self.settings = DockerSettings.from_env()
+        try:
+            self.client = engine.connect()
+        except StokerError as exc:  # no engine: one clear line from `stoker up`, not a traceback
+            raise ConfigError(f"the docker backend cannot start: {exc}") from None
+        # Containers of another platform (another STOKER_HOME) on the same engine are never adopted nor touched.
+        self.owner = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
+        self.root = config.home / "docker"
+        self.secrets = FileSecretStore(config.home / "secrets")
+        self._functions: dict[tuple[str, str], _Function] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._base: str = ""
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._ensure_network)
+        found = await asyncio.to_thread(
+            self.client.containers.list, all=True, filters={"label": f"{OWNER}={self.owner}"}
+        )
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for c in found:
+            groups.setdefault((c.labels.get(FUNCTION, ""), c.labels.get(NAMESPACE, "")), []).append(c)
+        for key, containers in sorted(groups.items()):
+            newest = max(containers, key=lambda c: c.labels.get(VERSION, ""))
+            current = [c for c in containers if c.labels.get(VERSION) == newest.labels.get(VERSION)]
+            for stale in (c for c in containers if c not in current):  # an update interrupted by a crash
+                await asyncio.to_thread(stale.remove, force=True)
+            try:
+                dep = FunctionDeployment.from_json(json.loads(newest.labels[DEPLOYMENT]), require_code=False)
+            except (KeyError, ValueError, StokerError) as exc:
+                print(f"stoker: cannot adopt the containers of {key[0]}.{key[1]}: {exc}", flush=True)
+                continue
+            record = FunctionRecord(dep, float(newest.labels.get(CREATED, time.time())), len(current))
+            mounts = [m.get("Name", "") for m in newest.attrs.get("Mounts", []) if m.get("Destination") == SECRETS_DIR]
+            fn = _Function(record, newest.labels.get(VERSION, ""), self._log(dep), mounts[0] if mounts else "")
+            self._functions[fn.key] = fn
+            for c in current:
+                self._add_slot(fn, adopt=c.id)
+
+    def _ensure_network(self) -> None:
+        import docker.errors
+
+        try:
+            self.client.networks.get(self.settings.network)
+        except docker.errors.NotFound:
+            self.client.networks.create(self.settings.network, driver="bridge", labels={"com.stoker.network": "1"})
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        slots = [slot for fn in self._functions.values() for slot in fn.slots]
+        if self.settings.on_shutdown == "leave":
+            for slot in slots:
+                slot.detach()
+        else:
+            await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
+        for fn in self._functions.values():
+            fn.log.close()
+        self._functions.clear()
+        self.client.close()
+
+    # --- reads ---------------------------------------------------------------------------------------------
+    def get(self, name: str, namespace: str) -> FunctionRecord | None:
+        fn = self._functions.get((name, namespace))
+        return fn.record if fn is not None else None
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        return [fn.record for key, fn in sorted(self._functions.items()) if namespace is None or key[1] == namespace]
+
+    def namespaces(self) -> list[str]:
+        return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
+
+    async def logs(
+        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async for line in fn.log.read(tail, since, follow):
+            yield line
+
+    # --- changes -------------------------------------------------------------------------------------------
+    async def deploy(self, deployment: FunctionDeployment, bundle_bytes: bytes | None) -> None:
+        check_resources(deployment)
+        missing = self.secrets.missing(deployment.secrets, deployment.namespace)
+        if missing:
+            raise InvalidRequest(
+                f"function {deployment.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
+                f"{deployment.namespace!r} (create them with 'stoker secret create')"
+            )
+        if bundle_bytes is not None:
+            deployment = replace(deployment, image=await self._build(deployment, bundle_bytes))
+        else:
+            validate_reference(deployment.image)
+            await asyncio.to_thread(self._ensure_image, deployment.image)
+        old = self._functions.get((deployment.service, deployment.namespace))
+        if old is None:
+            await self._create(deployment)
+        else:
+            async with old.lock:
+                await self._update(old, deployment)
+
+    async def _build(self, dep: FunctionDeployment, data: bytes) -> str:
+        if not self._base:
+            base = await asyncio.to_thread(ensure_base_image, self.client, self.settings.base_image, out=_quiet)
+            self._base = base.ref
+        image = await asyncio.to_thread(
+            build_function,
+            self.client,
+            dep.service,
+            data,
+            self._base,
+            registry=self.settings.registry,
+            max_bundle_bytes=self.config.max_bundle_bytes,
+        )
+        return image.ref
+
+    def _ensure_image(self, ref: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.images.get(ref)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            self.client.images.pull(ref if ":" in ref.rsplit("/", 1)[-1] or "@" in ref else f"{ref}:latest")
+        except docker.errors.DockerException as exc:
+            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise DeployFailed(f"image {ref!r} is not on this Docker Engine and cannot be pulled: {first}") from None
+
+    async def _create(self, dep: FunctionDeployment) -> None:
+        replicas = max(dep.settings.min_replicas, 1)
+        now = time.time()
+        volume = await asyncio.to_thread(self._secrets_volume, dep)
+        fn = _Function(FunctionRecord(dep, now, replicas), _version(now), self._log(dep), volume)
+        self._functions[fn.key] = fn
+        async with fn.lock:
+            for _ in range(replicas):
+                self._add_slot(fn)
+            failure = await self._first_outcome(fn.slots)
+            if failure is not None:
+                await asyncio.gather(*(slot.stop() for slot in fn.slots))
+                del self._functions[fn.key]
+                fn.log.close()
+                raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
+
+    async def _update(self, fn: _Function, dep: FunctionDeployment) -> None:
+        settings = dep.settings
+        replicas = min(max(fn.record.replicas, settings.min_replicas, 1), settings.max_replicas)
+        volume = await asyncio.to_thread(self._secrets_volume, dep)
+        previous = (fn.record.deployment, fn.version, fn.slots, fn.secrets_volume)
+        fn.record.deployment, fn.version, fn.slots, fn.secrets_volume = dep, _version(time.time()), [], volume
+        for _ in range(replicas):
+            self._add_slot(fn)
+        failure = await self._first_outcome(fn.slots)
+        if failure is not None:
+            new_slots = fn.slots
+            fn.record.deployment, fn.version, fn.slots, fn.secrets_volume = previous
+            await asyncio.gather(*(slot.stop() for slot in new_slots))
+            raise DeployFailed(
+                f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
+            )
+        fn.record.replicas = replicas
+        fn.record.message = ""
+        self._in_background(self._retire(fn.slots, previous[2]))
+
+    async def _retire(self, new: list[ContainerSlot], old: list[ContainerSlot]) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(s.first_outcome for s in new)), self.config.ready_wait_s)
+        await asyncio.gather(*(slot.stop() for slot in old))
+
+    async def remove(self, name: str, namespace: str) -> None:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async with fn.lock:
+            self._functions.pop(fn.key, None)
+            await asyncio.gather(*(slot.stop() for slot in fn.slots))
+            fn.log.delete()
+            if fn.secrets_volume:
+                await asyncio.to_thread(self._remove_volume, fn.secrets_volume)
+
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async with fn.lock:
+            fn.record.replicas = replicas
+            while len(fn.slots) < replicas:
+                self._add_slot(fn)
+            if len(fn.slots) > replicas:
+                ranked = sorted(fn.slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
+                retired = ranked[: len(fn.slots) - replicas]
+                fn.slots = [s for s in fn.slots if s not in retired]
+                for slot in retired:
+                    slot.stopping = True
+                    slot._unpublish()
+                self._in_background(self._stop_all(retired))
+
+    # --- internals -----------------------------------------------------------------------------------------
+    async def _stop_all(self, slots: list[ContainerSlot]) -> None:
+        await asyncio.gather(*(slot.stop() for slot in slots))
+
+    def _in_background(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _first_outcome(self, slots: list[ContainerSlot]) -> str | None:
+        """None once one replica is ready; the failure text when they all failed first (or the wait ran out)."""
+        pending = {asyncio.ensure_future(slot.first_outcome) for slot in slots}
+        deadline = time.monotonic() + max(self.config.ready_wait_s, 60.0)  # containers start slower than processes
+        failure: str | None = "no replica became ready in time"
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for fut in done:
+                if fut.result() is None:
+                    return None
+                failure = fut.result()
+        return failure
+
+    def _add_slot(self, fn: _Function, adopt: str = "") -> None:
+        dep = fn.record.deployment
+        image_user = self._image_user(dep.image)
+        spec = container_spec(
+            dep,
+            self.settings,
+            image_user,
+            labels(dep, self.owner, fn.version, fn.record.created_at, fn.record.replicas),
+            fn.secrets_volume,
+        )
+
+        def problem(message: str) -> None:
+            fn.record.message = message
+
+        instance = f"stoker-{dep.namespace}-{dep.service}-{secrets.token_hex(3)}"
+        slot = ContainerSlot(
+            instance, self.client, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, adopt
+        )
+        fn.slots.append(slot)
+
+    def _image_user(self, ref: str) -> str:
+        with contextlib.suppress(Exception):
+            return str(self.client.images.get(ref).attrs.get("Config", {}).get("User") or "")
+        return ""
+
+    def _secrets_volume(self, dep: FunctionDeployment) -> str:
+        """A volume holding the function's secrets as files (mounted read-only at /var/openfaas/secrets).
+
+        Values come from ``$STOKER_HOME/secrets/<namespace>/<name>``. A volume, not a bind mount: no host path is
+        ever mounted into a function. It is filled through a container that is created and never started."""
+        if not dep.secrets:
+            return ""
+        values: dict[str, bytes] = {}
+        for name in dep.secrets:
+            path = self.config.home / "secrets" / dep.namespace / name
+            try:
+                values[name] = path.read_bytes()
+            except OSError:
+                raise InvalidRequest(f"secret {name!r} not found in namespace {dep.namespace!r} ({path})") from None
+        digest = hashlib.sha256(json.dumps({k: v.hex() for k, v in sorted(values.items())}).encode()).hexdigest()
+        volume = f"stoker-secrets-{self.owner}-{dep.namespace}-{dep.service}-{digest[:12]}"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in sorted(values.items()):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o444
+                tar.addfile(info, io.BytesIO(data))
+        self.client.volumes.create(volume, labels={OWNER: self.owner, FUNCTION: dep.service, NAMESPACE: dep.namespace})
+        filler = self.client.containers.create(dep.image, volumes={volume: {"bind": "/s", "mode": "rw"}}, command="-")
+        try:
+            filler.put_archive("/s", buf.getvalue())
+        finally:
+            filler.remove(force=True)
+        return volume
+
+    def _remove_volume(self, volume: str) -> None:
+        with contextlib.suppress(Exception):
+            self.client.volumes.get(volume).remove(force=True)
+
+    def _log(self, dep: FunctionDeployment) -> FunctionLog:
+        path = self.root / "logs" / dep.namespace / f"{dep.service}.log"
+        return FunctionLog(dep.service, dep.namespace, path, self.config.log_lines)
+
+
+def _version(now: float) -> str:
+    """Sortable version label of one deploy (the newest wins when a restarted platform adopts containers)."""
+    return f"{int(now * 1e6):020d}"
+
+
+def _quiet(_: str) -> None:
+    pass

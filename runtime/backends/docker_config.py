@@ -1,0 +1,165 @@
+"""Settings of the docker backend and the pure translation of a deployment into a hardened container spec.
+
+Settings come from ``STOKER_DOCKER_*`` variables (validated here, one message per bad value). The container spec is
+decided here, with no Docker calls, so the hardening can be read and tested in one place:
+non-root user, read-only root filesystem with a tmpfs ``/tmp``, every capability dropped, ``no-new-privileges``,
+memory, CPU and pids limits, a dedicated network, and no host path or Docker socket mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stoker.config import ConfigError
+from stoker.errors import InvalidRequest
+from stoker.spec import FunctionDeployment
+
+# Container labels: what a restarted platform needs to adopt its containers without any other state.
+OWNER = "com.stoker.owner"
+FUNCTION = "com.stoker.function"
+NAMESPACE = "com.stoker.namespace"
+VERSION = "com.stoker.version"
+DEPLOYMENT = "com.stoker.deployment"
+CREATED = "com.stoker.created"
+REPLICAS = "com.stoker.replicas"
+
+REPLICA_PORT = 8080
+SECRETS_DIR = "/var/openfaas/secrets"
+UNPRIVILEGED_USER = "10001:10001"
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k|m|g|t|b|B)?$")
+_UNITS = {None: 1, "b": 1, "B": 1, "K": 1000, "k": 1000, "M": 1000**2, "m": 1000**2, "G": 1000**3, "g": 1000**3}
+_UNITS |= {"T": 1000**4, "t": 1000**4, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """``STOKER_DOCKER_*`` settings of the docker backend."""
+
+    base_image: str = "stoker/runtime"  # repository (tag derived from the runtime) or a pinned name:tag
+    network: str = "stoker-functions"  # user-defined bridge network the replicas join
+    on_shutdown: str = "remove"  # remove | leave: what platform shutdown does with the replicas
+    registry: str = ""  # push built images here (empty: no push)
+    memory: str = "512Mi"  # memory limit when a function sets none
+    pids: int = 512  # process/thread limit per replica
+    tmpfs_size: str = "64m"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DockerSettings:
+        values: dict[str, Any] = {}
+        for name in ("base_image", "network", "on_shutdown", "registry", "memory", "tmpfs_size"):
+            raw = environ.get(f"STOKER_DOCKER_{name.upper()}", "").strip()
+            if raw:
+                values[name] = raw
+        pids = environ.get("STOKER_DOCKER_PIDS", "").strip()
+        if pids:
+            if not pids.isdigit() or int(pids) < 16:
+                raise ConfigError(f"STOKER_DOCKER_PIDS: {pids!r} is not a whole number of at least 16")
+            values["pids"] = int(pids)
+        settings = cls(**values)
+        if settings.on_shutdown not in ("remove", "leave"):
+            raise ConfigError(f"STOKER_DOCKER_ON_SHUTDOWN: {settings.on_shutdown!r} is not 'remove' or 'leave'")
+        try:
+            memory_bytes(settings.memory, "STOKER_DOCKER_MEMORY")
+        except InvalidRequest as exc:
+            raise ConfigError(str(exc)) from None
+        return settings
+
+
+def memory_bytes(value: str, what: str) -> int:
+    """Bytes from Kubernetes/OpenFaaS quantities (``128Mi``, ``1G``) or Docker's (``512m``, ``1g``)."""
+    m = _MEMORY_RE.match(str(value).strip())
+    if not m:
+        raise InvalidRequest(f"{what}: {value!r} is not a memory size (examples: 128Mi, 512M, 1Gi)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if n < 6 * 1024 * 1024:
+        raise InvalidRequest(f"{what}: {value!r} is below the 6 MiB the Docker Engine allows")
+    return n
+
+
+def nano_cpus(value: str, what: str) -> int:
+    """Docker NanoCPUs from ``0.5``, ``2`` or millicores (``500m``)."""
+    raw = str(value).strip()
+    try:
+        cpus = float(raw[:-1]) / 1000 if raw.endswith("m") else float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{what}: {value!r} is not a CPU amount (examples: 0.5, 2, 500m)") from None
+    if not 0 < cpus <= 1024:
+        raise InvalidRequest(f"{what}: {value!r} must be above zero")
+    return int(cpus * 1e9)
+
+
+def check_resources(dep: FunctionDeployment) -> None:
+    """Raise :class:`InvalidRequest` for a limit or request Docker could not apply (before anything starts)."""
+    for field_name, values in (("limits", dep.limits), ("requests", dep.requests)):
+        if values.get("memory"):
+            memory_bytes(values["memory"], f"{field_name}.memory")
+        if values.get("cpu"):
+            nano_cpus(values["cpu"], f"{field_name}.cpu")
+
+
+def labels(dep: FunctionDeployment, owner: str, version: str, created_at: float, replicas: int) -> dict[str, str]:
+    return {
+        OWNER: owner,
+        FUNCTION: dep.service,
+        NAMESPACE: dep.namespace,
+        VERSION: version,
+        CREATED: f"{created_at:.6f}",
+        REPLICAS: str(replicas),
+        DEPLOYMENT: json.dumps(dep.to_json(with_source=False), sort_keys=True),
+    }
+
+
+def container_spec(
+    dep: FunctionDeployment,
+    settings: DockerSettings,
+    image_user: str,
+    container_labels: dict[str, str],
+    secrets_volume: str = "",
+) -> dict[str, Any]:
+    """Keyword arguments of ``containers.create`` for one replica (pure: same input, same spec)."""
+    fn = dep.settings
+    env = dict(dep.envVars)
+    env.update(
+        {
+            "STOKER_FUNCTION_NAME": dep.service,
+            "STOKER_NAMESPACE": dep.namespace,
+            "STOKER_ENTRYPOINT": fn.entrypoint,
+            "exec_timeout": f"{fn.timeout_s}s",
+            "max_inflight": str(fn.concurrency),
+            "port": str(REPLICA_PORT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if dep.envProcess:
+        env["fprocess"] = dep.envProcess
+    user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
+    memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
+    spec: dict[str, Any] = {
+        "image": dep.image,
+        "environment": env,
+        "labels": container_labels,
+        "user": user,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={settings.tmpfs_size}"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": memory,
+        "memswap_limit": memory,  # no swap beyond the limit: a leak ends in an OOM kill, seen and restarted
+        "pids_limit": settings.pids,
+        "network": settings.network,
+        "restart_policy": {"Name": "no"},  # the backend restarts replicas itself, with backoff it can report
+        "init": True,  # reaps zombies of handlers that spawn processes, forwards SIGTERM
+        "detach": True,
+    }
+    if dep.limits.get("cpu"):
+        spec["nano_cpus"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
+    if dep.requests.get("memory"):
+        spec["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+    if secrets_volume:
+        spec["volumes"] = {secrets_volume: {"bind": SECRETS_DIR, "mode": "ro"}}
+    return spec

@@ -1,0 +1,232 @@
+"""One replica slot of the docker backend: a container, kept running.
+
+The slot creates and starts a container (or adopts one a previous platform left), waits until ``/_/ready`` answers
+at the container's address on the functions network, publishes an :class:`Endpoint`, and when the container exits,
+removes it and starts a new one after an exponential backoff (the status message shows it). Stopping drains: the
+endpoint leaves the routing list, requests in flight finish, then the container gets SIGTERM (SIGKILL after the
+drain timeout) and is removed. Blocking Engine calls (wait, log streams) run in their own daemon threads so a slow
+engine never blocks the gateway's event loop nor starves the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from runtime.backends.base import Endpoint
+from runtime.backends.docker_config import REPLICA_PORT
+from runtime.backends.logstore import FunctionLog
+from runtime.backends.process import EXIT_LOAD_ERROR, EXIT_STUCK, HEALTHY_AFTER_S, LOAD_ERROR_PREFIX, next_backoff
+
+READY_POLL_S = 0.05
+T = TypeVar("T")
+
+
+def in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run a blocking call in a new daemon thread; its result as a future of the running loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, False, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, True, result)
+
+    threading.Thread(target=run, daemon=True, name="stoker-docker").start()
+    return future
+
+
+class ContainerSlot:
+    def __init__(
+        self,
+        instance: str,
+        client: Any,
+        spec: dict[str, Any],
+        log: FunctionLog,
+        endpoints: list[Endpoint],
+        on_problem: Callable[[str], None],
+        drain_timeout_s: float,
+        adopt: str = "",
+    ) -> None:
+        self.instance = instance
+        self.client = client
+        self.spec = spec
+        self.log = log
+        self.endpoints = endpoints
+        self.on_problem = on_problem
+        self.drain_timeout_s = drain_timeout_s
+        self.first_outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.endpoint: Endpoint | None = None
+        self.stopping = False
+        self.restarts = 0
+        self.container_id = ""
+        self._adopt = adopt
+        self._loop = asyncio.get_running_loop()
+        self._serial = 0
+        self._task = asyncio.create_task(self._run(), name=f"container {instance}")
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self.stopping:
+            started = time.monotonic()
+            try:
+                code, was_ready, tail = await self._run_once()
+            except Exception as exc:  # the engine refused (bad spec, missing image): report and retry later
+                code, was_ready, tail = -1, False, [f"the Docker Engine refused: {str(exc).splitlines()[0][:300]}"]
+            if self.stopping:
+                break
+            ran = time.monotonic() - started
+            failures = 1 if (was_ready and ran >= HEALTHY_AFTER_S) or code == EXIT_STUCK else failures + 1
+            load_error = next((t for t in reversed(tail) if t.startswith(LOAD_ERROR_PREFIX)), "")
+            reason = load_error if code == EXIT_LOAD_ERROR and load_error else f"exited with code {code}"
+            if code == 137 and not load_error:
+                reason += " (killed: out of memory or stopped from outside)"
+            if not self.first_outcome.done():
+                self.first_outcome.set_result(self._failure_text(code, reason, tail))
+            delay = 0.0 if code == EXIT_STUCK else next_backoff(failures)
+            self.restarts += 1
+            self.on_problem(f"replica {self.instance} {reason}; restart {self.restarts} in {delay:.1f}s")
+            self.log.write("stoker", [f"replica {self.instance} {reason}; restarting in {delay:.1f}s"])
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    def _failure_text(code: int, reason: str, tail: list[str]) -> str:
+        if code == EXIT_LOAD_ERROR and reason.startswith(LOAD_ERROR_PREFIX):
+            return reason.removeprefix(LOAD_ERROR_PREFIX).strip() or "the handler could not be loaded"
+        lines = [t for t in tail if t.strip()][-8:]
+        return f"the replica {reason} before it was ready" + (": " + " | ".join(lines) if lines else "")
+
+    async def _run_once(self) -> tuple[int, bool, list[str]]:
+        api = self.client.api
+        since: int | None = None
+        if self._adopt:
+            cid, self._adopt = self._adopt, ""
+            since = int(time.time())  # what it printed before is in the function log already (or gone)
+            state = (await asyncio.to_thread(api.inspect_container, cid)).get("State") or {}
+            if not state.get("Running"):
+                await asyncio.to_thread(api.start, cid)
+        else:
+            self._serial += 1
+            name = f"{self.instance}-{self._serial}"
+            await asyncio.to_thread(_remove_quietly, self.client, name)  # a leftover of a crashed platform
+            container = await asyncio.to_thread(self.client.containers.create, name=name, **self.spec)
+            cid = container.id
+            self.container_id = cid
+            await asyncio.to_thread(api.start, cid)
+        self.container_id = cid
+        # Started first, then waited on: "not-running" answers at once for a container that exited already.
+        exited = in_thread(lambda: api.wait(cid, condition="not-running"))
+        info = await asyncio.to_thread(api.inspect_container, cid)
+        networks = info.get("NetworkSettings", {}).get("Networks") or {}
+        host = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), "")
+        in_thread(lambda: self._pump_logs(cid, since))
+        was_ready = False
+        try:
+            if host:
+                ready = asyncio.ensure_future(self._wait_ready(host))
+                await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if ready.done() and ready.result() and not self.stopping and not exited.done():
+                    was_ready = True
+                    self.endpoint = Endpoint(self.instance, host, REPLICA_PORT)
+                    self.endpoints.append(self.endpoint)
+                    if not self.first_outcome.done():
+                        self.first_outcome.set_result(None)
+                ready.cancel()
+            with contextlib.suppress(Exception):
+                await exited
+        finally:
+            self._unpublish()
+        code = -1
+        with contextlib.suppress(Exception):
+            code = int(exited.result()["StatusCode"])
+        tail: list[str] = []
+        with contextlib.suppress(Exception):
+            raw = await asyncio.to_thread(api.logs, cid, stdout=True, stderr=True, tail=50)
+            tail = raw.decode("utf-8", "replace").splitlines()
+        await asyncio.to_thread(_remove_quietly, self.client, cid)
+        self.container_id = ""
+        return code, was_ready, tail
+
+    def _pump_logs(self, cid: str, since: int | None) -> None:
+        """Copy the container's output into the function log (in a thread: the stream blocks)."""
+        loop = self._loop
+
+        def loop_write(lines: list[str]) -> None:
+            with contextlib.suppress(RuntimeError):  # the platform is gone
+                loop.call_soon_threadsafe(self.log.write, self.instance, lines)
+
+        partial = b""
+        extra = {"since": since} if since is not None else {}
+        with contextlib.suppress(Exception):
+            for chunk in self.client.api.logs(cid, stream=True, follow=True, stdout=True, stderr=True, **extra):
+                *lines, partial = (partial + chunk).split(b"\n")
+                if lines:
+                    loop_write([line.decode("utf-8", "replace").rstrip("\r") for line in lines])
+        if partial:
+            loop_write([partial.decode("utf-8", "replace")])
+
+    async def _wait_ready(self, host: str) -> bool:
+        while not self.stopping:
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection(host, REPLICA_PORT)
+                try:
+                    writer.write(b"GET /_/ready HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
+                    status = await reader.readline()
+                finally:
+                    writer.close()
+                if status.split(b" ")[1:2] in ([b"200"], [b"429"]):
+                    return True
+            await asyncio.sleep(READY_POLL_S)
+        return False
+
+    def _unpublish(self) -> None:
+        if self.endpoint is not None:
+            with contextlib.suppress(ValueError):
+                self.endpoints.remove(self.endpoint)
+
+    async def stop(self) -> None:
+        """Drain, stop and remove the container; returns when it is gone."""
+        self.stopping = True
+        endpoint = self.endpoint
+        self._unpublish()
+        deadline = time.monotonic() + self.drain_timeout_s
+        while endpoint is not None and endpoint.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        cid = self.container_id
+        if cid:
+            grace = max(1, int(deadline - time.monotonic()))
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.client.api.stop, cid, timeout=grace)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(self._task), 10)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if cid:
+            await asyncio.to_thread(_remove_quietly, self.client, cid)
+        if not self.first_outcome.done():
+            self.first_outcome.set_result("stopped before it was ready")
+
+    def detach(self) -> None:
+        """Stop watching without touching the container (platform shutdown with ``on_shutdown=leave``)."""
+        self.stopping = True
+        self._unpublish()
+        self._task.cancel()
+
+
+def _remove_quietly(client: Any, name_or_id: str) -> None:
+    with contextlib.suppress(Exception):
+        client.api.remove_container(name_or_id, force=True)
