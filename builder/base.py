@@ -182,7 +182,7 @@ def ensure_base_image(
             shutil.rmtree(lib / prefix, ignore_errors=True)
         # Compiled here: the root filesystem is read-only at run time, so Python could not cache bytecode there.
         compile_cmd = [sys.executable, "-m", "compileall", "-q", *(str(lib / p) for p in SOURCE_PACKAGES)]
-        subprocess.run(compile_cmd, check=False)
+        subprocess.run(compile_cmd, check=False, capture_output=True)  # a bad file fails at import, later
 
         context = pack_context(BASE_DOCKERFILE.format(rootfs=rootfs_ref(base)), {"lib": lib})
         run_build(client, context, ref, out, nocache=rebuild)

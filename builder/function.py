@@ -7,6 +7,7 @@ a code-only change rebuilds only the last layer; the engine's layer cache reuses
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from stoker import bundle
 
 FUNCTION_DIR = "/home/app/function"
 DEPS_DIR = "/home/app/python"
-_LAYOUT_VERSION = "1"  # bump when the Dockerfile below changes, so old tags are not reused for a new layout
+_LAYOUT_VERSION = "2"  # bump when the Dockerfile below changes, so old tags are not reused for a new layout
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class FunctionImage:
     seconds: float
 
 
-def dockerfile(base: str, with_deps: bool) -> str:
+def dockerfile(base: str, with_deps: bool, labels: dict[str, str] | None = None) -> str:
     """The function image's Dockerfile. The runtime's own packages come first on the path, so a requirement cannot
     replace what the replica server itself runs on."""
     lines = [f"FROM {base}"]
@@ -42,6 +43,8 @@ def dockerfile(base: str, with_deps: bool) -> str:
         f"COPY function/ {FUNCTION_DIR}/",
         f"ENV PYTHONPATH=/opt/stoker/lib:{DEPS_DIR} STOKER_FUNCTION_DIR={FUNCTION_DIR}",
     ]
+    if labels:  # one instruction, one step (the build API's labels parameter adds a step per label)
+        lines.append("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())))
     return "\n".join(lines) + "\n"
 
 
@@ -75,9 +78,9 @@ def build_function(
         if with_deps:
             out(f"{name}: installing requirements.txt on the host (pip --target, cached by content)")
             folders["python"] = pip.install(requirements, cache_dir or pip.default_cache_dir()) / "site"
-        context = pack_context(dockerfile(base, with_deps), folders)
         labels = {"com.stoker.function": name, "com.stoker.source-digest": bundle.digest(bundle_bytes)}
-        run_build(client, context, ref, out, nocache=nocache, labels=labels)
+        context = pack_context(dockerfile(base, with_deps, labels), folders)
+        run_build(client, context, ref, out, nocache=nocache)
     out(f"{name}: built {ref}")
     return FunctionImage(ref, True, time.monotonic() - started)
 

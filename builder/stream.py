@@ -11,6 +11,7 @@ from builder.pip import BuildFailed
 
 Output = Callable[[str], None]
 _STEP_RE = re.compile(r"^Step \d+/\d+ : ")
+_NOISE_RE = re.compile(r"^\s*(---> Running in|Removing intermediate container)")  # kept in the log, not shown
 
 
 def quiet(_: str) -> None:
@@ -53,7 +54,8 @@ def run_build(
                 if _STEP_RE.match(line):
                     step = _STEP_RE.sub("", line).strip()
                 log.append(line)
-                out(line)
+                if not _NOISE_RE.match(line):
+                    out(line)
     except docker.errors.APIError as exc:
         raise BuildFailed(step, [*log, str(exc.explanation or exc)]) from None
     if not image_id:

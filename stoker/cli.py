@@ -143,12 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-literal", metavar="VALUE", help="the value (else --from-file, else stdin)")
     p.add_argument("--from-file", metavar="FILE", help="read the value from a file")
 
+    from builder import cli as build_cli
+
+    build_cli.add_arguments(
+        command("build", _build, "build function images from a stack file on the local Docker Engine"),
+        command("base-image", _base_image, "build the runtime base image (offline with debootstrap if need be)"),
+    )
     command("namespaces", _namespaces, "list namespaces")
     command("info", _info, "show the gateway's provider and version")
     return parser
 
 
 # -- commands ------------------------------------------------------------------------------------
+
+
+def _build(args: argparse.Namespace) -> int:
+    from builder.cli import run_build
+
+    return run_build(args)
+
+
+def _base_image(args: argparse.Namespace) -> int:
+    from builder.cli import run_base_image
+
+    return run_base_image(args)
 
 
 def _secret(args: argparse.Namespace) -> int:
