@@ -8,12 +8,14 @@ at startup.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 BACKENDS = ("local", "docker", "swarm", "kubernetes")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 
@@ -54,6 +56,9 @@ class Config:
     max_scale_down_rate: float = 2.0  # at least ready / this many replicas per decision
     wait_queue_size: int = 1000  # requests that may wait per function for a replica before 503
     pool_size: int = 2  # warm generic replicas kept ready (0: no pool)
+    # Kubernetes backend (see docs/kubernetes.md)
+    k8s_namespace: str = "openfaas-fn"  # the one namespace functions live in (the gateway's Role is scoped to it)
+    k8s_deploy_timeout_s: float = 120.0  # how long a deploy waits for a ready pod (image pulls included)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
@@ -80,6 +85,10 @@ class Config:
         for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "wait_queue_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        if not _DNS_LABEL.match(self.k8s_namespace) or len(self.k8s_namespace) > 63:
+            raise ConfigError(f"STOKER_K8S_NAMESPACE: {self.k8s_namespace!r} is not a Kubernetes namespace name")
+        if self.k8s_deploy_timeout_s <= 0:
+            raise ConfigError("STOKER_K8S_DEPLOY_TIMEOUT_S: must be greater than zero")
         if self.pool_size < 0:
             raise ConfigError(f"STOKER_POOL_SIZE: must be 0 or more, got {self.pool_size}")
         # The same checks as the decider's own (autoscaler.decider.DeciderSpec), named by variable here.

@@ -12,6 +12,10 @@ def create_backend(config: Config, key: bytes) -> Backend:
         from runtime.backends.local import LocalBackend
 
         return LocalBackend(config, key)
+    if config.backend == "kubernetes":
+        from runtime.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(config, key)
     if config.backend == "docker":
         from runtime.backends.docker import DockerBackend
 

@@ -1,0 +1,429 @@
+"""The Kubernetes backend: each function is a Deployment plus a Service in the functions namespace.
+
+Everything the gateway knows comes from the API: functions from Deployments (the deployment spec is in an
+annotation), ready replicas from EndpointSlices, both listed at start and then watched. So any number of gateway
+replicas serve the same functions, and a restarted one knows everything at once. The gateway routes to pod IPs
+directly (fewest requests in flight), not through the Service's virtual IP.
+
+- deploy: create (or replace) the objects, then wait for a ready pod of the new version. A version that cannot
+  start (crash loop, image pull failure, no ready pod in ``STOKER_K8S_DEPLOY_TIMEOUT_S``) fails with DeployFailed:
+  a new function is deleted again, an update is rolled back to the previous Deployment (which never stopped serving:
+  the rolling update keeps every old pod until a new one is ready).
+- scale: the Deployment's scale subresource.
+- remove: leave the routing table, wait for this gateway's calls in flight (bounded), then delete.
+- Stopping pods keep serving for a few seconds (a preStop sleep), so every gateway has seen them leave the
+  EndpointSlice before they stop accepting calls; the replica then drains its own calls on SIGTERM.
+
+Kubernetes runs images only: build one with ``stoker build`` and push it to a registry the cluster pulls from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.backends import k8s_objects as objects
+from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.k8s_logs import read_logs
+from runtime.backends.k8s_secrets import KubeSecretStore
+from runtime.backends.k8s_status import (
+    Address,
+    desired_replicas,
+    function_of,
+    parse_time,
+    rollout_state,
+    slice_addresses,
+)
+from runtime.backends.k8s_watch import Obj, Watcher
+from stoker.config import Config
+from stoker.errors import BackendUnavailable, Conflict, DeployFailed, InvalidRequest, NotFound
+from stoker.spec import FunctionDeployment
+
+_FUNCTIONS = objects.FUNCTION_LABEL  # selects every function's Deployments and pods
+_SLICES = "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
+_WATCH_LAG_S = 5.0  # a pod Kubernetes calls ready counts as deployed this long after, even if no slice showed it
+
+
+@dataclass
+class KubeClients:
+    """The parts of the official client the backend calls (the tests put an in-memory fake in their place)."""
+
+    apps: Any  # kubernetes.client.AppsV1Api
+    core: Any  # kubernetes.client.CoreV1Api
+    discovery: Any  # kubernetes.client.DiscoveryV1Api
+    to_dict: Callable[[Any], Any]  # ApiClient.sanitize_for_serialization: any model -> its JSON form
+    watch: Callable[[], Any]  # kubernetes.watch.Watch
+
+    @classmethod
+    def connect(cls) -> KubeClients:
+        """Clients for the cluster this process runs in (service account), else the current kubeconfig context."""
+        from kubernetes import client, config, watch
+
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            try:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
+            except (config.ConfigException, OSError) as exc:
+                raise BackendUnavailable(
+                    f"kubernetes: no in-cluster service account and no kubeconfig: {exc}"
+                ) from None
+        api = client.ApiClient()
+        return cls(
+            client.AppsV1Api(api),
+            client.CoreV1Api(api),
+            client.DiscoveryV1Api(api),
+            api.sanitize_for_serialization,
+            watch.Watch,
+        )
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status", None)
+
+
+class _Function:
+    """One function as this gateway sees it: its record, and every Endpoint object it handed out (so a replica
+    that flaps out of and back into readiness keeps its in-flight count)."""
+
+    def __init__(self, record: FunctionRecord) -> None:
+        self.record = record
+        self.by_instance: dict[str, Endpoint] = {}
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, config: Config, key: bytes, clients: KubeClients | None = None, poll_s: float = 0.5) -> None:
+        self.config = config
+        self.namespace = config.k8s_namespace
+        self.deploy_timeout_s = config.k8s_deploy_timeout_s
+        self.poll_s = poll_s
+        self._clients = clients
+        self._functions: dict[tuple[str, str], _Function] = {}
+        self._slices: dict[str, tuple[str, list[Address]]] = {}  # slice name -> (service, ready addresses)
+        self._removing: set[tuple[str, str]] = set()
+        self._watchers: list[Watcher] = []
+
+    @property
+    def clients(self) -> KubeClients:
+        if self._clients is None:
+            self._clients = KubeClients.connect()
+        return self._clients
+
+    @property
+    def secrets(self) -> KubeSecretStore:
+        """Function secrets as Kubernetes Secrets in the functions namespace."""
+        return KubeSecretStore(self.clients.core, self.clients.to_dict, self.namespace)
+
+    def warm_replicas(self) -> int:
+        """No warm pool of this gateway's own: on Kubernetes the controller keeps it (issue 4)."""
+        return 0
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One blocking API call off the loop; the answer in its JSON form."""
+        return self.clients.to_dict(await asyncio.to_thread(fn, *args, **kwargs))
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        c = self.clients
+        deployments = Watcher(
+            c.apps.list_namespaced_deployment, self.namespace, _FUNCTIONS, c.to_dict, c.watch,
+            self._reset_deployments, self._on_deployment,
+        )  # fmt: skip
+        slices = Watcher(
+            c.discovery.list_namespaced_endpoint_slice, self.namespace, _SLICES, c.to_dict, c.watch,
+            self._reset_slices, self._on_slice,
+        )  # fmt: skip
+        try:
+            # Slices first: when the functions appear, their addresses are known already.
+            for watcher in (slices, deployments):
+                items, rv = await asyncio.to_thread(watcher.list)
+                watcher.on_reset(items)
+                watcher.start(rv)
+                self._watchers.append(watcher)
+        except Exception as exc:
+            await self.close()
+            if _status(exc) is None and not isinstance(exc, OSError):
+                raise
+            raise BackendUnavailable(f"kubernetes: cannot list namespace {self.namespace!r}: {exc}") from None
+
+    async def close(self) -> None:
+        """Stop watching. The functions keep running: the cluster, not this process, owns them."""
+        for watcher in self._watchers:
+            watcher.stop()
+        for watcher in self._watchers:
+            await asyncio.to_thread(watcher.join, 1.0)
+        self._watchers.clear()
+
+    # --- the mirror of the cluster (called on the loop only) -----------------------------------------------
+    def _reset_deployments(self, items: list[Obj]) -> None:
+        seen = set()
+        for item in items:
+            key = self._on_deployment("ADDED", item)
+            if key is not None:
+                seen.add(key)
+        for key in [k for k in self._functions if k not in seen]:
+            del self._functions[key]
+
+    def _on_deployment(self, kind: str, obj: Obj) -> tuple[str, str] | None:
+        dep = function_of(obj)
+        if dep is None:
+            return None
+        key = (dep.service, dep.namespace)
+        if kind == "DELETED":
+            self._functions.pop(key, None)
+            return None
+        if key in self._removing:
+            return None
+        fn = self._functions.get(key)
+        created = parse_time((obj.get("metadata") or {}).get("creationTimestamp")) or time.time()
+        if fn is None:
+            fn = self._functions[key] = _Function(FunctionRecord(dep, created, desired_replicas(obj)))
+        else:
+            fn.record.deployment, fn.record.replicas, fn.record.created_at = dep, desired_replicas(obj), created
+        fn.record.message = _deployment_problem(obj)
+        self._refresh(key)
+        return key
+
+    def _reset_slices(self, items: list[Obj]) -> None:
+        self._slices = {}
+        for item in items:
+            self._slices[(item.get("metadata") or {}).get("name", "")] = slice_addresses(item)
+        for key in self._functions:
+            self._refresh(key)
+
+    def _on_slice(self, kind: str, obj: Obj) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        old = self._slices.pop(name, None)
+        if kind != "DELETED":
+            self._slices[name] = slice_addresses(obj)
+        services = {entry[0] for entry in (old, self._slices.get(name)) if entry is not None}
+        for service in services:
+            self._refresh((service, self.namespace))
+
+    def _refresh(self, key: tuple[str, str]) -> None:
+        """Rebuild a function's routing list from the slices, in place, reusing its Endpoint objects."""
+        fn = self._functions.get(key)
+        if fn is None:
+            return
+        addresses = {a.instance: a for service, found in self._slices.values() if service == key[0] for a in found}
+        endpoints: list[Endpoint] = []
+        for instance, a in sorted(addresses.items()):
+            endpoint = fn.by_instance.get(instance)
+            if endpoint is None or (endpoint.host, endpoint.port) != (a.host, a.port):
+                endpoint = fn.by_instance[instance] = Endpoint(instance, a.host, a.port)
+            endpoints.append(endpoint)
+        fn.record.endpoints[:] = endpoints
+        fn.by_instance = {i: e for i, e in fn.by_instance.items() if i in addresses or e.inflight > 0}
+
+    # --- reads ---------------------------------------------------------------------------------------------
+    def get(self, name: str, namespace: str) -> FunctionRecord | None:
+        fn = self._functions.get((name, namespace))
+        return fn.record if fn is not None else None
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        return [fn.record for key, fn in sorted(self._functions.items()) if namespace in (None, key[1])]
+
+    def namespaces(self) -> list[str]:
+        return [self.namespace]
+
+    async def logs(
+        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        self._known(name, namespace)
+        async for line in read_logs(self, name, namespace, tail, since, follow):
+            yield line
+
+    def _known(self, name: str, namespace: str) -> _Function:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        return fn
+
+    # --- changes -------------------------------------------------------------------------------------------
+    async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:
+        dep = deployment
+        if bundle is not None or not dep.image:
+            raise InvalidRequest(
+                f"function {dep.service!r}: the Kubernetes backend runs images, not source: build an image with "
+                "`stoker build`, push it to a registry the cluster can pull from, and deploy it with `image`"
+            )
+        if dep.namespace != self.namespace:
+            raise InvalidRequest(
+                f"function {dep.service!r}: this gateway deploys to namespace {self.namespace!r} only "
+                f"(STOKER_K8S_NAMESPACE), not {dep.namespace!r}"
+            )
+        objects.deployment(dep, 1)  # invalid labels, quantities, constraints: refused before anything changes
+        missing = await asyncio.to_thread(self.secrets.missing, dep.secrets, dep.namespace)
+        if missing:
+            raise InvalidRequest(
+                f"function {dep.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
+                f"{dep.namespace!r} (create them with 'stoker secret create')"
+            )
+        old = await self._read(dep.service)
+        if old is None:
+            await self._create(dep)
+        else:
+            await self._update(dep, old)
+
+    async def _read(self, name: str) -> Obj | None:
+        try:
+            result: Obj = await self._call(self.clients.apps.read_namespaced_deployment, name, self.namespace)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        return result
+
+    async def _create(self, dep: FunctionDeployment) -> None:
+        c = self.clients
+        replicas = max(dep.settings.min_replicas, 1)
+        await self._apply_service(dep)
+        try:
+            created = await self._call(
+                c.apps.create_namespaced_deployment, self.namespace, objects.deployment(dep, replicas)
+            )
+        except Exception as exc:
+            if _status(exc) == 409:
+                raise Conflict(f"function {dep.service!r} is being created by someone else; retry") from None
+            raise
+        self._on_deployment("ADDED", created)
+        failure = await self._wait_ready(dep)
+        if failure:
+            self._removing.add((dep.service, dep.namespace))
+            self._functions.pop((dep.service, dep.namespace), None)
+            try:
+                await self._delete(dep.service)
+            finally:
+                self._removing.discard((dep.service, dep.namespace))
+            raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
+
+    async def _update(self, dep: FunctionDeployment, old: Obj) -> None:
+        settings = dep.settings
+        replicas = min(max(desired_replicas(old), settings.min_replicas, 1), settings.max_replicas)
+        apps = self.clients.apps
+        updated = await self._call(
+            apps.replace_namespaced_deployment, dep.service, self.namespace, objects.deployment(dep, replicas)
+        )
+        await self._apply_service(dep)
+        self._on_deployment("MODIFIED", updated)
+        failure = await self._wait_ready(dep)
+        if failure:
+            # The old pods never stopped (maxUnavailable 0); put their Deployment back as it was.
+            previous = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    k: v for k, v in old["metadata"].items() if k in ("name", "namespace", "labels", "annotations")
+                },
+                "spec": old["spec"],
+            }
+            restored = await self._call(apps.replace_namespaced_deployment, dep.service, self.namespace, previous)
+            self._on_deployment("MODIFIED", restored)
+            raise DeployFailed(
+                f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
+            )
+
+    async def _apply_service(self, dep: FunctionDeployment) -> None:
+        core = self.clients.core
+        body = objects.service(dep)
+        try:
+            await self._call(core.create_namespaced_service, self.namespace, body)
+        except Exception as exc:
+            if _status(exc) != 409:
+                raise
+            await self._call(core.patch_namespaced_service, dep.service, self.namespace, body)
+
+    async def _wait_ready(self, dep: FunctionDeployment) -> str:
+        """ "" once a pod of this version is ready (and, normally, routed to); else why not."""
+        selector = f"{_FUNCTIONS}={dep.service},{objects.VERSION_LABEL}={objects.version(dep)}"
+        deadline = time.monotonic() + self.deploy_timeout_s
+        ready_since: float | None = None
+        progress = ""
+        while True:
+            pods = (await self._call(self.clients.core.list_namespaced_pod, self.namespace, label_selector=selector))[
+                "items"
+            ]
+            state = rollout_state(pods)
+            fn = self._functions.get((dep.service, dep.namespace))
+            routed = fn is not None and any(e.instance in state.ready for e in fn.record.endpoints)
+            if routed or (ready_since is not None and time.monotonic() - ready_since > _WATCH_LAG_S):
+                return ""
+            if state.ready and ready_since is None:
+                ready_since = time.monotonic()
+            if state.failure and not state.ready:
+                return state.failure + await self._last_words(state.failure.partition(":")[0], dep.service)
+            progress = state.progress or progress
+            if time.monotonic() >= deadline:
+                return f"no replica became ready within {self.deploy_timeout_s:g}s" + (
+                    f" ({progress})" if progress else ""
+                )
+            await asyncio.sleep(self.poll_s)
+
+    async def _last_words(self, pod: str, container: str) -> str:
+        """The end of a crashed container's log (an import error says which line), or nothing if unavailable."""
+        try:
+            text = await asyncio.to_thread(
+                self.clients.core.read_namespaced_pod_log,
+                pod,
+                self.namespace,
+                container=container,
+                previous=True,
+                tail_lines=10,
+            )
+        except Exception:  # the failure itself is reported either way
+            return ""
+        return f"\n{text.strip()}" if isinstance(text, str) and text.strip() else ""
+
+    async def remove(self, name: str, namespace: str) -> None:
+        key = (name, namespace)
+        fn = self._functions.get(key)
+        if fn is None and (namespace != self.namespace or await self._read(name) is None):
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        self._removing.add(key)
+        try:
+            self._functions.pop(key, None)
+            if fn is not None:
+                # Out of the routing table first, then let this gateway's calls in flight finish (bounded).
+                draining = list(fn.by_instance.values())
+                deadline = time.monotonic() + self.config.drain_timeout_s
+                while any(e.inflight for e in draining) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            await self._delete(name)
+        finally:
+            self._removing.discard(key)
+
+    async def _delete(self, name: str) -> None:
+        c = self.clients
+        for call in (c.apps.delete_namespaced_deployment, c.core.delete_namespaced_service):
+            try:
+                await asyncio.to_thread(call, name, self.namespace)
+            except Exception as exc:
+                if _status(exc) != 404:
+                    raise
+
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        fn = self._known(name, namespace)
+        try:
+            await self._call(
+                self.clients.apps.patch_namespaced_deployment_scale, name, namespace, objects.scale(replicas)
+            )
+        except Exception as exc:
+            if _status(exc) == 404:
+                raise NotFound(f"function {name!r} not found in namespace {namespace!r}") from None
+            raise
+        fn.record.replicas = replicas
+
+
+def _deployment_problem(obj: Obj) -> str:
+    """Why a Deployment lacks replicas, as its conditions say (quota exceeded, a failed rollout), else ""."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        bad = condition.get("type") == "ReplicaFailure" and condition.get("status") == "True"
+        stuck = condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded"
+        if bad or stuck:
+            return str(condition.get("message") or condition.get("reason") or "")
+    return ""

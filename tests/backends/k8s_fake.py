@@ -1,0 +1,443 @@
+"""An in-memory fake of exactly the Kubernetes API the backend calls, with the controllers behind it simulated.
+
+No cluster can run in CI, so this stands in for the API server, the Deployment controller (pods for the current
+version, old pods kept until new ones are ready: maxUnavailable 0), the kubelet (readiness, crash loops, image pull
+failures, per image) and the EndpointSlice controller (one slice per Service listing its pods). It records every
+call, validates every object written against the official schemas (kubernetes-validate, strict), answers with the
+client's real model classes, and serves watches from its own event log, so the backend's list + watch code runs
+unchanged. Only the methods the backend calls exist: calling anything else fails the test.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes_validate
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from runtime.backends.kubernetes import KubeClients
+
+Obj = dict[str, Any]
+SCHEMA_VERSIONS = ("1.30", kubernetes_validate.latest_version())  # the oldest cluster we support, and the newest
+_SLICE_MANAGER = {"endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+
+
+def validate(obj: Obj) -> None:
+    """Raise if ``obj`` is not a valid object for the Kubernetes versions we support (unknown fields included)."""
+    for version in SCHEMA_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _matches(labels: dict[str, str] | None, selector: str | None) -> bool:
+    labels = labels or {}
+    for term in (selector or "").split(","):
+        key, eq, value = term.partition("=")
+        if key and (key not in labels if not eq else labels.get(key) != value):
+            return False
+    return True
+
+
+def _error(status: int, reason: str) -> ApiException:
+    return ApiException(status=status, reason=reason)
+
+
+def _model(obj: Any, kind: str) -> Any:
+    """The client's own model for ``obj``, as a real API call returns it."""
+    cls = getattr(client, kind)
+    return cls.from_dict(copy.deepcopy(obj)) if hasattr(cls, "from_dict") else copy.deepcopy(obj)
+
+
+class FakeCluster:
+    """The state of a pretend cluster. ``behaviour[image]`` decides what pods of an image do: ``ready`` (at once),
+    ``manual`` (wait for :meth:`make_ready`), ``crash`` (crash loop) or ``pull`` (image pull failure)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.rv = itertools.count(1000)
+        self.ips = itertools.count(2)
+        self.objects: dict[str, dict[str, Obj]] = {k: {} for k in ("deployments", "services", "pods", "slices")}
+        self.secrets: dict[str, Obj] = {}
+        self.events: list[tuple[int, str, str, Obj]] = []  # (resourceVersion, collection, type, object)
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.behaviour: dict[str, str] = {}
+        self.logs: dict[str, str] = {}  # pod name -> its log, as `timestamps=true` gives it
+        self.expired_before = 0  # watches from an older resourceVersion get 410 Gone
+        self.watch_timeout_s = 0.5
+
+    # --- helpers for tests ---------------------------------------------------------------------------------
+    def clients(self) -> KubeClients:
+        return KubeClients(
+            FakeApps(self),
+            FakeCore(self),
+            FakeDiscovery(self),
+            client.ApiClient().sanitize_for_serialization,
+            self.watch,
+        )
+
+    def watch(self) -> FakeWatch:
+        return FakeWatch(self)
+
+    def called(self, method: str) -> list[tuple[Any, ...]]:
+        return [args for name, args in self.calls if name == method]
+
+    def pods(self, function: str) -> list[Obj]:
+        with self.cond:
+            return [p for p in self.objects["pods"].values() if p["metadata"]["labels"]["faas_function"] == function]
+
+    def make_ready(self, function: str) -> None:
+        """Every pod of ``function`` that waits (``manual``) becomes ready."""
+        with self.cond:
+            for pod in self.pods(function):
+                pod["status"].update(_ready_status(True))
+                self._put("pods", pod, "MODIFIED")
+            self._reconcile(function)
+
+    def set_ready(self, pod_name: str, ready: bool) -> None:
+        """One pod's readiness probe starts failing (or passing again)."""
+        with self.cond:
+            pod = self.objects["pods"][pod_name]
+            pod["status"].update(_ready_status(ready))
+            self._put("pods", pod, "MODIFIED")
+            self._reconcile(pod["metadata"]["labels"]["faas_function"])
+
+    def expire_watches(self) -> None:
+        """Compact history: every open watch ends with 410 Gone and the watchers must list again."""
+        with self.cond:
+            self.expired_before = next(self.rv)
+            self.cond.notify_all()
+
+    # --- storage -------------------------------------------------------------------------------------------
+    def _put(self, collection: str, obj: Obj, event: str) -> Obj:
+        rv = next(self.rv)
+        obj["metadata"]["resourceVersion"] = str(rv)
+        if event == "DELETED":
+            self.objects[collection].pop(obj["metadata"]["name"], None)
+        else:
+            self.objects[collection][obj["metadata"]["name"]] = obj
+        self.events.append((rv, collection, event, copy.deepcopy(obj)))
+        self.cond.notify_all()
+        return obj
+
+    def _list(self, collection: str, selector: str | None) -> Obj:
+        items = [o for o in self.objects[collection].values() if _matches(o["metadata"].get("labels") or {}, selector)]
+        return {"metadata": {"resourceVersion": str(next(self.rv))}, "items": copy.deepcopy(items)}
+
+    # --- the controllers -----------------------------------------------------------------------------------
+    def _reconcile(self, function: str) -> None:
+        dep = self.objects["deployments"].get(function)
+        pods = self.pods(function)
+        if dep is None:
+            for pod in pods:
+                self._put("pods", pod, "DELETED")
+        else:
+            template = dep["spec"]["template"]
+            version = template["metadata"]["labels"]["com.stoker.version"]
+            desired = dep["spec"]["replicas"]
+            new = [p for p in pods if p["metadata"]["labels"]["com.stoker.version"] == version]
+            old = [p for p in pods if p not in new]
+            while len(new) < desired:
+                new.append(self._start_pod(dep))
+            for pod in sorted(new, key=_is_ready)[: max(0, len(new) - desired)]:
+                self._put("pods", pod, "DELETED")
+                new.remove(pod)
+            # maxUnavailable 0: an old pod goes only when a ready new one takes its place.
+            keep_old = max(0, desired - sum(map(_is_ready, new)))
+            for pod in sorted(old, key=_is_ready)[: max(0, len(old) - keep_old)]:
+                self._put("pods", pod, "DELETED")
+        self._sync_slice(function)
+
+    def _start_pod(self, dep: Obj) -> Obj:
+        template = dep["spec"]["template"]
+        image = template["spec"]["containers"][0]["image"]
+        behaviour = self.behaviour.get(image, "ready")
+        name = f"{dep['metadata']['name']}-{template['metadata']['labels']['com.stoker.version'][:6]}-{next(self.rv)}"
+        n = next(self.ips)
+        status = _ready_status(behaviour == "ready")
+        if behaviour in ("crash", "pull"):
+            reason = "CrashLoopBackOff" if behaviour == "crash" else "ImagePullBackOff"
+            container: Obj = {
+                "name": dep["metadata"]["name"],
+                "image": image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 3 if behaviour == "crash" else 0,
+                "state": {"waiting": {"reason": reason, "message": f"{reason} for {image}"}},
+            }
+            if behaviour == "crash":
+                container["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
+                self.logs[name] = f"{_now()} ModuleNotFoundError: No module named 'missing'\n"
+            status["containerStatuses"] = [container]
+        status["podIP"] = f"10.1.{n // 250}.{n % 250}"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": dep["metadata"]["namespace"],
+                "labels": dict(template["metadata"]["labels"]),
+                "creationTimestamp": _now(),
+            },
+            "spec": copy.deepcopy(template["spec"]),
+            "status": status,
+        }
+        self.logs.setdefault(name, f"{_now()} started {name}\n")
+        return self._put("pods", pod, "ADDED")
+
+    def _sync_slice(self, function: str) -> None:
+        name = f"{function}-x7k2p"
+        if function not in self.objects["services"]:
+            if name in self.objects["slices"]:
+                self._put("slices", self.objects["slices"][name], "DELETED")
+            return
+        endpoints = [
+            {
+                "addresses": [pod["status"]["podIP"]],
+                "conditions": {"ready": _is_ready(pod), "serving": _is_ready(pod), "terminating": False},
+                "targetRef": {
+                    "kind": "Pod",
+                    "name": pod["metadata"]["name"],
+                    "namespace": pod["metadata"]["namespace"],
+                },
+            }
+            for pod in sorted(self.pods(function), key=lambda p: p["metadata"]["name"])
+        ]
+        current = self.objects["slices"].get(name)
+        if current is not None and current["endpoints"] == endpoints:
+            return
+        endpoint_slice = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "namespace": self.objects["services"][function]["metadata"]["namespace"],
+                "labels": {"kubernetes.io/service-name": function, **_SLICE_MANAGER},
+            },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        }
+        validate(endpoint_slice)
+        self._put("slices", endpoint_slice, "ADDED" if current is None else "MODIFIED")
+
+
+def _ready_status(ready: bool) -> Obj:
+    return {
+        "phase": "Running" if ready else "Pending",
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+
+
+def _is_ready(pod: Obj) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+class _Api:
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def _record(self, method: str, *args: Any) -> None:
+        self.cluster.calls.append((method, copy.deepcopy(args)))
+
+
+class FakeApps(_Api):
+    """AppsV1Api: the Deployment calls the backend makes."""
+
+    def list_namespaced_deployment(self, namespace: str, label_selector: str | None = None, **_: Any) -> Any:
+        with self.cluster.cond:
+            self._record("list_namespaced_deployment", namespace, label_selector)
+            return _model(self.cluster._list("deployments", label_selector), "V1DeploymentList")
+
+    def read_namespaced_deployment(self, name: str, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("read_namespaced_deployment", name, namespace)
+            if name not in self.cluster.objects["deployments"]:
+                raise _error(404, "Not Found")
+            return _model(self.cluster.objects["deployments"][name], "V1Deployment")
+
+    def _write(self, method: str, name: str, namespace: str, body: Obj, create: bool) -> Any:
+        with self.cluster.cond:
+            self._record(method, namespace, body)
+            validate(body)
+            assert body["metadata"]["namespace"] == namespace and body["metadata"]["name"] == name
+            exists = name in self.cluster.objects["deployments"]
+            if create and exists:
+                raise _error(409, "AlreadyExists")
+            if not create and not exists:
+                raise _error(404, "Not Found")
+            obj = copy.deepcopy(body)
+            previous = self.cluster.objects["deployments"].get(name)
+            obj["metadata"]["creationTimestamp"] = previous["metadata"]["creationTimestamp"] if previous else _now()
+            self.cluster._put("deployments", obj, "ADDED" if create else "MODIFIED")
+            self.cluster._reconcile(name)
+            return _model(obj, "V1Deployment")
+
+    def create_namespaced_deployment(self, namespace: str, body: Obj) -> Any:
+        return self._write("create_namespaced_deployment", body["metadata"]["name"], namespace, body, True)
+
+    def replace_namespaced_deployment(self, name: str, namespace: str, body: Obj) -> Any:
+        return self._write("replace_namespaced_deployment", name, namespace, body, False)
+
+    def delete_namespaced_deployment(self, name: str, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("delete_namespaced_deployment", name, namespace)
+            obj = self.cluster.objects["deployments"].get(name)
+            if obj is None:
+                raise _error(404, "Not Found")
+            self.cluster._put("deployments", obj, "DELETED")
+            self.cluster._reconcile(name)
+            return _model({"status": "Success"}, "V1Status")
+
+    def patch_namespaced_deployment_scale(self, name: str, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("patch_namespaced_deployment_scale", name, namespace, body)
+            obj = self.cluster.objects["deployments"].get(name)
+            if obj is None:
+                raise _error(404, "Not Found")
+            assert set(body) == {"spec"} and set(body["spec"]) == {"replicas"}, body
+            obj["spec"]["replicas"] = body["spec"]["replicas"]
+            self.cluster._put("deployments", obj, "MODIFIED")
+            self.cluster._reconcile(name)
+            return _model({"spec": {"replicas": obj["spec"]["replicas"]}}, "V1Scale")
+
+
+class FakeCore(_Api):
+    """CoreV1Api: Services, Pods (list and logs) and Secrets."""
+
+    def create_namespaced_service(self, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("create_namespaced_service", namespace, body)
+            validate(body)
+            name = body["metadata"]["name"]
+            if name in self.cluster.objects["services"]:
+                raise _error(409, "AlreadyExists")
+            self.cluster._put("services", copy.deepcopy(body), "ADDED")
+            self.cluster._reconcile(name)
+            return _model(body, "V1Service")
+
+    def patch_namespaced_service(self, name: str, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("patch_namespaced_service", name, namespace, body)
+            validate(body)
+            if name not in self.cluster.objects["services"]:
+                raise _error(404, "Not Found")
+            self.cluster._put("services", copy.deepcopy(body), "MODIFIED")
+            return _model(body, "V1Service")
+
+    def delete_namespaced_service(self, name: str, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("delete_namespaced_service", name, namespace)
+            obj = self.cluster.objects["services"].get(name)
+            if obj is None:
+                raise _error(404, "Not Found")
+            self.cluster._put("services", obj, "DELETED")
+            self.cluster._sync_slice(name)
+            return _model({"status": "Success"}, "V1Status")
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str | None = None) -> Any:
+        with self.cluster.cond:
+            self._record("list_namespaced_pod", namespace, label_selector)
+            return _model(self.cluster._list("pods", label_selector), "V1PodList")
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> str:
+        with self.cluster.cond:
+            self._record("read_namespaced_pod_log", name, namespace, kwargs)
+            if name not in self.cluster.objects["pods"]:
+                raise _error(404, "Not Found")
+            lines = self.cluster.logs.get(name, "").splitlines(keepends=True)
+            if kwargs.get("tail_lines") is not None:
+                lines = lines[-kwargs["tail_lines"] :] if kwargs["tail_lines"] else []
+            return "".join(lines)
+
+    def list_namespaced_secret(self, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("list_namespaced_secret", namespace)
+            items = copy.deepcopy(list(self.cluster.secrets.values()))
+            return _model({"metadata": {"resourceVersion": "1"}, "items": items}, "V1SecretList")
+
+    def create_namespaced_secret(self, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("create_namespaced_secret", namespace, body)
+            validate(body)
+            if body["metadata"]["name"] in self.cluster.secrets:
+                raise _error(409, "AlreadyExists")
+            self.cluster.secrets[body["metadata"]["name"]] = copy.deepcopy(body)
+            return _model(body, "V1Secret")
+
+    def replace_namespaced_secret(self, name: str, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("replace_namespaced_secret", name, namespace, body)
+            validate(body)
+            if name not in self.cluster.secrets:
+                raise _error(404, "Not Found")
+            self.cluster.secrets[name] = copy.deepcopy(body)
+            return _model(body, "V1Secret")
+
+    def delete_namespaced_secret(self, name: str, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("delete_namespaced_secret", name, namespace)
+            if self.cluster.secrets.pop(name, None) is None:
+                raise _error(404, "Not Found")
+            return _model({"status": "Success"}, "V1Status")
+
+
+class FakeDiscovery(_Api):
+    """DiscoveryV1Api: EndpointSlices."""
+
+    def list_namespaced_endpoint_slice(self, namespace: str, label_selector: str | None = None) -> Any:
+        with self.cluster.cond:
+            self._record("list_namespaced_endpoint_slice", namespace, label_selector)
+            return _model(self.cluster._list("slices", label_selector), "V1EndpointSliceList")
+
+
+_COLLECTIONS = {
+    "list_namespaced_deployment": ("deployments", "V1Deployment"),
+    "list_namespaced_endpoint_slice": ("slices", "V1EndpointSlice"),
+}
+
+
+class FakeWatch:
+    """kubernetes.watch.Watch over the fake's event log: events newer than ``resource_version`` matching the
+    selector, ``{"type", "object" (a model), "raw_object" (a dict)}``; ends after the server timeout."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+        self._stop = False
+
+    def stop(self) -> None:
+        with self.cluster.cond:
+            self._stop = True
+            self.cluster.cond.notify_all()
+
+    def stream(
+        self, func: Any, namespace: str, label_selector: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        collection, kind = _COLLECTIONS[func.__name__]
+        cluster = self.cluster
+        rv = int(resource_version)
+        deadline = time.monotonic() + min(timeout_seconds, cluster.watch_timeout_s)
+        while not self._stop and time.monotonic() < deadline:
+            with cluster.cond:
+                if rv < cluster.expired_before:
+                    raise ApiException(status=410, reason="Expired: too old resource version")
+                pending = [
+                    e
+                    for e in cluster.events
+                    if e[0] > rv and e[1] == collection and _matches(e[3]["metadata"].get("labels"), label_selector)
+                ]
+                if not pending:
+                    cluster.cond.wait(0.05)
+                    continue
+            for event_rv, _, event_type, obj in pending:
+                rv = event_rv
+                yield {"type": event_type, "object": _model(obj, kind), "raw_object": copy.deepcopy(obj)}
