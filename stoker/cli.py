@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="folder holding stack.yml (default: current)")
 
     p = command("deploy", _deploy, "deploy functions from a stack file or from flags", ns)
+    p.add_argument("app", nargs="?", metavar="APP.py", help="a Python file defining a stoker.App (the SDK)")
     p.add_argument("-f", "--file", metavar="STACK", help="stack file (default: ./stack.yml)")
     p.add_argument("--filter", metavar="GLOB", help="only functions whose name matches")
     p.add_argument("--name", help="deploy one function without a stack file")
@@ -198,6 +199,10 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    if args.app:  # the SDK: deploy the functions of the App(s) an app.py defines
+        from stoker.sdk.command import deploy_app_file
+
+        return deploy_app_file(args.app, _gateway_url(args), args.namespace, args.json)
     functions, stack = _functions_to_deploy(args)
     client = _client(args, stack.gateway if stack else "")
     # Flags add to (and win over) what the stack file says, as faas-cli's --env/--label/--annotation do.

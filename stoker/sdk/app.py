@@ -77,6 +77,19 @@ class App:
         self._client: Client | None = None
         self._transport: Transport | None = None
 
+    def configure(self, gateway: str | None = None, namespace: str | None = None) -> None:
+        """Point the app at another gateway or namespace (the CLI's ``--gateway`` and ``-n``), before first use."""
+        if gateway:
+            self._gateway = gateway
+            self._client = self._transport = None
+        if namespace:
+            try:
+                self.namespace = validate_name(namespace, "namespace")
+            except InvalidName as exc:
+                raise ValueError(str(exc)) from None
+            for function in self.functions.values():
+                function.retarget()
+
     @property
     def client(self) -> Client:
         """The management client (created on first use, so defining an App needs no running gateway)."""
@@ -172,14 +185,20 @@ class App:
 
 def check_python(client: Client) -> None:
     """Refuse to deploy when the runtime's Python minor version differs from ours (where the gateway says it)."""
-    runtime = str(client.info().get("python") or "")
-    ours = packaging.python_version()
-    if runtime and runtime.split(".")[:2] != ours.split(".")[:2]:
-        raise DeployError(
-            f"this program runs Python {ours} but the runtime at {client.gateway} runs Python {runtime}: functions "
-            f"pickled by one minor version do not load in another. Deploy from Python "
-            f"{'.'.join(runtime.split('.')[:2])}"
-        )
+    problem = python_mismatch(packaging.python_version(), str(client.info().get("python") or ""))
+    if problem:
+        raise DeployError(f"{problem} (runtime at {client.gateway})")
+
+
+def python_mismatch(ours: str, runtime: str) -> str | None:
+    """Why code pickled by Python ``ours`` cannot run on ``runtime`` (None when it can, or ``runtime`` is unknown)."""
+    if not runtime or runtime.split(".")[:2] == ours.split(".")[:2]:
+        return None
+    wanted = ".".join(runtime.split(".")[:2])
+    return (
+        f"this program runs Python {ours} but the runtime runs Python {runtime}: functions pickled by one minor "
+        f"version do not load in another. Deploy from Python {wanted}"
+    )
 
 
 def _plain(fn: Any) -> Any:
@@ -194,7 +213,7 @@ class Function(Generic[P, R]):
         self.fn = fn
         self.options = options
         self.name = options.name
-        self._path = f"/function/{self.name}" + (f".{app.namespace}" if app.namespace else "")
+        self.retarget()
         self._call_token: str | None = None
         functools.update_wrapper(self, fn)
 
@@ -202,6 +221,10 @@ class Function(Generic[P, R]):
         # Pickled (as a global another remote function uses, or itself when recursive) it becomes the plain
         # function: a replica calls it in-process, and the App's client and connections stay here.
         return _plain, (self.fn,)
+
+    def retarget(self) -> None:
+        """Follow a change of the app's namespace."""
+        self._path = f"/function/{self.name}" + (f".{self.app.namespace}" if self.app.namespace else "")
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
