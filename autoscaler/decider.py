@@ -143,7 +143,9 @@ class Decider:
             return Decision(desired, current, reason, self.panicking, stable, panic)
 
         idle_for = now - self._last_active
-        if current == 0 and panic == 0:
+        if current == 0 and (not self._samples or self._samples[-1][1] == 0):
+            # Scaling up from zero is the activator's job, on the first request; the decider only follows load
+            # that is there now, not what the windows still remember from before a manual scale to zero.
             return decision(0, "at zero with no load")
         if spec.scale_to_zero and idle_for >= spec.zero_after_s and stable == 0:
             if now < self._hold_until:

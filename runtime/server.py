@@ -20,16 +20,20 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from runtime.app import ReplicaApp
 from runtime.config import ConfigError, ReplicaConfig
+from runtime.httpserver import CoalescingHttpToolsProtocol
 from runtime.invoke import STOP_GRACE_S, Invoker
 from runtime.loader import Handler, LoadError, load_handler
 from runtime.logs import function_logger
+from runtime.specialize import DIR_VAR, KEY_FD_VAR, POOL_VAR, GenericApp, read_key
 
 EXIT_OK = 0
 EXIT_SERVE_FAILED = 1
@@ -48,6 +52,8 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     try:
         config = ReplicaConfig.from_env(environ)
+        if environ.get(POOL_VAR) == "1":
+            return _generic(config, environ)
     except ConfigError as exc:
         print(f"stoker: bad configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -61,8 +67,31 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     return Replica(config, handler).run()
 
 
+def _generic(config: ReplicaConfig, environ: Mapping[str, str]) -> int:
+    """A generic replica for the warm pool (see :mod:`runtime.specialize`)."""
+    fd = environ.get(KEY_FD_VAR, "")
+    if not fd.isdigit():
+        raise ConfigError(f"{KEY_FD_VAR}: a generic replica needs the file descriptor of its key, got {fd!r}")
+    try:
+        key = read_key(int(fd))
+    except OSError as exc:
+        raise ConfigError(f"{KEY_FD_VAR}: cannot read the key from fd {fd}: {exc}") from None
+    if len(key) < 16:
+        raise ConfigError(f"{KEY_FD_VAR}: the key is missing or too short")
+    workdir = Path(environ.get(DIR_VAR) or tempfile.mkdtemp(prefix="stoker-fn-"))
+    return Replica(config, None, GenericReplicaSetup(key, workdir)).run()
+
+
+class GenericReplicaSetup:
+    """What a generic replica starts with: its one-time key and the folder its function's code goes to."""
+
+    def __init__(self, key: bytearray, workdir: Path) -> None:
+        self.key = key
+        self.workdir = workdir
+
+
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: ReplicaApp) -> None:
+    def __init__(self, config: uvicorn.Config, app: ReplicaApp | GenericApp) -> None:
         super().__init__(config)
         self.replica_app = app
 
@@ -74,17 +103,23 @@ class _Server(uvicorn.Server):
 class Replica:
     """One replica: the invoker, the ASGI app and the uvicorn server, wired together."""
 
-    def __init__(self, config: ReplicaConfig, handler: Handler) -> None:
+    def __init__(self, config: ReplicaConfig, handler: Handler | None, generic: GenericReplicaSetup | None = None):
+        """A replica of ``handler``; or, with ``handler`` None, a generic one that ``generic`` specialises."""
         self.config = config
         self.handler = handler
-        self.invoker = Invoker(handler, config.exec_timeout_s, config.threads, self._on_hung)
-        logger = function_logger(config.function_name, sys.stdout)
-        self.app = ReplicaApp(config, self.invoker, logger, sys.stdout, sys.stderr)
+        self.invoker: Invoker | None = None
+        self.exit_code: int | None = None
+        self.app: ReplicaApp | GenericApp
+        if handler is not None:
+            self.app = self._function_app(config, handler)
+        else:
+            assert generic is not None
+            self.app = GenericApp(generic.key, generic.workdir, self._specialised, self._specialise_failed)
         self.server = _Server(
             uvicorn.Config(
                 self.app,
                 loop="uvloop",
-                http="httptools",
+                http=CoalescingHttpToolsProtocol,
                 ws="none",
                 lifespan="off",
                 access_log=False,
@@ -98,6 +133,37 @@ class Replica:
                 port=config.port,
             ),
             self.app,
+        )
+
+    def _function_app(self, config: ReplicaConfig, handler: Handler) -> ReplicaApp:
+        self.config = config
+        self.handler = handler
+        self.invoker = Invoker(handler, config.exec_timeout_s, config.threads, self._on_hung)
+        logger = function_logger(config.function_name, sys.stdout)
+        return ReplicaApp(config, self.invoker, logger, sys.stdout, sys.stderr)
+
+    def _specialised(self, config: ReplicaConfig, handler: Handler) -> ReplicaApp:
+        """A generic replica got its function: from now on it is that function's replica."""
+        app = self._function_app(config, handler)
+        self.server.config.timeout_graceful_shutdown = config.drain_timeout_s  # type: ignore[assignment]
+        self._serving_line()
+        return app
+
+    def _specialise_failed(self) -> None:
+        self.exit_code = EXIT_CANNOT_LOAD
+        self.server.should_exit = True
+
+    def _serving_line(self) -> None:
+        c = self.config
+        where = f"fd {c.listen_fd}" if c.listen_fd is not None else f"{c.host}:{c.port}"
+        if self.handler is None:
+            print(f"stoker: generic replica (warm pool) on {where}; waiting for a function")
+            return
+        kind = "async" if self.handler.is_async else "sync"
+        print(
+            f"stoker: serving {c.function_name} ({self.handler.source}, {kind}) on {where}; "
+            f"exec_timeout={c.exec_timeout_s:g}s max_inflight={c.max_inflight} "
+            f"drain_timeout={c.drain_timeout_s:g}s"
         )
 
     def run(self) -> int:
@@ -118,13 +184,7 @@ class Replica:
         # after a clean drain. This handler covers both: it only sets the flags.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_requested)
-        where = f"fd {c.listen_fd}" if c.listen_fd is not None else f"{c.host}:{c.port}"
-        kind = "async" if self.handler.is_async else "sync"
-        print(
-            f"stoker: serving {c.function_name} ({self.handler.source}, {kind}) on {where}; "
-            f"exec_timeout={c.exec_timeout_s:g}s max_inflight={c.max_inflight} "
-            f"drain_timeout={c.drain_timeout_s:g}s"
-        )
+        self._serving_line()
         try:
             self.server.run(sockets=sockets)
         except SystemExit as exc:
@@ -133,7 +193,9 @@ class Replica:
             return EXIT_SERVE_FAILED
         self.app.call_log.flush()
         code = EXIT_HUNG if self.app.broken else EXIT_OK
-        if not self.invoker.close():
+        if self.exit_code is not None:
+            code = self.exit_code
+        if self.invoker is not None and not self.invoker.close():
             # A handler is still running (stuck in C, or cut off by the drain timeout): skip interpreter
             # shutdown, which would tear down modules under that thread's feet.
             print(f"stoker: exiting with code {code} while a handler is still running", file=sys.stderr)
@@ -147,8 +209,9 @@ class Replica:
         self.server.should_exit = True
 
     def _on_hung(self, call_id: str, stack: str) -> None:
+        source = self.handler.source if self.handler else "?"
         sys.stderr.write(
-            f"call_id={call_id} stoker: handler {self.handler.source} did not stop {STOP_GRACE_S:g}s after "
+            f"call_id={call_id} stoker: handler {source} did not stop {STOP_GRACE_S:g}s after "
             f"its exec timeout (blocked outside Python?); it is stuck at:\n{stack}"
         )
         if not self.app.broken:

@@ -23,9 +23,11 @@ from typing import Any
 
 from runtime import codesign
 from runtime.backends.base import FunctionRecord, LogLine
+from runtime.backends.local_pool import GenericProcess, GenericStarter
 from runtime.backends.logstore import FunctionLog
-from runtime.backends.process import ProcessSpec, ReplicaSlot, default_python
+from runtime.backends.process import ProcessSpec, ReplicaSlot, WarmStart, default_python
 from runtime.backends.secrets import FileSecretStore
+from runtime.pool import WarmPool
 from stoker import bundle
 from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
@@ -70,6 +72,7 @@ class LocalBackend:
         self._functions: dict[tuple[str, str], _Function] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
+        self._pool: WarmPool | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -87,8 +90,20 @@ class LocalBackend:
             self._functions[fn.key] = fn
             for _ in range(record.replicas):
                 self._add_slot(fn)
+        if self.config.pool_size > 0:
+            shutil.rmtree(self.root / "pool", ignore_errors=True)  # leftovers of a platform that was killed
+            python = self.config.python or default_python()
+            starter = GenericStarter(python, self._base_env(), self.root / "pool", lambda lines: None)
+            self._pool = WarmPool(self.config.pool_size, starter, "process")
+            self._pool.start()
+
+    def warm_replicas(self) -> int:
+        """Generic processes ready in the warm pool."""
+        return self._pool.ready if self._pool is not None else 0
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         for task in list(self._background):
             task.cancel()
         slots = [slot for fn in self._functions.values() for slot in fn.slots]
@@ -205,7 +220,7 @@ class LocalBackend:
         async with fn.lock:
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
-                self._add_slot(fn)
+                self._add_slot(fn, warm=True)
             if len(fn.slots) > replicas:
                 # Retire the least busy replicas; the rest keep serving while these drain.
                 ranked = sorted(fn.slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
@@ -243,11 +258,19 @@ class LocalBackend:
                 failure = fut.result()
         return failure
 
-    def _add_slot(self, fn: _Function) -> None:
+    def _base_env(self) -> dict[str, str]:
+        """What every replica's environment starts from: ours without the platform's own variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _add_slot(self, fn: _Function, warm: bool = False) -> None:
+        """Start one more replica; with ``warm``, from the warm pool when it has a process ready."""
         fn.serial += 1
         dep = fn.record.deployment
         settings = dep.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
+        base = self._base_env()
+        env = dict(base)
         env.update(dep.envVars)
         env.update(
             {
@@ -276,7 +299,26 @@ class LocalBackend:
             fn.record.message = message
 
         instance = f"{dep.service}-{fn.digest[:6]}-{fn.serial}"
-        fn.slots.append(ReplicaSlot(instance, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s))
+        start = self._warm_start(fn, {k: v for k, v in env.items() if base.get(k) != v}) if warm else None
+        fn.slots.append(
+            ReplicaSlot(instance, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, start)
+        )
+
+    def _warm_start(self, fn: _Function, env: dict[str, str]) -> WarmStart | None:
+        """A generic process from the pool and the function's signed code for it, or None (pool empty)."""
+        process = self._pool.take() if self._pool is not None else None
+        if process is None:
+            return None
+        assert isinstance(process, GenericProcess)
+        try:
+            code = (self.root / "bundles" / f"{fn.digest}.tar.gz").read_bytes()
+        except OSError:
+            code = b""
+        if not bundle.verify(self.key, code, fn.signature):
+            # Only code the platform signed goes out; the regular start reports the problem.
+            self._in_background(process.discard())
+            return None
+        return WarmStart(process, env, code)
 
     def _log(self, dep: FunctionDeployment) -> FunctionLog:
         path = self.root / "logs" / dep.namespace / f"{dep.service}.log"

@@ -5,6 +5,10 @@ so there is no window in which another process can take the port), waits for ``/
 :class:`Endpoint`, and restarts the process with exponential backoff when it exits. Stopping drains: the endpoint
 leaves the routing list, the requests in flight on it finish, then the process gets SIGTERM (SIGKILL after the
 drain timeout). Children die with the platform even when it is killed (``PR_SET_PDEATHSIG``).
+
+A slot may start from a generic process of the warm pool (:class:`WarmStart`, :mod:`runtime.pool`): its first run
+specialises that process instead of starting one, which takes milliseconds rather than a process start; if that
+fails, and for every restart after, the slot starts processes the regular way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.backends.base import Endpoint
 from runtime.backends.logstore import FunctionLog
@@ -75,6 +79,60 @@ class _Output(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
 
+async def spawn_runtime(
+    python: str, env: dict[str, str], on_lines: Callable[[list[str]], None], extra_fds: tuple[int, ...] = ()
+) -> tuple[asyncio.SubprocessTransport, _Output, int]:
+    """Start ``python -m runtime`` on a fresh loopback socket (inherited, so no port race); return the process,
+    its output protocol and the port."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    env = {**env, "STOKER_LISTEN_FD": str(sock.fileno())}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH", "")) if p)
+    protocol = _Output(on_lines)
+    try:
+        transport, _ = await loop.subprocess_exec(
+            lambda: protocol,
+            python,
+            "-m",
+            "runtime",
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+            pass_fds=(sock.fileno(), *extra_fds),
+            preexec_fn=_die_with_parent,
+            start_new_session=True,  # a Ctrl-C at the terminal reaches the platform, which drains replicas
+        )
+    finally:
+        sock.close()
+    return transport, protocol, port
+
+
+class WarmProcess(Protocol):
+    """A generic replica process from the warm pool (:class:`runtime.backends.local_pool.GenericProcess`)."""
+
+    transport: asyncio.SubprocessTransport
+    output: _Output
+    port: int
+
+    async def specialise(self, env: dict[str, str], code: bytes) -> str: ...
+
+    async def discard(self) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A generic process to adopt and what to specialise it with."""
+
+    process: WarmProcess
+    env: dict[str, str]
+    code: bytes
+
+
 class ReplicaSlot:
     def __init__(
         self,
@@ -84,6 +142,7 @@ class ReplicaSlot:
         endpoints: list[Endpoint],
         on_problem: Callable[[str], None],
         drain_timeout_s: float,
+        warm: WarmStart | None = None,
     ) -> None:
         self.instance = instance
         self.spec = spec
@@ -96,13 +155,17 @@ class ReplicaSlot:
         self.stopping = False
         self.restarts = 0
         self._transport: asyncio.SubprocessTransport | None = None
+        self._warm = warm
         self._task = asyncio.create_task(self._run(), name=f"replica {instance}")
 
     async def _run(self) -> None:
         failures = 0
+        warm, self._warm = self._warm, None
         while not self.stopping:
             started = time.monotonic()
-            code, was_ready = await self._run_once()
+            outcome = await self._run_warm(warm) if warm is not None else None
+            warm = None
+            code, was_ready = outcome if outcome is not None else await self._run_once()
             if self.stopping:
                 break
             ran = time.monotonic() - started
@@ -123,30 +186,39 @@ class ReplicaSlot:
         tail = [t for t in self.log.tail(20) if t.strip()][-8:]
         return f"the replica {reason} before it was ready" + (": " + " | ".join(tail) if tail else "")
 
-    async def _run_once(self) -> tuple[int, bool]:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        port = sock.getsockname()[1]
-        env = {**self.spec.env, "STOKER_LISTEN_FD": str(sock.fileno()), "STOKER_INSTANCE": self.instance}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH", "")) if p)
-        protocol = _Output(lambda lines: self.log.write(self.instance, lines))
+    async def _run_warm(self, warm: WarmStart) -> tuple[int, bool] | None:
+        """Serve from a generic replica of the warm pool: specialise it, publish it, supervise it. None when it
+        could not be specialised (it is stopped; the caller starts a regular replica at once)."""
+        proc = warm.process
+        proc.output.on_lines = lambda lines: self.log.write(self.instance, lines)
+        self._transport = proc.transport
+        was_ready = False
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: protocol,
-                self.spec.python,
-                "-m",
-                "runtime",
-                stdin=asyncio.subprocess.DEVNULL,
-                env=env,
-                pass_fds=(sock.fileno(),),
-                preexec_fn=_die_with_parent,
-                start_new_session=True,  # a Ctrl-C at the terminal reaches the platform, which drains replicas
-            )
+            problem = await proc.specialise(warm.env, warm.code)
+            if problem or self.stopping:
+                if problem:
+                    self.log.write("stoker", [f"replica {self.instance}: warm start failed ({problem}); cold start"])
+                await proc.discard()
+                return None
+            was_ready = True
+            self.endpoint = Endpoint(self.instance, "127.0.0.1", proc.port)
+            self.endpoints.append(self.endpoint)
+            if not self.first_outcome.done():
+                self.first_outcome.set_result(None)
+            await proc.output.exited
         finally:
-            sock.close()
+            self._unpublish()
+            self._transport = None
+            proc.cleanup()
+        code = proc.transport.get_returncode()
+        proc.transport.close()
+        return (code if code is not None else -1), was_ready
+
+    async def _run_once(self) -> tuple[int, bool]:
+        env = {**self.spec.env, "STOKER_INSTANCE": self.instance}
+        transport, protocol, port = await spawn_runtime(
+            self.spec.python, env, lambda lines: self.log.write(self.instance, lines)
+        )
         self._transport = transport
         was_ready = False
         try:
