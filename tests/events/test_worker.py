@@ -1,0 +1,102 @@
+"""The worker against real queues; the invoke seam stands in for the function (the HTTP path is tested in
+tests/gateway/test_async*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from events.messages import Invocation, Result
+from events.queue import Queue, async_stream, dead_stream
+from events.retry import RetryPolicy
+from events.worker import FunctionWorker, WorkerSettings
+
+
+async def _nothing(inv: Invocation, result: Result) -> None:
+    return None
+
+
+async def _until(predicate: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def _settings(**kw: object) -> WorkerSettings:
+    base: dict[str, object] = {"policy": RetryPolicy(3, 0.01, 0.05), "claim_idle_s": 5.0, "block_s": 0.1}
+    return WorkerSettings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_failures_are_retried_then_dead_lettered_with_the_attempt_count(queue: Queue, name: str) -> None:
+    calls: Counter[str] = Counter()
+
+    async def invoke(inv: Invocation) -> Result:
+        calls[inv.call_id] += 1
+        return Result(500, [], b"poison", 0.001, name)
+
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(), "w1", _nothing)
+    task = asyncio.create_task(worker.run())
+    await queue.enqueue_call(async_stream(name), Invocation(name, call_id="c1").encode(), "c1", 60)
+    try:
+        await _until(lambda: calls["c1"] == 3 and worker.inflight == 0)
+        (dead,) = await queue.entries(dead_stream(name), 10)
+        assert dead.fields[b"attempts"] == b"3" and b"poison" in dead.fields[b"error"]
+        assert Invocation.decode(dead.fields[b"m"]).call_id == "c1"
+        record = await queue.get_call("c1")
+        assert record is not None and record.status == "done" and record.result is not None
+        assert Result.decode(record.result).status == 500
+        await asyncio.sleep(0.3)
+        assert calls["c1"] == 3  # no attempt after the last
+    finally:
+        await worker.stop(1)
+        task.cancel()
+
+
+async def test_a_long_invocation_is_not_redelivered_while_it_runs(queue: Queue, name: str) -> None:
+    runs: Counter[str] = Counter()
+
+    async def slow(inv: Invocation) -> Result:
+        runs[inv.call_id] += 1
+        await asyncio.sleep(1.5)  # five times the idle time after which a silent consumer's messages are taken
+        return Result(200, [], b"ok", 1.5, name)
+
+    settings = _settings(claim_idle_s=0.3)
+    workers = [FunctionWorker(queue, name, [async_stream(name)], slow, settings, f"w{i}", _nothing) for i in (1, 2)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    await queue.enqueue_call(async_stream(name), Invocation(name, call_id="long").encode(), "long", 60)
+    try:
+        await _until(lambda: runs["long"] >= 1)
+        await _until(lambda: all(w.inflight == 0 for w in workers))
+        record = await queue.get_call("long")
+        assert record is not None and record.status == "done"
+        assert runs["long"] == 1
+    finally:
+        for w, t in zip(workers, tasks, strict=True):
+            await w.stop(1)
+            t.cancel()
+
+
+async def test_concurrency_per_function_is_bounded(queue: Queue, name: str) -> None:
+    running = peak = done = 0
+
+    async def invoke(inv: Invocation) -> Result:
+        nonlocal running, peak, done
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        done += 1
+        return Result(200, [], b"", 0.05, name)
+
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(concurrency=3), "w", _nothing)
+    for _ in range(12):
+        await queue.add(async_stream(name), {"m": Invocation(name).encode()})
+    task = asyncio.create_task(worker.run())
+    try:
+        await _until(lambda: done == 12)
+        assert peak == 3
+    finally:
+        await worker.stop(1)
+        task.cancel()

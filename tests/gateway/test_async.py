@@ -1,0 +1,120 @@
+"""Async invocations through a real ``stoker up`` (embedded queue): 202 only for stored calls, results by call id,
+callbacks, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import pytest
+
+from tests.platform_fixture import FUNCTIONS, Platform, start_platform
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    p = start_platform(tmp_path_factory.mktemp("stoker-home"))
+    assert p.deploy("hello", FUNCTIONS / "hello").status_code == 202
+    yield p
+    p.stop()
+
+
+def result(p: Platform, call_id: str, timeout: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    with p.client() as c:
+        while True:
+            r = c.get(f"/system/async-result/{call_id}")
+            if r.status_code != 202 or time.monotonic() > deadline:
+                return r
+            assert r.json()["status"] in ("queued", "running", "retrying")
+            time.sleep(0.05)
+
+
+def test_unknown_function_is_404_not_202(platform: Platform) -> None:
+    r = httpx.post(f"{platform.url}/async-function/nope", content=b"x")
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+
+
+def test_202_then_the_result_by_call_id(platform: Platform) -> None:
+    r = httpx.post(f"{platform.url}/async-function/hello", content=b"async")
+    assert r.status_code == 202
+    call_id = r.headers["x-call-id"]
+    done = result(platform, call_id)
+    assert done.status_code == 200 and done.content == b"Hello, async!\n"
+    assert done.headers["x-call-id"] == call_id and done.headers["x-function-status"] == "200"
+    assert done.headers["x-function-name"] == "hello.openfaas-fn"
+    assert done.headers["content-type"].startswith("text/plain")
+    assert float(done.headers["x-duration-seconds"]) > 0
+
+
+def test_result_needs_auth_and_unknown_ids_are_404(platform: Platform) -> None:
+    assert httpx.get(f"{platform.url}/system/async-result/abc").status_code == 401
+    with platform.client() as c:
+        r = c.get("/system/async-result/0123456789abcdef")
+        assert r.status_code == 404 and "error" in r.json()
+
+
+def test_callback_receives_the_result(platform: Platform) -> None:
+    got: list[tuple[dict[str, str], bytes]] = []
+    arrived = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/done"
+        r = httpx.post(f"{platform.url}/async-function/hello", content=b"cb", headers={"X-Callback-Url": url})
+        assert r.status_code == 202
+        assert arrived.wait(30)
+        headers, body = got[0]
+        assert body == b"Hello, cb!\n"
+        assert headers["x-call-id"] == r.headers["x-call-id"] and headers["x-function-status"] == "200"
+        assert headers["x-function-name"] == "hello.openfaas-fn" and float(headers["x-duration-seconds"]) > 0
+    finally:
+        server.shutdown()
+
+
+def test_a_bad_callback_url_is_refused(platform: Platform) -> None:
+    r = httpx.post(f"{platform.url}/async-function/hello", headers={"X-Callback-Url": "file:///etc/passwd"})
+    assert r.status_code == 400
+
+
+def _cli(p: Platform, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "stoker", *args], input=stdin, capture_output=True, env=p.env(), timeout=60
+    )
+
+
+def test_cli_invoke_async_prints_the_call_id_and_result_fetches_it(platform: Platform) -> None:
+    out = _cli(platform, "invoke", "hello", "--async", stdin=b"cli")
+    assert out.returncode == 0, out.stderr
+    call_id = out.stdout.decode().strip()
+    assert len(call_id) == 32
+    fetched = _cli(platform, "result", call_id, "--wait", "30")
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout == b"Hello, cli!\n"
+    missing = _cli(platform, "result", "ffffffffffffffffffffffffffffffff")
+    assert missing.returncode == 1 and b"no call" in missing.stderr
+
+
+def test_cli_queue_ls_shows_the_functions_stream(platform: Platform) -> None:
+    out = _cli(platform, "queue", "ls")
+    assert out.returncode == 0, out.stderr
+    assert b"stoker:async:hello.openfaas-fn" in out.stdout and b"PENDING" in out.stdout
