@@ -1,0 +1,160 @@
+"""The objects the Kubernetes backend writes: valid against the official schemas, hardened, and read back whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.backends import k8s_objects as objects
+from runtime.backends.k8s_secrets import secret
+from runtime.backends.k8s_status import function_of, rollout_state, slice_addresses
+from stoker.errors import InvalidRequest
+from stoker.spec import FunctionDeployment
+from tests.backends.k8s_fake import validate
+
+RICH = FunctionDeployment.from_json(
+    {
+        "service": "wordcount",
+        "image": "registry.example/wordcount:3",
+        "envProcess": "python index.py",
+        "envVars": {"MODE": "fast"},
+        "labels": {"com.openfaas.scale.min": "2", "com.openfaas.scale.max": "9", "team": "web"},
+        "annotations": {"com.stoker.timeout": "45s", "com.stoker.concurrency": "4", "note": "any text: at all"},
+        "secrets": ["api-key", "db-password"],
+        "limits": {"memory": "256Mi", "cpu": "500m"},
+        "requests": {"memory": "64Mi", "cpu": "0.1"},
+        "constraints": ["kubernetes.io/arch == amd64"],
+    }
+)
+
+
+def test_every_object_validates_against_the_kubernetes_schemas() -> None:
+    for obj in (
+        objects.deployment(RICH, 2),
+        objects.deployment(FunctionDeployment.from_json({"service": "tiny", "image": "tiny:1"}), 0),
+        objects.service(RICH),
+        secret("api-key", "openfaas-fn", b"value"),
+    ):
+        validate(obj)
+
+
+def test_a_misspelt_field_fails_validation() -> None:
+    broken = objects.deployment(RICH, 1)
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    with pytest.raises(Exception, match="readinessprobe"):
+        validate(broken)
+
+
+def test_pods_are_hardened() -> None:
+    pod = objects.deployment(RICH, 1)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+
+def test_probes_resources_secrets_and_settings_come_from_the_spec() -> None:
+    dep = objects.deployment(RICH, 2)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/_/ready", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/_/health", "port": 8080}
+    assert container["resources"] == {
+        "limits": {"memory": "256Mi", "cpu": "500m"},
+        "requests": {"memory": "64Mi", "cpu": "0.1"},
+    }
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODE"] == "fast" and env["exec_timeout"] == "45s" and env["max_inflight"] == "4"
+    assert env["fprocess"] == "python index.py"
+    mount = {"name": "secrets", "mountPath": "/var/openfaas/secrets", "readOnly": True}
+    assert mount in container["volumeMounts"]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+    assert pod["terminationGracePeriodSeconds"] >= 45  # a call in flight may finish
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["template"]["metadata"]["labels"]["faas_function"] == "wordcount"
+    assert dep["metadata"]["annotations"]["note"] == "any text: at all"
+
+
+def test_the_deployment_carries_the_whole_spec_without_source() -> None:
+    with_source = FunctionDeployment(**{**RICH.to_json(), "source": "c291cmNl"})
+    dep = objects.deployment(with_source, 1)
+    assert "c291cmNl" not in str(dep)
+    assert function_of(dep) == RICH
+
+
+def test_a_deployment_made_by_other_openfaas_tooling_is_read_from_labels_and_image() -> None:
+    dep = objects.deployment(RICH, 1)
+    del dep["metadata"]["annotations"][objects.SPEC_ANNOTATION]
+    found = function_of(dep)
+    assert found is not None and found.service == "wordcount" and found.image == "registry.example/wordcount:3"
+    assert found.labels["team"] == "web"
+
+
+def test_the_version_changes_with_the_spec_only() -> None:
+    assert objects.version(RICH) == objects.version(FunctionDeployment(**RICH.to_json()))
+    assert objects.version(RICH) != objects.version(FunctionDeployment(**{**RICH.to_json(), "image": "x:4"}))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("labels", {"team": "two words"}, "label"),
+        ("labels", {"bad key!": "x"}, "label key"),
+        ("annotations", {"/leading": "x"}, "annotation key"),
+        ("limits", {"memory": "128 MB"}, "quantity"),
+        ("limits", {"gpu": "1"}, "only cpu and memory"),
+        ("constraints", ["node.role != manager"], "constraint"),
+    ],
+)
+def test_what_kubernetes_would_refuse_is_refused_with_a_clear_message(field: str, value: object, message: str) -> None:
+    dep = FunctionDeployment.from_json({"service": "f", "image": "f:1", field: value})
+    with pytest.raises(InvalidRequest, match=message):
+        objects.deployment(dep, 1)
+
+
+def test_slices_give_ready_endpoints_only() -> None:
+    service, found = slice_addresses(
+        {
+            "metadata": {"labels": {"kubernetes.io/service-name": "f"}},
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "targetRef": {"name": "f-1"}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": False}, "targetRef": {"name": "f-2"}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": True, "terminating": True}},
+                {"addresses": ["10.0.0.4"], "conditions": {}, "targetRef": {"name": "f-4"}},  # unknown reads as ready
+            ],
+        }
+    )
+    assert service == "f" and [(a.instance, a.host, a.port) for a in found] == [
+        ("f-1", "10.0.0.1", 8080),
+        ("f-4", "10.0.0.4", 8080),
+    ]
+
+
+def test_rollout_state_names_what_will_not_fix_itself() -> None:
+    crashing = {
+        "metadata": {"name": "f-1"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [
+                {
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}},
+                }
+            ],
+        },
+    }
+    pending = {
+        "metadata": {"name": "f-2"},
+        "status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }
+    state = rollout_state([crashing, pending])
+    assert state.ready == [] and state.failure == "f-1: CrashLoopBackOff: exit code 3 (Error)"
+    assert state.progress == "f-2: ContainerCreating"
