@@ -16,8 +16,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from autoscaler.loop import AutoscalerLoop
+from events.retry import RetryPolicy
+from events.service import QueueService, open_queue
+from events.worker import WorkerSettings
 from gateway.activator import Activator
 from gateway.api import ManagementAPI, error
+from gateway.async_api import ASYNC_PREFIX, AsyncAPI, ProxyInvoker
 from gateway.auth import RequireAuth
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
@@ -37,10 +41,18 @@ class GatewayApp:
         self.activator = Activator(backend, config.wait_queue_size, self.autoscaler.scale_to)
         self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics, self.activator)
         self.api = ManagementAPI(config, backend, self.metrics)
+        self.queue = QueueService(
+            open_queue(config.redis_url, config.home),
+            functions=lambda: [r.deployment for r in backend.functions()],
+            invoke=ProxyInvoker(self.proxy),
+            settings=worker_settings(config),
+        )
+        self.async_api = AsyncAPI(config, backend, self.queue)
         routes = [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
             *self.api.routes(),
+            *self.async_api.routes(),
         ]
         self.starlette = Starlette(
             routes=routes,
@@ -53,6 +65,9 @@ class GatewayApp:
             path: str = scope["path"]
             if path.startswith(PREFIX):
                 await self.proxy(scope, receive, send)
+                return
+            if path.startswith(ASYNC_PREFIX):
+                await self.async_api(scope, receive, send)
                 return
             if path.startswith("/system/"):
                 await self.system(scope, receive, send)
@@ -86,3 +101,13 @@ class GatewayApp:
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def worker_settings(config: Config) -> WorkerSettings:
+    """The queue worker's settings from the platform's config."""
+    return WorkerSettings(
+        concurrency=config.queue_concurrency,
+        policy=RetryPolicy(config.queue_attempts, config.queue_backoff_s, config.queue_backoff_max_s),
+        claim_idle_s=config.queue_claim_idle_s,
+        result_ttl_s=config.result_ttl_s,
+    )

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--backend", help="local, docker, swarm or kubernetes (default local)")
     p.add_argument("--stack", metavar="FILE", help="deploy this stack file once the gateway is up")
+    p.add_argument("--redis", metavar="URL", help="Redis Streams queue (or STOKER_REDIS_URL); default: embedded")
 
     p = command("new", _new, "create a function folder and add it to stack.yml")
     p.add_argument("name")
@@ -144,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-literal", metavar="VALUE", help="the value (else --from-file, else stdin)")
     p.add_argument("--from-file", metavar="FILE", help="read the value from a file")
 
+    from stoker import cli_queue
+
+    cli_queue.add_arguments(
+        command("queue", _queue, "queued work: ls (streams, lag, pending, dead), dead FUNCTION, replay FUNCTION"),
+        command("trigger", _trigger, "queue triggers: create FUNCTION STREAM, ls, rm FUNCTION STREAM"),
+        command("result", _result, "print the result of an async call (stoker invoke --async prints its id)"),
+    )
     from builder import cli as build_cli
 
     build_cli.add_arguments(
@@ -156,6 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ------------------------------------------------------------------------------------
+
+
+def _queue(args: argparse.Namespace) -> int:
+    from stoker.cli_queue import run_queue
+
+    return run_queue(_client(args), args)
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from stoker.cli_queue import run_trigger
+
+    return run_trigger(_client(args), args)
+
+
+def _result(args: argparse.Namespace) -> int:
+    from stoker.cli_queue import run_result
+
+    return run_result(_client(args), args)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -179,7 +205,7 @@ def _secret(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from stoker.config import Config  # the platform's imports stay off the path of every other command
 
-    config = Config.from_env(port=args.port, host=args.host, backend=args.backend)
+    config = Config.from_env(port=args.port, host=args.host, backend=args.backend, redis_url=args.redis)
     stack = Path(args.stack) if args.stack else None
     if stack is not None:
         load_stack(stack)  # fail now, naming file:line, rather than after the platform started
@@ -325,8 +351,11 @@ def _invoke(args: argparse.Namespace) -> int:
     if not reply.ok:
         detail = f": {error_text(reply.body, reply.status)}" if reply.body.strip() else ""
         return _fail(f"{args.name} answered {reply.status}{detail}", 1)
-    if args.asynchronous:
-        print(f"Accepted {args.name}; call id {reply.headers.get('x-call-id', '?')}.", file=sys.stderr)
+    if args.asynchronous:  # the call id alone on stdout, so scripts can capture it: id=$(stoker invoke --async f)
+        call_id = reply.headers.get("x-call-id", "")
+        print(call_id)
+        print(f"Accepted {args.name}; fetch the result with: stoker result {call_id}", file=sys.stderr)
+        return 0
     sys.stdout.buffer.write(reply.body)
     sys.stdout.flush()
     return 0

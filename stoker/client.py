@@ -193,6 +193,33 @@ class Client:
         finally:
             conn.close()
 
+    # -- queue (docs/queue.md) --------------------------------------------------------------------
+
+    def queues(self) -> list[dict[str, Any]]:
+        """``GET /system/queues``: every stream of every function with its length, lag, pending and dead letters."""
+        data = self._json("GET", "/system/queues")
+        return data if isinstance(data, list) else []
+
+    def dead_letters(self, function: str) -> list[dict[str, Any]]:
+        """``GET /system/queue/{function}/dead``: the dead letters of a function (``name`` or ``name.namespace``)."""
+        data = self._json("GET", f"/system/queue/{quote(function, safe='.')}/dead")
+        return data if isinstance(data, list) else []
+
+    def replay(self, function: str, ids: list[str] | None = None) -> int:
+        """``POST /system/queue/{function}/replay``: move dead letters (all, or ``ids``) back to the queue."""
+        raw = self._call("POST", f"/system/queue/{quote(function, safe='.')}/replay", {"ids": ids} if ids else {})
+        data = json.loads(raw) if raw.strip() else {}
+        return int(data.get("replayed", 0)) if isinstance(data, dict) else 0
+
+    def triggers(self) -> list[dict[str, str]]:
+        """``GET /system/triggers``: queue triggers added with :meth:`set_trigger`."""
+        data = self._json("GET", "/system/triggers")
+        return data if isinstance(data, list) else []
+
+    def set_trigger(self, function: str, stream: str, present: bool = True) -> None:
+        """``POST`` (or ``DELETE`` when not ``present``) ``/system/triggers``: subscribe a function to a stream."""
+        self._call("POST" if present else "DELETE", "/system/triggers", {"function": function, "stream": stream})
+
     # -- function routes --------------------------------------------------------------------------
 
     def invoke(

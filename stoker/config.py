@@ -59,6 +59,14 @@ class Config:
     # Kubernetes backend (see docs/kubernetes.md)
     k8s_namespace: str = "openfaas-fn"  # the one namespace functions live in (the gateway's Role is scoped to it)
     k8s_deploy_timeout_s: float = 120.0  # how long a deploy waits for a ready pod (image pulls included)
+    # Queue (async calls, triggers, cron; see docs/queue.md). Empty redis_url: the embedded SQLite queue.
+    redis_url: str = ""  # redis://host:port/db for Redis Streams
+    queue_attempts: int = 5  # attempts per message (the first included) before it becomes a dead letter
+    queue_backoff_s: float = 1.0  # wait before the first retry; doubles per retry
+    queue_backoff_max_s: float = 60.0
+    queue_claim_idle_s: float = 30.0  # a message pending this long without renewal belongs to a dead worker
+    queue_concurrency: int = 16  # queued invocations in flight per function and process
+    result_ttl_s: float = 3600.0  # how long async results can be fetched
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
@@ -85,6 +93,12 @@ class Config:
         for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "wait_queue_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        for name in ("queue_attempts", "queue_backoff_s", "queue_backoff_max_s", "queue_claim_idle_s",
+                     "queue_concurrency", "result_ttl_s"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"STOKER_REDIS_URL: {self.redis_url!r} is not a redis:// URL")
         if not _DNS_LABEL.match(self.k8s_namespace) or len(self.k8s_namespace) > 63:
             raise ConfigError(f"STOKER_K8S_NAMESPACE: {self.k8s_namespace!r} is not a Kubernetes namespace name")
         if self.k8s_deploy_timeout_s <= 0:
