@@ -121,19 +121,23 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.request_exit)
         await backend.start()
+        await app.queue.start()  # workers, triggers and cron; a Redis that is down is waited for, not fatal
         app.autoscaler.start()
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():
                 await asyncio.sleep(0.01)
             url = f"http://{config.host}:{port}"
-            print(f"stoker: gateway on {url} (backend: {backend.name}, state: {config.home})", flush=True)
+            where = f"backend: {backend.name}, queue: {app.queue.queue.kind}, state: {config.home}"
+            print(f"stoker: gateway on {url} ({where})", flush=True)
             if stack is not None and not serving.done():
                 await _deploy_and_explain(backend, stack, config, url)
             if ready is not None:
                 ready.set()
             await serving
         finally:
+            # Queued work still running gets a grace period; what is cut off stays pending and runs after restart.
+            await app.queue.stop(grace_s=min(config.drain_timeout_s, 10.0))
             await app.autoscaler.stop()
             await app.activator.close()
             await backend.close()
