@@ -61,6 +61,8 @@ def build_bundle(fn: Callable[..., Any], name: str, requirements: list[str], tok
         (folder / "handler.py").write_text(SHIM_HANDLER)
         (folder / FUNCTION_FILE).write_bytes(pickled)
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        # The builder (docker backend) installs requirements.txt into the function's image.
+        (folder / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
         return bundle.pack(folder)
 
 

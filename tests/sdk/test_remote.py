@@ -164,9 +164,15 @@ def test_undeployed_function(sdk_platform: Platform) -> None:
 def test_spawn_then_get(app: App) -> None:
     call = app.functions["rt-compute"].spawn(1, y=0)
     assert call.get(timeout=60) == 2 * SCALE + 7
+    assert call.done()
+
+
+@pytest.mark.slow
+def test_spawned_call_that_raises(app: App) -> None:
+    # The queue retries a 500 (five attempts, about 15 s of backoff) before it keeps the failure as the result.
     failing = app.functions["rt-fail"].spawn("oops")
-    with pytest.raises(Oops):
-        failing.get(timeout=60)
+    with pytest.raises(Oops, match="it went wrong"):
+        failing.get(timeout=120)
 
 
 def test_remote_error_when_type_is_unknown() -> None:
