@@ -160,3 +160,13 @@ def rollout_state(pods: list[dict[str, Any]]) -> RolloutState:
         if _get(pod, "status", "phase") == "Failed":
             failure = f"{name}: failed: {_get(pod, 'status', 'message') or _get(pod, 'status', 'reason')}"
     return RolloutState(ready, failure, "; ".join(progress))
+
+
+def deployment_problem(obj: dict[str, Any]) -> str:
+    """Why a Deployment lacks replicas, as its conditions say (quota exceeded, a failed rollout), else ""."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        bad = condition.get("type") == "ReplicaFailure" and condition.get("status") == "True"
+        stuck = condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded"
+        if bad or stuck:
+            return str(condition.get("message") or condition.get("reason") or "")
+    return ""

@@ -31,6 +31,7 @@ from runtime.backends.k8s_logs import read_logs
 from runtime.backends.k8s_secrets import KubeSecretStore
 from runtime.backends.k8s_status import (
     Address,
+    deployment_problem,
     desired_replicas,
     function_of,
     parse_time,
@@ -185,7 +186,7 @@ class KubernetesBackend:
             fn = self._functions[key] = _Function(FunctionRecord(dep, created, desired_replicas(obj)))
         else:
             fn.record.deployment, fn.record.replicas, fn.record.created_at = dep, desired_replicas(obj), created
-        fn.record.message = _deployment_problem(obj)
+        fn.record.message = deployment_problem(obj)
         self._refresh(key)
         return key
 
@@ -417,13 +418,3 @@ class KubernetesBackend:
                 raise NotFound(f"function {name!r} not found in namespace {namespace!r}") from None
             raise
         fn.record.replicas = replicas
-
-
-def _deployment_problem(obj: Obj) -> str:
-    """Why a Deployment lacks replicas, as its conditions say (quota exceeded, a failed rollout), else ""."""
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        bad = condition.get("type") == "ReplicaFailure" and condition.get("status") == "True"
-        stuck = condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded"
-        if bad or stuck:
-            return str(condition.get("message") or condition.get("reason") or "")
-    return ""

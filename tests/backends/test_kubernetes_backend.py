@@ -301,3 +301,14 @@ async def test_secrets_are_kubernetes_secrets_mounted_read_only(
     assert backend.secrets.names(NS) == []
     with pytest.raises(NotFound):
         backend.secrets.delete("api-key", NS)
+
+
+def test_the_backend_is_chosen_by_config_and_its_namespace_checked(tmp_path: Path) -> None:
+    from runtime.backends import create_backend
+    from stoker.config import ConfigError
+
+    with pytest.raises(ConfigError, match="STOKER_K8S_NAMESPACE"):
+        Config.from_env({"STOKER_K8S_NAMESPACE": "Not_A_Namespace"}, home=tmp_path)
+    config = Config.from_env({"STOKER_K8S_NAMESPACE": "fns"}, home=tmp_path, backend="kubernetes")
+    backend = create_backend(config, b"k")  # no connection before start()
+    assert isinstance(backend, KubernetesBackend) and backend.namespaces() == ["fns"]
