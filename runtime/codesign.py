@@ -47,9 +47,17 @@ def sign(key: bytes, data: bytes) -> str:
 
 
 def replica_env(
-    platform_key: bytes, namespace: str, name: str, bundle_path: Path, platform_signature: str
+    platform_key: bytes,
+    namespace: str,
+    name: str,
+    bundle_path: Path,
+    platform_signature: str,
+    replica_path: str | None = None,
 ) -> dict[str, str]:
     """The variables a backend gives a replica so that it can verify ``bundle_path`` itself.
+
+    ``replica_path``: where the replica sees the file when that differs (a container with the bundle mounted
+    read-only, for example); by default ``bundle_path``.
 
     The file is first checked against ``platform_signature`` (the backend's own HMAC under the platform key): a
     bundle changed on disk is never re-signed. It then gets a signature no replica will accept, so the replica
@@ -61,7 +69,7 @@ def replica_env(
         signature = _signature(platform_key, key, str(bundle_path), stat.st_size, stat.st_mtime_ns, platform_signature)
     except OSError:
         signature = "unreadable"
-    return {BUNDLE_VAR: str(bundle_path), KEY_VAR: key.hex(), SIGNATURE_VAR: signature}
+    return {BUNDLE_VAR: replica_path or str(bundle_path), KEY_VAR: key.hex(), SIGNATURE_VAR: signature}
 
 
 @functools.lru_cache(maxsize=64)
