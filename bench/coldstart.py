@@ -1,0 +1,114 @@
+"""Cold start: time from request to response for a function at zero replicas.
+
+Rows, all measured in one run: the local backend with the warm pool, the local backend without it, and the
+baselines ``python3 -c pass`` (a bare interpreter start) and, when Docker answers, ``docker run <base image>
+python3 -c pass``. Each trial scales the function to zero through the management API, waits until its replica is
+gone and the pool is full again, then times one ``POST /function/hello`` from send to the last byte.
+
+    python bench/coldstart.py [--trials 20] [--docker-image stoker/runtime:latest]
+
+Prints a markdown table (median, p99, ratio of the median to ``python3 -c pass``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stoker import bundle
+from tests.platform_fixture import FUNCTIONS, Platform, start_platform
+
+
+def wait(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.02)
+
+
+def pool_ready(p: Platform) -> int:
+    m = re.search(r"^stoker_warm_pool_ready (\d+)", httpx.get(f"{p.url}/metrics").text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def local_trials(pool_size: int, trials: int) -> list[float]:
+    home = Path(tempfile.mkdtemp(prefix="stoker-bench-"))
+    p = start_platform(home, env={"STOKER_POOL_SIZE": str(pool_size)})
+    try:
+        with p.client() as c:
+            body = {
+                "service": "hello",
+                "source": base64.b64encode(bundle.pack(FUNCTIONS / "hello")).decode(),
+                "labels": {"com.openfaas.scale.min": "0"},
+            }
+            assert c.post("/system/functions", json=body, timeout=60).status_code == 202
+            times = []
+            with httpx.Client(timeout=60) as caller:
+                for _ in range(trials):
+                    c.post("/system/scale-function/hello", json={"replicas": 0})
+                    wait(lambda: c.get("/system/function/hello").json()["availableReplicas"] == 0)
+                    wait(lambda: pool_ready(p) >= pool_size)
+                    time.sleep(0.2)  # let the refill's process settle, so it does not share the CPU with the trial
+                    started = time.perf_counter()
+                    r = caller.post(f"{p.url}/function/hello", content=b"bench")
+                    times.append(time.perf_counter() - started)
+                    assert r.status_code == 200, r.text
+            return times
+    finally:
+        p.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def command_trials(argv: list[str], trials: int) -> list[float]:
+    times = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--docker-image", default="stoker/runtime:latest")
+    args = parser.parse_args()
+    rows: list[tuple[str, list[float]]] = [
+        ("python3 -c pass", command_trials([sys.executable, "-c", "pass"], args.trials)),
+        ("local, warm pool", local_trials(2, args.trials)),
+        ("local, no pool", local_trials(0, args.trials)),
+    ]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
+        argv = [docker, "run", "--rm", "--network", "none", args.docker_image, "python3", "-c", "pass"]
+        rows.append((f"docker run {args.docker_image} python3 -c pass", command_trials(argv, args.trials)))
+    baseline = statistics.median(rows[0][1])
+    print(f"{args.trials} trials each\n")
+    print("| cold start | median ms | p99 ms | median vs python3 -c pass |")
+    print("|---|---:|---:|---:|")
+    for name, times in rows:
+        median = statistics.median(times)
+        print(f"| {name} | {median * 1000:.1f} | {p99(times) * 1000:.1f} | {median / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
