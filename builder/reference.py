@@ -29,6 +29,14 @@ def validate_reference(ref: str, what: str = "image") -> str:
     if len(ref) > 255 + 128:
         raise InvalidRequest(f"{what} {ref[:40]!r}...: longer than an image reference may be")
     m = _REFERENCE_RE.match(ref)
+    domain = m.group("domain") if m else None
+    # As the engine does: a first part without "." or ":" (and not localhost) is a path component, so lowercase.
+    if (
+        domain
+        and not ("." in domain or ":" in domain or domain == "localhost")
+        and not re.fullmatch(_COMPONENT, domain)
+    ):
+        m = None
     if m is None or len(m.group("path")) > 255:
         raise InvalidRequest(
             f"{what} {ref!r} is not a valid image reference "

@@ -1,0 +1,186 @@
+"""`stoker up --backend docker` end to end against the real Docker Engine: deploy, invoke, hardening, bad input."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runtime.backends.docker_config import FUNCTION, OWNER
+from stoker import bundle
+from tests.platform_fixture import FUNCTIONS, ROOT, Platform, write_handler
+
+pytestmark = pytest.mark.slow
+
+
+def _containers(docker_engine: Any, name: str) -> list[Any]:
+    return [
+        c for c in docker_engine.containers.list(all=True, filters={"label": f"{FUNCTION}={name}"}) if OWNER in c.labels
+    ]
+
+
+def _wait(predicate: Any, timeout: float = 90, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_stack_deploys_with_the_cli_and_answers_through_the_gateway(
+    docker_platform: Platform, docker_engine: Any
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stoker", "deploy", "-f", str(FUNCTIONS / "stack.yml")],
+        capture_output=True, text=True, env=docker_platform.env(), cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    reply = httpx.post(f"{docker_platform.url}/function/hello", content=b"docker", timeout=30)
+    assert reply.status_code == 200 and reply.text == "Hello, docker!\n"
+    with docker_platform.client() as c:
+        status = c.get("/system/function/hello").json()
+    assert status["image"].startswith("stoker-fn/hello:") and status["availableReplicas"] == 1
+    assert len(_containers(docker_engine, "hello")) == 1
+
+
+def test_replicas_are_hardened(docker_platform: Platform, docker_engine: Any, tmp_path: Path) -> None:
+    folder = write_handler(tmp_path / "hard", "def handle(event, context):\n    return 'ok'\n")
+    assert docker_platform.deploy("hard", folder, limits={"memory": "96Mi", "cpu": "0.5"}).status_code == 202
+    (container,) = _containers(docker_engine, "hard")
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["User"] not in ("", "root", "0")
+    assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Memory"] == 96 * 1024 * 1024 and host["NanoCpus"] == 500_000_000 and host["PidsLimit"] > 0
+    assert host["Privileged"] is False and not host.get("Binds")
+    assert all(m["Type"] != "bind" for m in container.attrs["Mounts"])  # no host path, no docker_engine.sock
+    assert list(container.attrs["NetworkSettings"]["Networks"]) == ["stoker-functions"]
+    # From inside: not root, and the root filesystem cannot be written.
+    probe = "import os\ntry:\n    open('/x', 'w'); w = 'writable'\nexcept OSError:\n    w = 'ro'\nprint(os.getuid(), w)"
+    code, out = container.exec_run(["python3", "-c", probe])
+    assert code == 0 and out.decode().split() == [out.decode().split()[0], "ro"] and out.decode().split()[0] != "0"
+
+
+def test_a_function_with_a_third_party_requirement(docker_platform: Platform, tmp_path: Path) -> None:
+    folder = write_handler(
+        tmp_path / "req", "import six\n\ndef handle(event, context):\n    return 'six ' + six.__version__\n"
+    )
+    (folder / "requirements.txt").write_text("six==1.16.0\n")
+    reply = docker_platform.deploy("with-req", folder)
+    assert reply.status_code == 202, reply.text
+    assert httpx.get(f"{docker_platform.url}/function/with-req", timeout=30).text == "six 1.16.0"
+
+
+def test_an_import_crash_fails_the_deploy_and_the_gateway_stays_up(
+    docker_platform: Platform, docker_engine: Any, tmp_path: Path
+) -> None:
+    folder = write_handler(tmp_path / "boom", "import json\nraise RuntimeError('no config')\n")
+    reply = docker_platform.deploy("boom", folder)
+    assert reply.status_code == 422
+    assert "handler.py" in reply.json()["error"] and "no config" in reply.json()["error"]
+    assert _containers(docker_engine, "boom") == []  # nothing half-deployed
+    with docker_platform.client() as c:
+        assert c.get("/system/function/boom").status_code == 404
+        assert c.get("/healthz").status_code == 200
+
+
+def test_a_failed_update_keeps_the_old_version_serving(docker_platform: Platform, tmp_path: Path) -> None:
+    folder = write_handler(tmp_path / "upd", "def handle(event, context):\n    return 'v1'\n")
+    assert docker_platform.deploy("upd", folder).status_code == 202
+    write_handler(folder, "raise ImportError('broken v2')\n")
+    body = {
+        "service": "upd",
+        "source": base64.b64encode(bundle.pack(folder)).decode(),
+    }
+    with docker_platform.client() as c:
+        reply = c.put("/system/functions", json=body, timeout=120)
+    assert reply.status_code == 422 and "previous version keeps serving" in reply.json()["error"]
+    assert httpx.get(f"{docker_platform.url}/function/upd", timeout=30).text == "v1"
+
+
+def test_bad_image_references_and_missing_images_are_refused(docker_platform: Platform) -> None:
+    with docker_platform.client() as c:
+        bad = c.post("/system/functions", json={"service": "badref", "image": "Not A::Ref"})
+        assert bad.status_code == 400 and "not a valid image reference" in bad.json()["error"]
+        missing = c.post("/system/functions", json={"service": "noimg", "image": "stoker-test/none-such:1"}, timeout=60)
+        assert missing.status_code == 422 and "cannot be pulled" in missing.json()["error"]
+        assert c.get("/system/function/noimg").status_code == 404
+
+
+def test_an_image_deploys_without_source(docker_platform: Platform, docker_engine: Any) -> None:
+    # Any image following the replica contract (HTTP on 8080): here one stoker built, as it would run on OpenFaaS.
+    image = docker_engine.images.list(filters={"label": "com.stoker.function=hello"})[0].tags[0]
+    with docker_platform.client() as c:
+        reply = c.post("/system/functions", json={"service": "from-image", "image": image}, timeout=120)
+        assert reply.status_code == 202, reply.text
+        assert c.get("/system/function/from-image").json()["image"] == image
+    assert (
+        httpx.post(f"{docker_platform.url}/function/from-image", content=b"image", timeout=30).text == "Hello, image!\n"
+    )
+
+
+def test_a_container_killed_from_outside_is_replaced(
+    docker_platform: Platform, docker_engine: Any, tmp_path: Path
+) -> None:
+    folder = write_handler(tmp_path / "kill", "def handle(event, context):\n    return 'alive'\n")
+    assert docker_platform.deploy("killme", folder).status_code == 202
+    (first,) = _containers(docker_engine, "killme")
+    first.kill()
+    _wait(lambda: [c for c in _containers(docker_engine, "killme") if c.id != first.id and c.status == "running"],
+          what="a replacement container")  # fmt: skip
+    _wait(lambda: httpx.get(f"{docker_platform.url}/function/killme", timeout=30).text == "alive", what="serving again")
+
+
+def test_a_crash_loop_backs_off_and_shows_in_the_status(
+    docker_platform: Platform, docker_engine: Any, tmp_path: Path
+) -> None:
+    # Ready first, then exits a second later: the deploy succeeds, then the replica keeps dying.
+    source = (
+        "import os, threading\n"
+        "threading.Timer(1.0, lambda: os._exit(7)).start()\n"
+        "def handle(event, context):\n    return 'soon gone'\n"
+    )
+    folder = write_handler(tmp_path / "flaky", source)
+    assert docker_platform.deploy("flaky", folder).status_code == 202
+    with docker_platform.client() as c:
+        message = _wait(lambda: "restart 3" in (m := c.get("/system/function/flaky").json()["message"]) and m,
+                        what="three restarts")  # fmt: skip
+    assert "exited with code 7" in message
+    delay = float(message.rsplit(" in ", 1)[1].rstrip("s"))
+    assert delay >= 0.8  # 0.2, 0.4, 0.8, ...: backoff, not a tight loop
+    with docker_platform.client() as c:
+        assert c.delete("/system/functions", params={"functionName": "flaky"}).status_code == 202
+    _wait(lambda: _containers(docker_engine, "flaky") == [], what="containers removed")
+
+
+def test_remove_deletes_the_containers_and_nothing_else(
+    docker_platform: Platform, docker_engine: Any, tmp_path: Path
+) -> None:
+    folder = write_handler(tmp_path / "rm", "def handle(event, context):\n    return 'x'\n")
+    assert docker_platform.deploy("rmme", folder).status_code == 202
+    image = _containers(docker_engine, "rmme")[0].image.id
+    with docker_platform.client() as c:
+        assert c.delete("/system/functions", params={"functionName": "rmme"}).status_code == 202
+    assert _containers(docker_engine, "rmme") == []
+    assert docker_engine.images.get(image) is not None  # images stay (rebuilds are free)
+    assert docker_engine.networks.get("stoker-functions") is not None
+
+
+def test_logs_come_from_the_containers(docker_platform: Platform) -> None:
+    httpx.post(f"{docker_platform.url}/function/hello", content=b"logs", timeout=30)
+    with docker_platform.client() as c:
+
+        def call_lines() -> list[str]:
+            text = c.get("/system/logs", params={"name": "hello"}).text
+            return [ln for ln in text.splitlines() if "call_id=" in ln]
+
+        lines = _wait(call_lines, what="a call log line")
+    assert '"instance": "stoker-openfaas-fn-hello' in lines[-1]
