@@ -20,4 +20,8 @@ def create_backend(config: Config, key: bytes) -> Backend:
         from runtime.backends.docker import DockerBackend
 
         return DockerBackend(config, key)
+    if config.backend == "swarm":
+        from runtime.backends.swarm import SwarmBackend
+
+        return SwarmBackend(config, key)
     raise ConfigError(f"STOKER_BACKEND: the {config.backend!r} backend is not available in this version yet")

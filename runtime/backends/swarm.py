@@ -1,0 +1,414 @@
+"""The swarm backend: each function is a Docker Swarm service on an attachable overlay network.
+
+Everything a gateway knows comes from the engine: functions from the services' labels (the deployment itself is one
+of them), replicas from the tasks. Every gateway reads both every ``STOKER_SWARM_POLL_S`` and routes to the tasks it
+has seen answer ``/_/ready`` itself, so any number of gateway replicas serve the same functions and a restarted one
+knows everything at once (see :mod:`runtime.backends.swarm_config` for the two ways to reach tasks).
+
+- deploy: create or update the service, then wait until this gateway routes to a task of the new version. A version
+  that cannot start fails with DeployFailed carrying the reason (an import error names file and line): a new
+  function is removed again; an update is put back to the previous spec. Old tasks keep serving meanwhile: updates
+  are start-first (a new task must be healthy before an old one stops) and Swarm itself rolls back a failed update.
+- scale: the service's replica count. Swarm picks which task stops; the replica's stop delay keeps it serving until
+  every gateway has seen it leave, then it drains its own calls.
+- remove: leave the routing table, wait for this gateway's calls in flight (bounded), then remove the service.
+- secrets: Docker secrets (:mod:`runtime.backends.swarm_secrets`).
+
+Source deploys are built by :mod:`builder` into the engine the gateway talks to (a single-node swarm needs no
+registry); with ``STOKER_DOCKER_REGISTRY`` the image is pushed there so every node can pull it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from builder import engine
+from builder.base import ensure_base_image
+from builder.function import build_function, push
+from builder.reference import validate_reference
+from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.docker_config import check_resources
+from runtime.backends.swarm_config import PLATFORM, STOKER_IMAGE, SwarmSettings, service_name, service_spec
+from runtime.backends.swarm_secrets import SwarmSecretStore
+from runtime.backends.swarm_tasks import (
+    Candidate,
+    candidate,
+    deployment_of,
+    failure,
+    load_error,
+    node_address,
+    task_version,
+)
+from stoker.config import Config, ConfigError
+from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
+from stoker.names import DEFAULT_NAMESPACE
+from stoker.spec import FunctionDeployment
+
+_NODES_EVERY_S = 10.0
+
+
+class _Function:
+    """One function as this gateway sees it, and every Endpoint it handed out (their in-flight counts survive)."""
+
+    def __init__(self, record: FunctionRecord, service_id: str) -> None:
+        self.record = record
+        self.service_id = service_id
+        self.by_task: dict[str, Endpoint] = {}
+        self.versions: dict[str, str] = {}  # task -> version, of the routed tasks
+
+
+class SwarmBackend:
+    name = "swarm"
+
+    def __init__(self, config: Config, key: bytes) -> None:
+        self.config = config
+        self.settings = SwarmSettings.from_env()
+        try:
+            self.client = engine.connect()
+        except StokerError as exc:
+            raise ConfigError(f"the swarm backend cannot start: {exc}") from None
+        self.api = self.client.api
+        self.secrets = SwarmSecretStore(self.api, self.settings.platform)
+        self._functions: dict[tuple[str, str], _Function] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._removing: set[tuple[str, str]] = set()
+        self._probing: dict[str, asyncio.Task[None]] = {}
+        self._ready: dict[str, Candidate] = {}  # task -> candidate that answered /_/ready
+        self._nodes: dict[str, str] = {}
+        self._nodes_at = 0.0
+        self._watch: asyncio.Task[None] | None = None
+        self._base = ""
+
+    def warm_replicas(self) -> int:
+        """No warm pool: Swarm starts tasks from images (the controller's pool is Kubernetes/local only)."""
+        return 0
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        info = await asyncio.to_thread(self.client.info)
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise ConfigError(
+                "the swarm backend needs a Swarm manager: this Docker Engine is not one "
+                f"(state {swarm.get('LocalNodeState')!r}); run `docker swarm init` or point DOCKER_HOST at a manager"
+            )
+        await asyncio.to_thread(self._ensure_network)
+        await self._poll()
+        self._watch = asyncio.create_task(self._watch_loop(), name="swarm watch")
+
+    def _ensure_network(self) -> None:
+        if not self.api.networks(names=[self.settings.network]):
+            self.api.create_network(
+                self.settings.network, driver="overlay", attachable=True, labels={PLATFORM: self.settings.platform}
+            )
+
+    async def close(self) -> None:
+        """Stop watching. The functions keep running: the swarm, not this process, owns them."""
+        for task in [self._watch, *self._probing.values()]:
+            if task is not None:
+                task.cancel()
+        self._probing.clear()
+        self.client.close()
+
+    # --- the mirror of the swarm ---------------------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_s)
+            try:
+                await self._poll()
+            except Exception as exc:  # the engine restarting: keep routing to what we know, say it once per poll
+                print(f"stoker: swarm backend cannot read the services: {str(exc)[:200]}", flush=True)
+
+    async def _poll(self) -> None:
+        services = await asyncio.to_thread(self.api.services, filters={"label": f"{PLATFORM}={self.settings.platform}"})
+        ids = [s["ID"] for s in services]
+        tasks = await asyncio.to_thread(self.api.tasks, filters={"service": ids, "desired-state": "running"})
+        if self.settings.route == "published" and time.monotonic() - self._nodes_at > _NODES_EVERY_S:
+            nodes = await asyncio.to_thread(self.api.nodes)
+            self._nodes = {n["ID"]: node_address(n) for n in nodes}
+            self._nodes_at = time.monotonic()
+        self._apply(services, tasks)
+
+    def _apply(self, services: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
+        seen: set[tuple[str, str]] = set()
+        for service in services:
+            found = deployment_of(service)
+            if found is None:
+                continue
+            dep, created, replicas = found
+            key = (dep.service, dep.namespace)
+            if key in self._removing:
+                continue
+            seen.add(key)
+            fn = self._functions.get(key)
+            if fn is None:
+                fn = self._functions[key] = _Function(FunctionRecord(dep, created, replicas), service["ID"])
+            else:
+                fn.record.deployment, fn.record.created_at, fn.record.replicas = dep, created, replicas
+                fn.service_id = service["ID"]
+            running = [candidate(t, self.settings.route, self.settings.network, self._nodes) for t in tasks]
+            self._route(fn, [c for c, t in zip(running, tasks, strict=True) if c and t["ServiceID"] == service["ID"]])
+        for key in [k for k in self._functions if k not in seen]:
+            self._drop(self._functions.pop(key))
+
+    def _route(self, fn: _Function, candidates: list[Candidate]) -> None:
+        """Route to the candidates that answered /_/ready; probe the new ones. In place: the gateway holds the list."""
+        current = {c.task: c for c in candidates}
+        for task, c in current.items():
+            if task not in self._ready and task not in self._probing:
+                self._probing[task] = asyncio.create_task(self._probe(c), name=f"probe {task}")
+        endpoints: list[Endpoint] = []
+        for task, c in sorted(current.items()):
+            if self._ready.get(task) != c:
+                continue
+            endpoint = fn.by_task.get(task)
+            if endpoint is None:
+                endpoint = fn.by_task[task] = Endpoint(task[:12], c.host, c.port)
+                fn.versions[task] = c.version
+            endpoints.append(endpoint)
+        fn.record.endpoints[:] = endpoints
+        for task in [t for t in fn.by_task if t not in current]:
+            self._ready.pop(task, None)
+            fn.versions.pop(task, None)
+            if fn.by_task[task].inflight == 0:
+                del fn.by_task[task]
+        if fn.record.available:
+            fn.record.message = ""
+
+    def _drop(self, fn: _Function) -> None:
+        fn.record.endpoints.clear()
+        for task in fn.by_task:
+            self._ready.pop(task, None)
+            probe = self._probing.pop(task, None)
+            if probe is not None:
+                probe.cancel()
+
+    async def _probe(self, c: Candidate) -> None:
+        """Wait until the task answers /_/ready (200, or 429: busy but up), then mark it routable."""
+        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if await _ready(c.host, c.port):
+                    self._ready[c.task] = c  # routed from the next poll on
+                    return
+                await asyncio.sleep(0.1)
+        finally:
+            self._probing.pop(c.task, None)
+
+    # --- reads ---------------------------------------------------------------------------------------------
+    def get(self, name: str, namespace: str) -> FunctionRecord | None:
+        fn = self._functions.get((name, namespace))
+        return fn.record if fn is not None else None
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        return [fn.record for key, fn in sorted(self._functions.items()) if namespace in (None, key[1])]
+
+    def namespaces(self) -> list[str]:
+        return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
+
+    async def logs(
+        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        fn = self._known(name, namespace)
+        from runtime.backends.swarm_logs import service_logs
+
+        async for line in service_logs(self.api, fn.service_id, name, namespace, tail, since, follow):
+            yield line
+
+    def _known(self, name: str, namespace: str) -> _Function:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        return fn
+
+    # --- changes -------------------------------------------------------------------------------------------
+    async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:
+        dep = deployment
+        check_resources(dep)
+        refs = []
+        for secret in dep.secrets:
+            ref = await asyncio.to_thread(self.secrets.newest, secret, dep.namespace)
+            if ref is None:
+                raise InvalidRequest(
+                    f"function {dep.service!r} needs secret {secret!r} that does not exist in {dep.namespace!r} "
+                    "(create it with 'stoker secret create')"
+                )
+            refs.append(ref)
+        if bundle is not None:
+            dep = replace(dep, image=await self._build(dep, bundle))
+        else:
+            validate_reference(dep.image)
+        stoker_image, user = await asyncio.to_thread(self._image_facts, dep.image)
+        key = (dep.service, dep.namespace)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            name = service_name(self.settings, dep.service, dep.namespace)
+            old = await asyncio.to_thread(self._inspect, name)
+            now = time.time()
+            version = f"{int(now * 1e6):020d}"
+            if old is None:
+                replicas = max(dep.settings.min_replicas, 1)
+            else:
+                current = deployment_of(old)
+                replicas = current[2] if current else 1
+                replicas = min(max(replicas, dep.settings.min_replicas, 1), dep.settings.max_replicas)
+                now = current[1] if current else now
+            spec = service_spec(
+                dep, self.settings, version=version, created=now, replicas=replicas,
+                stoker_image=stoker_image, image_user=user, secrets=refs,
+            )  # fmt: skip
+            if old is None:
+                created = await asyncio.to_thread(self.api.create_service, **spec)
+                problem = await self._wait_version(key, created["ID"], version)
+                if problem:
+                    self._removing.add(key)
+                    try:
+                        self._functions.pop(key, None)
+                        with contextlib.suppress(Exception):
+                            await asyncio.to_thread(self.api.remove_service, created["ID"])
+                    finally:
+                        self._removing.discard(key)
+                    raise DeployFailed(f"function {dep.service!r} failed to start: {problem}")
+                return
+            await asyncio.to_thread(self._update, old["ID"], spec)
+            problem = await self._wait_version(key, old["ID"], version)
+            if problem:
+                await asyncio.to_thread(self._restore, old)
+                raise DeployFailed(
+                    f"function {dep.service!r} failed to start; the previous version keeps serving: {problem}"
+                )
+
+    async def _build(self, dep: FunctionDeployment, data: bytes) -> str:
+        docker = self.settings.docker
+        if not self._base:
+            base = await asyncio.to_thread(ensure_base_image, self.client, docker.base_image, out=_quiet)
+            self._base = base.ref
+        image = await asyncio.to_thread(
+            build_function, self.client, dep.service, data, self._base,
+            registry=docker.registry, max_bundle_bytes=self.config.max_bundle_bytes,
+        )  # fmt: skip
+        if docker.registry:  # other nodes pull it from there
+            await asyncio.to_thread(push, self.client, image.ref)
+        return image.ref
+
+    def _image_facts(self, ref: str) -> tuple[bool, str]:
+        """(built on stoker's base image, the image's user), from the local engine when it has the image."""
+        with contextlib.suppress(Exception):
+            config = self.client.images.get(ref).attrs.get("Config") or {}
+            return (config.get("Labels") or {}).get(STOKER_IMAGE) == "true", str(config.get("User") or "")
+        return False, ""
+
+    def _inspect(self, name: str) -> dict[str, Any] | None:
+        import docker.errors
+
+        try:
+            found: dict[str, Any] = self.api.inspect_service(name)
+        except docker.errors.NotFound:
+            return None
+        return found
+
+    def _update(self, service_id: str, spec: dict[str, Any]) -> None:
+        current = self.api.inspect_service(service_id)
+        self.api.update_service(service_id, current["Version"]["Index"], **spec)
+
+    def _restore(self, old: dict[str, Any]) -> None:
+        """Put a service back to the spec it had (Swarm may be rolling back already: the same spec again)."""
+        spec = old["Spec"]
+        self._update(
+            old["ID"],
+            {
+                "task_template": spec["TaskTemplate"], "name": spec["Name"], "labels": spec.get("Labels"),
+                "mode": spec.get("Mode"), "update_config": spec.get("UpdateConfig"),
+                "rollback_config": spec.get("RollbackConfig"), "endpoint_spec": spec.get("EndpointSpec"),
+            },
+        )  # fmt: skip
+
+    async def _wait_version(self, key: tuple[str, str], service_id: str, version: str) -> str:
+        """ "" once this gateway routes to a task of ``version``; else why not (the first failure, or time)."""
+        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        while time.monotonic() < deadline:
+            await self._poll()
+            fn = self._functions.get(key)
+            if fn is not None and any(fn.versions.get(t) == version for t in fn.by_task if t in self._ready):
+                return ""
+            tasks = await asyncio.to_thread(self.api.tasks, filters={"service": service_id})
+            ours = [t for t in tasks if task_version(t) == version]
+            problems = [(t, failure(t)) for t in ours if failure(t)]
+            if problems:
+                return await self._explain(service_id, problems[0][1])
+            service = await asyncio.to_thread(self.api.inspect_service, service_id)
+            update = service.get("UpdateStatus") or {}
+            if update.get("State") in ("rollback_started", "rollback_completed", "paused"):
+                return f"Swarm rolled the update back: {update.get('Message', '')}"
+            await asyncio.sleep(self.settings.poll_s)
+        return f"no replica became ready within {self.settings.deploy_timeout_s:g}s"
+
+    async def _explain(self, service_id: str, problem: str) -> str:
+        """The replica's own words when it printed an import error (file and line), else Swarm's."""
+        from runtime.backends.swarm_logs import tail_lines
+
+        lines = await asyncio.to_thread(tail_lines, self.api, service_id, 50)
+        return load_error(lines) or problem + (": " + " | ".join(lines[-6:]) if lines else "")
+
+    async def remove(self, name: str, namespace: str) -> None:
+        key = (name, namespace)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            fn = self._functions.get(key)
+            service = await asyncio.to_thread(self._inspect, service_name(self.settings, name, namespace))
+            if service is None:
+                raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+            self._removing.add(key)
+            try:
+                if fn is not None:
+                    # Out of the routing table first, then let this gateway's calls in flight finish (bounded).
+                    self._functions.pop(key, None)
+                    draining = list(fn.by_task.values())
+                    self._drop(fn)
+                    deadline = time.monotonic() + self.config.drain_timeout_s
+                    while any(e.inflight for e in draining) and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                import docker.errors
+
+                with contextlib.suppress(docker.errors.NotFound):
+                    await asyncio.to_thread(self.api.remove_service, service["ID"])
+            finally:
+                self._removing.discard(key)
+
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        fn = self._known(name, namespace)
+        import docker.errors
+
+        for attempt in range(5):  # another gateway may have changed the service in between: read and try again
+            try:
+                current = await asyncio.to_thread(self.api.inspect_service, fn.service_id)
+                await asyncio.to_thread(
+                    self.api.update_service, fn.service_id, current["Version"]["Index"],
+                    mode={"Replicated": {"Replicas": replicas}}, fetch_current_spec=True,
+                )  # fmt: skip
+                break
+            except docker.errors.NotFound:
+                raise NotFound(f"function {name!r} not found in namespace {namespace!r}") from None
+            except docker.errors.APIError as exc:
+                if "out of sequence" not in str(exc) or attempt == 4:
+                    raise
+        fn.record.replicas = replicas
+
+
+async def _ready(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        try:
+            writer.write(b"GET /_/ready HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
+            status = await asyncio.wait_for(reader.readline(), 2)
+        finally:
+            writer.close()
+        return status.split(b" ")[1:2] in ([b"200"], [b"429"])
+    return False
+
+
+def _quiet(_: str) -> None:
+    pass

@@ -1,0 +1,245 @@
+"""Settings of the swarm backend and the pure translation of a deployment into a Swarm service spec.
+
+Settings come from ``STOKER_SWARM_*`` variables (the image-related ones, base image, registry, default memory, pids,
+tmpfs size, are the docker backend's ``STOKER_DOCKER_*``). The spec is decided here with no Engine calls, so what a
+function runs with can be read in one place: the docker backend's hardening (non-root, read-only root filesystem
+with a tmpfs ``/tmp``, every capability dropped, memory/CPU/pids limits, no host path or socket mounted) expressed
+in Swarm terms, Docker secrets as files under ``/var/openfaas/secrets/``, start-first rolling updates that roll
+back on failure, and labels holding the whole deployment, so any gateway rebuilds everything from the engine.
+
+Routing (``STOKER_SWARM_ROUTE``):
+
+- ``overlay`` (default): the gateway runs on the functions' attachable overlay network (the ``deploy/swarm``
+  stack) and sends requests to each task's address on it.
+- ``published``: each task also publishes port 8080 in *host* mode on a port the engine picks; the gateway sends
+  requests to ``node address:that port``. For a gateway that is not on the overlay (run on a host, as the backend
+  tests do): overlay addresses are not reachable from a host. It exposes replicas on the nodes' interfaces, so
+  firewall those ports or use ``overlay`` in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.backends.docker_config import (
+    CREATED,
+    DEPLOYMENT,
+    FUNCTION,
+    NAMESPACE,
+    REPLICA_PORT,
+    SECRETS_DIR,
+    UNPRIVILEGED_USER,
+    VERSION,
+    DockerSettings,
+    memory_bytes,
+    nano_cpus,
+)
+from stoker.config import ConfigError
+from stoker.spec import FunctionDeployment
+
+PLATFORM = "com.stoker.platform"  # which stoker platform owns a service or secret (several may share a swarm)
+STOKER_IMAGE = "com.stoker.base"  # set on the base image, inherited by every function image the builder makes
+ROUTES = ("overlay", "published")
+_SERVICE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# For images built on stoker's base: delay SIGTERM by STOKER_STOP_DELAY_S so every gateway sees the task leave
+# (it polls the tasks) before the replica stops accepting; the replica then drains its own calls. Swarm has no
+# preStop hook; this is the Kubernetes backend's preStop sleep, done by the replica's shell.
+_DELAYED_STOP = (
+    'python3 -m runtime & pid=$!; trap \'sleep "$STOKER_STOP_DELAY_S"; kill -TERM "$pid"\' TERM; '
+    'while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done; exit "$status"'
+)
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    """``STOKER_SWARM_*`` settings of the swarm backend."""
+
+    platform: str = "stoker"  # owner label value and service-name prefix
+    network: str = "stoker-functions"  # attachable overlay network shared by functions and gateways
+    route: str = "overlay"  # overlay | published (see the module docstring)
+    stop_delay_s: float = 3.0  # how long a stopping task keeps accepting calls before it drains
+    poll_s: float = 0.5  # how often the gateway reads services and tasks
+    deploy_timeout_s: float = 120.0  # how long a deploy waits for a ready task
+    docker: DockerSettings = field(default_factory=DockerSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> SwarmSettings:
+        values: dict[str, Any] = {"docker": DockerSettings.from_env(environ)}
+        for name in ("platform", "network", "route"):
+            raw = environ.get(f"STOKER_SWARM_{name.upper()}", "").strip()
+            if raw:
+                values[name] = raw
+        for name in ("stop_delay_s", "poll_s", "deploy_timeout_s"):
+            var = f"STOKER_SWARM_{name.upper()}"
+            raw = environ.get(var, "").strip()
+            if raw:
+                try:
+                    values[name] = float(raw)
+                except ValueError:
+                    raise ConfigError(f"{var}: {raw!r} is not a number of seconds") from None
+                if values[name] < 0 or (name != "stop_delay_s" and values[name] == 0):
+                    raise ConfigError(f"{var}: {raw!r} must be greater than zero")
+        settings = cls(**values)
+        if settings.route not in ROUTES:
+            raise ConfigError(f"STOKER_SWARM_ROUTE: {settings.route!r} is not one of {', '.join(ROUTES)}")
+        if not _SERVICE_NAME.match(settings.platform) or len(settings.platform) > 20:
+            raise ConfigError(f"STOKER_SWARM_PLATFORM: {settings.platform!r} is not a DNS label of at most 20 chars")
+        return settings
+
+
+def service_name(settings: SwarmSettings, dep_name: str, namespace: str) -> str:
+    """The Swarm service of one function: ``<platform>-<name>`` (``-<namespace>`` outside the default one)."""
+    import hashlib
+
+    name = f"{settings.platform}-{dep_name}"
+    if namespace != "openfaas-fn":
+        name += f"-{namespace}"
+    if len(name) > 63:  # Swarm's limit: keep it unique with a digest of the full name
+        name = f"{name[:50]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return name
+
+
+def service_labels(dep: FunctionDeployment, settings: SwarmSettings, version: str, created: float) -> dict[str, str]:
+    """The function's own labels, then stoker's (which win): what a gateway needs to rebuild the function."""
+    return {
+        **dep.labels,
+        PLATFORM: settings.platform,
+        FUNCTION: dep.service,
+        NAMESPACE: dep.namespace,
+        VERSION: version,
+        CREATED: f"{created:.6f}",
+        DEPLOYMENT: json.dumps(dep.to_json(with_source=False), sort_keys=True),
+    }
+
+
+def _constraints(dep: FunctionDeployment) -> list[str]:
+    # OpenFaaS stack files write Swarm constraints already (node.role == worker, node.labels.x == y); Kubernetes
+    # style "key=value" becomes a node label match.
+    out = []
+    for c in dep.constraints:
+        if "==" in c or "!=" in c:
+            out.append(c)
+        elif "=" in c:
+            key, _, value = c.partition("=")
+            out.append(f"node.labels.{key.strip()} == {value.strip()}")
+        else:
+            out.append(c)
+    return out
+
+
+def service_spec(
+    dep: FunctionDeployment,
+    settings: SwarmSettings,
+    *,
+    version: str,
+    created: float,
+    replicas: int,
+    stoker_image: bool,
+    image_user: str,
+    secrets: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Keyword arguments of ``APIClient.create_service`` for one function (pure: same input, same spec).
+
+    ``secrets``: Swarm secret references (``{"SecretID", "SecretName"}``); their files are placed here."""
+    fn = dep.settings
+    labels = service_labels(dep, settings, version, created)
+    env = dict(dep.envVars)
+    env.update(
+        {
+            "STOKER_FUNCTION_NAME": dep.service,
+            "STOKER_NAMESPACE": dep.namespace,
+            "STOKER_ENTRYPOINT": fn.entrypoint,
+            "exec_timeout": f"{fn.timeout_s}s",
+            "max_inflight": str(fn.concurrency),
+            "port": str(REPLICA_PORT),
+            "PYTHONUNBUFFERED": "1",
+            "STOKER_STOP_DELAY_S": f"{settings.stop_delay_s:g}",
+        }
+    )
+    if dep.envProcess:
+        env["fprocess"] = dep.envProcess
+    user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
+    uid, _, gid = user.partition(":")
+    memory = memory_bytes(dep.limits.get("memory") or settings.docker.memory, "limits.memory")
+    limits: dict[str, Any] = {"MemoryBytes": memory, "Pids": settings.docker.pids}
+    if dep.limits.get("cpu"):
+        limits["NanoCPUs"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
+    reservations: dict[str, Any] = {}
+    if dep.requests.get("memory"):
+        reservations["MemoryBytes"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+    if dep.requests.get("cpu"):
+        reservations["NanoCPUs"] = nano_cpus(dep.requests["cpu"], "requests.cpu")
+    container: dict[str, Any] = {
+        "Image": dep.image,
+        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+        "Labels": labels,
+        "User": user,
+        "ReadOnly": True,
+        "Mounts": [
+            {
+                "Type": "tmpfs",
+                "Target": "/tmp",
+                "TmpfsOptions": {"SizeBytes": memory_bytes(settings.docker.tmpfs_size, "tmpfs size"), "Mode": 0o1777},
+            }
+        ],
+        "CapabilityDrop": ["ALL"],
+        "Init": True,  # reaps zombies of handlers that spawn processes, forwards SIGTERM
+        # Time to drain: the stop delay, then the calls in flight (each bounded by the function's timeout).
+        "StopGracePeriod": int((settings.stop_delay_s + fn.timeout_s + 5) * 1e9),
+        "Secrets": [
+            {
+                **ref,
+                "File": {"Name": f"{SECRETS_DIR}/{name}", "UID": uid, "GID": gid or uid, "Mode": 0o400},
+            }
+            for name, ref in zip(dep.secrets, secrets, strict=True)
+        ],
+    }
+    if stoker_image:
+        container["Command"] = ["/bin/sh", "-c", _DELAYED_STOP]
+        # Swarm counts a task as running (and an update proceeds) only once it is healthy: start-first then never
+        # stops an old task before the new one listens. /_/health, not /_/ready: a busy replica (429) is healthy.
+        probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/_/health', timeout=2)"
+        container["Healthcheck"] = {
+            "Test": ["CMD", "python3", "-c", probe],
+            "Interval": int(2e9),
+            "Timeout": int(3e9),
+            "Retries": 3,
+            "StartPeriod": int(60e9),
+        }
+    task_template: dict[str, Any] = {
+        "ContainerSpec": container,
+        "Resources": {"Limits": limits, "Reservations": reservations},
+        # Restarts of a crashing replica back off (Swarm's delay), so a crash loop does not burn the node.
+        "RestartPolicy": {"Condition": "any", "Delay": int(2e9), "MaxAttempts": 0},
+        "Placement": {"Constraints": _constraints(dep)},
+        "Networks": [{"Target": settings.network}],
+    }
+    spec: dict[str, Any] = {
+        "name": service_name(settings, dep.service, dep.namespace),
+        "labels": labels,
+        "task_template": task_template,
+        "mode": {"Replicated": {"Replicas": replicas}},
+        "update_config": {
+            "Parallelism": 1,
+            "Delay": 0,
+            "FailureAction": "rollback",
+            "Monitor": int(5e9),
+            "MaxFailureRatio": 0,
+            "Order": "start-first",
+        },
+        "rollback_config": {"Parallelism": 1, "Delay": 0, "FailureAction": "pause", "Order": "start-first"},
+        "endpoint_spec": {"Mode": "vip"},
+    }
+    if settings.route == "published":
+        # No published port given: the engine picks a free one per task (host mode), so replicas share a node.
+        spec["endpoint_spec"] = {
+            "Mode": "dnsrr",
+            "Ports": [{"Protocol": "tcp", "TargetPort": REPLICA_PORT, "PublishMode": "host"}],
+        }
+    return spec

@@ -1,0 +1,218 @@
+"""The swarm backend against the local Docker Engine in swarm mode: deploy, route, scale, secrets, bad input, remove.
+
+The backend runs in the test process on the host, where overlay addresses are not reachable, so it uses the
+``published`` route (each task publishes 8080 in host mode on a port the engine picks); the stack test covers the
+``overlay`` route with the gateway inside the swarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runtime.backends.base import FunctionRecord
+from runtime.backends.swarm import SwarmBackend
+from runtime.backends.swarm_config import PLATFORM
+from stoker import bundle
+from stoker.config import Config
+from stoker.errors import Conflict, DeployFailed, InvalidRequest, NotFound
+from stoker.spec import FunctionDeployment
+from tests.backends.test_swarm_support import swarm_engine
+from tests.platform_fixture import write_handler
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+HANDLER = """\
+import os
+
+def handle(event, context):
+    path = '/var/openfaas/secrets/token'
+    secret = open(path).read() if os.path.exists(path) else '-'
+    return f'{VERSION} {secret} {os.getuid()}'
+"""
+
+
+@pytest.fixture(scope="module")
+def platform_id() -> Iterator[str]:
+    engine = swarm_engine()
+    platform = f"t{uuid.uuid4().hex[:8]}"
+    yield platform
+    for service in engine.api.services(filters={"label": f"{PLATFORM}={platform}"}):
+        engine.api.remove_service(service["ID"])
+    for secret in engine.api.secrets(filters={"label": f"{PLATFORM}={platform}"}):
+        with contextlib.suppress(Exception):  # still mounted by a task that is stopping
+            engine.api.remove_secret(secret["ID"])
+    engine.close()
+
+
+@pytest.fixture
+def make_backend(platform_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("STOKER_SWARM_PLATFORM", platform_id)
+    monkeypatch.setenv("STOKER_SWARM_NETWORK", f"{platform_id}-functions")
+    monkeypatch.setenv("STOKER_SWARM_ROUTE", "published")
+    monkeypatch.setenv("STOKER_SWARM_STOP_DELAY_S", "1")
+
+    def make() -> SwarmBackend:
+        return SwarmBackend(Config.from_env(os.environ, home=tmp_path / "home"), b"k" * 32)
+
+    return make
+
+
+def _source(tmp_path: Path, version: str, broken: bool = False) -> bytes:
+    folder = tmp_path / f"src-{version}-{broken}"
+    text = HANDLER.replace("{VERSION}", version) if not broken else "import no_such_module\n" + HANDLER
+    write_handler(folder, text)
+    return bundle.pack(folder)
+
+
+async def _call(record: FunctionRecord) -> str:
+    endpoint = record.endpoints[0]
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.get(f"http://{endpoint.host}:{endpoint.port}/")
+    assert reply.status_code == 200, reply.text
+    return reply.text
+
+
+async def _until(predicate: Any, timeout: float = 120) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
+def test_deploy_scale_update_and_remove(make_backend: Any, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = make_backend()
+        await backend.start()
+        try:
+            dep = FunctionDeployment("sw-echo", labels={"team": "a"}, limits={"memory": "128Mi", "cpu": "0.5"})
+            await backend.deploy(dep, _source(tmp_path, "v1"))
+            record = backend.get("sw-echo", "openfaas-fn")
+            assert record is not None and record.available >= 1
+            version, secret, uid = (await _call(record)).split()
+            assert (version, secret) == ("v1", "-") and uid != "0"
+
+            # The engine knows everything: a second gateway (fresh backend) sees the function and its replica.
+            other = make_backend()
+            await other.start()
+            try:
+                seen = other.get("sw-echo", "openfaas-fn")
+                assert seen is not None and seen.deployment.labels == {"team": "a"}
+                assert seen.deployment.limits == {"memory": "128Mi", "cpu": "0.5"}
+                await _until(lambda: seen.available == 1)
+            finally:
+                await other.close()
+
+            # The service carries the hardening and the resources.
+            engine = backend.client.api
+            (service,) = engine.services(filters={"name": f"{backend.settings.platform}-sw-echo"})
+            spec = service["Spec"]["TaskTemplate"]
+            container = spec["ContainerSpec"]
+            assert container["ReadOnly"] is True and container["CapabilityDrop"] == ["ALL"]
+            assert container["User"] not in ("", "0", "root") and spec["Resources"]["Limits"]["NanoCPUs"] == 5e8
+            assert service["Spec"]["UpdateConfig"]["Order"] == "start-first"
+            assert service["Spec"]["UpdateConfig"]["FailureAction"] == "rollback"
+
+            await backend.scale("sw-echo", "openfaas-fn", 3)
+            await _until(lambda: record.available == 3)
+            assert len({(e.host, e.port) for e in record.endpoints}) == 3
+            await backend.scale("sw-echo", "openfaas-fn", 1)
+            await _until(lambda: record.available == 1 and record.replicas == 1)
+
+            await backend.deploy(dep, _source(tmp_path, "v2"))
+            assert (await _call(record)).startswith("v2 ")
+
+            await backend.remove("sw-echo", "openfaas-fn")
+            assert backend.get("sw-echo", "openfaas-fn") is None
+            assert not engine.services(filters={"name": f"{backend.settings.platform}-sw-echo"})
+            with pytest.raises(NotFound):
+                await backend.remove("sw-echo", "openfaas-fn")
+            with pytest.raises(NotFound):
+                await backend.scale("sw-echo", "openfaas-fn", 2)
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
+def test_bad_deploys_fail_with_the_reason_and_keep_the_old_version(make_backend: Any, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = make_backend()
+        await backend.start()
+        try:
+            with pytest.raises(DeployFailed, match="no_such_module"):
+                await backend.deploy(FunctionDeployment("sw-broken"), _source(tmp_path, "v1", broken=True))
+            assert backend.get("sw-broken", "openfaas-fn") is None
+            assert not backend.client.api.services(filters={"name": f"{backend.settings.platform}-sw-broken"})
+
+            with pytest.raises(InvalidRequest, match="memory"):
+                await backend.deploy(FunctionDeployment("sw-bad", limits={"memory": "lots"}), _source(tmp_path, "v1"))
+            with pytest.raises(InvalidRequest, match="secret"):
+                await backend.deploy(FunctionDeployment("sw-bad", secrets=["nope"]), _source(tmp_path, "v1"))
+
+            dep = FunctionDeployment("sw-keep")
+            await backend.deploy(dep, _source(tmp_path, "v1"))
+            with pytest.raises(DeployFailed, match="previous version keeps serving"):
+                await backend.deploy(dep, _source(tmp_path, "v2", broken=True))
+            record = backend.get("sw-keep", "openfaas-fn")
+            assert record is not None and record.available >= 1
+            assert (await _call(record)).startswith("v1 ")
+            await backend.remove("sw-keep", "openfaas-fn")
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
+def test_secrets_are_docker_secrets_mounted_as_files(make_backend: Any, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = make_backend()
+        await backend.start()
+        store = backend.secrets
+        try:
+            store.set("token", "openfaas-fn", b"s3cret", create=True)
+            with pytest.raises(Conflict):
+                store.set("token", "openfaas-fn", b"again", create=True)
+            with pytest.raises(NotFound):
+                store.set("other", "openfaas-fn", b"x", create=False)
+            assert store.names("openfaas-fn") == ["token"] and store.missing(["token", "x"], "openfaas-fn") == ["x"]
+
+            await backend.deploy(FunctionDeployment("sw-secret", secrets=["token"]), _source(tmp_path, "v1"))
+            record = backend.get("sw-secret", "openfaas-fn")
+            assert record is not None
+            assert (await _call(record)).split()[1] == "s3cret"
+            with pytest.raises(Conflict, match="used by a function"):
+                store.delete("token", "openfaas-fn")
+
+            # An update is a new version rolled into the functions that use it.
+            store.set("token", "openfaas-fn", b"rotated", create=False)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 120
+            while not record.endpoints or (await _call(record)).split()[1] != "rotated":
+                assert loop.time() < deadline, "the rotated secret never reached the function"
+                await asyncio.sleep(0.5)
+
+            await backend.remove("sw-secret", "openfaas-fn")
+            await asyncio.sleep(3)  # the task stops after its stop delay; then the secret is free
+            deadline = loop.time() + 60
+            while True:
+                try:
+                    store.delete("token", "openfaas-fn")
+                    break
+                except Conflict:
+                    assert loop.time() < deadline
+                    await asyncio.sleep(0.5)
+            assert store.names("openfaas-fn") == []
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())

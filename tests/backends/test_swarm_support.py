@@ -1,0 +1,50 @@
+"""The local swarm the Swarm tests run on (no tests here: helpers the test_swarm_* modules share).
+
+``scripts/setup.d/25-swarm.sh`` runs ``docker swarm init`` when the engine is in no swarm and exports
+``STOKER_TEST_SWARM_CREATED=1``; a direct ``pytest`` run does the same here. The swarm is left again when the test
+process exits, and only when this run created it: a swarm that existed before is never touched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tests.docker_support import docker_client
+
+T = TypeVar("T")
+_state: dict[str, bool] = {}
+
+
+def _leave() -> None:
+    subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False, timeout=120)
+
+
+def swarm_engine() -> Any:
+    """A client on a local engine that is a swarm manager (made one when needed)."""
+    client = docker_client()
+    if not _state:
+        created = os.environ.get("STOKER_TEST_SWARM_CREATED") == "1"
+        if client.info()["Swarm"]["LocalNodeState"] != "active":
+            address = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True).stdout.split()
+            cmd = ["docker", "swarm", "init"] + (["--advertise-addr", address[0]] if address else [])
+            subprocess.run(cmd, capture_output=True, check=True, timeout=120)
+            created = True
+        _state["created"] = created
+        if created:
+            atexit.register(_leave)
+    return client
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float = 120, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
