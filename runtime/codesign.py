@@ -72,6 +72,15 @@ def replica_env(
     return {BUNDLE_VAR: replica_path or str(bundle_path), KEY_VAR: key.hex(), SIGNATURE_VAR: signature}
 
 
+def replica_env_for_bytes(
+    platform_key: bytes, namespace: str, name: str, data: bytes, replica_path: str
+) -> dict[str, str]:
+    """:func:`replica_env` for a backend that holds the bundle's bytes (just received and signed, so there is no file
+    to re-check) and copies them to ``replica_path`` inside the replica (a volume, a container's own folder)."""
+    key = function_key(platform_key, namespace, name)
+    return {BUNDLE_VAR: replica_path, KEY_VAR: key.hex(), SIGNATURE_VAR: sign(key, data)}
+
+
 @functools.lru_cache(maxsize=64)
 def _signature(platform_key: bytes, key: bytes, path: str, size: int, mtime_ns: int, expected: str) -> str:
     # Cached by file identity, so several replicas of one version read the bundle once. A cached value always

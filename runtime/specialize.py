@@ -12,18 +12,26 @@ one function, once:
 2. the bundle is checked and extracted (:func:`stoker.bundle.unpack`) into the replica's own folder;
 3. the function's variables are set, the handler imported, and the replica serves it from then on. A handler that
    cannot load answers 422 with the one-line reason and the replica exits (code 3), as a regular start would.
+
+Code that checks its own bundle (SDK functions, :mod:`runtime.codesign`): when the variables carry
+``STOKER_BUNDLE_KEY`` (the per-function key, never the platform key) and ``STOKER_BUNDLE_SIGNATURE``, the bundle's
+bytes from the request are also written to ``bundle.tar.gz`` in the replica's folder and ``STOKER_BUNDLE`` points
+there, so the replica reads exactly what it was sent, wherever it runs (a process, a container).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from runtime import codesign
 from runtime.app import Receive, ReplicaApp, Scope, Send, _read_body, _respond
 from runtime.config import ConfigError, ReplicaConfig
 from runtime.loader import Handler, LoadError, load_handler
@@ -147,9 +155,16 @@ class GenericApp:
             raise _Refused(f"bad specialisation request: {exc}") from None
         folder = self._workdir / "code"
         try:
-            bundle.unpack(code, folder)
+            _unpack(code, folder)
         except (StokerError, OSError) as exc:
             raise _Refused(f"bad bundle: {exc}") from None
+        if env.get(codesign.KEY_VAR):
+            try:
+                copy = self._workdir / "bundle.tar.gz"
+                copy.write_bytes(code)
+            except OSError as exc:
+                raise _Refused(f"cannot keep the bundle for its signature check: {exc}") from None
+            env[codesign.BUNDLE_VAR] = str(copy)
         for var in (POOL_VAR, KEY_FD_VAR, DIR_VAR):
             os.environ.pop(var, None)  # the function is an ordinary replica now
         os.environ.update(env)  # the handler reads its variables from os.environ, as in a regular start
@@ -163,6 +178,28 @@ class GenericApp:
             if exc.details:
                 sys.stderr.write(exc.details)
             raise _Refused(str(exc)) from None
+
+
+def _unpack(code: bytes, folder: Path) -> None:
+    """:func:`stoker.bundle.unpack`, also where ``tarfile`` has no extraction filters (Python before 3.11.4, such as
+    Debian bookworm's 3.11.2 in the base image): :func:`stoker.bundle.check` has refused anything but plain files
+    and folders inside the folder, so writing those one by one is safe."""
+    if hasattr(tarfile, "data_filter"):
+        bundle.unpack(code, folder)
+        return
+    bundle.check(code, required=None)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(code), mode="r:gz") as tar:
+        for member in tar:
+            target = folder / member.name
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            source = tar.extractfile(member)
+            if source is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read())
+                target.chmod(0o755 if member.mode & 0o100 else 0o644)
 
 
 class _Refused(Exception):

@@ -9,6 +9,12 @@ deployment itself), so a restarted platform adopts the containers it finds inste
 Deploys mirror the local backend: wait for the first ready replica or fail with the reason (an import error names
 file and line) leaving nothing behind; an update that fails keeps the previous version serving; replicas that exit
 are replaced after an exponential backoff shown in the function's status message.
+
+Every replica of a source deploy gets its signed bundle read-only at ``/var/stoker/bundle/bundle.tar.gz`` (a volume)
+with the per-function key and signature (:mod:`runtime.codesign`), so SDK functions verify their code before they
+unpickle it. With ``STOKER_POOL_SIZE`` > 0 a warm pool of generic base-image containers (:mod:`.docker_pool`) serves
+scale-ups of functions that need nothing beyond the base image (no requirements, no secrets, no ``fprocess``); the
+others, and every restart, create containers of the function's own image.
 """
 
 from __future__ import annotations
@@ -16,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import secrets
-import tarfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,23 +33,32 @@ from builder import engine
 from builder.base import ensure_base_image
 from builder.function import build_function
 from builder.reference import validate_reference
+from runtime import codesign
 from runtime.backends.base import FunctionRecord, LogLine
 from runtime.backends.docker_config import (
+    BUNDLE_DIR,
     CREATED,
     DEPLOYMENT,
     FUNCTION,
     NAMESPACE,
     OWNER,
+    POOL,
     SECRETS_DIR,
     VERSION,
     DockerSettings,
     check_resources,
     container_spec,
     labels,
+    limits_update,
+    memory_bytes,
+    with_bundle,
 )
-from runtime.backends.docker_replica import ContainerSlot
+from runtime.backends.docker_pool import ContainerStarter, GenericContainer
+from runtime.backends.docker_replica import ContainerSlot, WarmContainer
+from runtime.backends.docker_volumes import FunctionCode, function_code, remove_volume, secrets_volume
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import FileSecretStore
+from runtime.pool import WarmPool
 from stoker.config import Config, ConfigError
 from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
 from stoker.names import DEFAULT_NAMESPACE
@@ -53,11 +66,19 @@ from stoker.spec import FunctionDeployment
 
 
 class _Function:
-    def __init__(self, record: FunctionRecord, version: str, log: FunctionLog, secrets_volume: str = "") -> None:
+    def __init__(
+        self,
+        record: FunctionRecord,
+        version: str,
+        log: FunctionLog,
+        secrets_volume: str = "",
+        code: FunctionCode | None = None,
+    ) -> None:
         self.record = record
         self.version = version
         self.log = log
         self.secrets_volume = secrets_volume
+        self.code = code or FunctionCode()
         self.slots: list[ContainerSlot] = []
         self.lock = asyncio.Lock()
 
@@ -71,6 +92,7 @@ class DockerBackend:
 
     def __init__(self, config: Config, key: bytes) -> None:
         self.config = config
+        self.key = key
         self.settings = DockerSettings.from_env()
         try:
             self.client = engine.connect()
@@ -83,6 +105,7 @@ class DockerBackend:
         self._functions: dict[tuple[str, str], _Function] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._base: str = ""
+        self._pool: WarmPool | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,6 +115,9 @@ class DockerBackend:
         )
         groups: dict[tuple[str, str], list[Any]] = {}
         for c in found:
+            if c.labels.get(POOL):  # a generic container (or one specialised from it) of a previous platform
+                await asyncio.to_thread(c.remove, force=True)
+                continue
             groups.setdefault((c.labels.get(FUNCTION, ""), c.labels.get(NAMESPACE, "")), []).append(c)
         for key, containers in sorted(groups.items()):
             newest = max(containers, key=lambda c: c.labels.get(VERSION, ""))
@@ -104,11 +130,27 @@ class DockerBackend:
                 print(f"stoker: cannot adopt the containers of {key[0]}.{key[1]}: {exc}", flush=True)
                 continue
             record = FunctionRecord(dep, float(newest.labels.get(CREATED, time.time())), len(current))
-            mounts = [m.get("Name", "") for m in newest.attrs.get("Mounts", []) if m.get("Destination") == SECRETS_DIR]
-            fn = _Function(record, newest.labels.get(VERSION, ""), self._log(dep), mounts[0] if mounts else "")
+            mounts = {m.get("Destination"): m.get("Name", "") for m in newest.attrs.get("Mounts", [])}
+            env = dict(e.partition("=")[::2] for e in newest.attrs.get("Config", {}).get("Env") or [])
+            code = FunctionCode(mounts.get(BUNDLE_DIR, ""), {v: env[v] for v in _CODESIGN_VARS if v in env})
+            fn = _Function(record, newest.labels.get(VERSION, ""), self._log(dep), mounts.get(SECRETS_DIR, ""), code)
             self._functions[fn.key] = fn
             for c in current:
                 self._add_slot(fn, adopt=c.id)
+        if self.config.pool_size > 0:
+            memory = memory_bytes(self.settings.memory, "STOKER_DOCKER_MEMORY")
+            starter = ContainerStarter(self.client, self.settings, self._base_image, self.owner, memory)
+            self._pool = WarmPool(self.config.pool_size, starter, "container")
+            self._pool.start()
+
+    def warm_replicas(self) -> int:
+        """Generic containers ready in the warm pool."""
+        return self._pool.ready if self._pool is not None else 0
+
+    def _base_image(self) -> str:
+        if not self._base:
+            self._base = ensure_base_image(self.client, self.settings.base_image, out=_quiet).ref
+        return self._base
 
     def _ensure_network(self) -> None:
         import docker.errors
@@ -119,6 +161,8 @@ class DockerBackend:
             self.client.networks.create(self.settings.network, driver="bridge", labels={"com.stoker.network": "1"})
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         for task in list(self._background):
             task.cancel()
         slots = [slot for fn in self._functions.values() for slot in fn.slots]
@@ -161,22 +205,22 @@ class DockerBackend:
                 f"function {deployment.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
                 f"{deployment.namespace!r} (create them with 'stoker secret create')"
             )
+        code = FunctionCode()
         if bundle_bytes is not None:
             deployment = replace(deployment, image=await self._build(deployment, bundle_bytes))
+            code = await asyncio.to_thread(function_code, self.client, self.owner, self.key, deployment, bundle_bytes)
         else:
             validate_reference(deployment.image)
             await asyncio.to_thread(self._ensure_image, deployment.image)
         old = self._functions.get((deployment.service, deployment.namespace))
         if old is None:
-            await self._create(deployment)
+            await self._create(deployment, code)
         else:
             async with old.lock:
-                await self._update(old, deployment)
+                await self._update(old, deployment, code)
 
     async def _build(self, dep: FunctionDeployment, data: bytes) -> str:
-        if not self._base:
-            base = await asyncio.to_thread(ensure_base_image, self.client, self.settings.base_image, out=_quiet)
-            self._base = base.ref
+        await asyncio.to_thread(self._base_image)
         image = await asyncio.to_thread(
             build_function,
             self.client,
@@ -202,11 +246,11 @@ class DockerBackend:
             first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise DeployFailed(f"image {ref!r} is not on this Docker Engine and cannot be pulled: {first}") from None
 
-    async def _create(self, dep: FunctionDeployment) -> None:
+    async def _create(self, dep: FunctionDeployment, code: FunctionCode) -> None:
         replicas = max(dep.settings.min_replicas, 1)
         now = time.time()
-        volume = await asyncio.to_thread(self._secrets_volume, dep)
-        fn = _Function(FunctionRecord(dep, now, replicas), _version(now), self._log(dep), volume)
+        volume = await asyncio.to_thread(secrets_volume, self.client, self.config.home, self.owner, dep)
+        fn = _Function(FunctionRecord(dep, now, replicas), _version(now), self._log(dep), volume, code)
         self._functions[fn.key] = fn
         async with fn.lock:
             for _ in range(replicas):
@@ -216,32 +260,40 @@ class DockerBackend:
                 await asyncio.gather(*(slot.stop() for slot in fn.slots))
                 del self._functions[fn.key]
                 fn.log.close()
+                if code.volume:
+                    await asyncio.to_thread(remove_volume, self.client, code.volume)
                 raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
 
-    async def _update(self, fn: _Function, dep: FunctionDeployment) -> None:
+    async def _update(self, fn: _Function, dep: FunctionDeployment, code: FunctionCode) -> None:
         settings = dep.settings
         replicas = min(max(fn.record.replicas, settings.min_replicas, 1), settings.max_replicas)
-        volume = await asyncio.to_thread(self._secrets_volume, dep)
-        previous = (fn.record.deployment, fn.version, fn.slots, fn.secrets_volume)
+        volume = await asyncio.to_thread(secrets_volume, self.client, self.config.home, self.owner, dep)
+        previous = (fn.record.deployment, fn.version, fn.slots, fn.secrets_volume, fn.code)
         fn.record.deployment, fn.version, fn.slots, fn.secrets_volume = dep, _version(time.time()), [], volume
+        fn.code = code
         for _ in range(replicas):
             self._add_slot(fn)
         failure = await self._first_outcome(fn.slots)
         if failure is not None:
             new_slots = fn.slots
-            fn.record.deployment, fn.version, fn.slots, fn.secrets_volume = previous
+            fn.record.deployment, fn.version, fn.slots, fn.secrets_volume, fn.code = previous
             await asyncio.gather(*(slot.stop() for slot in new_slots))
+            if code.volume and code.volume != fn.code.volume:
+                await asyncio.to_thread(remove_volume, self.client, code.volume)
             raise DeployFailed(
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
         fn.record.replicas = replicas
         fn.record.message = ""
-        self._in_background(self._retire(fn.slots, previous[2]))
+        old_volume = previous[4].volume if previous[4].volume != code.volume else ""
+        self._in_background(self._retire(fn.slots, previous[2], old_volume))
 
-    async def _retire(self, new: list[ContainerSlot], old: list[ContainerSlot]) -> None:
+    async def _retire(self, new: list[ContainerSlot], old: list[ContainerSlot], old_volume: str = "") -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(s.first_outcome for s in new)), self.config.ready_wait_s)
         await asyncio.gather(*(slot.stop() for slot in old))
+        if old_volume:  # its containers are gone now
+            await asyncio.to_thread(remove_volume, self.client, old_volume)
 
     async def remove(self, name: str, namespace: str) -> None:
         fn = self._functions.get((name, namespace))
@@ -251,8 +303,9 @@ class DockerBackend:
             self._functions.pop(fn.key, None)
             await asyncio.gather(*(slot.stop() for slot in fn.slots))
             fn.log.delete()
-            if fn.secrets_volume:
-                await asyncio.to_thread(self._remove_volume, fn.secrets_volume)
+            for volume in (fn.secrets_volume, fn.code.volume):
+                if volume:
+                    await asyncio.to_thread(remove_volume, self.client, volume)
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._functions.get((name, namespace))
@@ -261,7 +314,7 @@ class DockerBackend:
         async with fn.lock:
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
-                self._add_slot(fn)
+                self._add_slot(fn, warm=True)
             if len(fn.slots) > replicas:
                 ranked = sorted(fn.slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
                 retired = ranked[: len(fn.slots) - replicas]
@@ -297,7 +350,8 @@ class DockerBackend:
                 failure = fut.result()
         return failure
 
-    def _add_slot(self, fn: _Function, adopt: str = "") -> None:
+    def _add_slot(self, fn: _Function, adopt: str = "", warm: bool = False) -> None:
+        """Start one more replica (or adopt container ``adopt``); with ``warm``, from the pool when it can."""
         dep = fn.record.deployment
         image_user = self._image_user(dep.image)
         spec = container_spec(
@@ -307,13 +361,21 @@ class DockerBackend:
             labels(dep, self.owner, fn.version, fn.record.created_at, fn.record.replicas),
             fn.secrets_volume,
         )
+        spec = with_bundle(spec, fn.code.volume, fn.code.env)
+        start: WarmContainer | None = None
+        if warm and fn.code.data and self._pool is not None:
+            generic = self._pool.take()
+            if generic is not None:
+                assert isinstance(generic, GenericContainer)
+                limits = limits_update(dep, self.settings, generic.memory)
+                start = WarmContainer(generic, dict(spec["environment"]), fn.code.data, limits)
 
         def problem(message: str) -> None:
             fn.record.message = message
 
         instance = f"stoker-{dep.namespace}-{dep.service}-{secrets.token_hex(3)}"
         slot = ContainerSlot(
-            instance, self.client, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, adopt
+            instance, self.client, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, adopt, start
         )
         fn.slots.append(slot)
 
@@ -322,43 +384,12 @@ class DockerBackend:
             return str(self.client.images.get(ref).attrs.get("Config", {}).get("User") or "")
         return ""
 
-    def _secrets_volume(self, dep: FunctionDeployment) -> str:
-        """A volume holding the function's secrets as files (mounted read-only at /var/openfaas/secrets).
-
-        Values come from ``$STOKER_HOME/secrets/<namespace>/<name>``. A volume, not a bind mount: no host path is
-        ever mounted into a function. It is filled through a container that is created and never started."""
-        if not dep.secrets:
-            return ""
-        values: dict[str, bytes] = {}
-        for name in dep.secrets:
-            path = self.config.home / "secrets" / dep.namespace / name
-            try:
-                values[name] = path.read_bytes()
-            except OSError:
-                raise InvalidRequest(f"secret {name!r} not found in namespace {dep.namespace!r} ({path})") from None
-        digest = hashlib.sha256(json.dumps({k: v.hex() for k, v in sorted(values.items())}).encode()).hexdigest()
-        volume = f"stoker-secrets-{self.owner}-{dep.namespace}-{dep.service}-{digest[:12]}"
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in sorted(values.items()):
-                info = tarfile.TarInfo(name)
-                info.size, info.mode = len(data), 0o444
-                tar.addfile(info, io.BytesIO(data))
-        self.client.volumes.create(volume, labels={OWNER: self.owner, FUNCTION: dep.service, NAMESPACE: dep.namespace})
-        filler = self.client.containers.create(dep.image, volumes={volume: {"bind": "/s", "mode": "rw"}}, command="-")
-        try:
-            filler.put_archive("/s", buf.getvalue())
-        finally:
-            filler.remove(force=True)
-        return volume
-
-    def _remove_volume(self, volume: str) -> None:
-        with contextlib.suppress(Exception):
-            self.client.volumes.get(volume).remove(force=True)
-
     def _log(self, dep: FunctionDeployment) -> FunctionLog:
         path = self.root / "logs" / dep.namespace / f"{dep.service}.log"
         return FunctionLog(dep.service, dep.namespace, path, self.config.log_lines)
+
+
+_CODESIGN_VARS = (codesign.BUNDLE_VAR, codesign.KEY_VAR, codesign.SIGNATURE_VAR)
 
 
 def _version(now: float) -> str:

@@ -27,9 +27,12 @@ VERSION = "com.stoker.version"
 DEPLOYMENT = "com.stoker.deployment"
 CREATED = "com.stoker.created"
 REPLICAS = "com.stoker.replicas"
+POOL = "com.stoker.pool"  # a generic container of the warm pool (runtime/backends/docker_pool.py)
 
 REPLICA_PORT = 8080
 SECRETS_DIR = "/var/openfaas/secrets"
+BUNDLE_DIR = "/var/stoker/bundle"  # the signed code bundle, from a read-only volume (runtime/codesign.py)
+BUNDLE_FILE = "bundle.tar.gz"
 UNPRIVILEGED_USER = "10001:10001"
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k|m|g|t|b|B)?$")
 _UNITS = {None: 1, "b": 1, "B": 1, "K": 1000, "k": 1000, "M": 1000**2, "m": 1000**2, "G": 1000**3, "g": 1000**3}
@@ -139,8 +142,53 @@ def container_spec(
         env["fprocess"] = dep.envProcess
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
     memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
-    spec: dict[str, Any] = {
-        "image": dep.image,
+    spec = _hardened(settings, dep.image, env, container_labels, user, memory)
+    if dep.limits.get("cpu"):
+        spec["nano_cpus"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
+    if dep.requests.get("memory"):
+        spec["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+    if secrets_volume:
+        spec["volumes"] = {secrets_volume: {"bind": SECRETS_DIR, "mode": "ro"}}
+    return spec
+
+
+def with_bundle(spec: dict[str, Any], volume: str, env: dict[str, str]) -> dict[str, Any]:
+    """``spec`` plus the signed bundle: its volume read-only at :data:`BUNDLE_DIR` and the codesign variables."""
+    if not volume:
+        return spec
+    return {
+        **spec,
+        "environment": {**spec["environment"], **env},
+        "volumes": {**spec.get("volumes", {}), volume: {"bind": BUNDLE_DIR, "mode": "ro"}},
+    }
+
+
+def generic_spec(settings: DockerSettings, image: str, owner: str, env: dict[str, str], memory: int) -> dict[str, Any]:
+    """Keyword arguments of ``containers.create`` for a generic container of the warm pool: hardened like a
+    replica, with the pool's label instead of a function's, and no function variables."""
+    env = {**env, "port": str(REPLICA_PORT), "PYTHONUNBUFFERED": "1"}
+    return _hardened(settings, image, env, {OWNER: owner, POOL: "1"}, UNPRIVILEGED_USER, memory)
+
+
+def limits_update(dep: FunctionDeployment, settings: DockerSettings, current_memory: int) -> dict[str, int]:
+    """``docker update`` arguments that give a generic container ``dep``'s limits (empty when it has them)."""
+    memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
+    update: dict[str, int] = {}
+    if memory != current_memory:
+        update |= {"mem_limit": memory, "memswap_limit": memory}
+    if dep.limits.get("cpu"):
+        period = 100_000
+        update |= {"cpu_period": period, "cpu_quota": nano_cpus(dep.limits["cpu"], "limits.cpu") * period // 10**9}
+    if dep.requests.get("memory"):
+        update["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+    return update
+
+
+def _hardened(
+    settings: DockerSettings, image: str, env: dict[str, str], container_labels: dict[str, str], user: str, memory: int
+) -> dict[str, Any]:
+    return {
+        "image": image,
         "environment": env,
         "labels": container_labels,
         "user": user,
@@ -156,10 +204,3 @@ def container_spec(
         "init": True,  # reaps zombies of handlers that spawn processes, forwards SIGTERM
         "detach": True,
     }
-    if dep.limits.get("cpu"):
-        spec["nano_cpus"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
-    if dep.requests.get("memory"):
-        spec["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
-    if secrets_volume:
-        spec["volumes"] = {secrets_volume: {"bind": SECRETS_DIR, "mode": "ro"}}
-    return spec

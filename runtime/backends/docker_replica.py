@@ -4,8 +4,10 @@ The slot creates and starts a container (or adopts one a previous platform left)
 at the container's address on the functions network, publishes an :class:`Endpoint`, and when the container exits,
 removes it and starts a new one after an exponential backoff (the status message shows it). Stopping drains: the
 endpoint leaves the routing list, requests in flight finish, then the container gets SIGTERM (SIGKILL after the
-drain timeout) and is removed. Blocking Engine calls (wait, log streams) run in their own daemon threads so a slow
-engine never blocks the gateway's event loop nor starves the default executor.
+drain timeout) and is removed. A slot may start from a generic container of the warm pool (:class:`WarmContainer`):
+its first run specialises that container instead of creating one; if that fails, and for every restart after, it
+creates containers of the function's own image. Blocking Engine calls (wait, log streams) run in their own daemon
+threads so a slow engine never blocks the gateway's event loop nor starves the default executor.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from runtime.backends.base import Endpoint
 from runtime.backends.docker_config import REPLICA_PORT
+from runtime.backends.docker_pool import GenericContainer
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import EXIT_LOAD_ERROR, EXIT_STUCK, HEALTHY_AFTER_S, LOAD_ERROR_PREFIX, next_backoff
 
@@ -49,6 +53,16 @@ def in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
     return future
 
 
+@dataclass(frozen=True)
+class WarmContainer:
+    """A generic container to adopt and what to specialise it with."""
+
+    container: GenericContainer
+    env: dict[str, str]
+    code: bytes
+    limits: dict[str, int]
+
+
 class ContainerSlot:
     def __init__(
         self,
@@ -60,6 +74,7 @@ class ContainerSlot:
         on_problem: Callable[[str], None],
         drain_timeout_s: float,
         adopt: str = "",
+        warm: WarmContainer | None = None,
     ) -> None:
         self.instance = instance
         self.client = client
@@ -74,6 +89,7 @@ class ContainerSlot:
         self.restarts = 0
         self.container_id = ""
         self._adopt = adopt
+        self._warm = warm
         self._loop = asyncio.get_running_loop()
         self._serial = 0
         self._task = asyncio.create_task(self._run(), name=f"container {instance}")
@@ -82,8 +98,10 @@ class ContainerSlot:
         failures = 0
         while not self.stopping:
             started = time.monotonic()
+            warm, self._warm = self._warm, None
             try:
-                code, was_ready, tail = await self._run_once()
+                outcome = await self._run_warm(warm) if warm is not None else None
+                code, was_ready, tail = outcome if outcome is not None else await self._run_once()
             except Exception as exc:  # the engine refused (bad spec, missing image): report and retry later
                 code, was_ready, tail = -1, False, [f"the Docker Engine refused: {str(exc).splitlines()[0][:300]}"]
             if self.stopping:
@@ -108,6 +126,27 @@ class ContainerSlot:
             return reason.removeprefix(LOAD_ERROR_PREFIX).strip() or "the handler could not be loaded"
         lines = [t for t in tail if t.strip()][-8:]
         return f"the replica {reason} before it was ready" + (": " + " | ".join(lines) if lines else "")
+
+    async def _run_warm(self, warm: WarmContainer) -> tuple[int, bool, list[str]] | None:
+        """Serve from a generic container: specialise it, publish it, supervise it. None when it could not be
+        specialised (it is removed; the caller creates a regular container at once)."""
+        api, cid = self.client.api, warm.container.cid
+        self.container_id = cid
+        since = int(time.time())  # its lines as a generic replica are not the function's
+        problem = await warm.container.specialise(warm.env, warm.code, warm.limits)
+        if problem or self.stopping:
+            if problem:
+                self.log.write("stoker", [f"replica {self.instance}: warm start failed ({problem}); cold start"])
+            await warm.container.discard()
+            self.container_id = ""
+            return None
+        exited = in_thread(lambda: api.wait(cid, condition="not-running"))
+        in_thread(lambda: self._pump_logs(cid, since))
+        self.endpoint = Endpoint(self.instance, warm.container.host, REPLICA_PORT)
+        self.endpoints.append(self.endpoint)
+        if not self.first_outcome.done():
+            self.first_outcome.set_result(None)
+        return await self._supervise(cid, exited, True)
 
     async def _run_once(self) -> tuple[int, bool, list[str]]:
         api = self.client.api
@@ -145,6 +184,14 @@ class ContainerSlot:
                     if not self.first_outcome.done():
                         self.first_outcome.set_result(None)
                 ready.cancel()
+        except BaseException:
+            self._unpublish()
+            raise
+        return await self._supervise(cid, exited, was_ready)
+
+    async def _supervise(self, cid: str, exited: asyncio.Future[Any], was_ready: bool) -> tuple[int, bool, list[str]]:
+        """Wait for the container to exit, then collect its code and last lines and remove it."""
+        try:
             with contextlib.suppress(Exception):
                 await exited
         finally:
@@ -154,7 +201,7 @@ class ContainerSlot:
             code = int(exited.result()["StatusCode"])
         tail: list[str] = []
         with contextlib.suppress(Exception):
-            raw = await asyncio.to_thread(api.logs, cid, stdout=True, stderr=True, tail=50)
+            raw = await asyncio.to_thread(self.client.api.logs, cid, stdout=True, stderr=True, tail=50)
             tail = raw.decode("utf-8", "replace").splitlines()
         await asyncio.to_thread(_remove_quietly, self.client, cid)
         self.container_id = ""
