@@ -61,7 +61,7 @@ class SwarmSettings:
     """``STOKER_SWARM_*`` settings of the swarm backend."""
 
     platform: str = "stoker"  # owner label value and service-name prefix
-    network: str = "stoker-functions"  # attachable overlay network shared by functions and gateways
+    network: str = "stoker-swarm-functions"  # attachable overlay network shared by functions and gateways
     route: str = "overlay"  # overlay | published (see the module docstring)
     stop_delay_s: float = 3.0  # how long a stopping task keeps accepting calls before it drains
     poll_s: float = 0.5  # how often the gateway reads services and tasks

@@ -1,0 +1,151 @@
+"""The platform stack (deploy/swarm) on the local swarm: gateways inside the swarm route to function tasks over the
+overlay network; deploy, scale, and a rolling update under load with zero failed requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from builder.base import ensure_base_image
+from builder.function import build_function
+from runtime.backends.swarm_config import PLATFORM
+from stoker import bundle
+from tests.backends.test_swarm_support import swarm_engine, wait_for
+from tests.platform_fixture import ROOT, write_handler
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+STACK = "stokertest"
+AUTH = ("admin", "swarm-test-password")
+URL = ""  # the first gateway task's published port, set by the fixture
+
+
+def _cleanup(engine: Any) -> None:
+    subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, check=False, timeout=120)
+    for service in engine.api.services(filters={"label": f"{PLATFORM}=stoker"}):
+        engine.api.remove_service(service["ID"])
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Any]:
+    engine = swarm_engine()
+    built = subprocess.run(
+        [str(ROOT / "deploy/swarm/build-images.sh"), "--redis"], capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stderr
+    env = {
+        **os.environ,
+        "STOKER_ADMIN_PASSWORD": AUTH[1],
+        "STOKER_REDIS_IMAGE": "stoker/redis:local",
+        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+    }
+    cmd = ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "deploy/swarm/stack.yml"), STACK]
+    deployed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        global URL
+        URL = wait_for(lambda: _healthy_gateways(engine)[:1], 240, "the gateway of the stack")[0]
+        yield engine
+    finally:
+        _cleanup(engine)
+        engine.close()
+
+
+def _healthy_gateways(engine: Any) -> list[str]:
+    """The URLs of the gateway tasks that answer /healthz (each publishes 8080 on its own host port)."""
+    urls = []
+    for task in engine.api.tasks(filters={"service": f"{STACK}_gateway", "desired-state": "running"}):
+        for port in (task.get("Status", {}).get("PortStatus") or {}).get("Ports") or []:
+            url = f"http://127.0.0.1:{port['PublishedPort']}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    urls.append(url)
+            except httpx.HTTPError:
+                pass
+    return sorted(set(urls))
+
+
+def _image(engine: Any, tmp_path: Path, version: str) -> str:
+    folder = write_handler(tmp_path / version, f"def handle(event, context):\n    return '{version}'\n")
+    base = ensure_base_image(engine, "stoker/runtime")
+    return str(build_function(engine, "sw-roll", bundle.pack(folder), base.ref).ref)
+
+
+def _status(name: str) -> dict[str, Any]:
+    reply = httpx.get(f"{URL}/system/function/{name}", auth=AUTH, timeout=30)
+    return reply.json() if reply.status_code == 200 else {}
+
+
+def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_path: Path) -> None:
+    gateways = stack.api.services(filters={"name": f"{STACK}_gateway"})
+    assert gateways[0]["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
+    v1, v2 = _image(stack, tmp_path, "v1"), _image(stack, tmp_path, "v2")
+
+    reply = httpx.post(f"{URL}/system/functions", json={"service": "sw-roll", "image": v1}, auth=AUTH, timeout=300)
+    assert reply.status_code in (200, 202), reply.text
+
+    # Every gateway replica knows the function: the engine holds its metadata.
+    def two_gateways() -> list[str] | None:
+        found = _healthy_gateways(stack)
+        return found if len(found) == 2 else None
+
+    for url in wait_for(two_gateways, 120, "2 gateways"):
+
+        def routed(u: str = url) -> bool:
+            return httpx.get(f"{u}/function/sw-roll", timeout=60).text == "v1"
+
+        assert wait_for(routed, 60, f"{url} to route to the function")
+
+    scaled = httpx.post(
+        f"{URL}/system/scale-function/sw-roll", json={"serviceName": "sw-roll", "replicas": 3}, auth=AUTH, timeout=60
+    )
+    assert scaled.status_code in (200, 202), scaled.text
+    wait_for(lambda: all(_status("sw-roll").get("availableReplicas") == 3 for _ in range(4)), 180, "3 replicas")
+
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    r = client.get(f"{URL}/function/sw-roll")
+                    results.append((r.status_code, r.text))
+                except httpx.HTTPError as exc:
+                    results.append((0, str(exc)))
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(2)
+        update = httpx.put(f"{URL}/system/functions", json={"service": "sw-roll", "image": v2}, auth=AUTH, timeout=300)
+        assert update.status_code in (200, 202), update.text
+
+        def rolled() -> bool:
+            service = stack.api.services(filters={"name": "stoker-sw-roll"})[0]
+            done = (service.get("UpdateStatus") or {}).get("State") == "completed"
+            return done and all(text == "v2" for _, text in results[-20:])
+
+        wait_for(rolled, 240, "the rolling update to complete")
+        time.sleep(3)  # the last old task drains after its stop delay
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    failed = [r for r in results if r[0] != 200]
+    assert not failed, f"{len(failed)} of {len(results)} calls failed during the update: {failed[:5]}"
+    texts = {text for _, text in results}
+    assert texts == {"v1", "v2"} and len(results) > 50
+
+    removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-roll"}, auth=AUTH)
+    assert removed.status_code in (200, 202), removed.text
+    wait_for(lambda: not stack.api.services(filters={"name": "stoker-sw-roll"}), 60, "the service to go")
