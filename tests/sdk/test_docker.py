@@ -1,15 +1,19 @@
-"""The same SDK function on the Docker backend (skipped where Docker or the docker backend is not there)."""
+"""The same SDK function on the Docker backend (skipped where Docker is not there), and SDK functions started from
+a warm pool's generic replica (a container on Docker, a process on the local backend): the replica checks its
+signed bundle with the per-function key before it unpickles anything, however it was started."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from stoker.sdk import App, DeployError
+from stoker.sdk import App
 from tests.platform_fixture import PASSWORD, Platform, start_platform
 
 pytestmark = pytest.mark.slow
@@ -26,7 +30,7 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfo
     if not _docker_works():
         pytest.skip("no Docker Engine here (scripts/setup.d/20-docker.sh starts one in CI)")
     try:
-        p = start_platform(tmp_path_factory.mktemp("sdk-docker"), "--backend", "docker")
+        p = start_platform(tmp_path_factory.mktemp("sdk-docker"), "--backend", "docker", env={"STOKER_POOL_SIZE": "1"})
     except RuntimeError as exc:
         if "not available" in str(exc):
             pytest.skip("the docker backend is not in this version yet (issue 3)")
@@ -35,13 +39,6 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfo
     p.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeployError,
-    reason="the docker backend does not yet give containers their signed bundle (STOKER_BUNDLE, STOKER_BUNDLE_KEY, "
-    "STOKER_BUNDLE_SIGNATURE from runtime.codesign.replica_env), so the shim refuses to unpickle; remove this mark "
-    "when it does",
-)
 def test_same_function_on_docker(docker_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOKER_GATEWAY", docker_platform.url)
     monkeypatch.setenv("STOKER_ADMIN_PASSWORD", PASSWORD)
@@ -57,3 +54,44 @@ def test_same_function_on_docker(docker_platform: Platform, monkeypatch: pytest.
     assert total == 18
     assert host != os.uname().nodename  # it ran in a container, not on this host
     assert [total for total, _ in scale.map([[1], [2]])] == [3, 6]
+
+
+@pytest.fixture(scope="module")
+def local_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    p = start_platform(tmp_path_factory.mktemp("sdk-local-pool"), env={"STOKER_POOL_SIZE": "1"})
+    yield p
+    p.stop()
+
+
+def _from_zero_through_the_pool(p: Platform, monkeypatch: pytest.MonkeyPatch, app_name: str) -> str:
+    """Deploy an SDK function, scale it to zero, call it: the activator's scale-up takes the pool's replica."""
+    monkeypatch.setenv("STOKER_GATEWAY", p.url)
+    monkeypatch.setenv("STOKER_ADMIN_PASSWORD", PASSWORD)
+    app = App(app_name)
+    offset = 5
+
+    @app.function(timeout=30, min_replicas=0)
+    def add(values: list[int]) -> tuple[int, str]:
+        return sum(values) + offset, os.environ.get("STOKER_INSTANCE", "")
+
+    app.deploy()
+    name = f"{app_name}-add"
+    deadline = time.monotonic() + 120
+    with p.client() as c:
+        assert c.post(f"/system/scale-function/{name}", json={"replicas": 0}).status_code == 202
+        while c.get(f"/system/function/{name}").json()["availableReplicas"] or "stoker_warm_pool_ready 1" not in (
+            httpx.get(f"{p.url}/metrics").text
+        ):
+            assert time.monotonic() < deadline, "no scale to zero or no warm replica"
+            time.sleep(0.1)
+    total, instance = add.remote([1, 2, 3])
+    assert total == 11
+    return instance
+
+
+def test_sdk_function_from_a_warm_container(docker_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _from_zero_through_the_pool(docker_platform, monkeypatch, "dwarm").startswith("stoker-pool-")
+
+
+def test_sdk_function_from_a_warm_local_process(local_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _from_zero_through_the_pool(local_platform, monkeypatch, "lwarm").startswith("pool-")
