@@ -1,9 +1,10 @@
 """Cold start: time from request to response for a function at zero replicas.
 
-Rows, all measured in one run: the local backend with the warm pool, the local backend without it, and the
-baselines ``python3 -c pass`` (a bare interpreter start) and, when Docker answers, ``docker run <base image>
-python3 -c pass``. Each trial scales the function to zero through the management API, waits until its replica is
-gone and the pool is full again, then times one ``POST /function/hello`` from send to the last byte.
+Rows, all measured in one run: the local backend with the warm pool, the local backend without it, the docker
+backend with and without its pool of generic containers (when Docker answers), and the baselines ``python3 -c
+pass`` (a bare interpreter start) and, when Docker answers, ``docker run <base image> python3 -c pass``. Each trial
+scales the function to zero through the management API, waits until its replica is gone and the pool is full again,
+then times one ``POST /function/hello`` from send to the last byte.
 
     python bench/coldstart.py [--trials 20] [--docker-image stoker/runtime:latest]
 
@@ -45,9 +46,9 @@ def pool_ready(p: Platform) -> int:
     return int(m.group(1)) if m else 0
 
 
-def local_trials(pool_size: int, trials: int) -> list[float]:
+def platform_trials(pool_size: int, trials: int, *args: str) -> list[float]:
     home = Path(tempfile.mkdtemp(prefix="stoker-bench-"))
-    p = start_platform(home, env={"STOKER_POOL_SIZE": str(pool_size)})
+    p = start_platform(home, *args, env={"STOKER_POOL_SIZE": str(pool_size)})
     try:
         with p.client() as c:
             body = {
@@ -61,8 +62,12 @@ def local_trials(pool_size: int, trials: int) -> list[float]:
                 for _ in range(trials):
                     c.post("/system/scale-function/hello", json={"replicas": 0})
                     wait(lambda: c.get("/system/function/hello").json()["availableReplicas"] == 0)
-                    wait(lambda: pool_ready(p) >= pool_size)
+                    wait(lambda: pool_ready(p) >= pool_size, 120)
                     time.sleep(0.2)  # let the refill's process settle, so it does not share the CPU with the trial
+                    if c.get("/system/function/hello").json()["replicas"] != 0:
+                        # The autoscaler still remembered the previous trial's call and raised it: not a cold start.
+                        c.post("/system/scale-function/hello", json={"replicas": 0})
+                        wait(lambda: c.get("/system/function/hello").json()["availableReplicas"] == 0)
                     started = time.perf_counter()
                     r = caller.post(f"{p.url}/function/hello", content=b"bench")
                     times.append(time.perf_counter() - started)
@@ -94,11 +99,13 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[tuple[str, list[float]]] = [
         ("python3 -c pass", command_trials([sys.executable, "-c", "pass"], args.trials)),
-        ("local, warm pool", local_trials(2, args.trials)),
-        ("local, no pool", local_trials(0, args.trials)),
+        ("local, warm pool", platform_trials(2, args.trials)),
+        ("local, no pool", platform_trials(0, args.trials)),
     ]
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
+        rows.append(("docker, warm pool", platform_trials(2, args.trials, "--backend", "docker")))
+        rows.append(("docker, no pool", platform_trials(0, args.trials, "--backend", "docker")))
         argv = [docker, "run", "--rm", "--network", "none", args.docker_image, "python3", "-c", "pass"]
         rows.append((f"docker run {args.docker_image} python3 -c pass", command_trials(argv, args.trials)))
     baseline = statistics.median(rows[0][1])
