@@ -50,6 +50,8 @@ def platform_id() -> Iterator[str]:
     for secret in engine.api.secrets(filters={"label": f"{PLATFORM}={platform}"}):
         with contextlib.suppress(Exception):  # still mounted by a task that is stopping
             engine.api.remove_secret(secret["ID"])
+    with contextlib.suppress(Exception):  # tasks may still be detaching; the swarm's own cleanup removes it then
+        engine.api.remove_network(f"{platform}-functions")
     engine.close()
 
 
