@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -32,6 +32,10 @@ class LoadCounters(Protocol):
     started: dict[str, int]
 
     def inflight_seconds(self, function: str, now: float) -> float: ...
+
+
+Backlog = Callable[[str], Awaitable[int]]
+"""A function's queued calls not yet delivered to a worker (``QueueService.load(fn).lag``), read once per tick."""
 
 
 @dataclass
@@ -55,10 +59,12 @@ class AutoscalerLoop:
         metrics: LoadCounters,
         clock: Callable[[], float] = time.monotonic,
         out: TextIO = sys.stdout,
+        backlog: Backlog | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.metrics = metrics
+        self.backlog = backlog
         self.clock = clock
         self.out = out
         self.scale_events: dict[tuple[str, str, str], int] = {}  # (function, direction, source) -> count
@@ -103,7 +109,9 @@ class AutoscalerLoop:
             if record.deployment.settings.scale_type == "rps":
                 load = (started - state.last_started) / dt
             else:
-                load = (area - state.last_area) / dt
+                # Queued calls not yet delivered wait for a replica just like requests in the activator's line
+                # (the ones a worker runs are in flight through the proxy already, so only the lag is added).
+                load = (area - state.last_area) / dt + await self._lag(fn)
             state.last_time, state.last_area, state.last_started = now, area, started
             state.decider.record(now, max(0.0, load))
             if record.replicas != state.applied:
@@ -120,6 +128,14 @@ class AutoscalerLoop:
         for fn in set(self._states) - seen:
             del self._states[fn]
         return decisions
+
+    async def _lag(self, fn: str) -> int:
+        if self.backlog is None:
+            return 0
+        try:
+            return await self.backlog(fn)
+        except Exception:  # the queue unreachable: scale on the request load alone this tick
+            return 0
 
     async def scale_to(self, record: FunctionRecord, replicas: int, reason: str, source: str = "activator") -> None:
         """Apply a replica count the platform chose, log it with its reason and count it."""

@@ -47,6 +47,7 @@ class GatewayApp:
             invoke=ProxyInvoker(self.proxy),
             settings=worker_settings(config),
         )
+        self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue)
         routes = [
             Route("/healthz", self.healthz, methods=["GET"]),
@@ -73,6 +74,9 @@ class GatewayApp:
                 await self.system(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
+
+    async def queue_lag(self, function: str) -> int:
+        return (await self.queue.load(function)).lag
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("OK")

@@ -21,6 +21,7 @@ from typing import IO
 
 import uvicorn
 
+from autoscaler.shared import CounterPublisher
 from gateway.app import GatewayApp
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
@@ -123,6 +124,11 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         await backend.start()
         await app.queue.start()  # workers, triggers and cron; a Redis that is down is waited for, not fatal
         app.autoscaler.start()
+        # With Redis, this gateway's load counters go there once a tick for a `stoker controller` to add up.
+        publisher = None
+        if config.redis_url:
+            publisher = CounterPublisher(config.redis_url, app.metrics, config.autoscale_tick_s)
+            publisher.start()
         try:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():
@@ -139,6 +145,8 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             # Queued work still running gets a grace period; what is cut off stays pending and runs after restart.
             await app.queue.stop(grace_s=min(config.drain_timeout_s, 10.0))
             await app.autoscaler.stop()
+            if publisher is not None:
+                await publisher.stop()
             await app.activator.close()
             await backend.close()
             app.upstream.close()

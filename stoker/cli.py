@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", metavar="FILE", help="deploy this stack file once the gateway is up")
     p.add_argument("--redis", metavar="URL", help="Redis Streams queue (or STOKER_REDIS_URL); default: embedded")
 
+    p = command("controller", _controller, "run the autoscaler for several gateways (one active instance)")
+    p.add_argument("--backend", help="docker, swarm or kubernetes (or STOKER_BACKEND)")
+    p.add_argument("--redis", metavar="URL", help="Redis the gateways publish their load to (or STOKER_REDIS_URL)")
+    p.add_argument("--port", type=int, default=8081, help="port of /healthz and /metrics (default 8081; 0: any)")
+    p.add_argument("--host", default="0.0.0.0", help="address of /healthz and /metrics (default 0.0.0.0)")
+
     p = command("new", _new, "create a function folder and add it to stack.yml")
     p.add_argument("name")
     p.add_argument("--dir", default=".", help="folder holding stack.yml (default: current)")
@@ -214,6 +220,17 @@ def _up(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise StokerError(f"the platform cannot start: {exc}") from None
     return int(run_platform(config, stack=stack))
+
+
+def _controller(args: argparse.Namespace) -> int:
+    from stoker.config import Config
+
+    config = Config.from_env(port=args.port, host=args.host, backend=args.backend, redis_url=args.redis)
+    try:
+        from autoscaler.controller import run_controller  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise StokerError(f"the controller cannot start: {exc}") from None
+    return int(run_controller(config))
 
 
 def _new(args: argparse.Namespace) -> int:

@@ -67,6 +67,11 @@ class Config:
     queue_claim_idle_s: float = 30.0  # a message pending this long without renewal belongs to a dead worker
     queue_concurrency: int = 16  # queued invocations in flight per function and process
     result_ttl_s: float = 3600.0  # how long async results can be fetched
+    # `stoker controller` (see docs/deployment.md): one active instance, elected through Redis or a Kubernetes Lease
+    leader_ttl_s: float = 15.0  # a leader that has not renewed for this long is replaced by a standby
+    lease_name: str = ""  # Kubernetes Lease to elect through (empty: the Redis lock)
+    lease_namespace: str = ""
+    lease_holder: str = ""  # this controller's identity (empty: hostname-pid)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
@@ -103,6 +108,10 @@ class Config:
             raise ConfigError(f"STOKER_K8S_NAMESPACE: {self.k8s_namespace!r} is not a Kubernetes namespace name")
         if self.k8s_deploy_timeout_s <= 0:
             raise ConfigError("STOKER_K8S_DEPLOY_TIMEOUT_S: must be greater than zero")
+        if self.leader_ttl_s <= 0:
+            raise ConfigError("STOKER_LEADER_TTL_S: must be greater than zero")
+        if self.lease_name and not self.lease_namespace:
+            raise ConfigError("STOKER_LEASE_NAMESPACE: needed with STOKER_LEASE_NAME (the namespace of the Lease)")
         if self.pool_size < 0:
             raise ConfigError(f"STOKER_POOL_SIZE: must be 0 or more, got {self.pool_size}")
         # The same checks as the decider's own (autoscaler.decider.DeciderSpec), named by variable here.
