@@ -74,7 +74,7 @@ def platform_trials(pool_size: int, trials: int, *args: str) -> list[float]:
                     assert r.status_code == 200, r.text
             return times
     finally:
-        p.stop()
+        p.stop(timeout=120)  # the docker backend removes its containers before it exits
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -159,7 +159,11 @@ def with_bundle(spec: dict[str, Any], volume: str, env: dict[str, str]) -> dict[
     return {
         **spec,
         "environment": {**spec["environment"], **env},
-        "volumes": {**spec.get("volumes", {}), volume: {"bind": BUNDLE_DIR, "mode": "ro"}},
+        # A mount, not ``volumes``: the Engine lists those under HostConfig.Binds, which is for host paths.
+        "mounts": [
+            *spec.get("mounts", []),
+            {"Target": BUNDLE_DIR, "Source": volume, "Type": "volume", "ReadOnly": True},
+        ],
     }
 
 

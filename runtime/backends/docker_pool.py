@@ -75,7 +75,13 @@ class ContainerStarter:
         env = {POOL_VAR: "1", KEY_FD_VAR: "0", DIR_VAR: POOL_WORKDIR, "STOKER_INSTANCE": instance}
         spec = generic_spec(self.settings, image, self.owner, env, self.memory)
         key = pool.new_key()
-        cid = await asyncio.to_thread(_create_with_stdin, self.client, instance, spec)
+        creating = asyncio.ensure_future(asyncio.to_thread(_create_with_stdin, self.client, instance, spec))
+        try:
+            cid = await asyncio.shield(creating)
+        except asyncio.CancelledError:  # the pool is closing: the Engine call runs on, so remove what it makes
+            with contextlib.suppress(BaseException):
+                await asyncio.to_thread(_remove_quietly, self.client, await creating)
+            raise
         try:
             await asyncio.to_thread(_start_with_key, self.client, cid, key)
             info = await asyncio.to_thread(self.client.api.inspect_container, cid)
