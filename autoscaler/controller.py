@@ -66,8 +66,10 @@ class Controller:
             self.autoscaler = None
         self.leading = leading
         if leading and self.autoscaler is not None:
-            await self.load.refresh()
-            await self.autoscaler.tick(now)
+            # Bounded: a slow orchestrator must not keep this leader from renewing while it still acts.
+            async with asyncio.timeout(self.config.leader_ttl_s / 2):
+                await self.load.refresh()
+                await self.autoscaler.tick(now)
         return leading
 
     async def _lag(self, function: str) -> int:

@@ -157,7 +157,9 @@ class AutoscalerLoop:
     def _state(self, record: FunctionRecord, now: float) -> _State:
         fn = _fn(record)
         state = self._states.get(fn)
-        if state is None or state.deployment is not record.deployment:
+        # Equality, not identity: backends that mirror an orchestrator (Swarm, Kubernetes) rebuild the deployment
+        # from labels on every poll; only a real change (a redeploy) is a new version.
+        if state is None or (state.deployment is not record.deployment and state.deployment != record.deployment):
             decider = Decider(DeciderSpec.from_settings(record.deployment.settings, self.config), now)
             if state is not None:
                 decider.hold(now)  # a redeploy is an outside change
