@@ -35,6 +35,7 @@ class TimedLoad(Load):
 
     def __init__(self, url: str, clients: int, params: dict[str, str] | None = None) -> None:
         self.failed_at: list[float] = []
+        self.errors: list[str] = []
         super().__init__(url, clients, params)
 
     def _run(self) -> None:
@@ -43,8 +44,9 @@ class TimedLoad(Load):
                 sent = time.monotonic()
                 try:
                     code = client.post(self.url, params=self.params, content=b"x").status_code
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     code = -1
+                    self.errors.append(f"{time.monotonic() - sent:.2f}s {exc!r}")
                 self.statuses.append(code)
                 if code != 200:
                     self.failed_at.append(sent)
@@ -133,7 +135,11 @@ def test_a_sigkilled_container_fails_only_its_inflight_requests_and_is_replaced(
         wait_until(lambda: len(load.statuses) > killed_at + 40, 120, "more calls after the kill")
     finally:
         statuses = load.stop()
-    assert set(statuses) <= {200, 502}, {s: statuses.count(s) for s in set(statuses)}
+    # Known gap (docs/docker.md): a call in flight on the killed container may get no answer at all, because the
+    # container's network goes away before its connections are reset, and the gateway waits for the function's
+    # timeout; the client here gives up after 60 s (-1). At most the 4 calls that were in flight.
+    assert set(statuses) <= {200, 502, -1}, ({s: statuses.count(s) for s in set(statuses)}, load.errors)
+    assert statuses.count(-1) <= 4, load.errors
     # Unlike a local process, a container's exit reaches the backend through the Engine some 50-150 ms later; calls
     # routed to it meanwhile are refused (502, never sent). They all fall in that window, not after it.
     assert all(t - killed < 2.0 for t in load.failed_at), [round(t - killed, 3) for t in load.failed_at]
