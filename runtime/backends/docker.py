@@ -171,6 +171,8 @@ class DockerBackend:
                 slot.detach()
         else:
             await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
+            for volume in {fn.code.volume for fn in self._functions.values()} - {""}:  # nothing will adopt them
+                await asyncio.to_thread(remove_volume, self.client, volume)
         for fn in self._functions.values():
             fn.log.close()
         self._functions.clear()
