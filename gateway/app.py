@@ -26,7 +26,7 @@ from gateway.auth import RequireAuth
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
 from gateway.upstream import Upstream
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, Endpoint
 from stoker.config import Config
 from stoker.errors import StokerError
 
@@ -37,6 +37,7 @@ class GatewayApp:
         self.backend = backend
         self.metrics = Metrics()
         self.upstream = Upstream()
+        Endpoint.gone_hook = self._replica_gone
         self.autoscaler = AutoscalerLoop(config, backend, self.metrics)
         self.activator = Activator(backend, config.wait_queue_size, self.autoscaler.scale_to)
         self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics, self.activator)
@@ -77,6 +78,9 @@ class GatewayApp:
 
     async def queue_lag(self, function: str) -> int:
         return (await self.queue.load(function)).lag
+
+    def _replica_gone(self, endpoint: Endpoint) -> None:
+        self.upstream.abort(endpoint.host, endpoint.port)
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("OK")

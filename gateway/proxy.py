@@ -9,6 +9,7 @@ starts capacity.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -19,7 +20,7 @@ from gateway.activator import Activator, Unavailable
 from gateway.metrics import Metrics
 from gateway.routing import choose
 from gateway.upstream import Upstream, UpstreamError
-from runtime.backends.base import Backend, FunctionRecord
+from runtime.backends.base import Backend, Endpoint, FunctionRecord
 from stoker.config import Config
 from stoker.names import DEFAULT_NAMESPACE
 
@@ -140,37 +141,50 @@ class FunctionProxy:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         dep = record.deployment
         settings = dep.settings
+        timeout = min(settings.timeout_s + _GATEWAY_TIMEOUT_MARGIN_S, self.config.upstream_timeout_s)
+        failed: list[Endpoint] = []
+        while True:
+            endpoint = await self._acquire(record, settings.concurrency, failed)
+            if isinstance(endpoint, Unavailable):
+                return _error(endpoint.status, str(endpoint), retry_after=endpoint.retry_after)
+            try:
+                response = await self.upstream.request(
+                    endpoint.host, endpoint.port, method, target, headers, body, timeout
+                )
+            except UpstreamError as exc:
+                # Never sent (the replica is gone or not listening yet): safe to try another one, a few times.
+                if exc.sent or len(failed) + 1 >= _SEND_ATTEMPTS:
+                    return _error(502, f"function {dep.service!r}: {exc}")
+                failed.append(endpoint)
+                continue
+            except TimeoutError:
+                return _error(504, f"function {dep.service!r} did not answer in time")
+            finally:
+                endpoint.inflight -= 1
+            out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
+            return response.status, out, response.body
+
+    async def _acquire(self, record: FunctionRecord, limit: int, failed: list[Endpoint]) -> Endpoint | Unavailable:
+        """A replica for one call, its in-flight count taken; ``failed`` ones are avoided while others exist."""
+        dep = record.deployment
         self._turn += 1
         # Requests already waiting go first: a newcomer only skips the line when there is none.
-        waiting = self.activator.waiting(dep.service, dep.namespace)
-        endpoint = None if waiting else choose(record.endpoints, self._turn, settings.concurrency)
-        if endpoint is not None:
-            endpoint.inflight += 1
-        else:
-            try:
-                endpoint = await self.activator.acquire(record)  # comes with its inflight already counted
-            except Unavailable as exc:
-                return _error(exc.status, str(exc), retry_after=exc.retry_after)
+        if not self.activator.waiting(dep.service, dep.namespace):
+            candidates = [e for e in record.endpoints if e not in failed] if failed else record.endpoints
+            endpoint = choose(candidates, self._turn, limit)
+            if endpoint is not None:
+                endpoint.inflight += 1
+                return endpoint
+        if failed:
+            await asyncio.sleep(_RETRY_PAUSE_S)  # let the backend notice the dead replica before waiting in line
         try:
-            response = await self.upstream.request(
-                endpoint.host,
-                endpoint.port,
-                method,
-                target,
-                headers,
-                body,
-                min(settings.timeout_s + _GATEWAY_TIMEOUT_MARGIN_S, self.config.upstream_timeout_s),
-            )
-        except UpstreamError as exc:
-            return _error(502, f"function {record.deployment.service!r}: {exc}")
-        except TimeoutError:
-            return _error(504, f"function {record.deployment.service!r} did not answer in time")
-        finally:
-            endpoint.inflight -= 1
-        out = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE]
-        return response.status, out, response.body
+            return await self.activator.acquire(record)  # comes with its inflight already counted
+        except Unavailable as exc:
+            return exc
 
 
+_SEND_ATTEMPTS = 3
+_RETRY_PAUSE_S = 0.05
 _DROP_RESPONSE = frozenset((b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"))
 
 

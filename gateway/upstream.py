@@ -4,9 +4,11 @@ Why not httpx or aiohttp: the invoke path is the product's hot path, and a proto
 parser uvicorn uses) costs a fraction of a general client per request. It speaks exactly what replicas need: one
 request per connection at a time, content-length request bodies, content-length or chunked responses.
 
-A connection taken from the pool may have been closed by the replica an instant earlier (idle timeout, drain). When
-such a reused connection fails before any byte of the answer arrived, the replica never saw the request, so it is
-sent once more on a fresh connection; a failure on a fresh connection is reported as :class:`UpstreamError`.
+At most once: once a request's bytes are written, a failure is reported with ``sent=True`` and never retried here
+(the replica may have run it). Only a request that never left (the connection could not be made, or the pooled
+connection was already closed) is ``sent=False``, which the proxy retries on another replica. :meth:`Upstream.abort`
+closes every connection to a replica that died, so calls in flight on it fail at once instead of hanging (a killed
+container sends no reset).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterable
 
 import httptools
 
+CONNECT_TIMEOUT_S = 2.0  # loopback and bridge networks connect in microseconds; a vanished address never answers
 IDLE_TTL_S = 3.0  # replicas close idle keep-alive connections after 5 s (uvicorn's default); drop ours sooner
 MAX_IDLE_PER_REPLICA = 256
 HOP_BY_HOP = frozenset(
@@ -56,7 +59,6 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.head = False  # a HEAD answer has headers only, whatever its content-length says
         self.closed = False
-        self.reused = False
         self.idle_since = 0.0
 
     # asyncio.Protocol
@@ -90,6 +92,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
+        self.pool.active.discard(self)
         response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
         keep = self.parser.should_keep_alive()
         self.headers, self.body, self.received = [], [], False
@@ -102,8 +105,9 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, message: str) -> None:
         waiter, self.waiter = self.waiter, None
+        self.pool.active.discard(self)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(UpstreamError(message, sent=self.received or not self.reused))
+            waiter.set_exception(UpstreamError(message, sent=True))
         self.close()
 
     def close(self) -> None:
@@ -113,33 +117,38 @@ class _Connection(asyncio.Protocol):
 
     def send(self, payload: bytes, head: bool = False) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise UpstreamError(f"the connection to {self.pool.host}:{self.pool.port} is closed", sent=False)
         self.head = head
         self.waiter = asyncio.get_running_loop().create_future()
+        self.pool.active.add(self)
         self.transport.write(payload)
         return self.waiter
 
 
 class _Pool:
-    __slots__ = ("host", "idle", "port")
+    __slots__ = ("active", "host", "idle", "port")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self.idle: deque[_Connection] = deque()
+        self.active: set[_Connection] = set()  # connections with a request in flight
 
-    async def acquire(self, fresh: bool = False) -> _Connection:
+    async def acquire(self) -> _Connection:
         now = time.monotonic()
-        while self.idle and not fresh:
+        while self.idle:
             conn = self.idle.pop()  # most recently used first: warm and least likely timed out
             if not conn.closed and now - conn.idle_since < IDLE_TTL_S:
-                conn.reused = True
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to replica {self.host}:{self.port}: {exc}", sent=False) from None
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            reason = exc if isinstance(exc, OSError) else f"no answer in {CONNECT_TIMEOUT_S:g}s"
+            raise UpstreamError(f"cannot connect to replica {self.host}:{self.port}: {reason}", sent=False) from None
         return conn
 
     def release(self, conn: _Connection) -> None:
@@ -150,8 +159,11 @@ class _Pool:
         self.idle.append(conn)
 
     def close(self) -> None:
+        """Close every connection, idle or with a request in flight (those fail with ``sent=True``)."""
         while self.idle:
             self.idle.pop().close()
+        for conn in list(self.active):
+            conn.close()
 
 
 def _expire(waiter: asyncio.Future[UpstreamResponse]) -> None:
@@ -193,27 +205,20 @@ class Upstream:
         if pool is None:
             pool = self._pools[key] = _Pool(host, port)
         payload = encode_request(method, target, f"{host}:{port}".encode(), headers, body)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        for attempt in range(2):
-            conn = await pool.acquire(fresh=attempt > 0)
-            waiter = conn.send(payload, head=method == "HEAD")
-            # call_at and a future are cheaper than asyncio.timeout() on a path taken thousands of times a second
-            timer = loop.call_at(deadline, _expire, waiter)
-            try:
-                return await waiter
-            except UpstreamError as exc:
-                if exc.sent or attempt:
-                    raise
-            except BaseException:
-                conn.close()  # timeout or cancellation: the connection's state is unknown
-                raise
-            finally:
-                timer.cancel()
-        raise AssertionError("unreachable")
+        conn = await pool.acquire()
+        waiter = conn.send(payload, head=method == "HEAD")
+        # call_later and a future are cheaper than asyncio.timeout() on a path taken thousands of times a second
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        except BaseException:
+            conn.close()  # timeout, cancellation or a broken answer: the connection's state is unknown
+            raise
+        finally:
+            timer.cancel()
 
-    def forget(self, host: str, port: int) -> None:
-        """Close the idle connections to a replica that is gone."""
+    def abort(self, host: str, port: int) -> None:
+        """A replica died: close its connections; the calls in flight on them fail with ``sent=True`` (502)."""
         pool = self._pools.pop((host, port), None)
         if pool is not None:
             pool.close()

@@ -21,10 +21,8 @@ there, so the replica reads exactly what it was sent, wherever it runs (a proces
 
 from __future__ import annotations
 
-import io
 import os
 import sys
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,7 +153,7 @@ class GenericApp:
             raise _Refused(f"bad specialisation request: {exc}") from None
         folder = self._workdir / "code"
         try:
-            _unpack(code, folder)
+            bundle.unpack(code, folder)
         except (StokerError, OSError) as exc:
             raise _Refused(f"bad bundle: {exc}") from None
         if env.get(codesign.KEY_VAR):
@@ -178,28 +176,6 @@ class GenericApp:
             if exc.details:
                 sys.stderr.write(exc.details)
             raise _Refused(str(exc)) from None
-
-
-def _unpack(code: bytes, folder: Path) -> None:
-    """:func:`stoker.bundle.unpack`, also where ``tarfile`` has no extraction filters (Python before 3.11.4, such as
-    Debian bookworm's 3.11.2 in the base image): :func:`stoker.bundle.check` has refused anything but plain files
-    and folders inside the folder, so writing those one by one is safe."""
-    if hasattr(tarfile, "data_filter"):
-        bundle.unpack(code, folder)
-        return
-    bundle.check(code, required=None)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(code), mode="r:gz") as tar:
-        for member in tar:
-            target = folder / member.name
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            source = tar.extractfile(member)
-            if source is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(source.read())
-                target.chmod(0o755 if member.mode & 0o100 else 0o644)
 
 
 class _Refused(Exception):

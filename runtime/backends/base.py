@@ -13,9 +13,9 @@ Scaling: ``scale`` returns once the change is under way, not when new replicas a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from runtime.backends.secrets import SecretStore
 from stoker.spec import FunctionDeployment
@@ -26,11 +26,22 @@ class Endpoint:
 
     __slots__ = ("host", "inflight", "instance", "port")
 
+    #: Set by the gateway of this process: called when a backend reports a replica dead (its process or container
+    #: exited). A killed container sends no reset, so without this the calls in flight on it would hang until
+    #: their timeout; the gateway closes their connections and answers 502 at once.
+    gone_hook: ClassVar[Callable[[Endpoint], None] | None] = None
+
     def __init__(self, instance: str, host: str, port: int) -> None:
         self.instance = instance
         self.host = host
         self.port = port
         self.inflight = 0  # maintained by the gateway
+
+    def mark_gone(self) -> None:
+        """The replica behind this endpoint has exited (not drained): fail what is in flight on it."""
+        hook = Endpoint.gone_hook
+        if hook is not None:
+            hook(self)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.instance} {self.host}:{self.port} inflight={self.inflight})"

@@ -195,7 +195,7 @@ class ContainerSlot:
             with contextlib.suppress(Exception):
                 await exited
         finally:
-            self._unpublish()
+            self._unpublish(gone=True)
         code = -1
         with contextlib.suppress(Exception):
             code = int(exited.result()["StatusCode"])
@@ -239,10 +239,13 @@ class ContainerSlot:
             await asyncio.sleep(READY_POLL_S)
         return False
 
-    def _unpublish(self) -> None:
+    def _unpublish(self, gone: bool = False) -> None:
         if self.endpoint is not None:
             with contextlib.suppress(ValueError):
                 self.endpoints.remove(self.endpoint)
+            if gone:
+                self.endpoint.mark_gone()
+                self.endpoint = None  # its address may be reused by another replica soon
 
     async def stop(self) -> None:
         """Drain, stop and remove the container; returns when it is gone."""

@@ -207,7 +207,7 @@ class ReplicaSlot:
                 self.first_outcome.set_result(None)
             await proc.output.exited
         finally:
-            self._unpublish()
+            self._unpublish(gone=True)
             self._transport = None
             proc.cleanup()
         code = proc.transport.get_returncode()
@@ -234,7 +234,7 @@ class ReplicaSlot:
             ready.cancel()
             await protocol.exited
         finally:
-            self._unpublish()
+            self._unpublish(gone=True)
             self._transport = None
             code = transport.get_returncode()
             transport.close()
@@ -254,10 +254,13 @@ class ReplicaSlot:
             await asyncio.sleep(READY_POLL_S)
         return False
 
-    def _unpublish(self) -> None:
+    def _unpublish(self, gone: bool = False) -> None:
         if self.endpoint is not None:
             with contextlib.suppress(ValueError):
                 self.endpoints.remove(self.endpoint)
+            if gone:
+                self.endpoint.mark_gone()
+                self.endpoint = None  # its address may be reused by another replica soon
 
     async def stop(self) -> None:
         """Drain and stop; returns when the process is gone."""
