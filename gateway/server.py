@@ -25,6 +25,7 @@ from autoscaler.shared import CounterPublisher
 from gateway.app import GatewayApp
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
+from runtime.httpserver import CoalescingHttpToolsProtocol
 from stoker import bundle
 from stoker.config import Config, ConfigError
 from stoker.credentials import load_or_create_key, load_or_create_password
@@ -107,7 +108,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             uvicorn.Config(
                 app,
                 lifespan="off",
-                http="httptools",
+                http=CoalescingHttpToolsProtocol,
                 loop="none",
                 access_log=False,
                 proxy_headers=False,  # the gateway is the edge; X-Forwarded-For is set by the proxy itself
