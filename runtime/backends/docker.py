@@ -3,8 +3,10 @@
 Source bundles are built into images by :mod:`builder` (base, dependency layer, code layer; content-tagged, so an
 unchanged function is not rebuilt); a deployment with ``image`` and no source runs that image (any OpenFaaS-style
 image serving HTTP on 8080). Replicas join a dedicated bridge network and the gateway, on the host, reaches their
-addresses directly. Everything the backend knows is in the containers' labels (owner, function, version, the
-deployment itself), so a restarted platform adopts the containers it finds instead of starting duplicates.
+addresses directly. The containers' labels carry the owner, function, version and the deployment itself, and
+:mod:`.docker_state` keeps each function in ``$STOKER_HOME/docker`` too (for functions at zero and replicas that came
+from the pool), so a restarted platform restores every function and adopts the containers it finds instead of
+starting duplicates.
 
 Deploys mirror the local backend: wait for the first ready replica or fail with the reason (an import error names
 file and line) leaving nothing behind; an update that fails keeps the previous version serving; replicas that exit
@@ -55,6 +57,7 @@ from runtime.backends.docker_config import (
 )
 from runtime.backends.docker_pool import ContainerStarter, GenericContainer
 from runtime.backends.docker_replica import ContainerSlot, WarmContainer
+from runtime.backends.docker_state import FunctionFiles, SavedFunction
 from runtime.backends.docker_volumes import FunctionCode, function_code, remove_volume, secrets_volume
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import FileSecretStore
@@ -102,6 +105,7 @@ class DockerBackend:
         self.owner = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
         self.root = config.home / "docker"
         self.secrets = FileSecretStore(config.home / "secrets")
+        self.files = FunctionFiles(self.root / "functions")
         self._functions: dict[tuple[str, str], _Function] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._base: str = ""
@@ -119,7 +123,23 @@ class DockerBackend:
                 await asyncio.to_thread(c.remove, force=True)
                 continue
             groups.setdefault((c.labels.get(FUNCTION, ""), c.labels.get(NAMESPACE, "")), []).append(c)
-        for key, containers in sorted(groups.items()):
+        saved, problems = await asyncio.to_thread(self.files.load_all)
+        for problem in problems:
+            print(f"stoker: {problem}", flush=True)
+        for state in saved:
+            dep = state.deployment
+            record = FunctionRecord(dep, state.created_at, state.replicas)
+            fn = _Function(record, state.version, self._log(dep), state.secrets_volume, state.code)
+            self._functions[fn.key] = fn
+            containers = groups.pop(fn.key, [])
+            current = [c for c in containers if c.labels.get(VERSION) == state.version][: state.replicas]
+            for stale in (c for c in containers if c not in current):  # an update interrupted, or surplus
+                await asyncio.to_thread(stale.remove, force=True)
+            for c in current:
+                self._add_slot(fn, adopt=c.id)
+            while len(fn.slots) < state.replicas:  # at zero: none; replicas that came from the pool: new ones
+                self._add_slot(fn)
+        for key, containers in sorted(groups.items()):  # containers without a state file: labels tell all
             newest = max(containers, key=lambda c: c.labels.get(VERSION, ""))
             current = [c for c in containers if c.labels.get(VERSION) == newest.labels.get(VERSION)]
             for stale in (c for c in containers if c not in current):  # an update interrupted by a crash
@@ -137,6 +157,7 @@ class DockerBackend:
             self._functions[fn.key] = fn
             for c in current:
                 self._add_slot(fn, adopt=c.id)
+            self._save(fn)
         if self.config.pool_size > 0:
             memory = memory_bytes(self.settings.memory, "STOKER_DOCKER_MEMORY")
             starter = ContainerStarter(self.client, self.settings, self._base_image, self.owner, memory)
@@ -265,6 +286,7 @@ class DockerBackend:
                 if code.volume:
                     await asyncio.to_thread(remove_volume, self.client, code.volume)
                 raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
+            self._save(fn)
 
     async def _update(self, fn: _Function, dep: FunctionDeployment, code: FunctionCode) -> None:
         settings = dep.settings
@@ -287,6 +309,7 @@ class DockerBackend:
             )
         fn.record.replicas = replicas
         fn.record.message = ""
+        self._save(fn)
         old_volume = previous[4].volume if previous[4].volume != code.volume else ""
         self._in_background(self._retire(fn.slots, previous[2], old_volume))
 
@@ -303,6 +326,7 @@ class DockerBackend:
             raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
         async with fn.lock:
             self._functions.pop(fn.key, None)
+            self.files.delete(name, namespace)
             await asyncio.gather(*(slot.stop() for slot in fn.slots))
             fn.log.delete()
             for volume in (fn.secrets_volume, fn.code.volume):
@@ -325,8 +349,13 @@ class DockerBackend:
                     slot.stopping = True
                     slot._unpublish()
                 self._in_background(self._stop_all(retired))
+            self._save(fn)
 
     # --- internals -----------------------------------------------------------------------------------------
+    def _save(self, fn: _Function) -> None:
+        r = fn.record
+        self.files.save(SavedFunction(r.deployment, r.replicas, r.created_at, fn.version, fn.secrets_volume, fn.code))
+
     async def _stop_all(self, slots: list[ContainerSlot]) -> None:
         await asyncio.gather(*(slot.stop() for slot in slots))
 

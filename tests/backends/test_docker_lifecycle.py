@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,47 @@ def test_no_engine_is_one_clear_error_and_the_local_backend_is_unaffected(tmp_pa
         assert httpx.get(f"{local.url}/function/plain", timeout=30).text == "local"
     finally:
         local.stop()
+
+
+def test_functions_at_zero_and_on_pool_replicas_survive_a_restart(docker_engine: Any, tmp_path: Path) -> None:
+    # Neither has a container of its own when the platform stops: one is at zero, the other's replica came from
+    # the warm pool (it carries the pool's labels, and a restarted platform removes pool containers).
+    home = tmp_path / "home"
+    env = {"STOKER_POOL_SIZE": "1"}
+    folder = write_handler(tmp_path / "fn", "def handle(event, context):\n    return 'still here'\n")
+    first = start_platform(home, "--backend", "docker", env=env)
+    try:
+        with first.client() as c:
+            for name in ("atzero", "pooled"):
+                assert first.deploy(name, folder, labels={"com.openfaas.scale.min": "0"}).status_code == 202
+                assert c.post(f"/system/scale-function/{name}", json={"replicas": 0}).status_code == 202
+            _wait(lambda: c.get("/system/function/pooled").json()["availableReplicas"] == 0)
+            _wait(lambda: _warm(first) >= 1)
+        assert httpx.get(f"{first.url}/function/pooled", timeout=60).text == "still here"  # from the pool
+    finally:
+        assert first.stop(timeout=120) == 0
+    second = start_platform(home, "--backend", "docker", env=env)
+    try:
+        with second.client() as c:
+            assert c.get("/system/function/atzero").json()["replicas"] == 0
+            assert c.get("/system/function/pooled").json()["replicas"] == 1
+        for name in ("atzero", "pooled"):
+            reply = httpx.get(f"{second.url}/function/{name}", timeout=60)
+            assert (reply.status_code, reply.text) == (200, "still here"), reply.text
+    finally:
+        second.stop(timeout=120)
+
+
+def _warm(platform: Any) -> int:
+    text = httpx.get(f"{platform.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("stoker_warm_pool_ready"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def _wait(check: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
