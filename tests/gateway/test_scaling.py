@@ -7,27 +7,27 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import os
-import re
 import signal
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from stoker import bundle
+from tests.gateway.scaling_support import (
+    PANIC_WINDOW_S,
+    SHORT,
+    Load,
+    scale_ups,
+    status,
+    step_from_one_to_twenty_clients,
+    wait_until,
+)
 from tests.platform_fixture import Platform, start_platform, write_handler
 
 pytestmark = pytest.mark.slow
 
-SHORT = {
-    "STOKER_AUTOSCALE_TICK_S": "0.25",
-    "STOKER_STABLE_WINDOW_S": "4",
-    "STOKER_PANIC_WINDOW_S": "2",
-    "STOKER_POOL_SIZE": "2",
-}
 PID_HANDLER = """
 import os, time
 def handle(event, context):
@@ -46,54 +46,6 @@ def scaling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 @pytest.fixture(scope="module")
 def pid_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_handler(tmp_path_factory.mktemp("fns") / "pid", PID_HANDLER)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def status(p: Platform, name: str) -> dict[str, object]:
-    with p.client() as c:
-        data: dict[str, object] = c.get(f"/system/function/{name}").json()
-        return data
-
-
-def scale_ups(p: Platform, name: str) -> int:
-    text = httpx.get(f"{p.url}/metrics").text
-    pattern = rf'stoker_autoscaler_scale_total\{{function_name="{name}\.openfaas-fn",direction="up",[^}}]*\}} (\d+)'
-    return sum(int(n) for n in re.findall(pattern, text))
-
-
-class Load:
-    """``clients`` threads calling a function in a loop until stopped; every status code is kept."""
-
-    def __init__(self, url: str, clients: int, params: dict[str, str] | None = None) -> None:
-        self.url = url
-        self.params = params or {}
-        self.statuses: list[int] = []
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self.stopping.is_set():
-                try:
-                    self.statuses.append(client.post(self.url, params=self.params, content=b"x").status_code)
-                except httpx.TransportError:
-                    self.statuses.append(-1)  # a reset or refused connection: the worst outcome
-
-    def stop(self) -> list[int]:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(60)
-        return self.statuses
 
 
 def test_scale_to_zero_after_idle_then_fifty_concurrent_requests_share_one_scale_up(
@@ -165,25 +117,6 @@ def test_a_sigkilled_replica_fails_only_its_inflight_requests_and_is_replaced(
 
 
 def test_a_step_from_one_to_twenty_clients_raises_replicas_in_panic_mode(scaling: Platform, pid_folder: Path) -> None:
-    labels = {"com.openfaas.scale.target": "4", "com.openfaas.scale.max": "6"}
-    assert scaling.deploy("step", pid_folder, labels=labels).status_code == 202
-    url = f"{scaling.url}/function/step"
-    one = Load(url, clients=1, params={"sleep": "0.2"})
-    try:
-        time.sleep(1.0)  # load shape, not an assertion: one client for a few ticks
-        assert status(scaling, "step")["replicas"] == 1
-        step = Load(url, clients=19, params={"sleep": "0.2"})
-        stepped = time.monotonic()
-        try:
-            wait_until(lambda: int(status(scaling, "step")["replicas"]) >= 4, 30, "replicas for 20 clients")
-            raised_after = time.monotonic() - stepped
-        finally:
-            codes = step.stop()
-    finally:
-        codes += one.stop()
-    assert set(codes) == {200}
-    assert any(
-        re.search(r"step\.openfaas-fn: \d+ -> \d+ replicas \(autoscaler: panic", line) for line in scaling.output
-    )
-    # The panic window is 2 s; a loaded 2-core CI machine gets slack for the ticks and the HTTP polling.
-    assert raised_after < 2 + 5, raised_after
+    raised_after = step_from_one_to_twenty_clients(scaling, "step", pid_folder)
+    # A loaded 2-core CI machine gets slack for the ticks and the HTTP polling.
+    assert raised_after < PANIC_WINDOW_S + 5, raised_after

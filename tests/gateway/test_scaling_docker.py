@@ -1,6 +1,6 @@
 """Scaling on the docker backend as a user sees it (issue 4's acceptance, as test_scaling.py on the local backend):
 scale to zero and back through the warm pool without losing a request, no failures while replicas come and go or
-the function is redeployed, a SIGKILLed container replaced."""
+the function is redeployed, a SIGKILLed container replaced, a step of load raising replicas in panic mode."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ import pytest
 
 from stoker import bundle
 from tests.docker_support import docker_client
-from tests.gateway.test_scaling import SHORT, Load, scale_ups, status, wait_until
+from tests.gateway.scaling_support import (
+    PANIC_WINDOW_S,
+    SHORT,
+    Load,
+    scale_ups,
+    status,
+    step_from_one_to_twenty_clients,
+    wait_until,
+)
 from tests.platform_fixture import Platform, start_platform, write_handler
 
 pytestmark = pytest.mark.slow
@@ -146,3 +154,13 @@ def test_a_sigkilled_container_fails_only_its_inflight_requests_and_is_replaced(
     wait_until(lambda: status(docker_scaling, "dvictim")["availableReplicas"] == 2, 120, "the replacement")
     hosts = {httpx.post(url, timeout=60).json()["host"] for _ in range(20)}
     assert host not in hosts
+
+
+def test_a_step_from_one_to_twenty_clients_raises_replicas_in_panic_mode(
+    docker_scaling: Platform, host_folder: Path
+) -> None:
+    # The autoscaler's decision (the desired replicas) must come within the panic window, plus slack for the ticks
+    # and the polling on a loaded 2-core machine; the containers then start (from the warm pool or the image) and
+    # must all be ready and serving, with no failed call, within the helper's ready_timeout.
+    raised_after = step_from_one_to_twenty_clients(docker_scaling, "dstep", host_folder, ready_timeout=120)
+    assert raised_after < PANIC_WINDOW_S + 5, raised_after
