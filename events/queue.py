@@ -56,7 +56,7 @@ class CallRecord:
 
 
 class Queue(Protocol):
-    """A durable queue with consumer groups, call records and once-only keys."""
+    """A durable queue with consumer groups, call records and once-only messages."""
 
     kind: str
 
@@ -103,8 +103,10 @@ class Queue(Protocol):
 
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
-    async def once(self, key: str, ttl_s: float) -> bool:
-        """True for the first caller of ``key`` (across processes) until it expires."""
+    async def add_once(self, key: str, ttl_s: float, stream: str, fields: dict[str, bytes | str]) -> str | None:
+        """Claim ``key`` (across processes, until it expires) and append the message, both or neither: the first
+        caller gets the message id, later callers None. A process dying mid-call leaves neither, never a claim
+        without its message."""
 
     async def triggers(self) -> list[tuple[str, str]]:
         """(function, stream) pairs added with ``stoker trigger create``."""

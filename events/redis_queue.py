@@ -16,6 +16,15 @@ _CALL = "stoker:call:"
 _ONCE = "stoker:once:"
 _TRIGGERS = "stoker:triggers"
 
+# SET NX and XADD in one script: Redis runs it atomically (and persists it as one unit in the AOF), so a claimed
+# key always has its message. MULTI cannot do this: a transaction cannot make XADD depend on SET's answer.
+_ADD_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+    return false
+end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
 
 @contextlib.asynccontextmanager
 async def _guard(what: str) -> AsyncIterator[None]:
@@ -43,6 +52,7 @@ class RedisQueue:
         self.redis: Any = aioredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=5
         )
+        self._add_once = self.redis.register_script(_ADD_ONCE)
 
     async def ping(self) -> None:
         async with _guard("ping"):
@@ -178,9 +188,13 @@ class RedisQueue:
             return None
         return CallRecord(_text(data.get(b"status", b"queued")), data.get(b"result"))
 
-    async def once(self, key: str, ttl_s: float) -> bool:
+    async def add_once(self, key: str, ttl_s: float, stream: str, fields: dict[str, bytes | str]) -> str | None:
+        args: list[bytes | str | int] = [_ms(ttl_s)]
+        for name, value in fields.items():
+            args += [name, value]
         async with _guard("once"):
-            return bool(await self.redis.set(_ONCE + key, b"1", nx=True, px=_ms(ttl_s)))
+            msg_id = await self._add_once(keys=[_ONCE + key, stream], args=args)
+        return None if msg_id is None else _text(msg_id)
 
     async def triggers(self) -> list[tuple[str, str]]:
         async with _guard("triggers"):

@@ -183,7 +183,7 @@ class QueueService:
         for fn, (streams, dep) in wanted.items():
             if fn not in self.workers:
                 self._start_worker(fn, streams, dep)
-        await self._cron(now, [dep for _, dep in wanted.values()])
+        await self.fire_cron(now, [dep for _, dep in wanted.values()])
 
     def _start_worker(self, fn: str, streams: list[str], dep: FunctionDeployment) -> None:
         raw = {**dep.labels, **dep.annotations}.get(CONCURRENCY_ANNOTATION, "")
@@ -198,7 +198,11 @@ class QueueService:
         await worker.stop(5.0)
         task.cancel()
 
-    async def _cron(self, now: float, deps: list[FunctionDeployment]) -> None:
+    async def fire_cron(self, now: float, deps: list[FunctionDeployment]) -> list[str]:
+        """Enqueue the ticks of ``deps``' schedules due since the last call (the first call only starts the clock);
+        return the ids of the messages this process enqueued. Every process computes the same ticks; claiming a
+        tick and enqueuing it are one atomic step, so each tick is enqueued exactly once across processes."""
+        added = []
         for dep in deps:
             expression = schedule.schedule_of(dep.labels, dep.annotations)
             if not expression or not schedule.valid(expression):
@@ -207,13 +211,16 @@ class QueueService:
             key = (fn, expression)
             after = self._cron_after.setdefault(key, now)  # ticks missed while no process ran are not replayed
             for tick in schedule.due_ticks(expression, after, now):
-                # Every process computes the same ticks; the first to claim one enqueues it.
-                if await self.queue.once(f"cron:{fn}:{int(tick)}", TICK_KEY_TTL_S):
-                    inv = Invocation(
-                        fn,
-                        headers=[("x-stoker-schedule", expression), ("x-stoker-tick", str(int(tick)))],
-                        origin=f"cron:{int(tick)}",
-                        enqueued_at=now,
-                    )
-                    await self.queue.add(async_stream(fn), {"m": inv.encode()})
+                inv = Invocation(
+                    fn,
+                    headers=[("x-stoker-schedule", expression), ("x-stoker-tick", str(int(tick)))],
+                    origin=f"cron:{int(tick)}",
+                    enqueued_at=now,
+                )
+                msg_id = await self.queue.add_once(
+                    f"cron:{fn}:{int(tick)}", TICK_KEY_TTL_S, async_stream(fn), {"m": inv.encode()}
+                )
+                if msg_id is not None:
+                    added.append(msg_id)
             self._cron_after[key] = now
+        return added

@@ -227,13 +227,15 @@ class SQLiteQueue:
         ).fetchone()
         return CallRecord(row[0], row[1]) if row else None
 
-    async def once(self, key: str, ttl_s: float) -> bool:
+    async def add_once(self, key: str, ttl_s: float, stream: str, fields: dict[str, bytes | str]) -> str | None:
         now = time.time()
-        with self.db:
+        with self.db:  # one transaction: the key and the entry commit together or not at all
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("DELETE FROM once_keys WHERE expires <= ?", (now,))
             cur = self.db.execute("INSERT OR IGNORE INTO once_keys VALUES (?, ?)", (key, now + ttl_s))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return None
+            return self._add(stream, fields)
 
     async def expire(self, now: float) -> None:
         """Forget expired call records (Redis expires its keys itself)."""

@@ -87,8 +87,11 @@ async def test_call_records_once_keys_and_triggers(queue: Queue, name: str) -> N
     await queue.set_call(name, "done", b"result", 0.01)
     await asyncio.sleep(1.1)
     assert await queue.get_call(name) is None  # expired
-    assert await queue.once(f"tick:{name}", 60) is True
-    assert await queue.once(f"tick:{name}", 60) is False
+    first = await queue.add_once(f"tick:{name}", 60, async_stream(name), {"m": b"tick"})
+    assert first is not None
+    assert await queue.add_once(f"tick:{name}", 60, async_stream(name), {"m": b"tick"}) is None
+    assert [m.fields for m in await queue.entries(async_stream(name), 10) if m.id == first] == [{b"m": b"tick"}]
+    assert len(await queue.entries(async_stream(name), 10)) == 2  # the call enqueued above and one tick
     assert await queue.set_trigger(name, "orders", True) is True
     assert await queue.set_trigger(name, "orders", True) is False
     assert (name, "orders") in await queue.triggers()
