@@ -19,23 +19,53 @@ class ScheduleError(ValueError):
     """A cron expression that cannot be used; the message says which and why."""
 
 
-def schedule_of(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
-    """The function's cron expression, or None when it has no timer trigger."""
+def schedule_source(labels: Mapping[str, str], annotations: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the annotation it came from, the function's cron expression), or None when it has no timer trigger."""
     values = {**labels, **annotations}
-    if values.get(SCHEDULE):
-        return values[SCHEDULE].strip()
-    if values.get("topic", "").strip() == "cron-function" and values.get("schedule"):
-        return values["schedule"].strip()
+    if values.get(SCHEDULE, "").strip():
+        return SCHEDULE, values[SCHEDULE].strip()
+    if values.get("topic", "").strip() == "cron-function":
+        return "schedule", values.get("schedule", "").strip()
     return None
 
 
+def schedule_of(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
+    """The function's cron expression, or None when it has no timer trigger."""
+    source = schedule_source(labels, annotations)
+    return source[1] if source and source[1] else None
+
+
+def problem(expression: str) -> str | None:
+    """Why ``expression`` cannot be used as a schedule, or None when it can."""
+    try:
+        croniter(expression)
+    except (ValueError, KeyError, TypeError) as exc:  # croniter's errors are ValueErrors; the others for odd input
+        reason = str(exc).strip().rstrip(".") or type(exc).__name__
+        example = "example: '*/5 * * * *', or 6 fields with seconds last"
+        return f"{expression!r} is not a cron expression ({reason}); {example}"
+    return None
+
+
+def deployment_problem(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
+    """The deploy-time check: the annotation naming a schedule that cannot be used, and why; None when fine."""
+    source = schedule_source(labels, annotations)
+    if source is None:
+        return None
+    annotation, expression = source
+    if not expression:
+        return f"{annotation}: missing; a function with topic cron-function needs a cron expression"
+    reason = problem(expression)
+    return f"{annotation}: {reason}" if reason else None
+
+
 def valid(expression: str) -> bool:
-    return bool(croniter.is_valid(expression))
+    return problem(expression) is None
 
 
 def validate(expression: str) -> str:
-    if not croniter.is_valid(expression):
-        raise ScheduleError(f"{expression!r} is not a cron expression (example: '*/5 * * * *')")
+    reason = problem(expression)
+    if reason:
+        raise ScheduleError(reason)
     return expression
 
 
