@@ -4,16 +4,18 @@ signed bundle with the per-function key before it unpickles anything, however it
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from stoker.sdk import App
+from stoker.sdk import App, DeployError
 from tests.platform_fixture import PASSWORD, Platform, start_platform
 
 pytestmark = pytest.mark.slow
@@ -95,3 +97,52 @@ def test_sdk_function_from_a_warm_container(docker_platform: Platform, monkeypat
 
 def test_sdk_function_from_a_warm_local_process(local_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _from_zero_through_the_pool(local_platform, monkeypatch, "lwarm").startswith("pool-")
+
+
+def _six_function(app: App) -> Any:
+    @app.function(timeout=60, requirements=["six==1.16.0"])
+    def six_version() -> str:
+        import six  # type: ignore[import-untyped, unused-ignore]
+
+        return str(six.__version__)
+
+    return six_version
+
+
+def test_sdk_function_with_a_third_party_requirement_on_docker(
+    docker_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base image has no six: the builder installs the bundle's requirements.txt into the function's image."""
+    monkeypatch.setenv("STOKER_GATEWAY", docker_platform.url)
+    monkeypatch.setenv("STOKER_ADMIN_PASSWORD", PASSWORD)
+    app = App("dsix")
+    six_version = _six_function(app)
+    app.deploy()
+    assert six_version.remote() == "1.16.0"
+
+
+def test_sdk_function_with_a_requirement_the_local_runtime_lacks_is_refused(
+    local_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local backend runs the platform's own interpreter and installs nothing: the deploy is allowed only when
+    that interpreter already satisfies the requirement, else refused with an error naming it (docs/sdk.md)."""
+    monkeypatch.setenv("STOKER_GATEWAY", local_platform.url)
+    monkeypatch.setenv("STOKER_ADMIN_PASSWORD", PASSWORD)
+    app = App("lsix")
+    six_version = _six_function(app)
+    try:
+        installed = importlib.metadata.version("six")  # the platform runs this interpreter
+    except importlib.metadata.PackageNotFoundError:
+        installed = ""
+    if installed == "1.16.0":
+        app.deploy()
+        assert six_version.remote() == "1.16.0"
+        return
+    with pytest.raises(DeployError) as refused:
+        app.deploy()
+    message = str(refused.value)
+    assert "six==1.16.0" in message
+    assert (f"installed: {installed}" if installed else "not installed") in message
+    assert "--backend docker" in message
+    with local_platform.client() as c:
+        assert c.get("/system/function/lsix-six-version").status_code == 404  # nothing of it was left deployed
