@@ -4,15 +4,21 @@ deploy, a cron function is invoked on its schedule, ``stoker trigger create`` su
 from __future__ import annotations
 
 import base64
+import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from stoker import bundle
-from tests.platform_fixture import FUNCTIONS, Platform, start_platform
+from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +83,67 @@ def test_a_valid_schedule_is_accepted(platform: Platform) -> None:
     assert r.status_code == 202, r.text
     with platform.client() as c:
         assert c.request("DELETE", "/system/functions", json={"functionName": name}).status_code == 202
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _deploy_recorder(p: Platform, tmp: Path, name: str, **extra: Any) -> Path:
+    out = tmp / f"{name}.jsonl"
+    r = p.deploy(name, write_handler(tmp / name, RECORDER), envVars={"OUT": str(out)}, **extra)
+    assert r.status_code == 202, r.text
+    return out
+
+
+def _delete(p: Platform, name: str) -> None:
+    with p.client() as c:
+        assert c.request("DELETE", "/system/functions", json={"functionName": name}).status_code == 202
+
+
+def test_a_cron_function_is_invoked_on_its_schedule(platform: Platform, tmp_path: Path) -> None:
+    # Six fields, seconds last (croniter): every 2 seconds, so the test sees several ticks in a few seconds.
+    name = f"cron{uuid.uuid4().hex[:6]}"
+    cron = {"topic": "cron-function", "schedule": "* * * * * */2"}
+    out = _deploy_recorder(platform, tmp_path, name, annotations=cron)
+    try:
+        _until(lambda: len(_records(out)) >= 3, 45, "three cron invocations")
+    finally:
+        _delete(platform, name)
+    ticks = [int(r["headers"]["x-stoker-tick"]) for r in _records(out)]
+    assert all(r["headers"]["x-stoker-schedule"] == "* * * * * */2" for r in _records(out))
+    assert all(t % 2 == 0 for t in ticks) and len(set(ticks)) == len(ticks)  # each tick once
+    assert max(ticks) <= time.time() + 1
+
+
+def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(platform: Platform, tmp_path: Path) -> None:
+    name = f"orders{uuid.uuid4().hex[:6]}"
+    stream = f"orders-{uuid.uuid4().hex[:6]}"
+    out = _deploy_recorder(platform, tmp_path, name)
+    cli = [sys.executable, "-m", "stoker", "trigger"]
+    created = subprocess.run([*cli, "create", name, stream], capture_output=True, env=platform.env(), timeout=60)
+    assert created.returncode == 0, created.stderr
+    listed = subprocess.run([*cli, "ls"], capture_output=True, env=platform.env(), timeout=60)
+    assert listed.returncode == 0 and stream.encode() in listed.stdout, listed
+    client = redis.Redis.from_url(_redis_url())
+    try:
+        # A new trigger reads messages added after its consumer group exists (like OpenFaaS connectors): wait for it.
+        def subscribed() -> bool:
+            try:
+                return any(g["name"] == f"stoker:{name}.openfaas-fn".encode() for g in client.xinfo_groups(stream))
+            except redis.ResponseError:  # no such stream yet
+                return False
+
+        _until(subscribed, 30, "the function's consumer group on the stream")
+        msg_id = client.xadd(stream, {"body": b'{"order": 7}'}).decode()
+        _until(lambda: len(_records(out)) >= 1, 45, "the stream message's invocation")
+    finally:
+        client.close()
+        subprocess.run([*cli, "rm", name, stream], capture_output=True, env=platform.env(), timeout=60)
+        _delete(platform, name)
+    (record,) = _records(out)
+    assert record["headers"]["x-stoker-stream"] == stream
+    assert record["headers"]["x-stoker-message-id"] == msg_id
+    assert record["body"] == '{"order": 7}'
