@@ -27,7 +27,6 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +35,7 @@ from builder.base import ensure_base_image
 from builder.function import build_function
 from builder.reference import validate_reference
 from runtime import codesign
-from runtime.backends.base import FunctionRecord, LogLine
+from runtime.backends.base import FunctionRecord
 from runtime.backends.docker_config import (
     BUNDLE_DIR,
     CREATED,
@@ -61,10 +60,17 @@ from runtime.backends.docker_state import FunctionFiles, SavedFunction
 from runtime.backends.docker_volumes import FunctionCode, function_code, remove_volume, secrets_volume
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import FileSecretStore
+from runtime.backends.slots import (
+    SlotBackend,
+    first_outcome,
+    replace_when_ready,
+    require_secrets,
+    retire_least_busy,
+    stop_all,
+)
 from runtime.pool import WarmPool
 from stoker.config import Config, ConfigError
-from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
-from stoker.names import DEFAULT_NAMESPACE
+from stoker.errors import DeployFailed, StokerError
 from stoker.spec import FunctionDeployment
 
 
@@ -90,10 +96,11 @@ class _Function:
         return self.record.deployment.service, self.record.deployment.namespace
 
 
-class DockerBackend:
+class DockerBackend(SlotBackend[_Function]):
     name = "docker"
 
     def __init__(self, config: Config, key: bytes) -> None:
+        super().__init__()
         self.config = config
         self.key = key
         self.settings = DockerSettings.from_env()
@@ -106,8 +113,6 @@ class DockerBackend:
         self.root = config.home / "docker"
         self.secrets = FileSecretStore(config.home / "secrets")
         self.files = FunctionFiles(self.root / "functions")
-        self._functions: dict[tuple[str, str], _Function] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._base: str = ""
         self._pool: WarmPool | None = None
 
@@ -184,8 +189,7 @@ class DockerBackend:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
-        for task in list(self._background):
-            task.cancel()
+        self._cancel_background()
         slots = [slot for fn in self._functions.values() for slot in fn.slots]
         if self.settings.on_shutdown == "leave":
             for slot in slots:
@@ -199,35 +203,10 @@ class DockerBackend:
         self._functions.clear()
         self.client.close()
 
-    # --- reads ---------------------------------------------------------------------------------------------
-    def get(self, name: str, namespace: str) -> FunctionRecord | None:
-        fn = self._functions.get((name, namespace))
-        return fn.record if fn is not None else None
-
-    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
-        return [fn.record for key, fn in sorted(self._functions.items()) if namespace is None or key[1] == namespace]
-
-    def namespaces(self) -> list[str]:
-        return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
-
-    async def logs(
-        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
-    ) -> AsyncIterator[LogLine]:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        async for line in fn.log.read(tail, since, follow):
-            yield line
-
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle_bytes: bytes | None) -> None:
         check_resources(deployment)
-        missing = self.secrets.missing(deployment.secrets, deployment.namespace)
-        if missing:
-            raise InvalidRequest(
-                f"function {deployment.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
-                f"{deployment.namespace!r} (create them with 'stoker secret create')"
-            )
+        require_secrets(self.secrets, deployment)
         code = FunctionCode()
         if bundle_bytes is not None:
             deployment = replace(deployment, image=await self._build(deployment, bundle_bytes))
@@ -278,7 +257,7 @@ class DockerBackend:
         async with fn.lock:
             for _ in range(replicas):
                 self._add_slot(fn)
-            failure = await self._first_outcome(fn.slots)
+            failure = await first_outcome(fn.slots, self._ready_wait_s)
             if failure is not None:
                 await asyncio.gather(*(slot.stop() for slot in fn.slots))
                 del self._functions[fn.key]
@@ -297,7 +276,7 @@ class DockerBackend:
         fn.code = code
         for _ in range(replicas):
             self._add_slot(fn)
-        failure = await self._first_outcome(fn.slots)
+        failure = await first_outcome(fn.slots, self._ready_wait_s)
         if failure is not None:
             new_slots = fn.slots
             fn.record.deployment, fn.version, fn.slots, fn.secrets_volume, fn.code = previous
@@ -314,16 +293,12 @@ class DockerBackend:
         self._in_background(self._retire(fn.slots, previous[2], old_volume))
 
     async def _retire(self, new: list[ContainerSlot], old: list[ContainerSlot], old_volume: str = "") -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(s.first_outcome for s in new)), self.config.ready_wait_s)
-        await asyncio.gather(*(slot.stop() for slot in old))
+        await replace_when_ready(new, old, self.config.ready_wait_s)
         if old_volume:  # its containers are gone now
             await asyncio.to_thread(remove_volume, self.client, old_volume)
 
     async def remove(self, name: str, namespace: str) -> None:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        fn = self._existing(name, namespace)
         async with fn.lock:
             self._functions.pop(fn.key, None)
             self.files.delete(name, namespace)
@@ -334,52 +309,24 @@ class DockerBackend:
                     await asyncio.to_thread(remove_volume, self.client, volume)
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        fn = self._existing(name, namespace)
         async with fn.lock:
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
                 self._add_slot(fn, warm=True)
-            if len(fn.slots) > replicas:
-                ranked = sorted(fn.slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
-                retired = ranked[: len(fn.slots) - replicas]
-                fn.slots = [s for s in fn.slots if s not in retired]
-                for slot in retired:
-                    slot.stopping = True
-                    slot._unpublish()
-                self._in_background(self._stop_all(retired))
+            if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
+                fn.slots, retired = retire_least_busy(fn.slots, replicas)
+                self._in_background(stop_all(retired))
             self._save(fn)
 
     # --- internals -----------------------------------------------------------------------------------------
+    @property
+    def _ready_wait_s(self) -> float:
+        return max(self.config.ready_wait_s, 60.0)  # containers start slower than processes
+
     def _save(self, fn: _Function) -> None:
         r = fn.record
         self.files.save(SavedFunction(r.deployment, r.replicas, r.created_at, fn.version, fn.secrets_volume, fn.code))
-
-    async def _stop_all(self, slots: list[ContainerSlot]) -> None:
-        await asyncio.gather(*(slot.stop() for slot in slots))
-
-    def _in_background(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _first_outcome(self, slots: list[ContainerSlot]) -> str | None:
-        """None once one replica is ready; the failure text when they all failed first (or the wait ran out)."""
-        pending = {asyncio.ensure_future(slot.first_outcome) for slot in slots}
-        deadline = time.monotonic() + max(self.config.ready_wait_s, 60.0)  # containers start slower than processes
-        failure: str | None = "no replica became ready in time"
-        while pending:
-            done, pending = await asyncio.wait(
-                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                break
-            for fut in done:
-                if fut.result() is None:
-                    return None
-                failure = fut.result()
-        return failure
 
     def _add_slot(self, fn: _Function, adopt: str = "", warm: bool = False) -> None:
         """Start one more replica (or adopt container ``adopt``); with ``warm``, from the pool when it can."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from runtime import pool
 from runtime.backends.docker_config import REPLICA_PORT, generic_spec
+from runtime.backends.readiness import HEALTH, probe
 from runtime.specialize import DIR_VAR, KEY_FD_VAR, POOL_VAR
 
 HEALTH_POLL_S = 0.02
@@ -146,15 +147,8 @@ async def _healthy(client: Any, cid: str, host: str) -> bool:
     deadline = time.monotonic() + START_TIMEOUT_S
     checked = time.monotonic()
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection(host, REPLICA_PORT)
-            try:
-                writer.write(b"GET /_/health HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
-                status = await reader.readline()
-            finally:
-                writer.close()
-            if status.split(b" ")[1:2] == [b"200"]:
-                return True
+        if await probe(host, REPLICA_PORT, HEALTH):
+            return True
         if time.monotonic() - checked > 1.0:  # an exited container never answers: stop waiting for it
             checked = time.monotonic()
             state = (await asyncio.to_thread(client.api.inspect_container, cid)).get("State") or {}

@@ -25,6 +25,7 @@ from runtime.backends.docker_config import REPLICA_PORT
 from runtime.backends.docker_pool import GenericContainer
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import EXIT_LOAD_ERROR, EXIT_STUCK, HEALTHY_AFTER_S, LOAD_ERROR_PREFIX, next_backoff
+from runtime.backends.readiness import wait_ready
 
 READY_POLL_S = 0.05
 T = TypeVar("T")
@@ -226,18 +227,7 @@ class ContainerSlot:
             loop_write([partial.decode("utf-8", "replace")])
 
     async def _wait_ready(self, host: str) -> bool:
-        while not self.stopping:
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection(host, REPLICA_PORT)
-                try:
-                    writer.write(b"GET /_/ready HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
-                    status = await reader.readline()
-                finally:
-                    writer.close()
-                if status.split(b" ")[1:2] in ([b"200"], [b"429"]):
-                    return True
-            await asyncio.sleep(READY_POLL_S)
-        return False
+        return await wait_ready(host, REPLICA_PORT, lambda: self.stopping, READY_POLL_S)
 
     def _unpublish(self, gone: bool = False) -> None:
         if self.endpoint is not None:

@@ -12,9 +12,8 @@ import base64
 from typing import Any
 
 from runtime.backends.k8s_objects import MANAGED_BY
-from runtime.backends.secrets import MAX_SECRET_BYTES
+from runtime.backends.secrets import check_secret
 from stoker.errors import Conflict, InvalidRequest, NotFound
-from stoker.names import InvalidName, validate_name
 
 
 def secret(name: str, namespace: str, value: bytes) -> dict[str, Any]:
@@ -26,15 +25,6 @@ def secret(name: str, namespace: str, value: bytes) -> dict[str, Any]:
         "type": "Opaque",
         "data": {name: base64.b64encode(value).decode()},
     }
-
-
-def _check(name: str, value: bytes | None = None) -> None:
-    try:
-        validate_name(name, "secret")
-    except InvalidName as exc:
-        raise InvalidRequest(str(exc)) from None
-    if value is not None and len(value) > MAX_SECRET_BYTES:
-        raise InvalidRequest(f"secret {name!r} is {len(value)} bytes; at most {MAX_SECRET_BYTES} are allowed")
 
 
 class KubeSecretStore:
@@ -58,7 +48,7 @@ class KubeSecretStore:
         return sorted(s["metadata"]["name"] for s in items if s.get("type", "Opaque") == "Opaque")
 
     def set(self, name: str, namespace: str, value: bytes, create: bool) -> None:
-        _check(name, value)
+        check_secret(name, value)
         self._scope(namespace)
         body = secret(name, namespace, value)
         try:
@@ -75,7 +65,7 @@ class KubeSecretStore:
             raise
 
     def delete(self, name: str, namespace: str) -> None:
-        _check(name)
+        check_secret(name)
         self._scope(namespace)
         try:
             self.core.delete_namespaced_secret(name, namespace)

@@ -12,26 +12,30 @@ update starts the new replicas first and drains the old ones after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from runtime import codesign
-from runtime.backends.base import FunctionRecord, LogLine
+from runtime.backends.base import FunctionRecord
 from runtime.backends.local_pool import GenericProcess, GenericStarter
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import ProcessSpec, ReplicaSlot, WarmStart, default_python
 from runtime.backends.secrets import FileSecretStore
+from runtime.backends.slots import (
+    SlotBackend,
+    first_outcome,
+    replace_when_ready,
+    require_secrets,
+    retire_least_busy,
+    stop_all,
+)
 from runtime.pool import WarmPool
 from stoker import bundle
 from stoker.config import Config
-from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
-from stoker.names import DEFAULT_NAMESPACE
+from stoker.errors import DeployFailed, InvalidRequest, StokerError
 from stoker.spec import FunctionDeployment
 
 _SCRUBBED_ENV_PREFIXES = ("STOKER_", "OPENFAAS_")  # never hand the platform's secrets to a function
@@ -61,16 +65,15 @@ class _Function:
         return self.record.deployment.service, self.record.deployment.namespace
 
 
-class LocalBackend:
+class LocalBackend(SlotBackend[_Function]):
     name = "local"
 
     def __init__(self, config: Config, key: bytes) -> None:
+        super().__init__()
         self.config = config
         self.key = key
         self.root = config.home / "local"
         self.secrets = FileSecretStore(config.home / "secrets")
-        self._functions: dict[tuple[str, str], _Function] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
         self._pool: WarmPool | None = None
 
@@ -104,33 +107,12 @@ class LocalBackend:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
-        for task in list(self._background):
-            task.cancel()
+        self._cancel_background()
         slots = [slot for fn in self._functions.values() for slot in fn.slots]
         await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
         for fn in self._functions.values():
             fn.log.close()
         self._functions.clear()
-
-    # --- reads ---------------------------------------------------------------------------------------------
-    def get(self, name: str, namespace: str) -> FunctionRecord | None:
-        fn = self._functions.get((name, namespace))
-        return fn.record if fn is not None else None
-
-    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
-        return [fn.record for key, fn in sorted(self._functions.items()) if namespace is None or key[1] == namespace]
-
-    def namespaces(self) -> list[str]:
-        return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
-
-    async def logs(
-        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
-    ) -> AsyncIterator[LogLine]:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        async for line in fn.log.read(tail, since, follow):
-            yield line
 
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle_bytes: bytes | None) -> None:
@@ -139,12 +121,7 @@ class LocalBackend:
                 f"function {deployment.service!r}: the local backend runs source bundles, not images "
                 "(deploy from a handler folder, or start the platform with --backend docker)"
             )
-        missing = self.secrets.missing(deployment.secrets, deployment.namespace)
-        if missing:
-            raise InvalidRequest(
-                f"function {deployment.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
-                f"{deployment.namespace!r} (create them with 'stoker secret create')"
-            )
+        require_secrets(self.secrets, deployment)
         digest = bundle.digest(bundle_bytes)
         signature = bundle.sign(self.key, bundle_bytes)
         self._pinned.append(digest)
@@ -168,7 +145,7 @@ class LocalBackend:
         async with fn.lock:
             for _ in range(replicas):
                 self._add_slot(fn)
-            failure = await self._first_outcome(fn.slots)
+            failure = await first_outcome(fn.slots, self.config.ready_wait_s)
             if failure is not None:
                 await asyncio.gather(*(slot.stop() for slot in fn.slots))
                 del self._functions[fn.key]
@@ -183,7 +160,7 @@ class LocalBackend:
         fn.record.deployment, fn.digest, fn.signature, fn.slots = dep, digest, signature, []
         for _ in range(replicas):
             self._add_slot(fn)
-        failure = await self._first_outcome(fn.slots)
+        failure = await first_outcome(fn.slots, self.config.ready_wait_s)
         if failure is not None:
             new_slots = fn.slots
             fn.record.deployment, fn.digest, fn.signature, fn.slots = previous
@@ -194,18 +171,10 @@ class LocalBackend:
         fn.record.replicas = replicas
         fn.record.message = ""
         self._save(fn)
-        self._in_background(self._retire(fn.slots, previous[3]))
-
-    async def _retire(self, new: list[ReplicaSlot], old: list[ReplicaSlot]) -> None:
-        """Stop the old version once the new one is ready (bounded), so capacity never drops."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(s.first_outcome for s in new)), self.config.ready_wait_s)
-        await asyncio.gather(*(slot.stop() for slot in old))
+        self._in_background(replace_when_ready(fn.slots, previous[3], self.config.ready_wait_s))
 
     async def remove(self, name: str, namespace: str) -> None:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        fn = self._existing(name, namespace)
         async with fn.lock:
             self._functions.pop(fn.key, None)
             (self.root / "functions" / namespace / f"{name}.json").unlink(missing_ok=True)
@@ -214,50 +183,17 @@ class LocalBackend:
         self._collect_garbage()
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        fn = self._existing(name, namespace)
         async with fn.lock:
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
                 self._add_slot(fn, warm=True)
-            if len(fn.slots) > replicas:
-                # Retire the least busy replicas; the rest keep serving while these drain.
-                ranked = sorted(fn.slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
-                retired = ranked[: len(fn.slots) - replicas]
-                fn.slots = [s for s in fn.slots if s not in retired]
-                for slot in retired:
-                    slot.stopping = True
-                    slot._unpublish()
-                self._in_background(self._stop_all(retired))
+            if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
+                fn.slots, retired = retire_least_busy(fn.slots, replicas)
+                self._in_background(stop_all(retired))
             self._save(fn)
 
     # --- internals -----------------------------------------------------------------------------------------
-    async def _stop_all(self, slots: list[ReplicaSlot]) -> None:
-        await asyncio.gather(*(slot.stop() for slot in slots))
-
-    def _in_background(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _first_outcome(self, slots: list[ReplicaSlot]) -> str | None:
-        """None once one replica is ready; the failure text when they all failed first (or the wait ran out)."""
-        pending = {asyncio.ensure_future(slot.first_outcome) for slot in slots}
-        deadline = time.monotonic() + self.config.ready_wait_s
-        failure: str | None = "no replica became ready in time"
-        while pending:
-            done, pending = await asyncio.wait(
-                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                break
-            for fut in done:
-                if fut.result() is None:
-                    return None
-                failure = fut.result()
-        return failure
-
     def _base_env(self) -> dict[str, str]:
         """What every replica's environment starts from: ours without the platform's own variables."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runtime import pool
 from runtime.backends.process import _Output, spawn_runtime
+from runtime.backends.readiness import HEALTH, probe
 from runtime.specialize import DIR_VAR, KEY_FD_VAR, POOL_VAR
 
 HEALTH_POLL_S = 0.01
@@ -102,14 +103,7 @@ class GenericStarter:
 async def _healthy(port: int, output: _Output) -> bool:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and not output.exited.done():
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                writer.write(b"GET /_/health HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
-                status = await reader.readline()
-            finally:
-                writer.close()
-            if status.split(b" ")[1:2] == [b"200"]:
-                return True
+        if await probe("127.0.0.1", port, HEALTH):
+            return True
         await asyncio.sleep(HEALTH_POLL_S)
     return False

@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 from runtime.backends.base import Endpoint
 from runtime.backends.logstore import FunctionLog
+from runtime.backends.readiness import wait_ready
 
 EXIT_LOAD_ERROR = 3  # the handler could not be imported
 EXIT_STUCK = 4  # a timed-out handler could not be stopped; restart at once
 LOAD_ERROR_PREFIX = "stoker: cannot load handler:"
-READY_POLL_S = 0.02
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 10.0  # a replica that stayed up this long resets the backoff
@@ -241,18 +241,7 @@ class ReplicaSlot:
         return (code if code is not None else -1), was_ready
 
     async def _wait_ready(self, port: int) -> bool:
-        while not self.stopping:
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                try:
-                    writer.write(b"GET /_/ready HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
-                    status = await reader.readline()
-                finally:
-                    writer.close()
-                if status.split(b" ")[1:2] in ([b"200"], [b"429"]):
-                    return True
-            await asyncio.sleep(READY_POLL_S)
-        return False
+        return await wait_ready("127.0.0.1", port, lambda: self.stopping)
 
     def _unpublish(self, gone: bool = False) -> None:
         if self.endpoint is not None:

@@ -31,7 +31,8 @@ class SecretStore(Protocol):
         ...
 
 
-def _check(name: str, value: bytes | None = None) -> None:
+def check_secret(name: str, value: bytes | None = None) -> None:
+    """InvalidRequest unless ``name`` is a DNS-1123 label and ``value`` (when given) is within the size limit."""
     try:
         validate_name(name, "secret")
     except InvalidName as exc:
@@ -53,7 +54,7 @@ class FileSecretStore:
         return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
     def set(self, name: str, namespace: str, value: bytes, create: bool) -> None:
-        _check(name, value)
+        check_secret(name, value)
         path = self._path(name, namespace)
         if create and path.exists():
             raise Conflict(f"secret {name!r} already exists in {namespace!r}; use PUT to update it")
@@ -70,7 +71,7 @@ class FileSecretStore:
         self._refresh(name, namespace)
 
     def delete(self, name: str, namespace: str) -> None:
-        _check(name)
+        check_secret(name)
         try:
             self._path(name, namespace).unlink()
         except FileNotFoundError:

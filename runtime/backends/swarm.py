@@ -33,6 +33,7 @@ from builder.function import build_function, push
 from builder.reference import validate_reference
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine
 from runtime.backends.docker_config import check_resources
+from runtime.backends.readiness import probe
 from runtime.backends.swarm_config import PLATFORM, STOKER_IMAGE, SwarmSettings, service_name, service_spec
 from runtime.backends.swarm_secrets import SwarmSecretStore
 from runtime.backends.swarm_tasks import (
@@ -193,7 +194,7 @@ class SwarmBackend:
         deadline = time.monotonic() + self.settings.deploy_timeout_s
         try:
             while time.monotonic() < deadline:
-                if await _ready(c.host, c.port):
+                if await probe(c.host, c.port):
                     self._ready[c.task] = c  # routed from the next poll on
                     return
                 await asyncio.sleep(0.1)
@@ -396,18 +397,6 @@ class SwarmBackend:
                 if "out of sequence" not in str(exc) or attempt == 4:
                     raise
         fn.record.replicas = replicas
-
-
-async def _ready(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError, asyncio.TimeoutError):
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-        try:
-            writer.write(b"GET /_/ready HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n")
-            status = await asyncio.wait_for(reader.readline(), 2)
-        finally:
-            writer.close()
-        return status.split(b" ")[1:2] in ([b"200"], [b"429"])
-    return False
 
 
 def _quiet(_: str) -> None:

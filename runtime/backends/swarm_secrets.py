@@ -14,23 +14,13 @@ import contextlib
 import hashlib
 from typing import Any
 
-from runtime.backends.secrets import MAX_SECRET_BYTES
-from stoker.errors import Conflict, InvalidRequest, NotFound
-from stoker.names import InvalidName, validate_name
+from runtime.backends.secrets import check_secret
+from stoker.errors import Conflict, NotFound
 
 SECRET = "com.stoker.secret"
 SECRET_NAMESPACE = "com.stoker.secret-namespace"
 SECRET_VERSION = "com.stoker.secret-version"
 _PLATFORM = "com.stoker.platform"
-
-
-def _check(name: str, value: bytes | None = None) -> None:
-    try:
-        validate_name(name, "secret")
-    except InvalidName as exc:
-        raise InvalidRequest(str(exc)) from None
-    if value is not None and len(value) > MAX_SECRET_BYTES:
-        raise InvalidRequest(f"secret {name!r} is {len(value)} bytes; at most {MAX_SECRET_BYTES} are allowed")
 
 
 class SwarmSecretStore:
@@ -59,7 +49,7 @@ class SwarmSecretStore:
         return sorted({s["Spec"]["Labels"][SECRET] for s in self._versions(None, namespace)})
 
     def set(self, name: str, namespace: str, value: bytes, create: bool) -> None:
-        _check(name, value)
+        check_secret(name, value)
         versions = self._versions(name, namespace)
         if create and versions:
             raise Conflict(f"secret {name!r} already exists in {namespace!r}; use PUT to update it")
@@ -105,7 +95,7 @@ class SwarmSecretStore:
             self.api.remove_secret(secret_id)
 
     def delete(self, name: str, namespace: str) -> None:
-        _check(name)
+        check_secret(name)
         versions = self._versions(name, namespace)
         if not versions:
             raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")

@@ -85,7 +85,8 @@ def test_scale_to_zero_then_fifty_concurrent_requests_share_one_scale_up_from_th
         "com.openfaas.scale.zero-duration": "1s",
         "com.openfaas.scale.target": "100",  # one replica carries all 50, so the autoscaler adds none
     }
-    assert docker_scaling.deploy("dzero", host_folder, labels=labels).status_code == 202
+    r = docker_scaling.deploy("dzero", host_folder, labels=labels)
+    assert r.status_code == 202, r.text
     wait_until(lambda: status(docker_scaling, "dzero")["replicas"] == 0, 60, "scale to zero")
     wait_until(lambda: status(docker_scaling, "dzero")["availableReplicas"] == 0, 60, "the container to stop")
     wait_until(lambda: "stoker_warm_pool_ready 2" in httpx.get(f"{docker_scaling.url}/metrics").text, 90, "the pool")

@@ -1,0 +1,41 @@
+"""The probes backends run against replicas: ``GET /_/ready`` before routing to one, ``/_/health`` for the pool.
+
+For readiness 200 means ready and 429 ready but at its in-flight limit (it still counts: the gateway skips full
+replicas itself); for health only 200 counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+READY_POLL_S = 0.02
+READY = "/_/ready"
+HEALTH = "/_/health"
+_PROBE_TIMEOUT_S = 2.0  # a replica on loopback or a bridge answers in milliseconds; a vanished address never does
+
+
+async def probe(host: str, port: int, path: str = READY) -> bool:
+    """One ``GET path``: True when the replica answers 200 (or 429, for readiness)."""
+    ok = ([b"200"], [b"429"]) if path == READY else ([b"200"],)
+    request = f"GET {path} HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n".encode()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(request)
+                status = await reader.readline()
+            finally:
+                writer.close()
+        return status.split(b" ")[1:2] in ok
+    return False
+
+
+async def wait_ready(host: str, port: int, stopping: Callable[[], bool], poll_s: float = READY_POLL_S) -> bool:
+    """Probe ``/_/ready`` until the replica is ready (True) or ``stopping()`` says to give up (False)."""
+    while not stopping():
+        if await probe(host, port):
+            return True
+        await asyncio.sleep(poll_s)
+    return False

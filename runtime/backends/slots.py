@@ -1,0 +1,133 @@
+"""What the backends that supervise replica slots themselves (local processes, Docker containers) share.
+
+A slot is one replica kept running (:class:`runtime.backends.process.ReplicaSlot`,
+:class:`runtime.backends.docker_replica.ContainerSlot`). :class:`SlotBackend` holds the function table and the reads
+of the Backend interface, and the steps of a deploy both backends take the same way: refuse missing secrets, wait
+for the first replica of a version, retire the least busy replicas on scale-down, stop an old version only once
+the new one is ready, keep background work to cancel at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.logstore import FunctionLog
+from runtime.backends.secrets import SecretStore
+from stoker.errors import InvalidRequest, NotFound
+from stoker.names import DEFAULT_NAMESPACE
+from stoker.spec import FunctionDeployment
+
+
+class Slot(Protocol):
+    first_outcome: asyncio.Future[str | None]  # None once ready; why not, when the first start failed
+    endpoint: Endpoint | None
+    stopping: bool
+
+    def _unpublish(self, gone: bool = False) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Function(Protocol):
+    record: FunctionRecord
+    log: FunctionLog
+
+
+S = TypeVar("S", bound=Slot)
+F = TypeVar("F", bound=Function)
+
+
+def require_secrets(store: SecretStore, dep: FunctionDeployment) -> None:
+    """InvalidRequest naming the secrets a deployment asks for that do not exist."""
+    missing = store.missing(dep.secrets, dep.namespace)
+    if missing:
+        raise InvalidRequest(
+            f"function {dep.service!r} needs secret(s) {', '.join(missing)} that do not exist in "
+            f"{dep.namespace!r} (create them with 'stoker secret create')"
+        )
+
+
+async def first_outcome(slots: Sequence[Slot], timeout_s: float) -> str | None:
+    """None once one replica is ready; the failure text when they all failed first (or the wait ran out)."""
+    pending = {asyncio.ensure_future(slot.first_outcome) for slot in slots}
+    deadline = time.monotonic() + timeout_s
+    failure: str | None = "no replica became ready in time"
+    while pending:
+        done, pending = await asyncio.wait(
+            pending, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            break
+        for fut in done:
+            if fut.result() is None:
+                return None
+            failure = fut.result()
+    return failure
+
+
+def retire_least_busy(slots: list[S], keep: int) -> tuple[list[S], list[S]]:
+    """Split ``slots`` into those kept and those retired; the retired leave routing now and drain after."""
+    ranked = sorted(slots, key=lambda s: s.endpoint.inflight if s.endpoint else -1)
+    retired = ranked[: max(0, len(slots) - keep)]
+    for slot in retired:
+        slot.stopping = True
+        slot._unpublish()
+    return [s for s in slots if s not in retired], retired
+
+
+async def stop_all(slots: Sequence[Slot]) -> None:
+    await asyncio.gather(*(slot.stop() for slot in slots))
+
+
+async def replace_when_ready(new: Sequence[Slot], old: Sequence[Slot], wait_s: float) -> None:
+    """Stop the old version once the new one is ready (bounded), so capacity never drops."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(s.first_outcome for s in new)), wait_s)
+    await stop_all(old)
+
+
+class SlotBackend(Generic[F]):
+    """The function table, the Backend reads, and background work of a slot-supervising backend."""
+
+    def __init__(self) -> None:
+        self._functions: dict[tuple[str, str], F] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def get(self, name: str, namespace: str) -> FunctionRecord | None:
+        fn = self._functions.get((name, namespace))
+        return fn.record if fn is not None else None
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        return [fn.record for key, fn in sorted(self._functions.items()) if namespace is None or key[1] == namespace]
+
+    def namespaces(self) -> list[str]:
+        return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
+
+    async def logs(
+        self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        async for line in fn.log.read(tail, since, follow):
+            yield line
+
+    def _existing(self, name: str, namespace: str) -> F:
+        fn = self._functions.get((name, namespace))
+        if fn is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        return fn
+
+    def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _cancel_background(self) -> None:
+        for task in list(self._background):
+            task.cancel()
