@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from events.schedule import deployment_problem as schedule_problem
 from stoker.errors import InvalidRequest
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
 
@@ -174,6 +173,10 @@ class FunctionSettings:
         if zero not in ("", "true", "false"):
             raise InvalidRequest(f"{SCALE_ZERO}: {values[SCALE_ZERO]!r} is not true or false")
         zero_duration = values.get(SCALE_ZERO_DURATION)
+        # Imported here: replicas import this module (runtime.config) and their image has neither events/ nor
+        # croniter; only the platform validates deployments.
+        from events.schedule import deployment_problem as schedule_problem
+
         schedule = schedule_problem(dep.labels, dep.annotations)  # com.stoker.schedule, or topic: cron-function
         if schedule:
             raise InvalidRequest(schedule)
