@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from events.schedule import deployment_problem as schedule_problem
 from gateway.metrics import Metrics
 from runtime.backends.base import Backend, FunctionRecord
 from stoker import __version__
@@ -24,6 +25,17 @@ from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound, PayloadTooLarge, StokerError
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
 from stoker.spec import FunctionDeployment, FunctionStatus, parse_duration
+
+
+def check_schedule(dep: FunctionDeployment) -> None:
+    """Refuse a cron schedule that cannot be used (``com.stoker.schedule``, or ``topic: cron-function``).
+
+    Checked where deployments come in, not in :mod:`stoker.spec`: that module is imported by every replica, whose
+    image has neither :mod:`events` nor croniter, and by backends restoring stored functions, which must not lose a
+    function to a stricter check later."""
+    problem = schedule_problem(dep.labels, dep.annotations)
+    if problem:
+        raise InvalidRequest(problem)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -128,6 +140,7 @@ class ManagementAPI:
         # base64 inflates by 4/3; allow for it and the JSON around the bundle
         body = await self._json(request, self.config.max_bundle_bytes * 4 // 3 + 1024 * 1024)
         dep = FunctionDeployment.from_json(body)
+        check_schedule(dep)
         bundle: bytes | None = None
         if dep.source:
             try:

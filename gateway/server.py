@@ -22,6 +22,7 @@ from typing import IO
 import uvicorn
 
 from autoscaler.shared import CounterPublisher
+from gateway.api import check_schedule
 from gateway.app import GatewayApp
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
@@ -90,6 +91,7 @@ async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int
         if data is not None:
             bundle.check(data, max_bundle_bytes)
         dep = FunctionDeployment.from_json(fn.to_deployment(), require_code=False)
+        check_schedule(dep)
         await backend.deploy(dep, data)
         deployed.append(dep.service)
     return deployed

@@ -173,13 +173,6 @@ class FunctionSettings:
         if zero not in ("", "true", "false"):
             raise InvalidRequest(f"{SCALE_ZERO}: {values[SCALE_ZERO]!r} is not true or false")
         zero_duration = values.get(SCALE_ZERO_DURATION)
-        # Imported here: replicas import this module (runtime.config) and their image has neither events/ nor
-        # croniter; only the platform validates deployments.
-        from events.schedule import deployment_problem as schedule_problem
-
-        schedule = schedule_problem(dep.labels, dep.annotations)  # com.stoker.schedule, or topic: cron-function
-        if schedule:
-            raise InvalidRequest(schedule)
         return cls(
             min_replicas=min_replicas,
             max_replicas=max_replicas,
