@@ -29,7 +29,7 @@ from events.worker import WorkerSettings
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from stoker.config import Config, ConfigError
-from stoker.credentials import load_or_create_key
+from stoker.credentials import platform_key
 from stoker.errors import StokerError
 
 
@@ -175,7 +175,11 @@ def check(config: Config) -> None:
 
 async def run(config: Config) -> None:
     check(config)
-    backend = create_backend(config, load_or_create_key(config.home))
+    try:
+        key = platform_key(config.home, config.platform_key_file)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    backend = create_backend(config, key)
     controller = Controller(config, backend, make_elector(config), SharedLoad(config.redis_url, config.leader_ttl_s))
     server = _Server(
         uvicorn.Config(_App(controller), host=config.host, port=config.port, lifespan="off", log_level="warning")

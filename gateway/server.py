@@ -29,7 +29,7 @@ from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
 from stoker import bundle
 from stoker.config import Config, ConfigError
-from stoker.credentials import load_or_create_key, load_or_create_password
+from stoker.credentials import load_or_create_password, platform_key
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment
 
@@ -101,7 +101,10 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
     lock = _lock_home(config.home)
     try:
         password = load_or_create_password(config.home, config.admin_password)
-        key = load_or_create_key(config.home)
+        try:
+            key = platform_key(config.home, config.platform_key_file)
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
         sock = _bind(config.host, config.port)
         port = sock.getsockname()[1]
         backend = create_backend(config, key)

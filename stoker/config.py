@@ -46,6 +46,9 @@ class Config:
     drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
     log_lines: int = 2000  # log lines kept in memory per function
     python: str = ""  # interpreter for local replicas; empty: the one running stoker
+    # The bundle-signing key, hex, from this file (a Docker or Kubernetes secret shared by every gateway replica);
+    # empty: $STOKER_HOME/platform.key, created on first start.
+    platform_key_file: str = ""
     # Autoscaling (see docs/autoscaling.md); per-function target, bounds and scale to zero come from labels.
     autoscale: bool = True  # run the autoscaler loop (scale from zero on a request happens either way)
     autoscale_tick_s: float = 1.0  # how often the loop reads the counters and decides

@@ -45,6 +45,23 @@ def read_password(home: Path) -> str | None:
     return password if isinstance(password, str) and password else None
 
 
+def platform_key(home: Path, key_file: str = "") -> bytes:
+    """The platform key: from ``key_file`` when given (several gateways must share one), else ``platform.key``.
+
+    A given file that cannot be read, or does not hold at least 32 bytes as hex, is a ValueError naming it."""
+    if not key_file:
+        return load_or_create_key(home)
+    try:
+        key = bytes.fromhex(Path(key_file).read_text().strip())
+    except OSError as exc:
+        raise ValueError(f"STOKER_PLATFORM_KEY_FILE: cannot read {key_file}: {exc.strerror}") from None
+    except ValueError:
+        raise ValueError(f"STOKER_PLATFORM_KEY_FILE: {key_file} does not hold a hex key") from None
+    if len(key) < 32:
+        raise ValueError(f"STOKER_PLATFORM_KEY_FILE: {key_file} holds {len(key)} bytes; use at least 32")
+    return key
+
+
 def load_or_create_key(home: Path) -> bytes:
     """The platform key that signs code bundles (32 random bytes, hex in ``platform.key``)."""
     path = home / "platform.key"

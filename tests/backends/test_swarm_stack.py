@@ -3,7 +3,9 @@ overlay network; deploy, scale, and a rolling update under load with zero failed
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -28,10 +30,16 @@ AUTH = ("admin", "swarm-test-password")
 URL = ""  # the first gateway task's published port, set by the fixture
 
 
+KEY_SECRET = "stoker_platform_key"
+
+
 def _cleanup(engine: Any) -> None:
     subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, check=False, timeout=120)
     for service in engine.api.services(filters={"label": f"{PLATFORM}=stoker"}):
         engine.api.remove_service(service["ID"])
+    for secret in engine.api.secrets(filters={"name": KEY_SECRET}):
+        with contextlib.suppress(Exception):  # still in use until the stack's tasks are gone; the next run replaces it
+            engine.api.remove_secret(secret["ID"])
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +55,10 @@ def stack() -> Iterator[Any]:
         "STOKER_REDIS_IMAGE": "stoker/redis:local",
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
     }
+    # The key every gateway and controller shares, as the stack expects it (docs/swarm.md).
+    for old in engine.api.secrets(filters={"name": KEY_SECRET}):  # left by an interrupted run
+        engine.api.remove_secret(old["ID"])
+    engine.api.create_secret(KEY_SECRET, secrets.token_hex(32).encode())
     cmd = ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "deploy/swarm/stack.yml"), STACK]
     deployed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert deployed.returncode == 0, deployed.stderr
