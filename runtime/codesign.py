@@ -29,6 +29,8 @@ from pathlib import Path
 BUNDLE_VAR = "STOKER_BUNDLE"
 KEY_VAR = "STOKER_BUNDLE_KEY"
 SIGNATURE_VAR = "STOKER_BUNDLE_SIGNATURE"
+# Set by a backend that runs the plain base image: the replica unpacks the (verified) bundle and serves it.
+UNPACK_VAR = "STOKER_UNPACK_BUNDLE"
 _CONTEXT = b"stoker-replica-bundle\0"
 
 

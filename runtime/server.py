@@ -27,13 +27,17 @@ from types import FrameType
 
 import uvicorn
 
+from runtime import codesign
 from runtime.app import ReplicaApp
+from runtime.codesign import UNPACK_VAR, CodeSignatureError
 from runtime.config import ConfigError, ReplicaConfig
 from runtime.httpserver import CoalescingHttpToolsProtocol
 from runtime.invoke import STOP_GRACE_S, Invoker
 from runtime.loader import Handler, LoadError, load_handler
 from runtime.logs import function_logger
 from runtime.specialize import DIR_VAR, KEY_FD_VAR, POOL_VAR, GenericApp, read_key
+from stoker import bundle
+from stoker.errors import StokerError
 
 EXIT_OK = 0
 EXIT_SERVE_FAILED = 1
@@ -50,6 +54,12 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     for stream in (sys.stdout, sys.stderr):
         # Line-buffered so the supervising backend sees each line as it is written, even through a pipe.
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if environ.get(UNPACK_VAR) == "1":
+        try:
+            environ = {**environ, "STOKER_FUNCTION_DIR": str(_unpack_signed_bundle(environ))}
+        except (CodeSignatureError, StokerError) as exc:
+            print(f"stoker: cannot load handler: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_LOAD
     try:
         config = ReplicaConfig.from_env(environ)
         if environ.get(POOL_VAR) == "1":
@@ -65,6 +75,13 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
         print(f"stoker: cannot load handler: {exc}", file=sys.stderr)
         return EXIT_CANNOT_LOAD
     return Replica(config, handler).run()
+
+
+def _unpack_signed_bundle(environ: Mapping[str, str]) -> Path:
+    """A replica of the plain base image: its code is the signed bundle the backend mounted, checked before it is
+    unpacked (into a fresh folder under /tmp, the one writable place of a read-only container)."""
+    data = codesign.read_verified_bundle(environ)
+    return bundle.unpack(data, tempfile.mkdtemp(prefix="stoker-function-"))
 
 
 def _generic(config: ReplicaConfig, environ: Mapping[str, str]) -> int:

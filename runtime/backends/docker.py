@@ -57,7 +57,7 @@ from runtime.backends.docker_config import (
 from runtime.backends.docker_pool import ContainerStarter, GenericContainer
 from runtime.backends.docker_replica import ContainerSlot, WarmContainer
 from runtime.backends.docker_state import FunctionFiles, SavedFunction
-from runtime.backends.docker_volumes import FunctionCode, function_code, remove_volume, secrets_volume
+from runtime.backends.docker_volumes import FunctionCode, function_code, needs_image, remove_volume, secrets_volume
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
@@ -195,9 +195,9 @@ class DockerBackend(SlotBackend[_Function]):
             for slot in slots:
                 slot.detach()
         else:
+            # Bundle and secret volumes stay: the functions are restored from $STOKER_HOME at the next start and
+            # their new containers mount them (they go on update and remove).
             await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
-            for volume in {fn.code.volume for fn in self._functions.values()} - {""}:  # nothing will adopt them
-                await asyncio.to_thread(remove_volume, self.client, volume)
         for fn in self._functions.values():
             fn.log.close()
         self._functions.clear()
@@ -209,8 +209,13 @@ class DockerBackend(SlotBackend[_Function]):
         require_secrets(self.secrets, deployment)
         code = FunctionCode()
         if bundle_bytes is not None:
-            deployment = replace(deployment, image=await self._build(deployment, bundle_bytes))
+            if needs_image(bundle_bytes):
+                deployment = replace(deployment, image=await self._build(deployment, bundle_bytes))
+            else:  # nothing to install: the base image runs the bundle itself
+                deployment = replace(deployment, image=await asyncio.to_thread(self._base_image))
             code = await asyncio.to_thread(function_code, self.client, self.owner, self.key, deployment, bundle_bytes)
+            if not needs_image(bundle_bytes):
+                code = replace(code, env={**code.env, codesign.UNPACK_VAR: "1"})
         else:
             validate_reference(deployment.image)
             await asyncio.to_thread(self._ensure_image, deployment.image)

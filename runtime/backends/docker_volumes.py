@@ -10,12 +10,13 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.pip import has_requirements
+from builder.base import pinned_requirements
 from runtime import codesign
 from runtime.backends.docker_config import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, OWNER
 from stoker import bundle
@@ -38,7 +39,7 @@ def function_code(client: Any, owner: str, platform_key: bytes, dep: FunctionDep
     path = f"{BUNDLE_DIR}/{BUNDLE_FILE}"
     env = codesign.replica_env_for_bytes(platform_key, dep.namespace, dep.service, data, path)
     # The pool's containers run the base image: only a function that needs nothing more can start in one.
-    poolable = not dep.secrets and not dep.envProcess and not has_requirements(_requirements(data))
+    poolable = not dep.secrets and not dep.envProcess and not needs_image(data)
     return FunctionCode(volume, env, data if poolable else b"")
 
 
@@ -68,6 +69,44 @@ def bundle_volume(client: Any, owner: str, dep: FunctionDeployment, data: bytes)
     if not _exists(client, volume):
         _fill(client, dep, owner, volume, {BUNDLE_FILE: data})
     return volume
+
+
+def needs_image(data: bytes) -> bool:
+    """Whether a source bundle needs an image of its own: only to install requirements the base image lacks.
+
+    Otherwise the plain base image runs it, unpacking the mounted signed bundle at start (no build, nothing stored
+    per version). A requirement counts as present when it names one of the runtime's own packages, unpinned or
+    pinned (``==``) to the version the base image holds; anything else (ranges, URLs, options) gets an image."""
+    lines = [line.split("#", 1)[0].strip() for line in _requirements(data).splitlines()]
+    wanted = [line for line in lines if line]
+    if not wanted:
+        return False
+    present = base_packages()
+    return not all(_present(line, present) for line in wanted)
+
+
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:==\s*([A-Za-z0-9.+!_-]+))?$")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def base_packages() -> dict[str, str]:
+    """The runtime's own distributions in the base image, by normalised name, with their pinned versions."""
+    packages = {}
+    for line in pinned_requirements().splitlines():
+        m = _REQUIREMENT.match(line.strip())
+        if m and m.group(2):
+            packages[_normal(m.group(1))] = m.group(2)
+    return packages
+
+
+def _present(requirement: str, present: dict[str, str]) -> bool:
+    m = _REQUIREMENT.match(requirement)
+    if not m or _normal(m.group(1)) not in present:
+        return False
+    return m.group(2) is None or m.group(2) == present[_normal(m.group(1))]
 
 
 def _requirements(data: bytes) -> str:

@@ -119,6 +119,8 @@ def test_sdk_function_with_a_third_party_requirement_on_docker(
     six_version = _six_function(app)
     app.deploy()
     assert six_version.remote() == "1.16.0"
+    images = _images(docker_platform, "dsix")
+    assert images and all(image.startswith("stoker-fn/") for image in images), images  # built with six in it
 
 
 def test_sdk_function_with_a_requirement_the_local_runtime_lacks_is_refused(
@@ -146,3 +148,28 @@ def test_sdk_function_with_a_requirement_the_local_runtime_lacks_is_refused(
     assert "--backend docker" in message
     with local_platform.client() as c:
         assert c.get("/system/function/lsix-six-version").status_code == 404  # nothing of it was left deployed
+
+
+def _images(p: Platform, prefix: str) -> list[str]:
+    with p.client() as c:
+        return [f["image"] for f in c.get("/system/functions").json() if f["name"].startswith(prefix)]
+
+
+def test_requirements_the_runtime_image_has_need_no_image_of_its_own(
+    docker_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """msgpack is one of the runtime's packages: nothing is built, the base image runs the signed bundle."""
+    monkeypatch.setenv("STOKER_GATEWAY", docker_platform.url)
+    monkeypatch.setenv("STOKER_ADMIN_PASSWORD", PASSWORD)
+    app = App("dmsg")
+
+    @app.function(timeout=60, requirements=["msgpack"])
+    def msgpack_version() -> str:
+        import msgpack
+
+        return ".".join(map(str, msgpack.version))
+
+    app.deploy()
+    assert msgpack_version.remote() == importlib.metadata.version("msgpack")
+    images = _images(docker_platform, "dmsg")
+    assert images and all(image.startswith("stoker/runtime:") for image in images), images
