@@ -27,11 +27,11 @@ from events.callbacks import callback_headers
 from events.messages import CallStatus, Invocation, Result
 from events.queue import QueueUnavailable
 from events.service import QueueService
-from gateway.proxy import PREFIX, FunctionProxy, read_body, send_error
+from gateway.proxy import PREFIX, FunctionProxy, read_body, send_error, split_path
 from runtime.backends.base import Backend
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound
-from stoker.names import DEFAULT_NAMESPACE, InvalidName, split_qualified, validate_name
+from stoker.names import InvalidName, split_qualified, validate_name
 
 ASYNC_PREFIX = "/async-function/"
 # Headers of the caller that must not be replayed to the function later (hop-by-hop, or ours).
@@ -93,10 +93,7 @@ class AsyncAPI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
-        rest = scope["path"][len(ASYNC_PREFIX) :]
-        qualified, slash, sub = rest.partition("/")
-        name, dot, namespace = qualified.partition(".")
-        namespace = namespace if dot else DEFAULT_NAMESPACE
+        name, namespace, subpath = split_path(scope["path"], ASYNC_PREFIX)
         if self.backend.get(name, namespace) is None:
             await send_error(send, 404, f"function {name!r} not found in namespace {namespace!r}")
             return
@@ -117,7 +114,7 @@ class AsyncAPI:
         inv = Invocation(
             function=f"{name}.{namespace}",
             method=scope["method"],
-            path="/" + sub if slash else "/",
+            path=subpath,
             query=scope["query_string"].decode("latin-1"),
             headers=headers,
             body=body,

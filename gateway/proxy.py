@@ -31,6 +31,13 @@ _random = random.Random()
 _GATEWAY_TIMEOUT_MARGIN_S = 5.0  # the replica answers 504 itself at its timeout; this catches a replica that hangs
 
 
+def split_path(path: str, prefix: str) -> tuple[str, str, str]:
+    """``{prefix}hello.ns/a/b`` -> ``("hello", "ns", "/a/b")``; the namespace defaults to ``openfaas-fn``."""
+    qualified, slash, sub = path[len(prefix) :].partition("/")
+    name, dot, namespace = qualified.partition(".")
+    return name, (namespace if dot else DEFAULT_NAMESPACE), "/" + sub if slash else "/"
+
+
 async def send_error(send: Send, status: int, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     await send(
@@ -86,10 +93,7 @@ class FunctionProxy:
 
     def split(self, path: str) -> tuple[str, str, str]:
         """``/function/hello.ns/a/b`` -> ``("hello", "ns", "/a/b")``."""
-        rest = path[len(PREFIX) :]
-        qualified, slash, sub = rest.partition("/")
-        name, dot, namespace = qualified.partition(".")
-        return name, (namespace if dot else DEFAULT_NAMESPACE), "/" + sub if slash else "/"
+        return split_path(path, PREFIX)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.time()

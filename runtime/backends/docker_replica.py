@@ -26,6 +26,7 @@ from runtime.backends.docker_pool import GenericContainer
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import EXIT_LOAD_ERROR, EXIT_STUCK, HEALTHY_AFTER_S, LOAD_ERROR_PREFIX, next_backoff
 from runtime.backends.readiness import wait_ready
+from runtime.backends.slots import Published
 
 READY_POLL_S = 0.05
 T = TypeVar("T")
@@ -64,7 +65,7 @@ class WarmContainer:
     limits: dict[str, int]
 
 
-class ContainerSlot:
+class ContainerSlot(Published):
     def __init__(
         self,
         instance: str,
@@ -229,22 +230,9 @@ class ContainerSlot:
     async def _wait_ready(self, host: str) -> bool:
         return await wait_ready(host, REPLICA_PORT, lambda: self.stopping, READY_POLL_S)
 
-    def _unpublish(self, gone: bool = False) -> None:
-        if self.endpoint is not None:
-            with contextlib.suppress(ValueError):
-                self.endpoints.remove(self.endpoint)
-            if gone:
-                self.endpoint.mark_gone()
-                self.endpoint = None  # its address may be reused by another replica soon
-
     async def stop(self) -> None:
         """Drain, stop and remove the container; returns when it is gone."""
-        self.stopping = True
-        endpoint = self.endpoint
-        self._unpublish()
-        deadline = time.monotonic() + self.drain_timeout_s
-        while endpoint is not None and endpoint.inflight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        deadline = await self._leave_and_drain()
         cid = self.container_id
         if cid:
             grace = max(1, int(deadline - time.monotonic()))

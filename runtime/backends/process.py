@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from runtime.backends.base import Endpoint
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.readiness import wait_ready
+from runtime.backends.slots import Published
 
 EXIT_LOAD_ERROR = 3  # the handler could not be imported
 EXIT_STUCK = 4  # a timed-out handler could not be stopped; restart at once
@@ -133,7 +134,7 @@ class WarmStart:
     code: bytes
 
 
-class ReplicaSlot:
+class ReplicaSlot(Published):
     def __init__(
         self,
         instance: str,
@@ -243,22 +244,9 @@ class ReplicaSlot:
     async def _wait_ready(self, port: int) -> bool:
         return await wait_ready("127.0.0.1", port, lambda: self.stopping)
 
-    def _unpublish(self, gone: bool = False) -> None:
-        if self.endpoint is not None:
-            with contextlib.suppress(ValueError):
-                self.endpoints.remove(self.endpoint)
-            if gone:
-                self.endpoint.mark_gone()
-                self.endpoint = None  # its address may be reused by another replica soon
-
     async def stop(self) -> None:
         """Drain and stop; returns when the process is gone."""
-        self.stopping = True
-        endpoint = self.endpoint
-        self._unpublish()
-        deadline = time.monotonic() + self.drain_timeout_s
-        while endpoint is not None and endpoint.inflight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        deadline = await self._leave_and_drain()
         transport = self._transport
         if transport is None or transport.get_returncode() is not None:
             self._task.cancel()  # between two runs (backoff sleep): nothing to drain

@@ -33,6 +33,34 @@ class Slot(Protocol):
     async def stop(self) -> None: ...
 
 
+class Published:
+    """The routing side of a replica slot: its endpoint leaves the routing list, then its calls drain."""
+
+    endpoint: Endpoint | None
+    endpoints: list[Endpoint]  # the function's routing list, shared with the gateway
+    drain_timeout_s: float
+    stopping: bool
+
+    def _unpublish(self, gone: bool = False) -> None:
+        """Stop routing here; ``gone``: the replica exited, so the gateway fails what is in flight on it at once."""
+        if self.endpoint is not None:
+            with contextlib.suppress(ValueError):
+                self.endpoints.remove(self.endpoint)
+            if gone:
+                self.endpoint.mark_gone()
+                self.endpoint = None  # its address may be reused by another replica soon
+
+    async def _leave_and_drain(self) -> float:
+        """Take the replica out of routing and wait (bounded) for its calls in flight; return the drain deadline."""
+        self.stopping = True
+        endpoint = self.endpoint
+        self._unpublish()
+        deadline = time.monotonic() + self.drain_timeout_s
+        while endpoint is not None and endpoint.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return deadline
+
+
 class Function(Protocol):
     record: FunctionRecord
     log: FunctionLog
