@@ -27,7 +27,7 @@ from events.callbacks import callback_headers
 from events.messages import CallStatus, Invocation, Result
 from events.queue import QueueUnavailable
 from events.service import QueueService
-from gateway.proxy import PREFIX, FunctionProxy, read_body, send_error, split_path
+from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
 from runtime.backends.base import Backend
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound
@@ -93,14 +93,11 @@ class AsyncAPI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
-        name, namespace, subpath = split_path(scope["path"], ASYNC_PREFIX)
-        if self.backend.get(name, namespace) is None:
-            await send_error(send, 404, f"function {name!r} not found in namespace {namespace!r}")
+        admitted = await admit(scope, receive, send, self.backend, ASYNC_PREFIX, self.config.max_body_bytes)
+        if admitted is None:
             return
-        body = await read_body(scope, receive, self.config.max_body_bytes)
-        if body is None:
-            await send_error(send, 413, f"request body is over the limit of {self.config.max_body_bytes} bytes")
-            return
+        record, subpath, body = admitted
+        name, namespace = record.deployment.service, record.deployment.namespace
         callback = ""
         headers: list[tuple[str, str]] = []
         for key, value in scope["headers"]:

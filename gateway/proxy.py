@@ -38,6 +38,23 @@ def split_path(path: str, prefix: str) -> tuple[str, str, str]:
     return name, (namespace if dot else DEFAULT_NAMESPACE), "/" + sub if slash else "/"
 
 
+async def admit(
+    scope: Scope, receive: Receive, send: Send, backend: Backend, prefix: str, limit: int
+) -> tuple[FunctionRecord, str, bytes] | None:
+    """The front of ``/function/`` and ``/async-function/``: the function must exist (else 404) and the body fit
+    (else 413); returns the function, the path below it and the body, or None once the error is sent."""
+    name, namespace, subpath = split_path(scope["path"], prefix)
+    record = backend.get(name, namespace)
+    if record is None:
+        await send_error(send, 404, f"function {name!r} not found in namespace {namespace!r}")
+        return None
+    body = await read_body(scope, receive, limit)
+    if body is None:
+        await send_error(send, 413, f"request body is over the limit of {limit} bytes")
+        return None
+    return record, subpath, body
+
+
 async def send_error(send: Send, status: int, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     await send(
@@ -91,21 +108,13 @@ class FunctionProxy:
         self.activator = activator
         self._turn = 0
 
-    def split(self, path: str) -> tuple[str, str, str]:
-        """``/function/hello.ns/a/b`` -> ``("hello", "ns", "/a/b")``."""
-        return split_path(path, PREFIX)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.time()
-        name, namespace, subpath = self.split(scope["path"])
-        record = self.backend.get(name, namespace)
-        if record is None:
-            await send_error(send, 404, f"function {name!r} not found in namespace {namespace!r}")
+        admitted = await admit(scope, receive, send, self.backend, PREFIX, self.config.max_body_bytes)
+        if admitted is None:
             return
-        body = await read_body(scope, receive, self.config.max_body_bytes)
-        if body is None:
-            await send_error(send, 413, f"request body is over the limit of {self.config.max_body_bytes} bytes")
-            return
+        record, subpath, body = admitted
+        name, namespace = record.deployment.service, record.deployment.namespace
         call_id = ""
         headers: list[tuple[bytes, bytes]] = []
         for key, value in scope["headers"]:
