@@ -24,7 +24,7 @@ from pathlib import Path
 
 from stoker.errors import InvalidRequest
 from stoker.names import InvalidName, validate_name
-from stoker.spec import parse_duration
+from stoker.spec import FunctionDeployment, parse_duration
 
 DEFAULT_ENTRYPOINT = "handler:handle"
 DEFAULT_EXEC_TIMEOUT_S = 60.0
@@ -124,3 +124,23 @@ def _int(var: str, raw: str, default: int, minimum: int, maximum: int | None) ->
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ConfigError(f"{var}: must be {bound}, got {value}")
     return value
+
+
+def function_environment(dep: FunctionDeployment) -> dict[str, str]:
+    """The environment every backend gives a function's replicas: the deployment's own variables, then the ones
+    :class:`ReplicaConfig` reads (of-watchdog names where they exist), so both sides of the contract live here."""
+    settings = dep.settings
+    env = dict(dep.envVars)
+    env.update(
+        {
+            "STOKER_FUNCTION_NAME": dep.service,
+            "STOKER_NAMESPACE": dep.namespace,
+            "STOKER_ENTRYPOINT": settings.entrypoint,
+            "exec_timeout": f"{settings.timeout_s}s",
+            "max_inflight": str(settings.concurrency),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if dep.envProcess:
+        env["fprocess"] = dep.envProcess
+    return env

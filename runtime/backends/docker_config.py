@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.config import function_environment
 from stoker.config import ConfigError
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
@@ -125,21 +126,7 @@ def container_spec(
     secrets_volume: str = "",
 ) -> dict[str, Any]:
     """Keyword arguments of ``containers.create`` for one replica (pure: same input, same spec)."""
-    fn = dep.settings
-    env = dict(dep.envVars)
-    env.update(
-        {
-            "STOKER_FUNCTION_NAME": dep.service,
-            "STOKER_NAMESPACE": dep.namespace,
-            "STOKER_ENTRYPOINT": fn.entrypoint,
-            "exec_timeout": f"{fn.timeout_s}s",
-            "max_inflight": str(fn.concurrency),
-            "port": str(REPLICA_PORT),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if dep.envProcess:
-        env["fprocess"] = dep.envProcess
+    env = {**function_environment(dep), "port": str(REPLICA_PORT)}
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
     memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
     spec = _hardened(settings, dep.image, env, container_labels, user, memory)

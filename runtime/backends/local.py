@@ -32,6 +32,7 @@ from runtime.backends.slots import (
     retire_least_busy,
     stop_all,
 )
+from runtime.config import function_environment
 from runtime.pool import WarmPool
 from stoker import bundle
 from stoker.config import Config
@@ -204,28 +205,11 @@ class LocalBackend(SlotBackend[_Function]):
         """Start one more replica; with ``warm``, from the warm pool when it has a process ready."""
         fn.serial += 1
         dep = fn.record.deployment
-        settings = dep.settings
         base = self._base_env()
-        env = dict(base)
-        env.update(dep.envVars)
-        env.update(
-            {
-                "STOKER_FUNCTION_DIR": str(self.root / "code" / fn.digest),
-                "STOKER_ENTRYPOINT": settings.entrypoint,
-                "STOKER_FUNCTION_NAME": dep.service,
-                "STOKER_NAMESPACE": dep.namespace,
-                "STOKER_SECRETS_DIR": str(
-                    self.secrets.materialize(
-                        dep.secrets, dep.namespace, self.root / "secrets" / dep.namespace / dep.service
-                    )
-                ),
-                "exec_timeout": f"{settings.timeout_s}s",
-                "max_inflight": str(settings.concurrency),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if dep.envProcess:
-            env["fprocess"] = dep.envProcess
+        env = {**base, **function_environment(dep)}
+        env["STOKER_FUNCTION_DIR"] = str(self.root / "code" / fn.digest)
+        secrets_dir = self.root / "secrets" / dep.namespace / dep.service
+        env["STOKER_SECRETS_DIR"] = str(self.secrets.materialize(dep.secrets, dep.namespace, secrets_dir))
         # So the replica can check its own bundle before it unpickles anything (SDK functions; runtime/codesign.py).
         bundle_path = self.root / "bundles" / f"{fn.digest}.tar.gz"
         env.update(codesign.replica_env(self.key, dep.namespace, dep.service, bundle_path, fn.signature))

@@ -39,6 +39,7 @@ from runtime.backends.docker_config import (
     memory_bytes,
     nano_cpus,
 )
+from runtime.config import function_environment
 from stoker.config import ConfigError
 from stoker.spec import FunctionDeployment
 
@@ -149,21 +150,11 @@ def service_spec(
     ``secrets``: Swarm secret references (``{"SecretID", "SecretName"}``); their files are placed here."""
     fn = dep.settings
     labels = service_labels(dep, settings, version, created)
-    env = dict(dep.envVars)
-    env.update(
-        {
-            "STOKER_FUNCTION_NAME": dep.service,
-            "STOKER_NAMESPACE": dep.namespace,
-            "STOKER_ENTRYPOINT": fn.entrypoint,
-            "exec_timeout": f"{fn.timeout_s}s",
-            "max_inflight": str(fn.concurrency),
-            "port": str(REPLICA_PORT),
-            "PYTHONUNBUFFERED": "1",
-            "STOKER_STOP_DELAY_S": f"{settings.stop_delay_s:g}",
-        }
-    )
-    if dep.envProcess:
-        env["fprocess"] = dep.envProcess
+    env = {
+        **function_environment(dep),
+        "port": str(REPLICA_PORT),
+        "STOKER_STOP_DELAY_S": f"{settings.stop_delay_s:g}",
+    }
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
     uid, _, gid = user.partition(":")
     memory = memory_bytes(dep.limits.get("memory") or settings.docker.memory, "limits.memory")
