@@ -127,7 +127,19 @@ class AutoscalerLoop:
             await self.scale_to(record, decision.desired, decision.reason, source="autoscaler")
         for fn in set(self._states) - seen:
             del self._states[fn]
+        await self._tend_pool()
         return decisions
+
+    async def _tend_pool(self) -> None:
+        """Let a backend whose warm pool lives in the orchestrator (Swarm, Kubernetes) refill it and retire the
+        pool replicas that bridged a cold start: once a tick, by the one process that autoscales."""
+        tend = getattr(self.backend, "tend_pool", None)
+        if tend is None:
+            return
+        try:
+            await tend()
+        except Exception as exc:  # an orchestrator hiccup: the pool is tended again next tick
+            self._log(f"warm pool: {type(exc).__name__}: {str(exc)[:200]}")
 
     async def _lag(self, fn: str) -> int:
         if self.backlog is None:

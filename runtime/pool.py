@@ -8,12 +8,20 @@ refilling never competes much with the replicas that serve.
 The pool is backend-neutral: a backend gives it a ``start`` coroutine that returns a started, healthy
 :class:`WarmReplica` (a local process, a container) and does the adoption itself. Every generic replica gets its own
 one-time key (:func:`new_key`); the specialisation request is signed with it (:func:`signed_request`).
+
+Orchestrators that own their replicas (Swarm, Kubernetes) start generic replicas themselves, so no pipe or stdin
+reaches them: there each generic replica's key is :func:`replica_key`, derived from the platform key and the
+replica's unique name, and given to it as an orchestrator secret file (``STOKER_POOL_KEY_FILE``). Any gateway or
+controller holding the platform key can sign for it, nothing is kept between processes, and the key is good for that
+one replica only, which accepts one specialisation: a function that reads its own key file can specialise nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import secrets
 import sys
 from collections import deque
@@ -24,6 +32,7 @@ from runtime.specialize import SIGNATURE_HEADER, SPECIALIZE_PATH, envelope
 from stoker import bundle
 
 KEY_BYTES = 32
+_REPLICA_CONTEXT = b"stoker-pool-replica\0"
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
@@ -40,6 +49,11 @@ class WarmReplica(Protocol):
 def new_key() -> bytes:
     """A one-time key for one generic replica."""
     return secrets.token_bytes(KEY_BYTES)
+
+
+def replica_key(platform_key: bytes, replica: str) -> bytes:
+    """The key of the generic replica named ``replica`` on an orchestrator (never the platform key itself)."""
+    return hmac.new(platform_key, _REPLICA_CONTEXT + replica.encode(), hashlib.sha256).digest()
 
 
 def signed_request(key: bytes, env: dict[str, str], code: bytes) -> tuple[bytes, str]:

@@ -35,7 +35,7 @@ from runtime.httpserver import CoalescingHttpToolsProtocol
 from runtime.invoke import STOP_GRACE_S, Invoker
 from runtime.loader import Handler, LoadError, load_handler
 from runtime.logs import function_logger
-from runtime.specialize import DIR_VAR, KEY_FD_VAR, POOL_VAR, GenericApp, read_key
+from runtime.specialize import DIR_VAR, KEY_FD_VAR, KEY_FILE_VAR, POOL_VAR, GenericApp, read_key
 from stoker import bundle
 from stoker.errors import StokerError
 
@@ -51,6 +51,7 @@ KEEP_ALIVE_S = 65
 
 def main(environ: Mapping[str, str] = os.environ) -> int:
     """Run a replica from the environment; return the process exit code."""
+    no_new_privileges()
     for stream in (sys.stdout, sys.stderr):
         # Line-buffered so the supervising backend sees each line as it is written, even through a pipe.
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -77,6 +78,23 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     return Replica(config, handler).run()
 
 
+def no_new_privileges() -> bool:
+    """Set the kernel's no_new_privs bit for the replica and everything it starts: no setuid or file-capability
+    binary can raise their privileges any more. Docker and Kubernetes also set it from outside (no-new-privileges,
+    allowPrivilegeEscalation false); Swarm services cannot before Engine API 1.46, so the replica does it itself,
+    before any function code loads. True once set (Linux); False where the kernel has no such call."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+_PR_SET_NO_NEW_PRIVS = 38
+
+
 def _unpack_signed_bundle(environ: Mapping[str, str]) -> Path:
     """A replica of the plain base image: its code is the signed bundle the backend mounted, checked before it is
     unpacked (into a fresh folder under /tmp, the one writable place of a read-only container)."""
@@ -86,15 +104,21 @@ def _unpack_signed_bundle(environ: Mapping[str, str]) -> Path:
 
 def _generic(config: ReplicaConfig, environ: Mapping[str, str]) -> int:
     """A generic replica for the warm pool (see :mod:`runtime.specialize`)."""
-    fd = environ.get(KEY_FD_VAR, "")
-    if not fd.isdigit():
-        raise ConfigError(f"{KEY_FD_VAR}: a generic replica needs the file descriptor of its key, got {fd!r}")
-    try:
-        key = read_key(int(fd))
-    except OSError as exc:
-        raise ConfigError(f"{KEY_FD_VAR}: cannot read the key from fd {fd}: {exc}") from None
+    fd, path = environ.get(KEY_FD_VAR, ""), environ.get(KEY_FILE_VAR, "")
+    if path:
+        try:
+            key = bytearray(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{KEY_FILE_VAR}: cannot read the key: {exc}") from None
+    elif fd.isdigit():
+        try:
+            key = read_key(int(fd))
+        except OSError as exc:
+            raise ConfigError(f"{KEY_FD_VAR}: cannot read the key from fd {fd}: {exc}") from None
+    else:
+        raise ConfigError(f"a generic replica needs its key: {KEY_FD_VAR} (a file descriptor) or {KEY_FILE_VAR}")
     if len(key) < 16:
-        raise ConfigError(f"{KEY_FD_VAR}: the key is missing or too short")
+        raise ConfigError("the generic replica's key is missing or too short")
     workdir = Path(environ.get(DIR_VAR) or tempfile.mkdtemp(prefix="stoker-fn-"))
     return Replica(config, None, GenericReplicaSetup(key, workdir)).run()
 

@@ -8,7 +8,9 @@ one function, once:
    ``X-Stoker-Signature`` header. The key is a one-time key the pool created for this replica alone and passed
    through an inherited pipe (``STOKER_POOL_KEY_FD``), so it is in no environment (not in ``/proc/<pid>/environ``)
    and never the platform key. The signature is checked before anything is decoded, extracted or imported, and
-   the key is wiped right after: the function, once loaded, cannot find it to specialise anything else;
+   the key is wiped right after: the function, once loaded, cannot find it to specialise anything else. On
+   Swarm and Kubernetes the key comes from an orchestrator secret file instead (``STOKER_POOL_KEY_FILE``): derived
+   for this replica alone (:func:`runtime.pool.replica_key`), it is useless once the replica is specialised;
 2. the bundle is checked and extracted (:func:`stoker.bundle.unpack`) into the replica's own folder;
 3. the function's variables are set, the handler imported, and the replica serves it from then on. A handler that
    cannot load answers 422 with the one-line reason and the replica exits (code 3), as a regular start would.
@@ -40,6 +42,7 @@ from stoker.errors import StokerError
 
 POOL_VAR = "STOKER_POOL"
 KEY_FD_VAR = "STOKER_POOL_KEY_FD"
+KEY_FILE_VAR = "STOKER_POOL_KEY_FILE"  # on orchestrators: a secret file holding runtime.pool.replica_key
 DIR_VAR = "STOKER_POOL_DIR"
 SPECIALIZE_PATH = "/_/specialize"
 SIGNATURE_HEADER = b"x-stoker-signature"
@@ -163,7 +166,7 @@ class GenericApp:
             except OSError as exc:
                 raise _Refused(f"cannot keep the bundle for its signature check: {exc}") from None
             env[codesign.BUNDLE_VAR] = str(copy)
-        for var in (POOL_VAR, KEY_FD_VAR, DIR_VAR):
+        for var in (POOL_VAR, KEY_FD_VAR, KEY_FILE_VAR, DIR_VAR):
             os.environ.pop(var, None)  # the function is an ordinary replica now
         os.environ.update(env)  # the handler reads its variables from os.environ, as in a regular start
         try:

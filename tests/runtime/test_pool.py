@@ -7,13 +7,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from runtime.pool import signed_request
+from runtime.pool import replica_key, signed_request
 from runtime.specialize import SPECIALIZE_PATH
 from stoker import bundle
 from tests.runtime.replica_process import ROOT, _collect, write_function
@@ -22,9 +23,10 @@ KEY = b"k" * 32
 
 
 class Generic:
-    """A generic replica process (``STOKER_POOL=1``) with its key passed through a pipe, as the pool starts it."""
+    """A generic replica process (``STOKER_POOL=1``) with its key passed through a pipe, as the pool starts it;
+    or, with ``key_file``, read from a file as on Swarm and Kubernetes (an orchestrator secret)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, key_file: Path | None = None) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
@@ -36,10 +38,10 @@ class Generic:
         env.update(
             PYTHONPATH=str(ROOT),
             STOKER_POOL="1",
-            STOKER_POOL_KEY_FD=str(read_fd),
             STOKER_POOL_DIR=str(workdir),
             STOKER_LISTEN_FD=str(sock.fileno()),
         )
+        env.update({"STOKER_POOL_KEY_FILE": str(key_file)} if key_file else {"STOKER_POOL_KEY_FD": str(read_fd)})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runtime"],
             env=env,
@@ -75,7 +77,8 @@ import os
 def handle(event, context):
     return {"greeting": os.environ.get("GREETING"), "name": context.function_name,
             "key_var": [k for k in os.environ if "POOL_KEY" in k], "body": event.text,
-            "key_in_environ": b"k" * 32 in open("/proc/self/environ", "rb").read()}
+            "key_in_environ": b"k" * 32 in open("/proc/self/environ", "rb").read(),
+            "no_new_privs": [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")]}
 """
 
 
@@ -91,7 +94,10 @@ def test_generic_replica_serves_nothing_until_specialised_then_serves_the_functi
     assert r.status_code == 200, r.text
     assert httpx.get(generic.url + "/_/ready").status_code == 200
     out = httpx.post(generic.url + "/", content=b"body").json()
-    assert out == {"greeting": "hi", "name": "greeter", "key_var": [], "body": "body", "key_in_environ": False}
+    assert out == {
+        "greeting": "hi", "name": "greeter", "key_var": [], "body": "body", "key_in_environ": False,
+        "no_new_privs": ["1"],  # set by the replica itself before any function code loads
+    }  # fmt: skip
 
     # Once only: the key is gone, so the function cannot be replaced by another bundle.
     again = generic.specialise(folder, {"GREETING": "evil"})
@@ -120,3 +126,31 @@ def test_a_handler_that_cannot_load_fails_the_specialisation_and_the_replica_exi
     assert r.status_code == 422
     assert "SyntaxError" in r.text and "handler.py, line 1" in r.text
     assert generic.proc.wait(10) == 3
+
+
+def test_on_an_orchestrator_the_generic_replica_takes_its_derived_key_from_a_secret_file(tmp_path: Path) -> None:
+    platform = b"p" * 32
+    key_file = tmp_path / "key"
+    key_file.write_bytes(replica_key(platform, "stoker-pool-1a2b"))
+    g = Generic(tmp_path / "work", key_file=key_file)
+    try:
+        assert httpx.get(g.url + "/_/health", timeout=10).status_code == 200
+        folder = write_function(tmp_path / "fn", HANDLER)
+        assert g.specialise(folder, {}, key=platform).status_code == 403  # never the platform key itself
+        assert g.specialise(folder, {}, key=replica_key(platform, "stoker-pool-other")).status_code == 403
+        r = g.specialise(folder, {"GREETING": "file"}, key=replica_key(platform, "stoker-pool-1a2b"))
+        assert r.status_code == 200, r.text
+        assert httpx.post(g.url + "/", content=b"x").json()["greeting"] == "file"
+    finally:
+        g.proc.kill()
+        g.proc.wait(5)
+
+
+def test_a_generic_replica_without_a_key_refuses_to_start(tmp_path: Path) -> None:
+    g = Generic(tmp_path / "work", key_file=tmp_path / "missing")
+    assert g.proc.wait(10) == 2
+    for _ in range(100):  # the reader thread may still be collecting the last lines
+        if g.stderr:
+            break
+        time.sleep(0.02)
+    assert any("STOKER_POOL_KEY_FILE: cannot read the key" in line for line in g.stderr), g.stderr
