@@ -3,8 +3,9 @@
 Each function is a Deployment plus a Service, both labelled ``faas_function=<name>`` (the OpenFaaS convention, so
 OpenFaaS tooling recognises them). The Deployment carries the whole :class:`FunctionDeployment` (without source) in
 the annotation :data:`SPEC_ANNOTATION`, so any gateway replica, or a restarted one, rebuilds its view from the API
-alone. Objects are plain JSON dicts (camelCase, as the API server takes them), which the client accepts as bodies
-and ``kubernetes-validate`` checks against the official schemas in the tests.
+alone. A source deploy runs the runtime image with its signed bundle mounted from a ConfigMap
+(:mod:`runtime.backends.k8s_code`). Objects are plain JSON dicts (camelCase, as the API server takes them), which
+the client accepts as bodies and ``kubernetes-validate`` checks against the official schemas in the tests.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
+from runtime.backends.docker_config import BUNDLE_DIR
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
 
@@ -21,6 +24,8 @@ FUNCTION_LABEL = "faas_function"  # OpenFaaS: the label that selects a function'
 VERSION_LABEL = "com.stoker.version"  # hash of the spec: tells the pods of a new version from the old ones
 MANAGED_BY = {"app.kubernetes.io/managed-by": "stoker"}
 SPEC_ANNOTATION = "com.stoker.deployment"
+CODE_LABEL = "com.stoker.code"  # a source deploy's pods and ConfigMap: the bundle's digest (k8s_code.py)
+CODE_ANNOTATION = "com.stoker.code-configmap"  # on a source deploy's Deployment: the ConfigMap holding its code
 PORT = 8080
 SECRETS_DIR = "/var/openfaas/secrets"  # where OpenFaaS (and the replica's default) reads secrets from
 RUN_AS_USER = 10001  # any non-zero uid works: the image's files only need to be world-readable
@@ -36,9 +41,23 @@ _QUANTITY_RE = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|m|
 _RESOURCES = ("cpu", "memory")
 
 
-def version(dep: FunctionDeployment) -> str:
-    """A short hash of everything that shapes the pods: equal specs give equal versions (and no rollout)."""
-    canonical = json.dumps(dep.to_json(with_source=False), sort_keys=True).encode()
+@dataclass(frozen=True)
+class Code:
+    """A source deploy's code as its pods get it: the ConfigMap holding the signed bundle (mounted read-only at
+    :data:`BUNDLE_DIR`), the bundle's digest, and the variables with which the replica checks and unpacks it."""
+
+    configmap: str
+    digest: str
+    env: dict[str, str]
+
+
+def version(dep: FunctionDeployment, code: Code | None = None) -> str:
+    """A short hash of everything that shapes the pods: equal specs (and code) give equal versions (and no
+    rollout)."""
+    shape: Any = dep.to_json(with_source=False)
+    if code is not None:  # image deploys hash as before, so their running pods keep their version
+        shape = [shape, code.digest]
+    canonical = json.dumps(shape, sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
@@ -71,7 +90,7 @@ def _annotations(dep: FunctionDeployment) -> dict[str, str]:
     return dict(dep.annotations)
 
 
-def _resources(dep: FunctionDeployment) -> dict[str, dict[str, str]]:
+def resources(dep: FunctionDeployment) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for kind, values in (("limits", dep.limits), ("requests", dep.requests)):
         for resource, quantity in values.items():
@@ -102,10 +121,11 @@ def _node_selector(dep: FunctionDeployment) -> dict[str, str]:
     return selector
 
 
-def _env(dep: FunctionDeployment) -> list[dict[str, str]]:
+def env(dep: FunctionDeployment, code: Code | None = None) -> dict[str, str]:
+    """The variables of a function's container (a pool pod specialised for it gets the same)."""
     settings = dep.settings
-    env = dict(dep.envVars)
-    env.update(
+    out = dict(dep.envVars)
+    out.update(
         {
             "STOKER_FUNCTION_NAME": dep.service,
             "STOKER_NAMESPACE": dep.namespace,
@@ -114,85 +134,113 @@ def _env(dep: FunctionDeployment) -> list[dict[str, str]]:
             "STOKER_SECRETS_DIR": SECRETS_DIR,
         }
     )
-    # Only when asked: an image built by `stoker build` already knows its entrypoint.
-    if "com.stoker.entrypoint" in {**dep.labels, **dep.annotations}:
-        env["STOKER_ENTRYPOINT"] = settings.entrypoint
+    # Only when asked (or when the runtime image runs the code): an image built by `stoker build` already knows
+    # its entrypoint.
+    if code is not None or "com.stoker.entrypoint" in {**dep.labels, **dep.annotations}:
+        out["STOKER_ENTRYPOINT"] = settings.entrypoint
     if dep.envProcess:
-        env["fprocess"] = dep.envProcess
-    return [{"name": k, "value": v} for k, v in env.items()]
+        out["fprocess"] = dep.envProcess
+    if code is not None:
+        out.update(code.env)
+    return out
 
 
-def _container(dep: FunctionDeployment) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": dep.service,
-        "image": dep.image,
+def http_probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": PORT}, **timing}
+
+
+# Ready (not at its in-flight limit) is what routing follows; the first one comes as soon as it answers.
+READINESS = http_probe("/_/ready", periodSeconds=1, timeoutSeconds=1, failureThreshold=3)
+LIVENESS = http_probe("/_/health", initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=2, failureThreshold=3)
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
+
+
+def replica_container(name: str, image: str, variables: dict[str, str]) -> dict[str, Any]:
+    """A hardened replica container (function pods and pool pods): port 8080, probes, preStop, emptyDir /tmp."""
+    return {
+        "name": name,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": _env(dep),
-        # Ready (not at its in-flight limit) is what routing follows; the first one comes as soon as it answers.
-        "readinessProbe": {
-            "httpGet": {"path": "/_/ready", "port": PORT},
-            "periodSeconds": 1,
-            "timeoutSeconds": 1,
-            "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/_/health", "port": PORT},
-            "initialDelaySeconds": 5,
-            "periodSeconds": 10,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
+        "env": [{"name": k, "value": v} for k, v in variables.items()],
+        "readinessProbe": dict(READINESS),
+        "livenessProbe": dict(LIVENESS),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": dict(CONTAINER_SECURITY),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    resources = _resources(dep)
-    if resources:
-        container["resources"] = resources
+
+
+def pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]], grace_s: int) -> dict[str, Any]:
+    """A hardened pod spec: non-root, seccomp, no API token, no service variables."""
+    return {
+        "automountServiceAccountToken": False,  # a function has no business with the Kubernetes API
+        "enableServiceLinks": False,  # no environment variables describing every Service in the namespace
+        "terminationGracePeriodSeconds": grace_s,
+        "securityContext": dict(POD_SECURITY),
+        "containers": containers,
+        "volumes": [dict(TMP_VOLUME), *volumes],
+    }
+
+
+def grace_s(timeout_s: float) -> int:
+    """How long a stopping pod may take: the preStop sleep, a call in flight to its end, and a margin."""
+    return PRE_STOP_S + int(timeout_s) + _DRAIN_MARGIN_S
+
+
+def _container(dep: FunctionDeployment, code: Code | None) -> dict[str, Any]:
+    container = replica_container(dep.service, dep.image, env(dep, code))
+    limits = resources(dep)
+    if limits:
+        container["resources"] = limits
     if dep.secrets:
         container["volumeMounts"].append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+    if code is not None:
+        container["volumeMounts"].append({"name": "code", "mountPath": BUNDLE_DIR, "readOnly": True})
     return container
 
 
-def _volumes(dep: FunctionDeployment) -> list[dict[str, Any]]:
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+def _volumes(dep: FunctionDeployment, code: Code | None) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = []
     if dep.secrets:
         # Each key of each Secret becomes a file; `faas-cli secret create NAME` makes one key named NAME, so the
         # value is at /var/openfaas/secrets/NAME as OpenFaaS functions expect. 0440 + fsGroup: only the function.
         sources = [{"secret": {"name": name}} for name in dep.secrets]
         volumes.append({"name": "secrets", "projected": {"sources": sources, "defaultMode": 0o440}})
+    if code is not None:
+        volumes.append({"name": "code", "configMap": {"name": code.configmap, "defaultMode": 0o444}})
     return volumes
 
 
-def deployment(dep: FunctionDeployment, replicas: int) -> dict[str, Any]:
-    """The apps/v1 Deployment of a function with ``replicas`` desired."""
+def deployment(dep: FunctionDeployment, replicas: int, code: Code | None = None) -> dict[str, Any]:
+    """The apps/v1 Deployment of a function with ``replicas`` desired; with ``code``, a source deploy whose
+    ``dep.image`` is the runtime image and whose signed bundle comes from a ConfigMap."""
     if not dep.image:
         raise InvalidRequest(f"function {dep.service!r}: Kubernetes runs images; no image given")
     labels = _labels(dep)
     annotations = _annotations(dep)
-    pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,  # a function has no business with the Kubernetes API
-        "enableServiceLinks": False,  # no environment variables describing every Service in the namespace
-        "terminationGracePeriodSeconds": PRE_STOP_S + int(dep.settings.timeout_s) + _DRAIN_MARGIN_S,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [_container(dep)],
-        "volumes": _volumes(dep),
-    }
+    template_labels = {**labels, VERSION_LABEL: version(dep, code)}
+    meta_annotations = {**annotations, SPEC_ANNOTATION: json.dumps(dep.to_json(with_source=False))}
+    if code is not None:
+        template_labels[CODE_LABEL] = code.digest
+        meta_annotations[CODE_ANNOTATION] = code.configmap
+    spec = pod_spec([_container(dep, code)], _volumes(dep, code), grace_s(dep.settings.timeout_s))
     node_selector = _node_selector(dep)
     if node_selector:
-        pod_spec["nodeSelector"] = node_selector
+        spec["nodeSelector"] = node_selector
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -200,7 +248,7 @@ def deployment(dep: FunctionDeployment, replicas: int) -> dict[str, Any]:
             "name": dep.service,
             "namespace": dep.namespace,
             "labels": labels,
-            "annotations": {**annotations, SPEC_ANNOTATION: json.dumps(dep.to_json(with_source=False))},
+            "annotations": meta_annotations,
         },
         "spec": {
             "replicas": replicas,
@@ -208,10 +256,7 @@ def deployment(dep: FunctionDeployment, replicas: int) -> dict[str, Any]:
             "selector": {"matchLabels": {FUNCTION_LABEL: dep.service}},
             # Capacity never drops during an update: one new pod at a time, an old one goes only once it is ready.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {"labels": {**labels, VERSION_LABEL: version(dep)}, "annotations": annotations},
-                "spec": pod_spec,
-            },
+            "template": {"metadata": {"labels": template_labels, "annotations": annotations}, "spec": spec},
         },
     }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runtime.backends.k8s_objects import FUNCTION_LABEL, MANAGED_BY, PORT, SPEC_ANNOTATION
+from runtime.backends.k8s_objects import CODE_ANNOTATION, FUNCTION_LABEL, MANAGED_BY, PORT, SPEC_ANNOTATION
 from stoker.errors import StokerError
 from stoker.names import DEFAULT_NAMESPACE
 from stoker.spec import FunctionDeployment
@@ -170,3 +170,18 @@ def deployment_problem(obj: dict[str, Any]) -> str:
         if bad or stuck:
             return str(condition.get("message") or condition.get("reason") or "")
     return ""
+
+
+def code_configmap(deployment: dict[str, Any]) -> str:
+    """The ConfigMap holding a source deploy's code ("" for an image deploy)."""
+    return str((_get(deployment, "metadata", "annotations") or {}).get(CODE_ANNOTATION) or "")
+
+
+def rollout_complete(deployment: dict[str, Any]) -> bool:
+    """Whether every pod of the Deployment runs its current version (no pod of an earlier one is left)."""
+    status = deployment.get("status") or {}
+    generation = _get(deployment, "metadata", "generation")
+    if generation is not None and (status.get("observedGeneration") or 0) < generation:
+        return False
+    desired = desired_replicas(deployment)
+    return int(status.get("updatedReplicas") or 0) >= desired and int(status.get("replicas") or 0) <= desired

@@ -14,27 +14,34 @@ directly (fewest requests in flight), not through the Service's virtual IP.
 - Stopping pods keep serving for a few seconds (a preStop sleep), so every gateway has seen them leave the
   EndpointSlice before they stop accepting calls; the replica then drains its own calls on SIGTERM.
 
-Kubernetes runs images only: build one with ``stoker build`` and push it to a registry the cluster pulls from.
+A function is an image (built with ``stoker build`` and pushed where the cluster pulls from) or source: a bundle that
+needs nothing beyond the runtime image runs on that image from a ConfigMap (:mod:`.k8s_code`); the previous
+version's ConfigMap goes once its pods are gone, and every one of them when the function is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
+from runtime.backends import k8s_code
 from runtime.backends import k8s_objects as objects
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine
 from runtime.backends.k8s_logs import read_logs
 from runtime.backends.k8s_secrets import KubeSecretStore
+from runtime.backends.k8s_settings import KubeSettings
 from runtime.backends.k8s_status import (
     Address,
+    code_configmap,
     deployment_problem,
     desired_replicas,
     function_of,
     parse_time,
+    rollout_complete,
     rollout_state,
     slice_addresses,
 )
@@ -90,16 +97,26 @@ class _Function:
     """One function as this gateway sees it: its record, and every Endpoint object it handed out (so a replica
     that flaps out of and back into readiness keeps its in-flight count)."""
 
-    def __init__(self, record: FunctionRecord) -> None:
+    def __init__(self, record: FunctionRecord, obj: Obj) -> None:
         self.record = record
+        self.obj = obj  # its Deployment as last seen
         self.by_instance: dict[str, Endpoint] = {}
 
 
 class KubernetesBackend:
     name = "kubernetes"
 
-    def __init__(self, config: Config, key: bytes, clients: KubeClients | None = None, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        config: Config,
+        key: bytes,
+        clients: KubeClients | None = None,
+        poll_s: float = 0.5,
+        settings: KubeSettings | None = None,
+    ) -> None:
         self.config = config
+        self.key = key
+        self.settings = settings if settings is not None else KubeSettings.from_env()
         self.namespace = config.k8s_namespace
         self.deploy_timeout_s = config.k8s_deploy_timeout_s
         self.poll_s = poll_s
@@ -108,6 +125,7 @@ class KubernetesBackend:
         self._slices: dict[str, tuple[str, list[Address]]] = {}  # slice name -> (service, ready addresses)
         self._removing: set[tuple[str, str]] = set()
         self._watchers: list[Watcher] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def clients(self) -> KubeClients:
@@ -123,6 +141,11 @@ class KubernetesBackend:
     def warm_replicas(self) -> int:
         """No warm pool of this gateway's own: on Kubernetes the controller keeps it (issue 4)."""
         return 0
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One blocking API call off the loop; the answer in its JSON form."""
@@ -154,6 +177,11 @@ class KubernetesBackend:
 
     async def close(self) -> None:
         """Stop watching. The functions keep running: the cluster, not this process, owns them."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await task
         for watcher in self._watchers:
             watcher.stop()
         for watcher in self._watchers:
@@ -183,9 +211,10 @@ class KubernetesBackend:
         fn = self._functions.get(key)
         created = parse_time((obj.get("metadata") or {}).get("creationTimestamp")) or time.time()
         if fn is None:
-            fn = self._functions[key] = _Function(FunctionRecord(dep, created, desired_replicas(obj)))
+            fn = self._functions[key] = _Function(FunctionRecord(dep, created, desired_replicas(obj)), obj)
         else:
             fn.record.deployment, fn.record.replicas, fn.record.created_at = dep, desired_replicas(obj), created
+            fn.obj = obj
         fn.record.message = deployment_problem(obj)
         self._refresh(key)
         return key
@@ -248,17 +277,24 @@ class KubernetesBackend:
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:
         dep = deployment
-        if bundle is not None or not dep.image:
-            raise InvalidRequest(
-                f"function {dep.service!r}: the Kubernetes backend runs images, not source: build an image with "
-                "`stoker build`, push it to a registry the cluster can pull from, and deploy it with `image`"
-            )
         if dep.namespace != self.namespace:
             raise InvalidRequest(
                 f"function {dep.service!r}: this gateway deploys to namespace {self.namespace!r} only "
                 f"(STOKER_K8S_NAMESPACE), not {dep.namespace!r}"
             )
-        objects.deployment(dep, 1)  # invalid labels, quantities, constraints: refused before anything changes
+        code: objects.Code | None = None
+        if bundle is not None:
+            problem = k8s_code.refusal(dep, bundle, self.config.max_bundle_bytes)
+            if problem:
+                raise InvalidRequest(problem)
+            dep = replace(dep, image=self.settings.runtime_image)  # the runtime image unpacks and serves the bundle
+            code = k8s_code.code_for(self.key, dep, bundle)
+        elif not dep.image:
+            raise InvalidRequest(
+                f"function {dep.service!r}: no image and no code: deploy a source folder, or build an image with "
+                "`stoker build`, push it to a registry the cluster can pull from, and deploy it with `image`"
+            )
+        objects.deployment(dep, 1, code)  # invalid labels, quantities, constraints: refused before anything changes
         missing = await asyncio.to_thread(self.secrets.missing, dep.secrets, dep.namespace)
         if missing:
             raise InvalidRequest(
@@ -266,10 +302,43 @@ class KubernetesBackend:
                 f"{dep.namespace!r} (create them with 'stoker secret create')"
             )
         old = await self._read(dep.service)
+        if bundle is not None:
+            await self._store_code(dep, bundle)
         if old is None:
-            await self._create(dep)
+            await self._create(dep, code)
         else:
-            await self._update(dep, old)
+            await self._update(dep, old, code)
+
+    async def _store_code(self, dep: FunctionDeployment, data: bytes) -> None:
+        """The ConfigMap of this bundle (named by its content: one that exists already holds the same bytes)."""
+        try:
+            await self._call(
+                self.clients.core.create_namespaced_config_map, self.namespace, k8s_code.configmap(dep, data)
+            )
+        except Exception as exc:
+            if _status(exc) != 409:
+                raise
+
+    async def _drop_code(self, configmap: str) -> None:
+        try:
+            await asyncio.to_thread(self.clients.core.delete_namespaced_config_map, configmap, self.namespace)
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise
+
+    async def _drop_code_after_rollout(self, name: str, configmap: str) -> None:
+        """Delete an updated function's previous ConfigMap once no pod of the previous version is left (its pods
+        unpacked it at start; a pod of it that restarted would need it). Left in place if the rollout does not
+        finish in time: removing the function deletes it at the latest."""
+        deadline = time.monotonic() + 2 * self.deploy_timeout_s + 60
+        while time.monotonic() < deadline:
+            fn = self._functions.get((name, self.namespace))
+            if fn is None or code_configmap(fn.obj) == configmap:
+                return  # removed (with its ConfigMaps), or its code is back to that bundle
+            if rollout_complete(fn.obj):
+                await self._drop_code(configmap)
+                return
+            await asyncio.sleep(self.poll_s)
 
     async def _read(self, name: str) -> Obj | None:
         try:
@@ -280,20 +349,20 @@ class KubernetesBackend:
             raise
         return result
 
-    async def _create(self, dep: FunctionDeployment) -> None:
+    async def _create(self, dep: FunctionDeployment, code: objects.Code | None) -> None:
         c = self.clients
         replicas = max(dep.settings.min_replicas, 1)
         await self._apply_service(dep)
         try:
             created = await self._call(
-                c.apps.create_namespaced_deployment, self.namespace, objects.deployment(dep, replicas)
+                c.apps.create_namespaced_deployment, self.namespace, objects.deployment(dep, replicas, code)
             )
         except Exception as exc:
             if _status(exc) == 409:
                 raise Conflict(f"function {dep.service!r} is being created by someone else; retry") from None
             raise
         self._on_deployment("ADDED", created)
-        failure = await self._wait_ready(dep)
+        failure = await self._wait_ready(dep, code)
         if failure:
             self._removing.add((dep.service, dep.namespace))
             self._functions.pop((dep.service, dep.namespace), None)
@@ -303,16 +372,18 @@ class KubernetesBackend:
                 self._removing.discard((dep.service, dep.namespace))
             raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
 
-    async def _update(self, dep: FunctionDeployment, old: Obj) -> None:
+    async def _update(self, dep: FunctionDeployment, old: Obj, code: objects.Code | None) -> None:
         settings = dep.settings
         replicas = min(max(desired_replicas(old), settings.min_replicas, 1), settings.max_replicas)
         apps = self.clients.apps
+        old_code = code_configmap(old)
+        new_code = code.configmap if code is not None else ""
         updated = await self._call(
-            apps.replace_namespaced_deployment, dep.service, self.namespace, objects.deployment(dep, replicas)
+            apps.replace_namespaced_deployment, dep.service, self.namespace, objects.deployment(dep, replicas, code)
         )
         await self._apply_service(dep)
         self._on_deployment("MODIFIED", updated)
-        failure = await self._wait_ready(dep)
+        failure = await self._wait_ready(dep, code)
         if failure:
             # The old pods never stopped (maxUnavailable 0); put their Deployment back as it was.
             previous = {
@@ -325,9 +396,13 @@ class KubernetesBackend:
             }
             restored = await self._call(apps.replace_namespaced_deployment, dep.service, self.namespace, previous)
             self._on_deployment("MODIFIED", restored)
+            if new_code and new_code != old_code:  # the old version keeps its own
+                await self._drop_code(new_code)
             raise DeployFailed(
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
+        if old_code and old_code != new_code:
+            self._in_background(self._drop_code_after_rollout(dep.service, old_code))
 
     async def _apply_service(self, dep: FunctionDeployment) -> None:
         core = self.clients.core
@@ -339,9 +414,9 @@ class KubernetesBackend:
                 raise
             await self._call(core.patch_namespaced_service, dep.service, self.namespace, body)
 
-    async def _wait_ready(self, dep: FunctionDeployment) -> str:
+    async def _wait_ready(self, dep: FunctionDeployment, code: objects.Code | None) -> str:
         """ "" once a pod of this version is ready (and, normally, routed to); else why not."""
-        selector = f"{_FUNCTIONS}={dep.service},{objects.VERSION_LABEL}={objects.version(dep)}"
+        selector = f"{_FUNCTIONS}={dep.service},{objects.VERSION_LABEL}={objects.version(dep, code)}"
         deadline = time.monotonic() + self.deploy_timeout_s
         ready_since: float | None = None
         progress = ""
@@ -406,6 +481,12 @@ class KubernetesBackend:
             except Exception as exc:
                 if _status(exc) != 404:
                     raise
+        # Every version's code, including any an interrupted deploy left behind.
+        await asyncio.to_thread(
+            c.core.delete_collection_namespaced_config_map,
+            self.namespace,
+            label_selector=f"{_FUNCTIONS}={name},{objects.CODE_LABEL}",
+        )
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._known(name, namespace)

@@ -10,7 +10,10 @@ unchanged. Only the methods the backend calls exist: calling anything else fails
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
 import itertools
 import threading
 import time
@@ -66,7 +69,9 @@ class FakeCluster:
         self.cond = threading.Condition()
         self.rv = itertools.count(1000)
         self.ips = itertools.count(2)
-        self.objects: dict[str, dict[str, Obj]] = {k: {} for k in ("deployments", "services", "pods", "slices")}
+        self.objects: dict[str, dict[str, Obj]] = {
+            k: {} for k in ("deployments", "services", "pods", "slices", "configmaps")
+        }
         self.secrets: dict[str, Obj] = {}
         self.events: list[tuple[int, str, str, Obj]] = []  # (resourceVersion, collection, type, object)
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -92,13 +97,20 @@ class FakeCluster:
         return [args for name, args in self.calls if name == method]
 
     def pods(self, function: str) -> list[Obj]:
+        """Every pod labelled as ``function``'s: its Deployment's and any bare pod (a claimed pool pod)."""
         with self.cond:
-            return [p for p in self.objects["pods"].values() if p["metadata"]["labels"]["faas_function"] == function]
+            return [
+                p for p in self.objects["pods"].values() if p["metadata"]["labels"].get("faas_function") == function
+            ]
+
+    def _owned(self, function: str) -> list[Obj]:
+        """The pods of ``function``'s Deployment (its ReplicaSets': they carry pod-template-hash)."""
+        return [p for p in self.pods(function) if "pod-template-hash" in p["metadata"]["labels"]]
 
     def make_ready(self, function: str) -> None:
-        """Every pod of ``function`` that waits (``manual``) becomes ready."""
+        """Every pod of ``function``'s Deployment that waits (``manual``) becomes ready."""
         with self.cond:
-            for pod in self.pods(function):
+            for pod in self._owned(function):
                 pod["status"].update(_ready_status(True))
                 self._put("pods", pod, "MODIFIED")
             self._reconcile(function)
@@ -136,7 +148,7 @@ class FakeCluster:
     # --- the controllers -----------------------------------------------------------------------------------
     def _reconcile(self, function: str) -> None:
         dep = self.objects["deployments"].get(function)
-        pods = self.pods(function)
+        pods = self._owned(function)
         if dep is None:
             for pod in pods:
                 self._put("pods", pod, "DELETED")
@@ -155,15 +167,42 @@ class FakeCluster:
             keep_old = max(0, desired - sum(map(_is_ready, new)))
             for pod in sorted(old, key=_is_ready)[: max(0, len(old) - keep_old)]:
                 self._put("pods", pod, "DELETED")
+                old.remove(pod)
+            self._set_status(dep, new, old)
         self._sync_slice(function)
+
+    def _set_status(self, dep: Obj, new: list[Obj], old: list[Obj]) -> None:
+        """What the Deployment controller reports: pods in all, of the current version, ready."""
+        status = {
+            "observedGeneration": dep["metadata"].get("generation", 1),
+            "replicas": len(new) + len(old),
+            "updatedReplicas": len(new),
+            "readyReplicas": sum(map(_is_ready, new + old)),
+        }
+        if dep.get("status") != status:
+            dep["status"] = status
+            self._put("deployments", dep, "MODIFIED")
 
     def _start_pod(self, dep: Obj) -> Obj:
         template = dep["spec"]["template"]
         image = template["spec"]["containers"][0]["image"]
         behaviour = self.behaviour.get(image, "ready")
-        name = f"{dep['metadata']['name']}-{template['metadata']['labels']['com.stoker.version'][:6]}-{next(self.rv)}"
+        version = template["metadata"]["labels"]["com.stoker.version"]
+        name = f"{dep['metadata']['name']}-{version[:6]}-{next(self.rv)}"
         n = next(self.ips)
+        behaviour = self._code_check(template["spec"], behaviour)
         status = _ready_status(behaviour == "ready")
+        if behaviour == "mount":  # the kubelet waits for the ConfigMap it is to mount
+            status["containerStatuses"] = [
+                {
+                    "name": dep["metadata"]["name"],
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                }
+            ]
         if behaviour in ("crash", "pull"):
             reason = "CrashLoopBackOff" if behaviour == "crash" else "ImagePullBackOff"
             container: Obj = {
@@ -185,7 +224,7 @@ class FakeCluster:
             "metadata": {
                 "name": name,
                 "namespace": dep["metadata"]["namespace"],
-                "labels": dict(template["metadata"]["labels"]),
+                "labels": {**template["metadata"]["labels"], "pod-template-hash": version[:10]},
                 "creationTimestamp": _now(),
             },
             "spec": copy.deepcopy(template["spec"]),
@@ -193,6 +232,25 @@ class FakeCluster:
         }
         self.logs.setdefault(name, f"{_now()} started {name}\n")
         return self._put("pods", pod, "ADDED")
+
+    def _code_check(self, pod_spec: Obj, behaviour: str) -> str:
+        """A pod that mounts a code ConfigMap: waits while it is missing, and crashes (as the replica refuses to
+        run it) when the bundle does not match the signature its variables carry."""
+        names = [v["configMap"]["name"] for v in pod_spec.get("volumes", []) if "configMap" in v]
+        if not names:
+            return behaviour
+        configmap = self.objects["configmaps"].get(names[0])
+        if configmap is None:
+            return "mount"
+        data = base64.b64decode(configmap["binaryData"]["bundle.tar.gz"])
+        env = {e["name"]: e.get("value", "") for e in pod_spec["containers"][0].get("env", [])}
+        key = bytes.fromhex(env.get("STOKER_BUNDLE_KEY", ""))
+        expected = hmac.new(key, data, hashlib.sha256).hexdigest()
+        if env.get("STOKER_UNPACK_BUNDLE") != "1" or not hmac.compare_digest(
+            expected, env.get("STOKER_BUNDLE_SIGNATURE", "")
+        ):
+            return "crash"
+        return behaviour
 
     def _sync_slice(self, function: str) -> None:
         name = f"{function}-x7k2p"
@@ -388,6 +446,42 @@ class FakeCore(_Api):
             self._record("delete_namespaced_secret", name, namespace)
             if self.cluster.secrets.pop(name, None) is None:
                 raise _error(404, "Not Found")
+            return _model({"status": "Success"}, "V1Status")
+
+    def create_namespaced_config_map(self, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("create_namespaced_config_map", namespace, body)
+            validate(body)
+            assert body["metadata"]["namespace"] == namespace
+            if body["metadata"]["name"] in self.cluster.objects["configmaps"]:
+                raise _error(409, "AlreadyExists")
+            obj = copy.deepcopy(body)
+            obj["metadata"]["creationTimestamp"] = _now()
+            self.cluster._put("configmaps", obj, "ADDED")
+            return _model(obj, "V1ConfigMap")
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("read_namespaced_config_map", name, namespace)
+            if name not in self.cluster.objects["configmaps"]:
+                raise _error(404, "Not Found")
+            return _model(self.cluster.objects["configmaps"][name], "V1ConfigMap")
+
+    def delete_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        with self.cluster.cond:
+            self._record("delete_namespaced_config_map", name, namespace)
+            obj = self.cluster.objects["configmaps"].get(name)
+            if obj is None:
+                raise _error(404, "Not Found")
+            self.cluster._put("configmaps", obj, "DELETED")
+            return _model({"status": "Success"}, "V1Status")
+
+    def delete_collection_namespaced_config_map(self, namespace: str, label_selector: str | None = None) -> Any:
+        with self.cluster.cond:
+            self._record("delete_collection_namespaced_config_map", namespace, label_selector)
+            for obj in list(self.cluster.objects["configmaps"].values()):
+                if _matches(obj["metadata"].get("labels"), label_selector):
+                    self.cluster._put("configmaps", obj, "DELETED")
             return _model({"status": "Success"}, "V1Status")
 
 

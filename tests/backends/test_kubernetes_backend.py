@@ -256,7 +256,7 @@ async def test_watches_recover_from_expiry_by_listing_again(backend: KubernetesB
 async def test_requests_kubernetes_cannot_run_are_refused_before_any_change(
     backend: KubernetesBackend, cluster: FakeCluster
 ) -> None:
-    with pytest.raises(InvalidRequest, match="stoker build"):
+    with pytest.raises(InvalidRequest, match="bad code bundle"):
         await backend.deploy(FunctionDeployment(service="hello"), b"bundle bytes")  # as the gateway passes it
     with pytest.raises(InvalidRequest, match="stoker build"):
         await backend.deploy(FunctionDeployment(service="hello", source="eA=="), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.backends import k8s_code
 from runtime.backends import k8s_objects as objects
 from runtime.backends.k8s_secrets import secret
 from runtime.backends.k8s_status import function_of, rollout_state, slice_addresses
@@ -33,8 +34,22 @@ def test_every_object_validates_against_the_kubernetes_schemas() -> None:
         objects.deployment(FunctionDeployment.from_json({"service": "tiny", "image": "tiny:1"}), 0),
         objects.service(RICH),
         secret("api-key", "openfaas-fn", b"value"),
+        objects.deployment(SOURCE, 1, k8s_code.code_for(b"k" * 32, SOURCE, BUNDLE)),
+        k8s_code.configmap(SOURCE, BUNDLE),
     ):
         validate(obj)
+
+
+SOURCE = FunctionDeployment.from_json({"service": "src", "image": "stoker/runtime:latest"})
+BUNDLE = b"\x1f\x8b pretend bundle bytes"
+
+
+def test_a_source_deploy_changes_version_with_its_code_only() -> None:
+    one = k8s_code.code_for(b"k" * 32, SOURCE, BUNDLE)
+    two = k8s_code.code_for(b"k" * 32, SOURCE, BUNDLE + b"!")
+    assert objects.version(SOURCE, one) == objects.version(SOURCE, k8s_code.code_for(b"x" * 32, SOURCE, BUNDLE))
+    assert objects.version(SOURCE, one) != objects.version(SOURCE, two) != objects.version(SOURCE)
+    assert k8s_code.bundle_of(k8s_code.configmap(SOURCE, BUNDLE)) == BUNDLE
 
 
 def test_a_misspelt_field_fails_validation() -> None:

@@ -3,6 +3,7 @@ the compose file has the services and the one socket mount it should."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from runtime.backends.kubernetes import KubernetesBackend
+from stoker.bundle import pack
 from stoker.config import Config
 from stoker.spec import FunctionDeployment
 from tests.backends.k8s_fake import FakeCluster, validate
@@ -35,6 +37,9 @@ _RULES = {
     "replace_namespaced_secret": ("", "secrets", "update"),
     "delete_namespaced_secret": ("", "secrets", "delete"),
     "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", "list"),
+    "create_namespaced_config_map": ("", "configmaps", "create"),
+    "delete_namespaced_config_map": ("", "configmaps", "delete"),
+    "delete_collection_namespaced_config_map": ("", "configmaps", "deletecollection"),
 }
 
 
@@ -89,6 +94,13 @@ async def test_the_gateway_role_grants_exactly_what_the_backend_calls(tmp_path: 
             await backend.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:3"}), None)
         await backend.scale("f", "openfaas-fn", 2)
         [line async for line in backend.logs("f", "openfaas-fn", 5, None, False)]
+        code = tmp_path / "code"
+        code.mkdir()
+        for version in ("1", "2"):  # source deploys: a ConfigMap each, the older one deleted after the rollout
+            (code / "handler.py").write_text(f"def handle(event, context):\n    return {version}\n")
+            await backend.deploy(FunctionDeployment.from_json({"service": "f"}, require_code=False), pack(code))
+        while len(cluster.objects["configmaps"]) > 1:
+            await asyncio.sleep(0.02)
         await backend.remove("f", "openfaas-fn")
         backend.secrets.delete("token", "openfaas-fn")
     finally:
@@ -144,6 +156,9 @@ def test_the_platform_runs_hardened_with_two_gateways() -> None:
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    controller = find("Deployment", "controller", "stoker")
+    controller_env = {e["name"]: e.get("value") for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STOKER_K8S_RUNTIME_IMAGE"] == controller_env["STOKER_K8S_RUNTIME_IMAGE"]  # the pool's and the code's
     names = {d["metadata"]["name"] for d in manifests() if d["kind"] == "Namespace"}
     assert names == {"stoker", "openfaas-fn"}
 
