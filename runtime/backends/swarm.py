@@ -31,10 +31,24 @@ from builder import engine
 from builder.base import ensure_base_image
 from builder.function import build_function, push
 from builder.reference import validate_reference
+from runtime import codesign
+from runtime.backends import swarm_code
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine
-from runtime.backends.docker_config import check_resources
+from runtime.backends.docker_config import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, VERSION, check_resources
 from runtime.backends.readiness import probe
-from runtime.backends.swarm_config import PLATFORM, STOKER_IMAGE, SwarmSettings, service_name, service_spec
+from runtime.backends.swarm_code import SwarmCode, runs_without_image
+from runtime.backends.swarm_config import (
+    CODE,
+    PLATFORM,
+    POOL_CLAIMED,
+    POOL_GENERIC,
+    STOKER_IMAGE,
+    SwarmSettings,
+    replica_environment,
+    service_name,
+    service_spec,
+)
+from runtime.backends.swarm_pool import SwarmPool, poolable, retire_reason, role
 from runtime.backends.swarm_secrets import SwarmSecretStore
 from runtime.backends.swarm_tasks import (
     Candidate,
@@ -59,8 +73,16 @@ class _Function:
     def __init__(self, record: FunctionRecord, service_id: str) -> None:
         self.record = record
         self.service_id = service_id
+        self.version = ""  # of the service's spec
+        self.code = ""  # the config holding its code ("" when its image holds it)
         self.by_task: dict[str, Endpoint] = {}
         self.versions: dict[str, str] = {}  # task -> version, of the routed tasks
+        self.bridges: dict[str, Candidate] = {}  # task -> pool replica serving this function (swarm_pool)
+        self.claimed_at: dict[str, float] = {}  # task -> when this gateway claimed it (routed before a poll shows it)
+
+    def own_ready(self, ready: dict[str, Candidate]) -> int:
+        """Ready tasks of the function's own service at its current version (pool replicas not counted)."""
+        return sum(1 for t, v in self.versions.items() if v == self.version and t in ready and t not in self.bridges)
 
 
 class SwarmBackend:
@@ -74,7 +96,12 @@ class SwarmBackend:
         except StokerError as exc:
             raise ConfigError(f"the swarm backend cannot start: {exc}") from None
         self.api = self.client.api
+        self.key = key
         self.secrets = SwarmSecretStore(self.api, self.settings.platform)
+        self.pool = SwarmPool(self.api, self.settings, key, self._base_image)
+        self._generic: list[tuple[dict[str, Any], Candidate]] = []  # warm pool replicas with a running task
+        self._last: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])  # services, tasks of the last poll
+        self._code: dict[str, bytes] = {}  # config name -> bundle, read once
         self._functions: dict[tuple[str, str], _Function] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._removing: set[tuple[str, str]] = set()
@@ -86,8 +113,8 @@ class SwarmBackend:
         self._base = ""
 
     def warm_replicas(self) -> int:
-        """No warm pool: Swarm starts tasks from images (the controller's pool is Kubernetes/local only)."""
-        return 0
+        """Generic replicas of the warm pool that run now, as this gateway saw them at its last poll."""
+        return len(self._generic)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,7 +155,7 @@ class SwarmBackend:
     async def _poll(self) -> None:
         services = await asyncio.to_thread(self.api.services, filters={"label": f"{PLATFORM}={self.settings.platform}"})
         ids = [s["ID"] for s in services]
-        tasks = await asyncio.to_thread(self.api.tasks, filters={"service": ids, "desired-state": "running"})
+        tasks = await asyncio.to_thread(self.api.tasks, filters={"service": ids}) if ids else []
         if self.settings.route == "published" and time.monotonic() - self._nodes_at > _NODES_EVERY_S:
             nodes = await asyncio.to_thread(self.api.nodes)
             self._nodes = {n["ID"]: node_address(n) for n in nodes}
@@ -136,6 +163,23 @@ class SwarmBackend:
         self._apply(services, tasks)
 
     def _apply(self, services: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
+        self._last = (services, tasks)
+        running = [candidate(t, self.settings.route, self.settings.network, self._nodes) for t in tasks]
+        by_service: dict[str, list[Candidate]] = {}
+        for c, t in zip(running, tasks, strict=True):
+            if c is not None:
+                by_service.setdefault(t["ServiceID"], []).append(c)
+        self._generic = []
+        bridges: dict[tuple[str, str, str], list[Candidate]] = {}  # (name, namespace, version) -> pool tasks
+        for service in services:
+            kind = role(service)
+            if kind == POOL_GENERIC and by_service.get(service["ID"]):
+                self._generic.append((service, by_service[service["ID"]][0]))
+            elif kind == POOL_CLAIMED:
+                labels = service["Spec"].get("Labels") or {}
+                key3 = (labels.get(FUNCTION, ""), labels.get(NAMESPACE, ""), labels.get(VERSION, ""))
+                bridges.setdefault(key3, []).extend(by_service.get(service["ID"], []))
+        self.pool.taken &= {s["ID"] for s, _ in self._generic}
         seen: set[tuple[str, str]] = set()
         for service in services:
             found = deployment_of(service)
@@ -152,8 +196,14 @@ class SwarmBackend:
             else:
                 fn.record.deployment, fn.record.created_at, fn.record.replicas = dep, created, replicas
                 fn.service_id = service["ID"]
-            running = [candidate(t, self.settings.route, self.settings.network, self._nodes) for t in tasks]
-            self._route(fn, [c for c, t in zip(running, tasks, strict=True) if c and t["ServiceID"] == service["ID"]])
+            labels = service["Spec"].get("Labels") or {}
+            fn.version, fn.code = labels.get(VERSION, ""), labels.get(CODE, "")
+            pool = bridges.get((*key, fn.version), [])
+            recent = time.monotonic() - 5.0  # claimed here just now: routed even if this poll began before
+            pool += [c for t, c in fn.bridges.items() if fn.claimed_at.get(t, 0) > recent and c not in pool]
+            fn.bridges = {c.task: c for c in pool}
+            fn.claimed_at = {t: at for t, at in fn.claimed_at.items() if at > recent}
+            self._route(fn, [*by_service.get(service["ID"], []), *pool])
         for key in [k for k in self._functions if k not in seen]:
             self._drop(self._functions.pop(key))
 
@@ -240,7 +290,11 @@ class SwarmBackend:
                     "(create it with 'stoker secret create')"
                 )
             refs.append(ref)
-        if bundle is not None:
+        code: SwarmCode | None = None
+        if bundle is not None and runs_without_image(bundle):  # no build: the runtime image runs it from a config
+            code = await asyncio.to_thread(swarm_code.store, self.api, self.settings, self.key, dep, bundle)
+            dep = replace(dep, image=await asyncio.to_thread(self._base_image))
+        elif bundle is not None:
             dep = replace(dep, image=await self._build(dep, bundle))
         else:
             validate_reference(dep.image)
@@ -260,7 +314,7 @@ class SwarmBackend:
                 now = current[1] if current else now
             spec = service_spec(
                 dep, self.settings, version=version, created=now, replicas=replicas,
-                stoker_image=stoker_image, image_user=user, secrets=refs,
+                stoker_image=stoker_image, image_user=user, secrets=refs, code=code,
             )  # fmt: skip
             if old is None:
                 created = await asyncio.to_thread(self.api.create_service, **spec)
@@ -283,13 +337,17 @@ class SwarmBackend:
                     f"function {dep.service!r} failed to start; the previous version keeps serving: {problem}"
                 )
 
+    def _base_image(self) -> str:
+        """The runtime image's reference (built offline the first time when the engine lacks it)."""
+        if not self._base:
+            self._base = ensure_base_image(self.client, self.settings.docker.base_image, out=_quiet).ref
+        return self._base
+
     async def _build(self, dep: FunctionDeployment, data: bytes) -> str:
         docker = self.settings.docker
-        if not self._base:
-            base = await asyncio.to_thread(ensure_base_image, self.client, docker.base_image, out=_quiet)
-            self._base = base.ref
+        base = await asyncio.to_thread(self._base_image)
         image = await asyncio.to_thread(
-            build_function, self.client, dep.service, data, self._base,
+            build_function, self.client, dep.service, data, base,
             registry=docker.registry, max_bundle_bytes=self.config.max_bundle_bytes,
         )  # fmt: skip
         if docker.registry:  # other nodes pull it from there
@@ -397,6 +455,74 @@ class SwarmBackend:
                 if "out of sequence" not in str(exc) or attempt == 4:
                     raise
         fn.record.replicas = replicas
+        await self._bridge(fn, replicas)
+
+    # --- the warm pool (runtime.backends.swarm_pool) -------------------------------------------------------
+    async def _bridge(self, fn: _Function, replicas: int) -> None:
+        """Serve the replicas still missing from warm pool replicas while the service's own tasks start."""
+        dep = fn.record.deployment
+        missing = replicas - fn.record.available
+        if missing <= 0 or not fn.code or not self._generic or not poolable(dep, self.settings):
+            return
+        try:
+            code = self._code.get(fn.code, b"") or await asyncio.to_thread(swarm_code.read, self.api, fn.code)
+        except Exception as exc:  # the config is gone (a redeploy just now): the service's own tasks serve
+            print(f"stoker: warm pool: cannot read the code of {dep.service}: {str(exc)[:200]}", flush=True)
+            return
+        if len(self._code) > 64:  # one entry per version deployed: bounded, the next claim reads it again
+            self._code.clear()
+        self._code[fn.code] = code
+        path = f"{BUNDLE_DIR}/{BUNDLE_FILE}"
+        env = {
+            **replica_environment(dep, self.settings),
+            **codesign.replica_env_for_bytes(self.key, dep.namespace, dep.service, code, path),
+        }
+        for _ in range(missing):
+            claimed = await self.pool.claim(self._generic, dep, fn.version, env, code)
+            if claimed is None:
+                return
+            c = claimed.candidate
+            self._ready[c.task] = c
+            fn.bridges[c.task] = c
+            fn.claimed_at[c.task] = time.monotonic()
+            endpoint = fn.by_task[c.task] = Endpoint(c.task[:12], c.host, c.port)
+            fn.versions[c.task] = c.version
+            fn.record.endpoints.append(endpoint)  # routed now; every gateway's poll finds it from the labels
+
+    async def tend_pool(self) -> None:
+        """Refill the warm pool and retire bridges (called once a tick by the process that autoscales)."""
+        await self._poll()
+        services, tasks = self._last
+        running: dict[str, list[Candidate]] = {}
+        failed: set[str] = set()
+        for t in tasks:
+            c = candidate(t, self.settings.route, self.settings.network, self._nodes)
+            if c is not None:
+                running.setdefault(t["ServiceID"], []).append(c)
+            elif failure(t):
+                failed.add(t["ServiceID"])
+        now = time.time()
+
+        def verdict(service: dict[str, Any], is_running: bool) -> str:
+            labels = service["Spec"].get("Labels") or {}
+            fn = self._functions.get((labels.get(FUNCTION, ""), labels.get(NAMESPACE, "")))
+            return retire_reason(
+                exists=fn is not None,
+                replicas=fn.record.replicas if fn else 0,
+                current=fn is not None and labels.get(VERSION) == fn.version,
+                own_ready=fn.own_ready(self._ready) if fn else 0,
+                running=is_running,
+                age_s=now - _updated_at(service),
+            )
+
+        await self.pool.tend(services, running, failed, verdict, self.config.pool_size, now)
+        in_use = {fn.code for fn in self._functions.values() if fn.code}
+        await asyncio.to_thread(swarm_code.prune, self.api, self.settings, in_use, now)
+
+
+def _updated_at(service: dict[str, Any]) -> float:
+    """When a service's spec last changed (a pool replica's claim), epoch seconds."""
+    return swarm_code.created_at({"CreatedAt": service.get("UpdatedAt") or service.get("CreatedAt")})
 
 
 def _quiet(_: str) -> None:

@@ -24,13 +24,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.backends.docker_config import (
     CREATED,
     DEPLOYMENT,
     FUNCTION,
     NAMESPACE,
+    POOL,
     REPLICA_PORT,
     SECRETS_DIR,
     UNPRIVILEGED_USER,
@@ -43,7 +44,12 @@ from runtime.config import function_environment
 from stoker.config import ConfigError
 from stoker.spec import FunctionDeployment
 
+if TYPE_CHECKING:
+    from runtime.backends.swarm_code import SwarmCode
+
 PLATFORM = "com.stoker.platform"  # which stoker platform owns a service or secret (several may share a swarm)
+POOL_GENERIC, POOL_CLAIMED = "generic", "claimed"  # values of the POOL label on a warm pool replica's service
+CODE = "com.stoker.code"  # on a service: the config holding its code (swarm_code); on such a config: "1"
 STOKER_IMAGE = "com.stoker.base"  # set on the base image, inherited by every function image the builder makes
 ROUTES = ("overlay", "published")
 _SERVICE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -119,6 +125,11 @@ def service_labels(dep: FunctionDeployment, settings: SwarmSettings, version: st
     }
 
 
+def replica_environment(dep: FunctionDeployment, settings: SwarmSettings) -> dict[str, str]:
+    """The variables of a function's replica on Swarm, whether its service starts it or a pool replica becomes it."""
+    return {**function_environment(dep), "port": str(REPLICA_PORT), "STOKER_STOP_DELAY_S": f"{settings.stop_delay_s:g}"}
+
+
 def _constraints(dep: FunctionDeployment) -> list[str]:
     # OpenFaaS stack files write Swarm constraints already (node.role == worker, node.labels.x == y); Kubernetes
     # style "key=value" becomes a node label match.
@@ -144,17 +155,17 @@ def service_spec(
     stoker_image: bool,
     image_user: str,
     secrets: list[dict[str, Any]],
+    code: SwarmCode | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``APIClient.create_service`` for one function (pure: same input, same spec).
 
-    ``secrets``: Swarm secret references (``{"SecretID", "SecretName"}``); their files are placed here."""
+    ``secrets``: Swarm secret references (``{"SecretID", "SecretName"}``); their files are placed here. ``code``:
+    the config holding the function's bundle when ``dep.image`` is the plain runtime image (swarm_code)."""
     fn = dep.settings
     labels = service_labels(dep, settings, version, created)
-    env = {
-        **function_environment(dep),
-        "port": str(REPLICA_PORT),
-        "STOKER_STOP_DELAY_S": f"{settings.stop_delay_s:g}",
-    }
+    env = {**replica_environment(dep, settings), **(code.service_env() if code else {})}
+    if code:
+        labels[CODE] = code.config
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
     uid, _, gid = user.partition(":")
     memory = memory_bytes(dep.limits.get("memory") or settings.docker.memory, "limits.memory")
@@ -166,8 +177,85 @@ def service_spec(
         reservations["MemoryBytes"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
     if dep.requests.get("cpu"):
         reservations["NanoCPUs"] = nano_cpus(dep.requests["cpu"], "requests.cpu")
-    container: dict[str, Any] = {
-        "Image": dep.image,
+    container = _container(dep.image, env, labels, user, settings, grace_s=settings.stop_delay_s + fn.timeout_s + 5)
+    container["Secrets"] = [
+        {**ref, "File": {"Name": f"{SECRETS_DIR}/{name}", "UID": uid, "GID": gid or uid, "Mode": 0o400}}
+        for name, ref in zip(dep.secrets, secrets, strict=True)
+    ]
+    container["Configs"] = [code.reference(uid, gid or uid)] if code else []
+    if stoker_image:
+        _runtime_command(container)
+    return {
+        "name": service_name(settings, dep.service, dep.namespace),
+        "labels": labels,
+        "task_template": {
+            "ContainerSpec": container,
+            "Resources": {"Limits": limits, "Reservations": reservations},
+            # Restarts of a crashing replica back off (Swarm's delay), so a crash loop does not burn the node.
+            "RestartPolicy": {"Condition": "any", "Delay": int(2e9), "MaxAttempts": 0},
+            "Placement": {"Constraints": _constraints(dep)},
+            "Networks": [{"Target": settings.network}],
+        },
+        "mode": {"Replicated": {"Replicas": replicas}},
+        "update_config": {
+            "Parallelism": 1,
+            "Delay": 0,
+            "FailureAction": "rollback",
+            "Monitor": int(5e9),
+            "MaxFailureRatio": 0,
+            "Order": "start-first",
+        },
+        "rollback_config": {"Parallelism": 1, "Delay": 0, "FailureAction": "pause", "Order": "start-first"},
+        "endpoint_spec": _endpoint_spec(settings),
+    }
+
+
+POOL_KEY_FILE = "/run/secrets/stoker-pool-key"
+POOL_WORKDIR = "/tmp/stoker-fn"
+POOL_GRACE_S = 65.0  # a pool replica serves functions of any timeout: drain up to a minute
+
+
+def pool_service_spec(settings: SwarmSettings, name: str, image: str, key_secret: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``create_service`` for one generic replica of the warm pool (runtime.specialize): the
+    runtime image in pool mode, hardened like any replica, its key (``key_secret``, a Swarm secret reference) as a
+    file, one task that is not restarted (a dead pool replica is replaced by the pool, not revived generic).
+
+    Limits are the default ones: only functions with those take pool replicas (swarm_pool.poolable)."""
+    uid, _, gid = UNPRIVILEGED_USER.partition(":")
+    env = {
+        "STOKER_POOL": "1",
+        "STOKER_POOL_KEY_FILE": POOL_KEY_FILE,
+        "STOKER_POOL_DIR": POOL_WORKDIR,
+        "STOKER_INSTANCE": name,
+        "port": str(REPLICA_PORT),
+        "STOKER_STOP_DELAY_S": f"{settings.stop_delay_s:g}",
+    }
+    labels = {PLATFORM: settings.platform, POOL: POOL_GENERIC}
+    grace_s = settings.stop_delay_s + POOL_GRACE_S
+    container = _container(image, env, labels, UNPRIVILEGED_USER, settings, grace_s)
+    container["Secrets"] = [{**key_secret, "File": {"Name": POOL_KEY_FILE, "UID": uid, "GID": gid, "Mode": 0o400}}]
+    _runtime_command(container)
+    memory = memory_bytes(settings.docker.memory, "STOKER_DOCKER_MEMORY")
+    return {
+        "name": name,
+        "labels": labels,
+        "task_template": {
+            "ContainerSpec": container,
+            "Resources": {"Limits": {"MemoryBytes": memory, "Pids": settings.docker.pids}},
+            "RestartPolicy": {"Condition": "none"},
+            "Networks": [{"Target": settings.network}],
+        },
+        "mode": {"Replicated": {"Replicas": 1}},
+        "endpoint_spec": _endpoint_spec(settings),
+    }
+
+
+def _container(
+    image: str, env: dict[str, str], labels: dict[str, str], user: str, settings: SwarmSettings, grace_s: float
+) -> dict[str, Any]:
+    """The hardened ContainerSpec every replica gets: non-root, read-only root with a tmpfs /tmp, no capabilities."""
+    return {
+        "Image": image,
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
         "Labels": labels,
         "User": user,
@@ -182,55 +270,27 @@ def service_spec(
         "CapabilityDrop": ["ALL"],
         "Init": True,  # reaps zombies of handlers that spawn processes, forwards SIGTERM
         # Time to drain: the stop delay, then the calls in flight (each bounded by the function's timeout).
-        "StopGracePeriod": int((settings.stop_delay_s + fn.timeout_s + 5) * 1e9),
-        "Secrets": [
-            {
-                **ref,
-                "File": {"Name": f"{SECRETS_DIR}/{name}", "UID": uid, "GID": gid or uid, "Mode": 0o400},
-            }
-            for name, ref in zip(dep.secrets, secrets, strict=True)
-        ],
+        "StopGracePeriod": int(grace_s * 1e9),
     }
-    if stoker_image:
-        container["Command"] = ["/bin/sh", "-c", _DELAYED_STOP]
-        # Swarm counts a task as running (and an update proceeds) only once it is healthy: start-first then never
-        # stops an old task before the new one listens. /_/health, not /_/ready: a busy replica (429) is healthy.
-        probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/_/health', timeout=2)"
-        container["Healthcheck"] = {
-            "Test": ["CMD", "python3", "-c", probe],
-            "Interval": int(2e9),
-            "Timeout": int(3e9),
-            "Retries": 3,
-            "StartPeriod": int(60e9),
-        }
-    task_template: dict[str, Any] = {
-        "ContainerSpec": container,
-        "Resources": {"Limits": limits, "Reservations": reservations},
-        # Restarts of a crashing replica back off (Swarm's delay), so a crash loop does not burn the node.
-        "RestartPolicy": {"Condition": "any", "Delay": int(2e9), "MaxAttempts": 0},
-        "Placement": {"Constraints": _constraints(dep)},
-        "Networks": [{"Target": settings.network}],
+
+
+def _runtime_command(container: dict[str, Any]) -> None:
+    """For the runtime image (stoker's base): the delayed stop and a health check on /_/health."""
+    container["Command"] = ["/bin/sh", "-c", _DELAYED_STOP]
+    # Swarm counts a task as running (and an update proceeds) only once it is healthy: start-first then never
+    # stops an old task before the new one listens. /_/health, not /_/ready: a busy replica (429) is healthy.
+    probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/_/health', timeout=2)"
+    container["Healthcheck"] = {
+        "Test": ["CMD", "python3", "-c", probe],
+        "Interval": int(2e9),
+        "Timeout": int(3e9),
+        "Retries": 3,
+        "StartPeriod": int(60e9),
     }
-    spec: dict[str, Any] = {
-        "name": service_name(settings, dep.service, dep.namespace),
-        "labels": labels,
-        "task_template": task_template,
-        "mode": {"Replicated": {"Replicas": replicas}},
-        "update_config": {
-            "Parallelism": 1,
-            "Delay": 0,
-            "FailureAction": "rollback",
-            "Monitor": int(5e9),
-            "MaxFailureRatio": 0,
-            "Order": "start-first",
-        },
-        "rollback_config": {"Parallelism": 1, "Delay": 0, "FailureAction": "pause", "Order": "start-first"},
-        "endpoint_spec": {"Mode": "vip"},
-    }
+
+
+def _endpoint_spec(settings: SwarmSettings) -> dict[str, Any]:
     if settings.route == "published":
         # No published port given: the engine picks a free one per task (host mode), so replicas share a node.
-        spec["endpoint_spec"] = {
-            "Mode": "dnsrr",
-            "Ports": [{"Protocol": "tcp", "TargetPort": REPLICA_PORT, "PublishMode": "host"}],
-        }
-    return spec
+        return {"Mode": "dnsrr", "Ports": [{"Protocol": "tcp", "TargetPort": REPLICA_PORT, "PublishMode": "host"}]}
+    return {"Mode": "vip"}

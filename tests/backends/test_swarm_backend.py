@@ -8,7 +8,6 @@ The backend runs in the test process on the host, where overlay addresses are no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,12 +19,11 @@ import pytest
 
 from runtime.backends.base import FunctionRecord
 from runtime.backends.swarm import SwarmBackend
-from runtime.backends.swarm_config import PLATFORM
 from stoker import bundle
 from stoker.config import Config
 from stoker.errors import Conflict, DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment
-from tests.backends.test_swarm_support import swarm_engine
+from tests.backends.test_swarm_support import remove_platform, swarm_engine
 from tests.platform_fixture import write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -45,13 +43,7 @@ def platform_id() -> Iterator[str]:
     engine = swarm_engine()
     platform = f"t{uuid.uuid4().hex[:8]}"
     yield platform
-    for service in engine.api.services(filters={"label": f"{PLATFORM}={platform}"}):
-        engine.api.remove_service(service["ID"])
-    for secret in engine.api.secrets(filters={"label": f"{PLATFORM}={platform}"}):
-        with contextlib.suppress(Exception):  # still mounted by a task that is stopping
-            engine.api.remove_secret(secret["ID"])
-    with contextlib.suppress(Exception):  # tasks may still be detaching; the swarm's own cleanup removes it then
-        engine.api.remove_network(f"{platform}-functions")
+    remove_platform(engine, platform, f"{platform}-functions")
     engine.close()
 
 

@@ -3,6 +3,7 @@ overlay network; deploy, scale, and a rolling update under load with zero failed
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -18,9 +19,10 @@ import pytest
 
 from builder.base import ensure_base_image
 from builder.function import build_function
-from runtime.backends.swarm_config import PLATFORM
+from runtime.backends.swarm_config import PLATFORM, POOL_GENERIC
+from runtime.backends.swarm_pool import role
 from stoker import bundle
-from tests.backends.test_swarm_support import swarm_engine, wait_for
+from tests.backends.test_swarm_support import remove_platform, swarm_engine, wait_for
 from tests.platform_fixture import ROOT, write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -35,8 +37,15 @@ KEY_SECRET = "stoker_platform_key"
 
 def _cleanup(engine: Any) -> None:
     subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, check=False, timeout=120)
-    for service in engine.api.services(filters={"label": f"{PLATFORM}=stoker"}):
-        engine.api.remove_service(service["ID"])
+    # The controller tends the warm pool until its task stops: wait for the stack's containers, then remove the
+    # function and pool services, secrets and configs the platform made (they are not part of the stack).
+    with contextlib.suppress(AssertionError):
+        wait_for(
+            lambda: not engine.api.containers(all=True, filters={"label": f"com.docker.stack.namespace={STACK}"}),
+            timeout=90,
+            what="the stack's containers to stop",
+        )
+    remove_platform(engine, "stoker")
     for secret in engine.api.secrets(filters={"name": KEY_SECRET}):
         with contextlib.suppress(Exception):  # still in use until the stack's tasks are gone; the next run replaces it
             engine.api.remove_secret(secret["ID"])
@@ -161,3 +170,33 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
     removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-roll"}, auth=AUTH)
     assert removed.status_code in (200, 202), removed.text
     wait_for(lambda: not stack.api.services(filters={"name": "stoker-sw-roll"}), 60, "the service to go")
+
+
+def test_the_controller_keeps_a_warm_pool_that_gateways_claim_for_a_cold_start(stack: Any, tmp_path: Path) -> None:
+    def generic() -> int:
+        services = stack.api.services(filters={"label": f"{PLATFORM}=stoker"})
+        ids = [s["ID"] for s in services if role(s) == POOL_GENERIC]
+        tasks = stack.api.tasks(filters={"service": ids, "desired-state": "running"}) if ids else []
+        return sum(1 for t in tasks if t["Status"]["State"] == "running")
+
+    wait_for(lambda: generic() == 2, 180, "the leading controller to fill the warm pool")
+
+    handler = "import os\ndef handle(event, context):\n    return os.environ.get('STOKER_INSTANCE', '-')\n"
+    folder = write_handler(tmp_path / "cold", handler)
+    source = base64.b64encode(bundle.pack(folder)).decode()
+    body = {"service": "sw-cold", "source": source, "labels": {"com.openfaas.scale.min": "0"}}  # may rest at zero
+    reply = httpx.post(f"{URL}/system/functions", json=body, auth=AUTH, timeout=300)
+    assert reply.status_code in (200, 202), reply.text
+    scale = {"serviceName": "sw-cold", "replicas": 0}
+    assert httpx.post(f"{URL}/system/scale-function/sw-cold", json=scale, auth=AUTH, timeout=60).status_code < 300
+    wait_for(lambda: _status("sw-cold").get("availableReplicas") == 0, 120, "sw-cold to reach zero")
+    wait_for(lambda: generic() == 2, 180, "the warm pool to be full")
+
+    # The gateway (on the overlay) claims a pool replica and specialises it: the first call is served by it.
+    first = httpx.get(f"{URL}/function/sw-cold", timeout=120)
+    assert first.status_code == 200 and first.text.startswith("stoker-pool-"), first.text
+    # The controller retires that bridge once the function's own replica is ready, and refills the pool.
+    wait_for(lambda: not httpx.get(f"{URL}/function/sw-cold", timeout=60).text.startswith("stoker-pool-"), 180, "own")
+    wait_for(lambda: generic() == 2, 180, "the pool to be refilled")
+    removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-cold"}, auth=AUTH)
+    assert removed.status_code in (200, 202), removed.text

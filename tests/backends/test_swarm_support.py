@@ -48,3 +48,34 @@ def wait_for(predicate: Callable[[], T | None], timeout: float = 120, what: str 
             return value
         time.sleep(0.3)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def remove_platform(engine: Any, platform: str, network: str = "") -> None:
+    """Remove what a platform left in the swarm: its services (functions and warm pool replicas), then, once their
+    containers are gone, its secrets and code configs and ``network``."""
+    import contextlib
+
+    from runtime.backends.swarm_config import PLATFORM
+
+    label = {"label": f"{PLATFORM}={platform}"}
+    names = set()
+    for service in engine.api.services(filters=label):
+        names.add(service["Spec"]["Name"])
+        with contextlib.suppress(Exception):
+            engine.api.remove_service(service["ID"])
+
+    def detached() -> bool:
+        running = engine.api.containers(all=True, filters={"label": "com.docker.swarm.service.name"})
+        return not any(c["Labels"].get("com.docker.swarm.service.name") in names for c in running)
+
+    with contextlib.suppress(AssertionError):  # a container slow to stop: its secret stays, nothing else fails
+        wait_for(detached, timeout=60, what="the platform's containers to stop")
+    for secret in engine.api.secrets(filters=label):
+        with contextlib.suppress(Exception):
+            engine.api.remove_secret(secret["ID"])
+    for config in engine.api.configs(filters=label):
+        with contextlib.suppress(Exception):
+            engine.api.remove_config(config["ID"])
+    if network:
+        with contextlib.suppress(Exception):
+            engine.api.remove_network(network)

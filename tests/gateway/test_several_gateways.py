@@ -31,8 +31,7 @@ import httpx
 import pytest
 import redis
 
-from runtime.backends.swarm_config import PLATFORM
-from tests.backends.test_swarm_support import swarm_engine, wait_for
+from tests.backends.test_swarm_support import remove_platform, swarm_engine, wait_for
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -117,11 +116,7 @@ def shared_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         yield env
     finally:
-        for service in engine.api.services(filters={"label": f"{PLATFORM}={platform}"}):
-            engine.api.remove_service(service["ID"])
-        with contextlib.suppress(Exception):  # tasks may still be detaching; the swarm's own cleanup removes it then
-            time.sleep(2)
-            engine.api.remove_network(f"{platform}-functions")
+        remove_platform(engine, platform, f"{platform}-functions")
         engine.close()
         keys = r.keys("stoker:load:*") + r.keys("stoker:controller:*") + r.keys(f"*{platform}*")
         if keys:
