@@ -1,8 +1,10 @@
 """Cold start: time from request to response for a function at zero replicas.
 
 Rows, all measured in one run: the local backend with the warm pool, the local backend without it, the docker
-backend with and without its pool of generic containers (when Docker answers), and the baselines ``python3 -c
-pass`` (a bare interpreter start) and, when Docker answers, ``docker run <base image> python3 -c pass``. Each trial
+backend with and without its pool of generic containers (when Docker answers), the swarm backend with and without
+its pool of generic one-task services (when the engine is a swarm manager; the gateway runs on the host and reaches
+tasks through their published ports), and the baselines ``python3 -c pass`` (a bare interpreter start) and, when
+Docker answers, ``docker run <base image> python3 -c pass``. Each trial
 scales the function to zero through the management API, waits until its replica is gone and the pool is full again,
 then times one ``POST /function/hello`` from send to the last byte.
 
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,9 +49,9 @@ def pool_ready(p: Platform) -> int:
     return int(m.group(1)) if m else 0
 
 
-def platform_trials(pool_size: int, trials: int, *args: str) -> list[float]:
+def platform_trials(pool_size: int, trials: int, *args: str, env: dict[str, str] | None = None) -> list[float]:
     home = Path(tempfile.mkdtemp(prefix="stoker-bench-"))
-    p = start_platform(home, *args, env={"STOKER_POOL_SIZE": str(pool_size)})
+    p = start_platform(home, *args, env={"STOKER_POOL_SIZE": str(pool_size), **(env or {})})
     try:
         with p.client() as c:
             body = {
@@ -61,8 +64,8 @@ def platform_trials(pool_size: int, trials: int, *args: str) -> list[float]:
             with httpx.Client(timeout=60) as caller:
                 for _ in range(trials):
                     c.post("/system/scale-function/hello", json={"replicas": 0})
-                    wait(lambda: c.get("/system/function/hello").json()["availableReplicas"] == 0)
-                    wait(lambda: pool_ready(p) >= pool_size, 120)
+                    wait(lambda: c.get("/system/function/hello").json()["availableReplicas"] == 0, 120)
+                    wait(lambda: pool_ready(p) >= pool_size, 180)
                     time.sleep(0.2)  # let the refill's process settle, so it does not share the CPU with the trial
                     if c.get("/system/function/hello").json()["replicas"] != 0:
                         # The autoscaler still remembered the previous trial's call and raised it: not a cold start.
@@ -76,6 +79,30 @@ def platform_trials(pool_size: int, trials: int, *args: str) -> list[float]:
     finally:
         p.stop(timeout=120)  # the docker backend removes its containers before it exits
         shutil.rmtree(home, ignore_errors=True)
+
+
+def swarm_trials(pool_size: int, trials: int) -> list[float]:
+    """The swarm backend in a platform of its own (removed again afterwards)."""
+    from tests.backends.test_swarm_support import remove_platform, swarm_engine
+
+    platform = f"bench{uuid.uuid4().hex[:6]}"
+    env = {
+        "STOKER_SWARM_PLATFORM": platform,
+        "STOKER_SWARM_NETWORK": f"{platform}-functions",
+        "STOKER_SWARM_ROUTE": "published",
+        "STOKER_SWARM_STOP_DELAY_S": "1",
+    }
+    try:
+        return platform_trials(pool_size, trials, "--backend", "swarm", env=env)
+    finally:
+        engine = swarm_engine()
+        remove_platform(engine, platform, f"{platform}-functions")
+        engine.close()
+
+
+def swarm_manager(docker: str) -> bool:
+    info = subprocess.run([docker, "info", "--format", "{{.Swarm.ControlAvailable}}"], capture_output=True, text=True)
+    return info.stdout.strip() == "true"
 
 
 def command_trials(argv: list[str], trials: int) -> list[float]:
@@ -108,6 +135,9 @@ def main() -> None:
         rows.append(("docker, no pool", platform_trials(0, args.trials, "--backend", "docker")))
         argv = [docker, "run", "--rm", "--network", "none", args.docker_image, "python3", "-c", "pass"]
         rows.append((f"docker run {args.docker_image} python3 -c pass", command_trials(argv, args.trials)))
+        if swarm_manager(docker):
+            rows.append(("swarm, warm pool", swarm_trials(2, args.trials)))
+            rows.append(("swarm, no pool", swarm_trials(0, args.trials)))
     baseline = statistics.median(rows[0][1])
     print(f"{args.trials} trials each\n")
     print("| cold start | median ms | p99 ms | median vs python3 -c pass |")

@@ -71,7 +71,7 @@ def retire_reason(
     """Why a claimed pool replica (a bridge) should go now, or "" to keep it (pure).
 
     ``exists``: its function is still deployed; ``replicas``: the function's desired count; ``current``: it serves
-    the function's current version; ``own_ready``: ready tasks of the function's own service at that version;
+    the function's current version; ``own_ready``: ready tasks of the function's own service at its version;
     ``running``: its task runs; ``age_s``: since it was claimed."""
     if not exists:
         return "its function was removed"
@@ -79,10 +79,10 @@ def retire_reason(
         return "its function scaled to zero"
     if not running and age_s > GONE_GRACE_S:
         return "its task is not running"
+    if not current:  # gateways stopped routing to it when they saw the new version
+        return "the function was updated"
     if own_ready >= replicas:
         return f"the function's own {own_ready} replica(s) are ready"
-    if not current and own_ready > 0:
-        return "the function was updated and its new version is ready"
     return ""
 
 
