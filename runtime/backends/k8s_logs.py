@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from runtime.backends.base import LogLine
 from runtime.backends.k8s_objects import FUNCTION_LABEL
+from runtime.backends.k8s_pool import CONTAINER, POOL_LABEL
 from runtime.backends.k8s_status import parse_time
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ async def _read_all(
     lines: list[LogLine] = []
     for pod in pods:
         pod_name = pod["metadata"]["name"]
-        kwargs: dict[str, object] = {"container": name, "timestamps": True}
+        bridge = POOL_LABEL in (pod["metadata"].get("labels") or {})  # a pool pod's container has another name
+        kwargs: dict[str, object] = {"container": CONTAINER if bridge else name, "timestamps": True}
         if tail is not None:
             kwargs["tail_lines"] = tail
         if since is not None:

@@ -18,7 +18,7 @@ from stoker.spec import FunctionDeployment
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # set by the EndpointSlice controller on every slice
 
 # Container states that will not fix themselves: a deploy stops waiting and reports them.
-_FATAL_WAITING = frozenset(
+FATAL_WAITING = frozenset(
     {
         "CrashLoopBackOff",
         "ErrImagePull",
@@ -148,7 +148,7 @@ def rollout_state(pods: list[dict[str, Any]]) -> RolloutState:
             waiting = _get(status, "state", "waiting") or {}
             reason = waiting.get("reason", "")
             last = _get(status, "lastState", "terminated") or {}
-            if reason in _FATAL_WAITING:
+            if reason in FATAL_WAITING:
                 detail = waiting.get("message") or ""
                 if last:
                     detail = f"exit code {last.get('exitCode')}" + (

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runtime.backends import k8s_code
+from runtime.backends import k8s_code, k8s_pool
 from runtime.backends import k8s_objects as objects
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine
 from runtime.backends.k8s_logs import read_logs
@@ -45,6 +46,7 @@ from runtime.backends.k8s_status import (
     rollout_state,
     slice_addresses,
 )
+from runtime.backends.k8s_warm import WarmPods
 from runtime.backends.k8s_watch import Obj, Watcher
 from stoker.config import Config
 from stoker.errors import BackendUnavailable, Conflict, DeployFailed, InvalidRequest, NotFound
@@ -101,6 +103,7 @@ class _Function:
         self.record = record
         self.obj = obj  # its Deployment as last seen
         self.by_instance: dict[str, Endpoint] = {}
+        self.bridges: dict[str, Endpoint] = {}  # pool pods this gateway claimed, routed to until a slice lists them
 
 
 class KubernetesBackend:
@@ -126,6 +129,8 @@ class KubernetesBackend:
         self._removing: set[tuple[str, str]] = set()
         self._watchers: list[Watcher] = []
         self._background: set[asyncio.Task[None]] = set()
+        self.replica_port = objects.PORT  # where pool pods listen (the tests run them on one loopback port)
+        self.pool = WarmPods(self)
 
     @property
     def clients(self) -> KubeClients:
@@ -139,8 +144,14 @@ class KubernetesBackend:
         return KubeSecretStore(self.clients.core, self.clients.to_dict, self.namespace)
 
     def warm_replicas(self) -> int:
-        """No warm pool of this gateway's own: on Kubernetes the controller keeps it (issue 4)."""
-        return 0
+        """Generic pool pods started and waiting for a function (any gateway may claim them)."""
+        return self.pool.ready()
+
+    async def tend_pool(self, now: float | None = None) -> None:
+        """Keep ``STOKER_POOL_SIZE`` generic pods, retire bridges whose function's own pods are ready, replace
+        pool pods that failed (called once a tick by the one process that autoscales)."""
+        functions = {key[0]: k8s_pool.function(fn.obj) for key, fn in self._functions.items()}
+        await self.pool.tend(functions, self.config.pool_size, time.time() if now is None else now)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -162,9 +173,13 @@ class KubernetesBackend:
             c.discovery.list_namespaced_endpoint_slice, self.namespace, _SLICES, c.to_dict, c.watch,
             self._reset_slices, self._on_slice,
         )  # fmt: skip
+        pool_pods = Watcher(
+            c.core.list_namespaced_pod, self.namespace, k8s_pool.POOL_LABEL, c.to_dict, c.watch,
+            self._reset_pool, self._on_pool_pod,
+        )  # fmt: skip
         try:
             # Slices first: when the functions appear, their addresses are known already.
-            for watcher in (slices, deployments):
+            for watcher in (slices, pool_pods, deployments):
                 items, rv = await asyncio.to_thread(watcher.list)
                 watcher.on_reset(items)
                 watcher.start(rv)
@@ -235,12 +250,28 @@ class KubernetesBackend:
         for service in services:
             self._refresh((service, self.namespace))
 
+    def _reset_pool(self, items: list[Obj]) -> None:
+        for function in self.pool.reset(items):
+            self._refresh((function, self.namespace))
+
+    def _on_pool_pod(self, kind: str, obj: Obj) -> None:
+        for function in self.pool.on_event(kind, obj):
+            self._refresh((function, self.namespace))
+
     def _refresh(self, key: tuple[str, str]) -> None:
-        """Rebuild a function's routing list from the slices, in place, reusing its Endpoint objects."""
+        """Rebuild a function's routing list from the slices, in place, reusing its Endpoint objects; with the
+        pool pods this gateway claimed until a slice lists them (or they stop)."""
         fn = self._functions.get(key)
         if fn is None:
             return
         addresses = {a.instance: a for service, found in self._slices.values() if service == key[0] for a in found}
+        in_slices = {a.instance for _, found in self._slices.values() for a in found}
+        for instance, bridge in list(fn.bridges.items()):
+            if instance in in_slices or not self.pool.serving(instance):
+                del fn.bridges[instance]  # from now on its readiness decides, as for any pod
+            else:
+                addresses[instance] = Address(instance, bridge.host, bridge.port)
+                fn.by_instance.setdefault(instance, bridge)
         endpoints: list[Endpoint] = []
         for instance, a in sorted(addresses.items()):
             endpoint = fn.by_instance.get(instance)
@@ -424,7 +455,7 @@ class KubernetesBackend:
             pods = (await self._call(self.clients.core.list_namespaced_pod, self.namespace, label_selector=selector))[
                 "items"
             ]
-            state = rollout_state(pods)
+            state = rollout_state([p for p in pods if k8s_pool.POOL_LABEL not in p["metadata"].get("labels", {})])
             fn = self._functions.get((dep.service, dep.namespace))
             routed = fn is not None and any(e.instance in state.ready for e in fn.record.endpoints)
             if routed or (ready_since is not None and time.monotonic() - ready_since > _WATCH_LAG_S):
@@ -470,6 +501,8 @@ class KubernetesBackend:
                 while any(e.inflight for e in draining) and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
             await self._delete(name)
+            for bridge in self.pool.bridges(name):  # they would serve the old code to a function of that name
+                await self.pool.delete(bridge)
         finally:
             self._removing.discard(key)
 
@@ -490,6 +523,7 @@ class KubernetesBackend:
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._known(name, namespace)
+        before = fn.record.replicas
         try:
             await self._call(
                 self.clients.apps.patch_namespaced_deployment_scale, name, namespace, objects.scale(replicas)
@@ -499,3 +533,13 @@ class KubernetesBackend:
                 raise NotFound(f"function {name!r} not found in namespace {namespace!r}") from None
             raise
         fn.record.replicas = replicas
+        if replicas > before and len(fn.record.endpoints) < replicas:
+            # A bridge from the warm pool serves in milliseconds while the Deployment's own pod starts.
+            try:
+                bridge = await self.pool.claim(fn.obj)
+            except Exception as exc:  # the pool is an optimisation: the Deployment scales either way
+                print(f"stoker: kubernetes warm pool: claim for {name}: {exc}", file=sys.stderr, flush=True)
+                bridge = None
+            if bridge is not None and self._functions.get((name, namespace)) is fn:
+                fn.bridges[bridge.instance] = bridge
+                self._refresh((name, namespace))

@@ -2,7 +2,10 @@
 
 No cluster can run in CI, so this stands in for the API server, the Deployment controller (pods for the current
 version, old pods kept until new ones are ready: maxUnavailable 0), the kubelet (readiness, crash loops, image pull
-failures, per image) and the EndpointSlice controller (one slice per Service listing its pods). It records every
+failures, per image; bare pods of the warm pool, run as real replica processes on loopback addresses with
+``run_pool``, probed for startup and readiness, stopped with SIGTERM on delete) and the EndpointSlice controller
+(one slice per Service listing the pods its selector matches). Pod patches honour a resourceVersion precondition
+(409 Conflict). It records every
 call, validates every object written against the official schemas (kubernetes-validate, strict), answers with the
 client's real model classes, and serves watches from its own event log, so the backend's list + watch code runs
 unchanged. Only the methods the backend calls exist: calling anything else fails the test.
@@ -14,11 +17,18 @@ import base64
 import copy
 import hashlib
 import hmac
+import http.client
 import itertools
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -28,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from runtime.backends.kubernetes import KubeClients
 
 Obj = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_VERSIONS = ("1.30", kubernetes_validate.latest_version())  # the oldest cluster we support, and the newest
 _SLICE_MANAGER = {"endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
 
@@ -65,7 +76,7 @@ class FakeCluster:
     """The state of a pretend cluster. ``behaviour[image]`` decides what pods of an image do: ``ready`` (at once),
     ``manual`` (wait for :meth:`make_ready`), ``crash`` (crash loop) or ``pull`` (image pull failure)."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_pool: bool = False, workdir: Path | None = None) -> None:
         self.cond = threading.Condition()
         self.rv = itertools.count(1000)
         self.ips = itertools.count(2)
@@ -75,20 +86,80 @@ class FakeCluster:
         self.secrets: dict[str, Obj] = {}
         self.events: list[tuple[int, str, str, Obj]] = []  # (resourceVersion, collection, type, object)
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.calls_by: dict[str, list[str]] = {}  # who (see clients()) -> the methods they called
         self.behaviour: dict[str, str] = {}
         self.logs: dict[str, str] = {}  # pod name -> its log, as `timestamps=true` gives it
         self.expired_before = 0  # watches from an older resourceVersion get 410 Gone
         self.watch_timeout_s = 0.5
+        # Bare pods (the warm pool): with run_pool, each runs a real replica process on its own loopback address
+        # (127.0.0.N), all on one port, and a kubelet thread probes them; otherwise they start at once, simulated.
+        self.run_pool = run_pool
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="stoker-k8s-fake-"))
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.loopback = itertools.count(2)
+        self._reserved = socket.socket()
+        self._reserved.bind(("127.0.0.1", 0))  # keeps the port ours on 127.0.0.1; pods use 127.0.0.2 and up
+        self.pool_port: int = self._reserved.getsockname()[1]  # where bare pods listen (the backend's replica_port)
+        self.replica_port = self.pool_port if run_pool else 8080  # the port EndpointSlices list
+        self._kubelet: threading.Thread | None = None
+        self._closed = False
+        self._before_patch: list[Callable[[str], None]] = []
 
     # --- helpers for tests ---------------------------------------------------------------------------------
-    def clients(self) -> KubeClients:
+    def clients(self, who: str = "") -> KubeClients:
+        """Clients of the fake; the calls made through them are also recorded under ``who`` (``calls_by``)."""
         return KubeClients(
-            FakeApps(self),
-            FakeCore(self),
-            FakeDiscovery(self),
+            FakeApps(self, who),
+            FakeCore(self, who),
+            FakeDiscovery(self, who),
             client.ApiClient().sanitize_for_serialization,
             self.watch,
         )
+
+    def close(self) -> None:
+        """Stop every replica process the fake started."""
+        self._closed = True
+        with self.cond:
+            processes = list(self.processes.values())
+        for proc in processes:
+            proc.kill()
+        for proc in processes:
+            proc.wait(10)
+        if self._kubelet is not None:
+            self._kubelet.join(5)
+        self._reserved.close()
+
+    def before_next_pod_patch(self, action: Callable[[str], None]) -> None:
+        """Run ``action(pod name)`` (as another client would) just before the next pod patch is applied."""
+        self._before_patch.append(action)
+
+    def relabel(self, pod_name: str, labels: dict[str, str]) -> None:
+        """Another client changes a pod's labels (its resourceVersion changes with them)."""
+        with self.cond:
+            pod = self.objects["pods"][pod_name]
+            pod["metadata"]["labels"].update(labels)
+            self._put("pods", pod, "MODIFIED")
+
+    def pool_pods(self, state: str | None = None) -> list[Obj]:
+        with self.cond:
+            return [
+                p
+                for p in self.objects["pods"].values()
+                if "stoker.dev/pool" in p["metadata"]["labels"]
+                and state in (None, p["metadata"]["labels"]["stoker.dev/pool"])
+            ]
+
+    def fail_pod(self, pod_name: str) -> None:
+        """A bare pod's replica dies: its process is killed (the kubelet notices), or a simulated one fails."""
+        with self.cond:
+            proc = self.processes.get(pod_name)
+            if proc is None:
+                pod = self.objects["pods"][pod_name]
+                pod["status"].update({"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]})
+                self._put("pods", pod, "MODIFIED")
+                self._sync_slice(pod["metadata"]["labels"].get("faas_function", ""))
+                return
+        proc.kill()
 
     def watch(self) -> FakeWatch:
         return FakeWatch(self)
@@ -252,6 +323,119 @@ class FakeCluster:
             return "crash"
         return behaviour
 
+    # --- bare pods (the warm pool): the kubelet ----------------------------------------------------------------
+    def _start_bare_pod(self, pod: Obj) -> None:
+        container = pod["spec"]["containers"][0]
+        missing = [
+            v["secret"]["secretName"]
+            for v in pod["spec"].get("volumes", [])
+            if "secret" in v and v["secret"]["secretName"] not in self.secrets
+        ]
+        waiting = self.behaviour.get(container["image"]) == "pull" or missing
+        state: Obj = {"waiting": {"reason": "ImagePullBackOff" if not missing else "ContainerCreating"}}
+        if not waiting:
+            state = {"running": {"startedAt": _now()}}
+        status: Obj = {
+            "phase": "Pending" if waiting else "Running",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": not waiting and not self.run_pool,
+                    "state": state,
+                }
+            ],
+        }
+        if not waiting:
+            if self.run_pool:
+                status["podIP"] = self._spawn(pod)
+            else:  # an address where nothing listens: a specialisation is refused at once
+                status["podIP"] = f"127.0.0.{next(self.loopback)}"
+        pod["status"] = status
+
+    def _spawn(self, pod: Obj) -> str:
+        """Run the pod's replica as a process, with its secret volumes as files and its emptyDirs as folders."""
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        folder = self.workdir / name
+        folder.mkdir(parents=True)
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        local: dict[str, str] = {}
+        for mount in container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            target = folder / mount["name"]
+            target.mkdir()
+            if "secret" in volume:
+                for key, value in self.secrets[volume["secret"]["secretName"]]["data"].items():
+                    (target / key).write_bytes(base64.b64decode(value))
+            local[mount["mountPath"]] = str(target)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+        for var in container.get("env", []):
+            value = var.get("value", "")
+            for path, there in local.items():
+                if value == path or value.startswith(path + "/"):
+                    value = there + value[len(path) :]
+            env[var["name"]] = value
+        ip = f"127.0.0.{next(self.loopback)}"
+        sock = socket.socket()
+        sock.bind((ip, self.pool_port))
+        sock.listen(64)
+        env.update(PYTHONPATH=str(ROOT), STOKER_LISTEN_FD=str(sock.fileno()))
+        with open(folder / "log", "wb") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "runtime"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=[sock.fileno()],
+            )
+        sock.close()
+        if self._kubelet is None:
+            self._kubelet = threading.Thread(target=self._run_kubelet, name="fake kubelet", daemon=True)
+            self._kubelet.start()
+        return ip
+
+    def _run_kubelet(self) -> None:
+        """Probe each process pod as the kubelet would: startup (/_/health), readiness (/_/ready), exit."""
+        while not self._closed:
+            with self.cond:
+                running = [(n, p, self.objects["pods"][n]["status"]["podIP"]) for n, p in self.processes.items()]
+            for name, proc, ip in running:
+                code = proc.poll()
+                health = code is None and _probe(ip, self.pool_port, "/_/health")
+                ready = health and _probe(ip, self.pool_port, "/_/ready")
+                with self.cond:
+                    pod = self.objects["pods"].get(name)
+                    if pod is None:
+                        continue
+                    function = pod["metadata"]["labels"].get("faas_function", "")
+                    status = copy.deepcopy(pod["status"])
+                    container = status["containerStatuses"][0]
+                    if code is not None:
+                        del self.processes[name]
+                        if _terminating(pod):
+                            self._put("pods", pod, "DELETED")
+                            self._sync_slice(function)
+                            continue
+                        status["phase"] = "Succeeded" if code == 0 else "Failed"
+                        container["state"] = {
+                            "terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}
+                        }
+                        container["started"] = False
+                        ready = False
+                    container["started"] = bool(container.get("started")) or health
+                    container["ready"] = ready
+                    status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+                    if status != pod["status"]:
+                        pod["status"] = status
+                        self._put("pods", pod, "MODIFIED")
+                        self._sync_slice(function)
+            time.sleep(0.05)
+
     def _sync_slice(self, function: str) -> None:
         name = f"{function}-x7k2p"
         if function not in self.objects["services"]:
@@ -261,7 +445,11 @@ class FakeCluster:
         endpoints = [
             {
                 "addresses": [pod["status"]["podIP"]],
-                "conditions": {"ready": _is_ready(pod), "serving": _is_ready(pod), "terminating": False},
+                "conditions": {
+                    "ready": _is_ready(pod) and not _terminating(pod),
+                    "serving": _is_ready(pod),
+                    "terminating": _terminating(pod),
+                },
                 "targetRef": {
                     "kind": "Pod",
                     "name": pod["metadata"]["name"],
@@ -283,7 +471,7 @@ class FakeCluster:
             },
             "addressType": "IPv4",
             "endpoints": endpoints,
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": self.replica_port, "protocol": "TCP"}],
         }
         validate(endpoint_slice)
         self._put("slices", endpoint_slice, "ADDED" if current is None else "MODIFIED")
@@ -296,16 +484,34 @@ def _ready_status(ready: bool) -> Obj:
     }
 
 
+def _terminating(pod: Obj) -> bool:
+    return pod["metadata"].get("deletionTimestamp") is not None
+
+
+def _probe(host: str, port: int, path: str) -> bool:
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=1)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except OSError:
+        return False
+
+
 def _is_ready(pod: Obj) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
 class _Api:
-    def __init__(self, cluster: FakeCluster) -> None:
+    def __init__(self, cluster: FakeCluster, who: str = "") -> None:
         self.cluster = cluster
+        self.who = who
 
     def _record(self, method: str, *args: Any) -> None:
         self.cluster.calls.append((method, copy.deepcopy(args)))
+        self.cluster.calls_by.setdefault(self.who, []).append(method)
 
 
 class FakeApps(_Api):
@@ -407,6 +613,59 @@ class FakeCore(_Api):
             self._record("list_namespaced_pod", namespace, label_selector)
             return _model(self.cluster._list("pods", label_selector), "V1PodList")
 
+    def create_namespaced_pod(self, namespace: str, body: Obj) -> Any:
+        with self.cluster.cond:
+            self._record("create_namespaced_pod", namespace, body)
+            validate(body)
+            assert body["metadata"]["namespace"] == namespace
+            name = body["metadata"]["name"]
+            if name in self.cluster.objects["pods"]:
+                raise _error(409, "AlreadyExists")
+            pod = copy.deepcopy(body)
+            pod["metadata"]["creationTimestamp"] = _now()
+            self.cluster._start_bare_pod(pod)
+            self.cluster._put("pods", pod, "ADDED")
+            return _model(pod, "V1Pod")
+
+    def patch_namespaced_pod(self, name: str, namespace: str, body: Obj) -> Any:
+        """A strategic merge patch of labels; a resourceVersion in it is a precondition (409 Conflict)."""
+        with self.cluster.cond:
+            self._record("patch_namespaced_pod", name, namespace, body)
+            while self.cluster._before_patch:
+                self.cluster._before_patch.pop(0)(name)
+            pod = self.cluster.objects["pods"].get(name)
+            if pod is None:
+                raise _error(404, "Not Found")
+            assert set(body) == {"metadata"} and set(body["metadata"]) <= {"labels", "resourceVersion"}, body
+            expected = body["metadata"].get("resourceVersion")
+            if expected is not None and expected != pod["metadata"]["resourceVersion"]:
+                raise _error(409, "Conflict")
+            before = pod["metadata"]["labels"].get("faas_function", "")
+            pod["metadata"]["labels"].update(body["metadata"].get("labels") or {})
+            validate({k: v for k, v in pod.items() if k != "status"})
+            self.cluster._put("pods", pod, "MODIFIED")
+            for function in {before, pod["metadata"]["labels"].get("faas_function", "")} - {""}:
+                self.cluster._sync_slice(function)
+            return _model(pod, "V1Pod")
+
+    def delete_namespaced_pod(self, name: str, namespace: str) -> Any:
+        """Graceful: the pod is marked terminating and its process gets SIGTERM; it goes when that exits."""
+        with self.cluster.cond:
+            self._record("delete_namespaced_pod", name, namespace)
+            pod = self.cluster.objects["pods"].get(name)
+            if pod is None:
+                raise _error(404, "Not Found")
+            function = pod["metadata"]["labels"].get("faas_function", "")
+            proc = self.cluster.processes.get(name)
+            if proc is None:
+                self.cluster._put("pods", pod, "DELETED")
+            elif not _terminating(pod):
+                pod["metadata"]["deletionTimestamp"] = _now()
+                self.cluster._put("pods", pod, "MODIFIED")
+                proc.terminate()
+            self.cluster._sync_slice(function)
+            return _model(pod, "V1Pod")
+
     def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> str:
         with self.cluster.cond:
             self._record("read_namespaced_pod_log", name, namespace, kwargs)
@@ -417,10 +676,11 @@ class FakeCore(_Api):
                 lines = lines[-kwargs["tail_lines"] :] if kwargs["tail_lines"] else []
             return "".join(lines)
 
-    def list_namespaced_secret(self, namespace: str) -> Any:
+    def list_namespaced_secret(self, namespace: str, label_selector: str | None = None) -> Any:
         with self.cluster.cond:
-            self._record("list_namespaced_secret", namespace)
-            items = copy.deepcopy(list(self.cluster.secrets.values()))
+            self._record("list_namespaced_secret", namespace, label_selector)
+            found = [s for s in self.cluster.secrets.values() if _matches(s["metadata"].get("labels"), label_selector)]
+            items = copy.deepcopy(found)
             return _model({"metadata": {"resourceVersion": "1"}, "items": items}, "V1SecretList")
 
     def create_namespaced_secret(self, namespace: str, body: Obj) -> Any:
@@ -429,7 +689,9 @@ class FakeCore(_Api):
             validate(body)
             if body["metadata"]["name"] in self.cluster.secrets:
                 raise _error(409, "AlreadyExists")
-            self.cluster.secrets[body["metadata"]["name"]] = copy.deepcopy(body)
+            stored = copy.deepcopy(body)
+            stored["metadata"]["creationTimestamp"] = _now()
+            self.cluster.secrets[body["metadata"]["name"]] = stored
             return _model(body, "V1Secret")
 
     def replace_namespaced_secret(self, name: str, namespace: str, body: Obj) -> Any:
@@ -495,6 +757,7 @@ class FakeDiscovery(_Api):
 
 
 _COLLECTIONS = {
+    "list_namespaced_pod": ("pods", "V1Pod"),
     "list_namespaced_deployment": ("deployments", "V1Deployment"),
     "list_namespaced_endpoint_slice": ("slices", "V1EndpointSlice"),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,10 @@ async def until(check: Callable[[], object], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-def cluster() -> FakeCluster:
-    return FakeCluster()
+def cluster() -> Iterator[FakeCluster]:
+    c = FakeCluster()
+    yield c
+    c.close()
 
 
 @pytest.fixture

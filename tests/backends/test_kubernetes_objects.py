@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.backends import k8s_code
+from runtime.backends import k8s_code, k8s_pool
 from runtime.backends import k8s_objects as objects
 from runtime.backends.k8s_secrets import secret
+from runtime.backends.k8s_settings import KubeSettings
 from runtime.backends.k8s_status import function_of, rollout_state, slice_addresses
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
@@ -173,3 +174,96 @@ def test_rollout_state_names_what_will_not_fix_itself() -> None:
     state = rollout_state([crashing, pending])
     assert state.ready == [] and state.failure == "f-1: CrashLoopBackOff: exit code 3 (Error)"
     assert state.progress == "f-2: ContainerCreating"
+
+
+# --- the warm pool (runtime/backends/k8s_pool.py) --------------------------------------------------------------
+POOL = KubeSettings(runtime_image="stoker/runtime:latest")
+
+
+def test_pool_pods_and_their_keys_validate_and_are_hardened_like_function_pods() -> None:
+    pod = k8s_pool.pod("stoker-pool-0a1b2c3d4e", "openfaas-fn", KubeSettings(pool_memory="256Mi"))
+    validate(pod)
+    validate(k8s_pool.secret("stoker-pool-0a1b2c3d4e", "openfaas-fn", b"k" * 32))
+    function_pod = objects.deployment(RICH, 1)["spec"]["template"]["spec"]
+    spec = pod["spec"]
+    assert spec["securityContext"] == function_pod["securityContext"] and spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    assert container["securityContext"] == function_pod["containers"][0]["securityContext"]
+    assert container["resources"] == {"limits": {"memory": "256Mi"}}
+    assert container["startupProbe"]["httpGet"]["path"] == "/_/health"
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in spec["volumes"]
+    key_volume = {"name": "pool-key", "secret": {"secretName": "stoker-pool-0a1b2c3d4e", "defaultMode": 0o440}}
+    assert key_volume in spec["volumes"]
+    patch = k8s_pool.claim_patch("42", k8s_pool.Target("f", "v1", "d1", "f-code-d1", {}))
+    assert patch == {
+        "metadata": {
+            "resourceVersion": "42",
+            "labels": {
+                "faas_function": "f",
+                "stoker.dev/pool": "claimed",
+                "com.stoker.version": "v1",
+                "com.stoker.code": "d1",
+            },
+        }
+    }
+
+
+def _source_deployment(**fields: object) -> dict[str, object]:
+    dep = FunctionDeployment.from_json({"service": "src", "image": POOL.runtime_image, **fields})
+    return objects.deployment(dep, 1, k8s_code.code_for(b"k" * 32, dep, BUNDLE))
+
+
+def test_only_what_a_pool_pod_can_run_is_claimed_for() -> None:
+    target = k8s_pool.target(_source_deployment(envVars={"A": "1"}), POOL)
+    assert target is not None and target.function == "src" and target.configmap.startswith("src-code-")
+    assert target.env["A"] == "1" and target.env["STOKER_UNPACK_BUNDLE"] == "1"
+    assert k8s_pool.target(objects.deployment(RICH, 1), POOL) is None  # an image
+    for fields in (
+        {"secrets": ["api-key"]},
+        {"envProcess": "python index.py"},
+        {"limits": {"memory": "1Gi"}},
+        {"constraints": ["disk=ssd"]},
+        {"annotations": {"com.stoker.timeout": "1h"}},
+    ):
+        assert k8s_pool.target(_source_deployment(**fields), POOL) is None, fields
+    assert k8s_pool.target(_source_deployment(), KubeSettings(runtime_image="other:1")) is None
+    limited = KubeSettings(runtime_image=POOL.runtime_image, pool_memory="1Gi")
+    assert k8s_pool.target(_source_deployment(limits={"memory": "1Gi"}), limited) is not None
+
+
+def _pool_pod(name: str, state: str = "generic", **status: object) -> dict[str, object]:
+    labels = {"stoker.dev/pool": state}
+    if state == "claimed":
+        labels |= {"faas_function": "f", "com.stoker.version": str(status.pop("version", "v1"))}
+    return {
+        "metadata": {"name": name, "labels": labels, "creationTimestamp": "2030-01-01T00:00:00Z"},
+        "status": {"phase": "Running", "podIP": "10.0.0.1", "containerStatuses": [{"started": True}], **status},
+    }
+
+
+def test_tending_refills_replaces_the_dead_and_retires_bridges_whose_function_is_served() -> None:
+    t0 = 1893456000.0  # 2030-01-01
+    pods = [
+        _pool_pod("ok"),
+        _pool_pod("crashed", phase="Failed"),
+        _pool_pod("pulling", phase="Pending", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}]),
+        _pool_pod("slow", phase="Pending", containerStatuses=[]),
+        _pool_pod("bridge", "claimed"),
+    ]
+    starting = k8s_pool.Function(replicas=1, ready=0, version="v1")
+    plan = k8s_pool.plan(pods, None, {"f": starting}, size=3, now=t0 + 10)
+    assert plan.delete.keys() == {"crashed", "pulling"} and plan.create == 1  # "ok" and "slow" count
+    plan = k8s_pool.plan(pods, None, {"f": starting}, size=3, now=t0 + k8s_pool.START_TIMEOUT_S + 1)
+    assert plan.delete.keys() == {"crashed", "pulling", "slow"} and plan.create == 2
+    assert k8s_pool.plan(pods, None, {"f": starting}, size=3, now=t0 + 10, pending=2).create == 0
+    for functions, why in (
+        ({}, "gone"),
+        ({"f": k8s_pool.Function(0, 0, "v1")}, "zero"),
+        ({"f": k8s_pool.Function(2, 2, "v1")}, "ready"),
+        ({"f": k8s_pool.Function(2, 1, "v2")}, "updated"),
+    ):
+        assert why in k8s_pool.plan(pods, None, functions, 1, t0).delete["bridge"]
+    assert "bridge" not in k8s_pool.plan(pods, None, {"f": k8s_pool.Function(2, 1, "v1")}, 1, t0).delete
+    keys = [{"metadata": {"name": n, "creationTimestamp": "2030-01-01T00:00:00Z"}} for n in ("ok", "lost")]
+    assert k8s_pool.plan(pods, keys, {}, 1, t0 + 30).orphans == []  # its pod may be being created
+    assert k8s_pool.plan(pods, keys, {}, 1, t0 + 61).orphans == ["lost"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,8 +41,10 @@ def dep(name: str = "hello", **fields: object) -> FunctionDeployment:
 
 
 @pytest.fixture
-def cluster() -> FakeCluster:
-    return FakeCluster()
+def cluster() -> Iterator[FakeCluster]:
+    c = FakeCluster()
+    yield c
+    c.close()
 
 
 @pytest.fixture

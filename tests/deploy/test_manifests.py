@@ -4,12 +4,14 @@ the compose file has the services and the one socket mount it should."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from runtime.backends.k8s_settings import KubeSettings
 from runtime.backends.kubernetes import KubernetesBackend
 from stoker.bundle import pack
 from stoker.config import Config
@@ -37,6 +39,10 @@ _RULES = {
     "replace_namespaced_secret": ("", "secrets", "update"),
     "delete_namespaced_secret": ("", "secrets", "delete"),
     "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", "list"),
+    "create_namespaced_pod": ("", "pods", "create"),
+    "patch_namespaced_pod": ("", "pods", "patch"),
+    "delete_namespaced_pod": ("", "pods", "delete"),
+    "read_namespaced_config_map": ("", "configmaps", "get"),
     "create_namespaced_config_map": ("", "configmaps", "create"),
     "delete_namespaced_config_map": ("", "configmaps", "delete"),
     "delete_collection_namespaced_config_map": ("", "configmaps", "deletecollection"),
@@ -79,49 +85,86 @@ def test_kustomization_lists_every_manifest() -> None:
     assert all((K8S / name).is_file() for name in kustomization["resources"])
 
 
-async def test_the_gateway_role_grants_exactly_what_the_backend_calls(tmp_path: Path) -> None:
+async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(tmp_path: Path) -> None:
     cluster = FakeCluster()
-    config = Config.from_env({}, home=tmp_path, k8s_deploy_timeout_s=1.0)
-    backend = KubernetesBackend(config, b"k", cluster.clients(), poll_s=0.02)
-    await backend.start()
+    settings = KubeSettings(runtime_image="registry.example/stoker-runtime:1")
+    key = b"k" * 32
+
+    def backend(who: str, pool_size: int) -> KubernetesBackend:
+        config = Config.from_env({}, home=tmp_path, k8s_deploy_timeout_s=1.0, pool_size=pool_size)
+        b = KubernetesBackend(config, key, cluster.clients(who), poll_s=0.02, settings=settings)
+        b.replica_port = cluster.pool_port  # nothing listens there: every claim fails, and cleans up
+        return b
+
+    gateway, controller = backend("gateway", 0), backend("controller", 2)
+    await gateway.start()
+    await controller.start()
     try:
-        backend.secrets.set("token", "openfaas-fn", b"1", create=True)
-        backend.secrets.set("token", "openfaas-fn", b"2", create=False)
-        await backend.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:1", "secrets": ["token"]}), None)
-        await backend.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:2"}), None)
+        gateway.secrets.set("token", "openfaas-fn", b"1", create=True)
+        gateway.secrets.set("token", "openfaas-fn", b"2", create=False)
+        await gateway.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:1", "secrets": ["token"]}), None)
+        await gateway.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:2"}), None)
         cluster.behaviour["f:3"] = "crash"
         with pytest.raises(Exception, match="failed to start"):
-            await backend.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:3"}), None)
-        await backend.scale("f", "openfaas-fn", 2)
-        [line async for line in backend.logs("f", "openfaas-fn", 5, None, False)]
+            await gateway.deploy(FunctionDeployment.from_json({"service": "f", "image": "f:3"}), None)
+        await gateway.scale("f", "openfaas-fn", 2)
+        [line async for line in gateway.logs("f", "openfaas-fn", 5, None, False)]
         code = tmp_path / "code"
         code.mkdir()
         for version in ("1", "2"):  # source deploys: a ConfigMap each, the older one deleted after the rollout
             (code / "handler.py").write_text(f"def handle(event, context):\n    return {version}\n")
-            await backend.deploy(FunctionDeployment.from_json({"service": "f"}, require_code=False), pack(code))
+            await gateway.deploy(FunctionDeployment.from_json({"service": "f"}, require_code=False), pack(code))
         while len(cluster.objects["configmaps"]) > 1:
             await asyncio.sleep(0.02)
-        await backend.remove("f", "openfaas-fn")
-        backend.secrets.delete("token", "openfaas-fn")
+        # The warm pool: the controller tends it; both claim pool pods when they scale a function up.
+        await gateway.scale("f", "openfaas-fn", 0)
+        cluster.behaviour[settings.runtime_image] = "manual"  # its own pods start slowly: a claim is worth it
+        await controller.tend_pool()
+
+        async def settled(replicas: int, pool: int) -> None:
+            def seen(b: KubernetesBackend) -> bool:
+                record = b.get("f", "openfaas-fn")
+                return (
+                    record is not None
+                    and record.replicas == replicas
+                    and not record.endpoints
+                    and b.warm_replicas() >= pool
+                )
+
+            while not (seen(gateway) and seen(controller)):
+                await asyncio.sleep(0.02)
+
+        await settled(0, 2)
+        await controller.scale("f", "openfaas-fn", 1)  # claims (and, nothing listening, deletes) a pool pod
+        await controller.scale("f", "openfaas-fn", 0)
+        await settled(0, 1)
+        await gateway.scale("f", "openfaas-fn", 1)  # the same from a gateway
+        assert len(cluster.called("patch_namespaced_pod")) == 2
+        await controller.tend_pool()
+        while controller.warm_replicas() < 2:
+            await asyncio.sleep(0.02)
+        cluster.fail_pod(cluster.pool_pods()[0]["metadata"]["name"])
+        await controller.tend_pool(now=time.time() + 120)
+        await gateway.remove("f", "openfaas-fn")
+        gateway.secrets.delete("token", "openfaas-fn")
     finally:
-        await backend.close()
-    used = {_RULES[name] for name, _ in cluster.calls}  # a KeyError here: a new call needs a rule above
-    used |= {("apps", "deployments", "watch"), ("discovery.k8s.io", "endpointslices", "watch")}  # the watchers
-    role = find("Role", "stoker-gateway", "openfaas-fn")
-    assert granted(role) == used
+        await gateway.close()
+        await controller.close()
+        cluster.close()
+    watches = {
+        ("apps", "deployments", "watch"),
+        ("discovery.k8s.io", "endpointslices", "watch"),
+        ("", "pods", "watch"),
+    }
+    for who, role in (("gateway", "stoker-gateway"), ("controller", "stoker-controller")):
+        used = {_RULES[name] for name in cluster.calls_by[who]}  # a KeyError here: a new call needs a rule above
+        assert granted(find("Role", role, "openfaas-fn")) == used | watches, who
     binding = find("RoleBinding", "stoker-gateway", "openfaas-fn")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stoker-gateway", "namespace": "stoker"}]
     assert not [d for d in manifests() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 
-def test_the_controller_may_scale_and_hold_its_lease_only() -> None:
-    assert granted(find("Role", "stoker-controller", "openfaas-fn")) == {
-        ("apps", "deployments", "list"),
-        ("apps", "deployments", "watch"),
-        ("apps", "deployments/scale", "patch"),
-        ("discovery.k8s.io", "endpointslices", "list"),
-        ("discovery.k8s.io", "endpointslices", "watch"),
-    }
+def test_the_controller_holds_its_lease_only_in_its_own_namespace() -> None:
     assert granted(find("Role", "stoker-controller-lease", "stoker")) == {
         ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
     }
@@ -142,6 +185,33 @@ def test_only_the_gateway_reaches_function_pods() -> None:
     assert gateway["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "gateway"
 
 
+def test_pool_pods_take_calls_from_the_platform_only() -> None:
+    policy = find("NetworkPolicy", "pool-from-platform", "openfaas-fn")["spec"]
+    assert policy["podSelector"] == {"matchExpressions": [{"key": "stoker.dev/pool", "operator": "Exists"}]}
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    assert source["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "stoker"}}
+    names = source["podSelector"]["matchExpressions"][0]["values"]
+    assert set(names) == {"gateway", "controller"} and rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_the_gateways_and_the_controller_share_one_platform_key_and_runtime_image() -> None:
+    envs, mounts = [], []
+    for name in ("gateway", "controller"):
+        pod = find("Deployment", name, "stoker")["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        envs.append({k: env[k] for k in ("STOKER_PLATFORM_KEY_FILE", "STOKER_K8S_RUNTIME_IMAGE")})
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "platform-key")
+        assert mount["readOnly"] is True and env["STOKER_PLATFORM_KEY_FILE"].startswith(mount["mountPath"] + "/")
+        volume = next(v for v in pod["volumes"] if v["name"] == "platform-key")
+        mounts.append(volume["secret"]["secretName"])
+        assert volume["secret"]["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
+    assert envs[0] == envs[1] and mounts == ["stoker-platform-key"] * 2
+    controller = find("Deployment", "controller", "stoker")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "STOKER_POOL_SIZE", "value": "2"} in controller["env"]
+
+
 def test_the_platform_runs_hardened_with_two_gateways() -> None:
     gateway = find("Deployment", "gateway", "stoker")
     assert gateway["spec"]["replicas"] == 2
@@ -156,9 +226,6 @@ def test_the_platform_runs_hardened_with_two_gateways() -> None:
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    controller = find("Deployment", "controller", "stoker")
-    controller_env = {e["name"]: e.get("value") for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["STOKER_K8S_RUNTIME_IMAGE"] == controller_env["STOKER_K8S_RUNTIME_IMAGE"]  # the pool's and the code's
     names = {d["metadata"]["name"] for d in manifests() if d["kind"] == "Namespace"}
     assert names == {"stoker", "openfaas-fn"}
 
