@@ -15,6 +15,7 @@ from runtime import codesign, pool
 from runtime.backends import k8s_code
 from runtime.backends import k8s_pool as kp
 from runtime.backends.base import Endpoint
+from runtime.backends.k8s_clients import status_of as _status
 
 if TYPE_CHECKING:
     from runtime.backends.kubernetes import KubernetesBackend
@@ -24,10 +25,6 @@ SPECIALISE_TIMEOUT_S = 20.0
 SECRET_SWEEP_S = 60.0  # how often tending lists the pool Secrets to find orphans
 PENDING_S = 60.0  # a pod created but not yet seen through the watch counts as in the pool this long
 _BUNDLES_KEPT = 8  # at most 1 MB each
-
-
-def _status(exc: BaseException) -> int | None:
-    return getattr(exc, "status", None)
 
 
 def _rv(obj: Obj) -> int:

@@ -17,6 +17,11 @@ directly (fewest requests in flight), not through the Service's virtual IP.
 A function is an image (built with ``stoker build`` and pushed where the cluster pulls from) or source: a bundle that
 needs nothing beyond the runtime image runs on that image from a ConfigMap (:mod:`.k8s_code`); the previous
 version's ConfigMap goes once its pods are gone, and every one of them when the function is removed.
+
+Warm pool (:mod:`.k8s_pool`, :mod:`.k8s_warm`): generic pool pods, watched by every gateway. Scaling a source
+function up claims one (a conditional label patch, so two gateways never get the same pod), specialises it and
+routes to it at once, as a bridge while the Deployment's own pod starts; ``tend_pool`` keeps the pool filled and
+retires bridges.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from runtime.backends import k8s_code, k8s_pool
 from runtime.backends import k8s_objects as objects
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.k8s_clients import KubeClients as KubeClients
+from runtime.backends.k8s_clients import status_of as _status
 from runtime.backends.k8s_logs import read_logs
 from runtime.backends.k8s_secrets import KubeSecretStore
 from runtime.backends.k8s_settings import KubeSettings
@@ -55,44 +62,6 @@ from stoker.spec import FunctionDeployment
 _FUNCTIONS = objects.FUNCTION_LABEL  # selects every function's Deployments and pods
 _SLICES = "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
 _WATCH_LAG_S = 5.0  # a pod Kubernetes calls ready counts as deployed this long after, even if no slice showed it
-
-
-@dataclass
-class KubeClients:
-    """The parts of the official client the backend calls (the tests put an in-memory fake in their place)."""
-
-    apps: Any  # kubernetes.client.AppsV1Api
-    core: Any  # kubernetes.client.CoreV1Api
-    discovery: Any  # kubernetes.client.DiscoveryV1Api
-    to_dict: Callable[[Any], Any]  # ApiClient.sanitize_for_serialization: any model -> its JSON form
-    watch: Callable[[], Any]  # kubernetes.watch.Watch
-
-    @classmethod
-    def connect(cls) -> KubeClients:
-        """Clients for the cluster this process runs in (service account), else the current kubeconfig context."""
-        from kubernetes import client, config, watch
-
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            try:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
-            except (config.ConfigException, OSError) as exc:
-                raise BackendUnavailable(
-                    f"kubernetes: no in-cluster service account and no kubeconfig: {exc}"
-                ) from None
-        api = client.ApiClient()
-        return cls(
-            client.AppsV1Api(api),
-            client.CoreV1Api(api),
-            client.DiscoveryV1Api(api),
-            api.sanitize_for_serialization,
-            watch.Watch,
-        )
-
-
-def _status(exc: BaseException) -> int | None:
-    return getattr(exc, "status", None)
 
 
 class _Function:
