@@ -267,3 +267,18 @@ def test_tending_refills_replaces_the_dead_and_retires_bridges_whose_function_is
     keys = [{"metadata": {"name": n, "creationTimestamp": "2030-01-01T00:00:00Z"}} for n in ("ok", "lost")]
     assert k8s_pool.plan(pods, keys, {}, 1, t0 + 30).orphans == []  # its pod may be being created
     assert k8s_pool.plan(pods, keys, {}, 1, t0 + 61).orphans == ["lost"]
+
+
+def test_kubernetes_settings_are_read_and_checked_with_a_clear_message() -> None:
+    from stoker.config import ConfigError
+
+    assert KubeSettings.from_env({}) == KubeSettings(runtime_image="stoker/runtime:latest")
+    settings = KubeSettings.from_env(
+        {"STOKER_K8S_RUNTIME_IMAGE": "registry.example/rt:1", "STOKER_K8S_POOL_MEMORY": "256Mi"}
+    )
+    assert settings.runtime_image == "registry.example/rt:1"
+    assert settings.pool_resources() == {"limits": {"memory": "256Mi"}}
+    with pytest.raises(ConfigError, match="STOKER_K8S_POOL_CPU: 'two' is not a Kubernetes quantity"):
+        KubeSettings.from_env({"STOKER_K8S_POOL_CPU": "two"})
+    with pytest.raises(ConfigError, match="STOKER_K8S_RUNTIME_IMAGE"):
+        KubeSettings.from_env({"STOKER_K8S_RUNTIME_IMAGE": "not an image"})
