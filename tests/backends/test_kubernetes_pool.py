@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -122,7 +123,7 @@ async def test_orphaned_pool_keys_are_deleted_after_a_grace_period(
     cluster.clients().core.create_namespaced_secret(NS, k8s_pool.secret("stoker-pool-gone", NS, b"x" * 32))
     await backend.tend_pool()
     assert "stoker-pool-gone" in cluster.secrets  # its pod may be being created
-    await backend.tend_pool(now=__import__("time").time() + 120)
+    await backend.tend_pool(now=time.time() + 120)
     assert "stoker-pool-gone" not in cluster.secrets and len(cluster.secrets) == 2
 
 
@@ -186,12 +187,14 @@ async def test_scaling_from_zero_claims_a_pool_pod_that_answers_at_once_then_ret
     assert len(cluster.pool_pods("generic")) == 2  # refilled
 
     cluster.make_ready("hello")  # the Deployment's own pod is ready: the bridge goes, drained
-    await until(lambda: cluster.objects["deployments"]["hello"]["status"]["readyReplicas"] == 1)
-    await until(lambda: backend.get("hello", NS) is not None and backend.pool.bridges("hello") != [])
-    await asyncio.sleep(0.1)
-    await backend.tend_pool()
+    deadline = time.monotonic() + 15
+    while backend.pool.bridges("hello"):  # tended once a tick, as the autoscaler does
+        assert time.monotonic() < deadline, "the bridge was not retired"
+        await backend.tend_pool()
+        await asyncio.sleep(0.05)
     await until(lambda: endpoint.instance not in cluster.objects["pods"], timeout=15)
     assert endpoint.instance not in cluster.secrets
+    assert len(cluster.pool_pods("generic")) == 2 and len(cluster.pool_pods()) == 2  # the pool is full again
     await until(
         lambda: [e.instance for e in record.endpoints] == [p["metadata"]["name"] for p in cluster.pods("hello")]
     )
