@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-# The repository, not bench/, first on the path: bench/queue.py would shadow the standard library queue module.
+# The repository, not bench/, first on the path: bench modules are imported as bench.*.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.invoke import wrk  # noqa: E402

@@ -1,7 +1,7 @@
 """Queue throughput: N messages end to end (XADD/enqueue to acknowledged) for a no-op function, stoker's Redis Streams
 worker beside Celery and RQ on the same redis-server, each with one worker process, in one run.
 
-    python bench/queue.py [--messages 10000] [--rounds 3] [--celery-messages N] [--rq-messages 500]
+    python bench/queues.py [--messages 10000] [--rounds 3] [--celery-messages N] [--rq-messages 500]
 
 Each system has its own message count: ``--messages`` for stoker (and Celery unless ``--celery-messages``), and
 ``--rq-messages`` (default 500) for RQ, which forks a process per job (about 10 jobs/s here: 10,000 would take 17
@@ -11,30 +11,25 @@ Celery and RQ are installed into a throwaway virtualenv (they are not project de
 messages/s per round (median, worst) and the ratio of stoker's median to each baseline's.
 """
 
-# ruff: noqa: E402  (the sys.path fix below must run before any import)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and this module would shadow the standard library's
-# ``queue`` (which redis imports): drop the folder before importing anything else.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import os
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.platform_fixture import start_platform, write_handler
+
+ROOT = Path(__file__).resolve().parents[1]
 
 VENV = Path(tempfile.gettempdir()) / "stoker-bench-venv"
 TASKS = """

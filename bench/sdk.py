@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/ holds modules named like standard ones (bench/queue.py): the project root goes first on the path instead.
+# The project root, not bench/, first on the path: bench modules are imported as bench.*.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 

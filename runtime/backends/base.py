@@ -16,12 +16,23 @@ to refill the pool and retire pool replicas that bridged a cold start; the autos
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from runtime.backends.secrets import SecretStore
+from stoker.errors import NotFound
 from stoker.spec import FunctionDeployment
+
+T = TypeVar("T")
+
+
+def known(functions: Mapping[tuple[str, str], T], name: str, namespace: str) -> T:
+    """A backend's entry for a function, by ``(name, namespace)``; NotFound, worded for the API, when it has none."""
+    fn = functions.get((name, namespace))
+    if fn is None:
+        raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+    return fn
 
 
 class Endpoint:

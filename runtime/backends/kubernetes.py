@@ -36,7 +36,7 @@ from typing import Any
 
 from runtime.backends import k8s_code, k8s_pool
 from runtime.backends import k8s_objects as objects
-from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
 from runtime.backends.k8s_clients import KubeClients as KubeClients
 from runtime.backends.k8s_clients import status_of as _status
 from runtime.backends.k8s_logs import read_logs
@@ -269,10 +269,7 @@ class KubernetesBackend:
             yield line
 
     def _known(self, name: str, namespace: str) -> _Function:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        return fn
+        return known(self._functions, name, namespace)
 
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:

@@ -15,10 +15,10 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import SecretStore
-from stoker.errors import InvalidRequest, NotFound
+from stoker.errors import InvalidRequest
 from stoker.names import DEFAULT_NAMESPACE
 from stoker.spec import FunctionDeployment
 
@@ -139,17 +139,11 @@ class SlotBackend(Generic[F]):
     async def logs(
         self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
     ) -> AsyncIterator[LogLine]:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        async for line in fn.log.read(tail, since, follow):
+        async for line in known(self._functions, name, namespace).log.read(tail, since, follow):
             yield line
 
     def _existing(self, name: str, namespace: str) -> F:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        return fn
+        return known(self._functions, name, namespace)
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.create_task(coro)

@@ -33,7 +33,7 @@ from builder.function import build_function, push
 from builder.reference import validate_reference
 from runtime import codesign
 from runtime.backends import swarm_code
-from runtime.backends.base import Endpoint, FunctionRecord, LogLine
+from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
 from runtime.backends.docker_config import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, VERSION, check_resources
 from runtime.backends.readiness import probe
 from runtime.backends.swarm_code import SwarmCode, runs_without_image
@@ -272,10 +272,7 @@ class SwarmBackend:
             yield line
 
     def _known(self, name: str, namespace: str) -> _Function:
-        fn = self._functions.get((name, namespace))
-        if fn is None:
-            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        return fn
+        return known(self._functions, name, namespace)
 
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:
