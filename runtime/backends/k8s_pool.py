@@ -25,7 +25,7 @@ from typing import Any
 
 from runtime.backends import k8s_objects as objects
 from runtime.backends.k8s_settings import KubeSettings
-from runtime.backends.k8s_status import FATAL_WAITING, parse_time
+from runtime.backends.k8s_status import FATAL_WAITING, dig, parse_time
 from runtime.specialize import DIR_VAR, KEY_FILE_VAR, POOL_VAR
 
 Obj = dict[str, Any]
@@ -134,49 +134,41 @@ def claim_patch(resource_version: str, t: Target) -> Obj:
     return {"metadata": {"resourceVersion": resource_version, "labels": labels}}
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def state(pool_pod: Obj) -> str:
-    return str(_get(pool_pod, "metadata", "labels", POOL_LABEL) or "")
+    return str(dig(pool_pod, "metadata", "labels", POOL_LABEL) or "")
 
 
 def function_of(pool_pod: Obj) -> str:
     """The function a claimed pool pod serves ("" for a generic one)."""
-    return str(_get(pool_pod, "metadata", "labels", objects.FUNCTION_LABEL) or "")
+    return str(dig(pool_pod, "metadata", "labels", objects.FUNCTION_LABEL) or "")
 
 
 def terminating(pool_pod: Obj) -> bool:
-    return _get(pool_pod, "metadata", "deletionTimestamp") is not None
+    return dig(pool_pod, "metadata", "deletionTimestamp") is not None
 
 
 def started(pool_pod: Obj) -> bool:
     """Running with its runtime answering (the startup probe passed), and not stopping."""
-    statuses = _get(pool_pod, "status", "containerStatuses") or []
+    statuses = dig(pool_pod, "status", "containerStatuses") or []
     return (
-        _get(pool_pod, "status", "phase") == "Running"
+        dig(pool_pod, "status", "phase") == "Running"
         and not terminating(pool_pod)
         and bool(statuses)
         and all(s.get("started") is True for s in statuses)
-        and bool(_get(pool_pod, "status", "podIP"))
+        and bool(dig(pool_pod, "status", "podIP"))
     )
 
 
 def dead(pool_pod: Obj, now: float) -> str:
     """Why a pool pod will never serve ("" when it may): it exited, cannot start, or has not started in time."""
-    phase = _get(pool_pod, "status", "phase")
+    phase = dig(pool_pod, "status", "phase")
     if phase in ("Failed", "Succeeded"):
         return f"exited ({phase})"
-    for status in _get(pool_pod, "status", "containerStatuses") or []:
-        reason = _get(status, "state", "waiting", "reason")
+    for status in dig(pool_pod, "status", "containerStatuses") or []:
+        reason = dig(status, "state", "waiting", "reason")
         if reason in FATAL_WAITING:
             return str(reason)
-    created = parse_time(_get(pool_pod, "metadata", "creationTimestamp"))
+    created = parse_time(dig(pool_pod, "metadata", "creationTimestamp"))
     if not started(pool_pod) and state(pool_pod) == GENERIC and created and now - created > START_TIMEOUT_S:
         return f"not started within {START_TIMEOUT_S:g}s"
     return ""
@@ -192,11 +184,11 @@ class Function:
 
 
 def function(deployment: Obj) -> Function:
-    labels = _get(deployment, "spec", "template", "metadata", "labels") or {}
-    replicas = _get(deployment, "spec", "replicas")
+    labels = dig(deployment, "spec", "template", "metadata", "labels") or {}
+    replicas = dig(deployment, "spec", "replicas")
     return Function(
         int(replicas) if replicas is not None else 1,
-        int(_get(deployment, "status", "readyReplicas") or 0),
+        int(dig(deployment, "status", "readyReplicas") or 0),
         str(labels.get(objects.VERSION_LABEL, "")),
     )
 
@@ -211,7 +203,7 @@ def retire(bridge: Obj, functions: dict[str, Function]) -> str:
         return "its function scaled to zero"
     if fn.ready >= max(fn.replicas, 1):
         return "the function's own replicas are ready"
-    version = _get(bridge, "metadata", "labels", objects.VERSION_LABEL)
+    version = dig(bridge, "metadata", "labels", objects.VERSION_LABEL)
     if version != fn.version and fn.ready >= 1:
         return "the function was updated"
     return ""
@@ -254,7 +246,7 @@ def plan(
         names = {p["metadata"]["name"] for p in pods}
         for s in secrets_:
             name = s["metadata"]["name"]
-            created = parse_time(_get(s, "metadata", "creationTimestamp"))
+            created = parse_time(dig(s, "metadata", "creationTimestamp"))
             if name not in names and created and now - created > ORPHAN_GRACE_S:
                 out.orphans.append(name)
     return out

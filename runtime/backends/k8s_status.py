@@ -32,7 +32,8 @@ FATAL_WAITING = frozenset(
 )
 
 
-def _get(obj: Any, *path: str) -> Any:
+def dig(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...``, or None where a step is missing or not a mapping."""
     for key in path:
         if not isinstance(obj, dict):
             return None
@@ -63,7 +64,7 @@ def function_of(deployment: dict[str, Any]) -> FunctionDeployment | None:
             pass  # damaged by hand: fall back to what the object itself says
     labels: dict[str, str] = meta.get("labels") or {}
     name = labels.get(FUNCTION_LABEL)
-    containers = _get(deployment, "spec", "template", "spec", "containers") or []
+    containers = dig(deployment, "spec", "template", "spec", "containers") or []
     if not name or not containers:
         return None
     env = {e["name"]: e.get("value", "") for e in containers[0].get("env") or [] if "name" in e}
@@ -84,7 +85,7 @@ def function_of(deployment: dict[str, Any]) -> FunctionDeployment | None:
 
 
 def desired_replicas(deployment: dict[str, Any]) -> int:
-    value = _get(deployment, "spec", "replicas")
+    value = dig(deployment, "spec", "replicas")
     return int(value) if value is not None else 1
 
 
@@ -99,7 +100,7 @@ class Address:
 
 def slice_addresses(endpoint_slice: dict[str, Any]) -> tuple[str, list[Address]]:
     """The Service a slice belongs to and its ready, not terminating, endpoints."""
-    service = (_get(endpoint_slice, "metadata", "labels") or {}).get(SERVICE_NAME_LABEL, "")
+    service = (dig(endpoint_slice, "metadata", "labels") or {}).get(SERVICE_NAME_LABEL, "")
     port = PORT
     for p in endpoint_slice.get("ports") or []:
         if p.get("port") and p.get("name") in ("http", None, ""):
@@ -114,7 +115,7 @@ def slice_addresses(endpoint_slice: dict[str, Any]) -> tuple[str, list[Address]]
         addresses = endpoint.get("addresses") or []
         if not addresses:
             continue
-        instance = _get(endpoint, "targetRef", "name") or addresses[0]
+        instance = dig(endpoint, "targetRef", "name") or addresses[0]
         out.append(Address(instance, addresses[0], port))
     return service, out
 
@@ -129,8 +130,8 @@ class RolloutState:
 
 
 def _is_ready(pod: dict[str, Any]) -> bool:
-    conditions = _get(pod, "status", "conditions") or []
-    terminating = _get(pod, "metadata", "deletionTimestamp") is not None
+    conditions = dig(pod, "status", "conditions") or []
+    terminating = dig(pod, "metadata", "deletionTimestamp") is not None
     return not terminating and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
@@ -140,14 +141,14 @@ def rollout_state(pods: list[dict[str, Any]]) -> RolloutState:
     failure = ""
     progress: list[str] = []
     for pod in pods:
-        name = _get(pod, "metadata", "name")
-        for condition in _get(pod, "status", "conditions") or []:
+        name = dig(pod, "metadata", "name")
+        for condition in dig(pod, "status", "conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 progress.append(f"{name}: not scheduled: {condition.get('message') or condition.get('reason')}")
-        for status in _get(pod, "status", "containerStatuses") or []:
-            waiting = _get(status, "state", "waiting") or {}
+        for status in dig(pod, "status", "containerStatuses") or []:
+            waiting = dig(status, "state", "waiting") or {}
             reason = waiting.get("reason", "")
-            last = _get(status, "lastState", "terminated") or {}
+            last = dig(status, "lastState", "terminated") or {}
             if reason in FATAL_WAITING:
                 detail = waiting.get("message") or ""
                 if last:
@@ -157,8 +158,8 @@ def rollout_state(pods: list[dict[str, Any]]) -> RolloutState:
                 failure = f"{name}: {reason}" + (f": {detail}" if detail else "")
             elif reason:
                 progress.append(f"{name}: {reason}")
-        if _get(pod, "status", "phase") == "Failed":
-            failure = f"{name}: failed: {_get(pod, 'status', 'message') or _get(pod, 'status', 'reason')}"
+        if dig(pod, "status", "phase") == "Failed":
+            failure = f"{name}: failed: {dig(pod, 'status', 'message') or dig(pod, 'status', 'reason')}"
     return RolloutState(ready, failure, "; ".join(progress))
 
 
@@ -174,13 +175,13 @@ def deployment_problem(obj: dict[str, Any]) -> str:
 
 def code_configmap(deployment: dict[str, Any]) -> str:
     """The ConfigMap holding a source deploy's code ("" for an image deploy)."""
-    return str((_get(deployment, "metadata", "annotations") or {}).get(CODE_ANNOTATION) or "")
+    return str((dig(deployment, "metadata", "annotations") or {}).get(CODE_ANNOTATION) or "")
 
 
 def rollout_complete(deployment: dict[str, Any]) -> bool:
     """Whether every pod of the Deployment runs its current version (no pod of an earlier one is left)."""
     status = deployment.get("status") or {}
-    generation = _get(deployment, "metadata", "generation")
+    generation = dig(deployment, "metadata", "generation")
     if generation is not None and (status.get("observedGeneration") or 0) < generation:
         return False
     desired = desired_replicas(deployment)

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -48,13 +48,6 @@ def make_backend(cluster: FakeCluster, tmp_path: Path, pool_size: int) -> Kubern
     b = KubernetesBackend(config, KEY, cluster.clients(), poll_s=0.02, settings=KubeSettings(runtime_image=RUNTIME))
     b.replica_port = cluster.pool_port
     return b
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeCluster]:
-    c = FakeCluster(run_pool=bool(getattr(request, "param", False)), workdir=tmp_path / "pods")
-    yield c
-    c.close()
 
 
 @pytest.fixture

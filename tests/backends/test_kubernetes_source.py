@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,13 +38,6 @@ def source(tmp_path: Path, text: str = "def handle(event, context):\n    return 
 
 def dep(name: str = "hello", **fields: object) -> FunctionDeployment:
     return FunctionDeployment.from_json({"service": name, **fields}, require_code=False)
-
-
-@pytest.fixture
-def cluster() -> Iterator[FakeCluster]:
-    c = FakeCluster()
-    yield c
-    c.close()
 
 
 @pytest.fixture

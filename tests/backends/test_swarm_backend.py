@@ -8,9 +8,6 @@ The backend runs in the test process on the host, where overlay addresses are no
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +15,9 @@ import httpx
 import pytest
 
 from runtime.backends.base import FunctionRecord
-from runtime.backends.swarm import SwarmBackend
 from stoker import bundle
-from stoker.config import Config
 from stoker.errors import Conflict, DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment
-from tests.backends.test_swarm_support import remove_platform, swarm_engine
 from tests.platform_fixture import write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -36,28 +30,6 @@ def handle(event, context):
     secret = open(path).read() if os.path.exists(path) else '-'
     return f'{VERSION} {secret} {os.getuid()}'
 """
-
-
-@pytest.fixture(scope="module")
-def platform_id() -> Iterator[str]:
-    engine = swarm_engine()
-    platform = f"t{uuid.uuid4().hex[:8]}"
-    yield platform
-    remove_platform(engine, platform, f"{platform}-functions")
-    engine.close()
-
-
-@pytest.fixture
-def make_backend(platform_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("STOKER_SWARM_PLATFORM", platform_id)
-    monkeypatch.setenv("STOKER_SWARM_NETWORK", f"{platform_id}-functions")
-    monkeypatch.setenv("STOKER_SWARM_ROUTE", "published")
-    monkeypatch.setenv("STOKER_SWARM_STOP_DELAY_S", "1")
-
-    def make() -> SwarmBackend:
-        return SwarmBackend(Config.from_env(os.environ, home=tmp_path / "home"), b"k" * 32)
-
-    return make
 
 
 def _source(tmp_path: Path, version: str, broken: bool = False) -> bytes:
@@ -83,9 +55,9 @@ async def _until(predicate: Any, timeout: float = 120) -> None:
         await asyncio.sleep(0.2)
 
 
-def test_deploy_scale_update_and_remove(make_backend: Any, tmp_path: Path) -> None:
+def test_deploy_scale_update_and_remove(make_swarm_backend: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = make_backend()
+        backend = make_swarm_backend()
         await backend.start()
         try:
             dep = FunctionDeployment("sw-echo", labels={"team": "a"}, limits={"memory": "128Mi", "cpu": "0.5"})
@@ -96,7 +68,7 @@ def test_deploy_scale_update_and_remove(make_backend: Any, tmp_path: Path) -> No
             assert (version, secret) == ("v1", "-") and uid != "0"
 
             # The engine knows everything: a second gateway (fresh backend) sees the function and its replica.
-            other = make_backend()
+            other = make_swarm_backend()
             await other.start()
             try:
                 seen = other.get("sw-echo", "openfaas-fn")
@@ -138,9 +110,9 @@ def test_deploy_scale_update_and_remove(make_backend: Any, tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
-def test_bad_deploys_fail_with_the_reason_and_keep_the_old_version(make_backend: Any, tmp_path: Path) -> None:
+def test_bad_deploys_fail_with_the_reason_and_keep_the_old_version(make_swarm_backend: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = make_backend()
+        backend = make_swarm_backend()
         await backend.start()
         try:
             with pytest.raises(DeployFailed, match="no_such_module"):
@@ -167,9 +139,9 @@ def test_bad_deploys_fail_with_the_reason_and_keep_the_old_version(make_backend:
     asyncio.run(scenario())
 
 
-def test_secrets_are_docker_secrets_mounted_as_files(make_backend: Any, tmp_path: Path) -> None:
+def test_secrets_are_docker_secrets_mounted_as_files(make_swarm_backend: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend = make_backend()
+        backend = make_swarm_backend()
         await backend.start()
         store = backend.secrets
         try:

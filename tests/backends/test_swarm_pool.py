@@ -6,10 +6,7 @@ Like test_swarm_backend, the backends run in the test process and reach tasks th
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,7 @@ from runtime.backends.swarm import SwarmBackend
 from runtime.backends.swarm_config import CODE, PLATFORM, POOL_CLAIMED
 from runtime.backends.swarm_pool import role
 from stoker import bundle
-from stoker.config import Config
 from stoker.spec import FunctionDeployment
-from tests.backends.test_swarm_support import remove_platform, swarm_engine
 from tests.platform_fixture import write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,27 +32,9 @@ def handle(event, context):
 """
 
 
-@pytest.fixture(scope="module")
-def platform_id() -> Iterator[str]:
-    engine = swarm_engine()
-    platform = f"p{uuid.uuid4().hex[:8]}"
-    yield platform
-    remove_platform(engine, platform, f"{platform}-functions")
-    engine.close()
-
-
-@pytest.fixture
-def make_backend(platform_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("STOKER_SWARM_PLATFORM", platform_id)
-    monkeypatch.setenv("STOKER_SWARM_NETWORK", f"{platform_id}-functions")
-    monkeypatch.setenv("STOKER_SWARM_ROUTE", "published")
-    monkeypatch.setenv("STOKER_SWARM_STOP_DELAY_S", "1")
-    monkeypatch.setenv("STOKER_POOL_SIZE", "2")
-
-    def make() -> SwarmBackend:
-        return SwarmBackend(Config.from_env(os.environ, home=tmp_path / "home"), b"k" * 32)
-
-    return make
+@pytest.fixture(autouse=True)
+def pool_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOKER_POOL_SIZE", "2")  # read when make_swarm_backend makes a backend
 
 
 def _source(tmp_path: Path, name: str) -> bytes:
@@ -89,10 +66,10 @@ def _claimed(backend: SwarmBackend) -> list[dict[str, Any]]:
 
 
 def test_a_cold_start_is_served_by_a_pool_replica_until_the_functions_own_replica_is_ready(
-    make_backend: Any, tmp_path: Path
+    make_swarm_backend: Any, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        backend = make_backend()
+        backend = make_swarm_backend()
         await backend.start()
         try:
             # A plain source deploy needs no image: the runtime image runs the code from a Swarm config.
@@ -136,9 +113,11 @@ def test_a_cold_start_is_served_by_a_pool_replica_until_the_functions_own_replic
     asyncio.run(scenario())
 
 
-def test_two_gateways_scaling_at_once_never_claim_the_same_pool_replica(make_backend: Any, tmp_path: Path) -> None:
+def test_two_gateways_scaling_at_once_never_claim_the_same_pool_replica(
+    make_swarm_backend: Any, tmp_path: Path
+) -> None:
     async def scenario() -> None:
-        first, second = make_backend(), make_backend()
+        first, second = make_swarm_backend(), make_swarm_backend()
         await first.start()
         await second.start()
         try:
