@@ -17,6 +17,7 @@ from runtime import codesign
 from runtime.backends.docker_config import BUNDLE_DIR, BUNDLE_FILE
 from runtime.backends.docker_volumes import needs_image
 from runtime.backends.k8s_objects import CODE_LABEL, FUNCTION_LABEL, MANAGED_BY, Code
+from runtime.backends.k8s_status import parse_time
 from stoker import bundle
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment
@@ -68,6 +69,22 @@ def configmap(dep: FunctionDeployment, data: bytes) -> dict[str, Any]:
         "immutable": True,
         "binaryData": {BUNDLE_FILE: base64.b64encode(data).decode()},
     }
+
+
+STALE_AFTER_S = 3600.0
+
+
+def stale(configmaps: list[dict[str, Any]], in_use: set[str], now: float, after_s: float = STALE_AFTER_S) -> list[str]:
+    """The code ConfigMaps no Deployment names and older than ``after_s`` (``now``: epoch seconds). A gateway deletes
+    an updated function's previous one once its rollout is over; these are what a gateway that died meanwhile
+    left. The age keeps one that a deploy in another gateway just created, before its Deployment names it."""
+    return [
+        name
+        for c in configmaps
+        if (name := str((c.get("metadata") or {}).get("name") or ""))
+        and name not in in_use
+        and now - parse_time((c.get("metadata") or {}).get("creationTimestamp")) > after_s
+    ]
 
 
 def bundle_of(obj: dict[str, Any]) -> bytes | None:

@@ -16,6 +16,7 @@ from runtime.backends import k8s_code
 from runtime.backends import k8s_pool as kp
 from runtime.backends.base import Endpoint
 from runtime.backends.k8s_clients import status_of as _status
+from runtime.backends.k8s_objects import CODE_LABEL
 
 if TYPE_CHECKING:
     from runtime.backends.kubernetes import KubernetesBackend
@@ -155,14 +156,20 @@ class WarmPods:
         return data
 
     # --- tending -------------------------------------------------------------------------------------------
-    async def tend(self, functions: dict[str, kp.Function], size: int, now: float) -> None:
-        """Delete dead pool pods and retired bridges, refill to ``size``, and now and then delete orphaned keys."""
+    async def tend(self, functions: dict[str, kp.Function], size: int, now: float, code_in_use: set[str]) -> None:
+        """Delete dead pool pods and retired bridges, refill to ``size``, and now and then delete orphaned keys and
+        code ConfigMaps no Deployment names any more (``code_in_use``: those the Deployments name)."""
         b = self.backend
+        core = b.clients.core
         secrets: list[Obj] | None = None
         if now - self._swept >= SECRET_SWEEP_S:
-            listed = await b._call(b.clients.core.list_namespaced_secret, b.namespace, label_selector=kp.POOL_LABEL)
+            listed = await b._call(core.list_namespaced_secret, b.namespace, label_selector=kp.POOL_LABEL)
             secrets = list(listed.get("items") or [])
             self._swept = now
+            code = await b._call(core.list_namespaced_config_map, b.namespace, label_selector=CODE_LABEL)
+            for name in k8s_code.stale(list(code.get("items") or []), code_in_use, now):
+                _log(f"deleting code ConfigMap {name}: no Deployment uses it")
+                await self._ignore_404(core.delete_namespaced_config_map, name)
         self._pending = {n: t for n, t in self._pending.items() if n not in self.pods and now - t < PENDING_S}
         plan = kp.plan(list(self.pods.values()), secrets, functions, size, now, len(self._pending))
         for name, why in plan.delete.items():

@@ -120,7 +120,8 @@ class KubernetesBackend:
         """Keep ``STOKER_POOL_SIZE`` generic pods, retire bridges whose function's own pods are ready, replace
         pool pods that failed (called once a tick by the one process that autoscales)."""
         functions = {key[0]: k8s_pool.function(fn.obj) for key, fn in self._functions.items()}
-        await self.pool.tend(functions, self.config.pool_size, time.time() if now is None else now)
+        in_use = {code_configmap(fn.obj) for fn in self._functions.values()}
+        await self.pool.tend(functions, self.config.pool_size, time.time() if now is None else now, in_use)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -722,6 +722,11 @@ class FakeCore(_Api):
             self.cluster._put("configmaps", obj, "ADDED")
             return _model(obj, "V1ConfigMap")
 
+    def list_namespaced_config_map(self, namespace: str, label_selector: str | None = None) -> Any:
+        with self.cluster.cond:
+            self._record("list_namespaced_config_map", namespace, label_selector)
+            return _model(self.cluster._list("configmaps", label_selector), "V1ConfigMapList")
+
     def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
         with self.cluster.cond:
             self._record("read_namespaced_config_map", name, namespace)

@@ -153,3 +153,16 @@ async def test_remove_deletes_the_code_of_every_version(
     await backend.remove("hello", NS)
     assert [c["metadata"]["labels"]["faas_function"] for c in cluster.objects["configmaps"].values()] == ["other"]
     await asyncio.sleep(0)
+
+
+def test_only_old_code_configmaps_no_deployment_names_are_stale() -> None:
+    def cm(name: str, created: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "creationTimestamp": created}}
+
+    now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    found = [
+        cm("f-code-old", "2027-01-15T06:00:00Z"),  # two hours old, unused: stale
+        cm("f-code-used", "2027-01-15T06:00:00Z"),  # a Deployment names it
+        cm("g-code-new", "2027-01-15T07:59:00Z"),  # a deploy in another gateway may be about to use it
+    ]
+    assert k8s_code.stale(found, {"f-code-used"}, now) == ["f-code-old"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.backends import k8s_code
 from runtime.backends.k8s_settings import KubeSettings
 from runtime.backends.kubernetes import KubernetesBackend
 from stoker.bundle import pack
@@ -43,6 +44,7 @@ _RULES = {
     "patch_namespaced_pod": ("", "pods", "patch"),
     "delete_namespaced_pod": ("", "pods", "delete"),
     "read_namespaced_config_map": ("", "configmaps", "get"),
+    "list_namespaced_config_map": ("", "configmaps", "list"),
     "create_namespaced_config_map": ("", "configmaps", "create"),
     "delete_namespaced_config_map": ("", "configmaps", "delete"),
     "delete_collection_namespaced_config_map": ("", "configmaps", "deletecollection"),
@@ -145,6 +147,12 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
             await asyncio.sleep(0.02)
         cluster.fail_pod(cluster.pool_pods()[0]["metadata"]["name"])
         await controller.tend_pool(now=time.time() + 120)
+        # Code a gateway that died mid-update left behind: the controller deletes it once it is old.
+        orphan = k8s_code.configmap(FunctionDeployment.from_json({"service": "gone"}, require_code=False), pack(code))
+        cluster.clients("a gateway that died").core.create_namespaced_config_map("openfaas-fn", orphan)
+        await controller.tend_pool(now=time.time() + 2 * k8s_code.STALE_AFTER_S)
+        assert orphan["metadata"]["name"] not in cluster.objects["configmaps"]
+        assert len(cluster.objects["configmaps"]) == 1  # f's own, which its Deployment names
         await gateway.remove("f", "openfaas-fn")
         gateway.secrets.delete("token", "openfaas-fn")
     finally:
