@@ -111,7 +111,7 @@ class DockerBackend(SlotBackend[_Function]):
         # Containers of another platform (another STOKER_HOME) on the same engine are never adopted nor touched.
         self.owner = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
         self.root = config.home / "docker"
-        self.secrets = FileSecretStore(config.home / "secrets")
+        self.secrets = FileSecretStore(config.home / "secrets", on_update=self._secret_updated)
         self.files = FunctionFiles(self.root / "functions")
         self._base: str = ""
         self._pool: WarmPool | None = None
@@ -294,13 +294,32 @@ class DockerBackend(SlotBackend[_Function]):
         fn.record.replicas = replicas
         fn.record.message = ""
         self._save(fn)
-        old_volume = previous[4].volume if previous[4].volume != code.volume else ""
-        self._in_background(self._retire(fn.slots, previous[2], old_volume))
+        old_volumes = [old for old, new in ((previous[4].volume, code.volume), (previous[3], volume)) if old != new]
+        self._in_background(self._retire(fn.slots, previous[2], old_volumes))
 
-    async def _retire(self, new: list[ContainerSlot], old: list[ContainerSlot], old_volume: str = "") -> None:
+    async def _retire(self, new: list[ContainerSlot], old: list[ContainerSlot], old_volumes: list[str]) -> None:
         await replace_when_ready(new, old, self.config.ready_wait_s)
-        if old_volume:  # its containers are gone now
-            await asyncio.to_thread(remove_volume, self.client, old_volume)
+        for volume in old_volumes:  # their containers are gone now
+            if volume:
+                await asyncio.to_thread(remove_volume, self.client, volume)
+
+    def _secret_updated(self, name: str, namespace: str) -> None:
+        """A secret's value changed: the volumes of the functions that use it hold the old one, so roll each onto a
+        new volume, start-first like a redeploy (its replicas keep serving until the new ones are ready)."""
+        for fn in list(self._functions.values()):
+            dep = fn.record.deployment
+            if dep.namespace == namespace and name in dep.secrets:
+                self._in_background(self._roll_secrets(fn))
+
+    async def _roll_secrets(self, fn: _Function) -> None:
+        async with fn.lock:
+            if self._functions.get(fn.key) is not fn:
+                return  # removed or replaced meanwhile (a redeploy reads the secrets anew)
+            try:
+                await self._update(fn, fn.record.deployment, fn.code)
+            except StokerError as exc:
+                fn.record.message = f"the updated secret could not be rolled out; the old replicas keep serving: {exc}"
+                print(f"stoker: {fn.record.message}", flush=True)
 
     async def remove(self, name: str, namespace: str) -> None:
         fn = self._existing(name, namespace)

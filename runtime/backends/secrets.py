@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -42,9 +43,13 @@ def check_secret(name: str, value: bytes | None = None) -> None:
 
 
 class FileSecretStore:
-    def __init__(self, root: Path) -> None:
+    """``on_update(name, namespace)``: called after a secret's value changed (a backend whose replicas hold copies
+    it cannot rewrite, Docker's volumes, rolls the functions that use it)."""
+
+    def __init__(self, root: Path, on_update: Callable[[str, str], None] | None = None) -> None:
         self.root = root
         self._mounts: dict[Path, tuple[list[str], str]] = {}  # folder -> (names, namespace), kept current
+        self._on_update = on_update
 
     def _path(self, name: str, namespace: str) -> Path:
         return self.root / namespace / name
@@ -69,6 +74,8 @@ class FileSecretStore:
             os.close(fd)
         os.replace(tmp, path)
         self._refresh(name, namespace)
+        if not create and self._on_update is not None:
+            self._on_update(name, namespace)
 
     def delete(self, name: str, namespace: str) -> None:
         check_secret(name)

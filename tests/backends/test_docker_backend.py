@@ -185,3 +185,35 @@ def test_logs_come_from_the_containers(docker_platform: Platform) -> None:
 
         lines = _wait(call_lines, what="a call log line")
     assert '"instance": "stoker-openfaas-fn-hello' in lines[-1]
+
+
+def test_an_updated_secret_rolls_the_functions_that_use_it_without_a_failed_call(
+    docker_platform: Platform, docker_engine: Any, tmp_path: Path
+) -> None:
+    handler = "def handle(event, context):\n    return context.secret('rot-token')\n"
+    folder = write_handler(tmp_path / "rot", handler)
+    with docker_platform.client() as c:
+        assert c.post("/system/secrets", json={"name": "rot-token", "value": "first"}).status_code == 201
+        assert docker_platform.deploy("rotating", folder, secrets=["rot-token"]).status_code == 202
+        url = f"{docker_platform.url}/function/rotating"
+        assert httpx.get(url, timeout=30).text == "first"
+        (before,) = [c.id for c in _containers(docker_engine, "rotating")]
+        volumes = {m["Name"] for m in docker_engine.containers.get(before).attrs["Mounts"] if m.get("Name")}
+
+        assert c.put("/system/secrets", json={"name": "rot-token", "value": "second"}).status_code == 200
+        answers = []
+        deadline = time.monotonic() + 120
+        while not answers or answers[-1] != (200, "second"):
+            assert time.monotonic() < deadline, answers[-5:]
+            r = httpx.get(url, timeout=30)
+            answers.append((r.status_code, r.text))
+        assert {status for status, _ in answers} == {200}  # the old container served until the new one was ready
+        assert {text for _, text in answers} <= {"first", "second"}
+
+        # The old container and its secrets volume go; the code volume stays with the new container.
+        _wait(lambda: [c.id for c in _containers(docker_engine, "rotating")] not in ([before], []), what="the roll")
+        _wait(lambda: before not in [c.id for c in _containers(docker_engine, "rotating")], what="the old container")
+        secrets_volumes = [v for v in volumes if v.startswith("stoker-secrets-")]
+        assert secrets_volumes
+        _wait(lambda: not docker_engine.volumes.list(filters={"name": secrets_volumes[0]}), what="the old volume")
+        assert c.delete("/system/functions", params={"functionName": "rotating"}).status_code == 202
