@@ -146,3 +146,24 @@ def test_two_gateways_scaling_at_once_never_claim_the_same_pool_replica(
             await second.close()
 
     asyncio.run(scenario())
+
+
+def test_a_pool_replica_that_dies_is_replaced(make_swarm_backend: Any) -> None:
+    async def scenario() -> None:
+        backend = make_swarm_backend()
+        await backend.start()
+        try:
+            await _tend_until(backend, lambda: backend.warm_replicas() == 2)
+            victim, _ = backend._generic[0]
+            name = victim["Spec"]["Name"]
+            (container,) = backend.client.containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
+            container.kill()  # its task fails; the restart policy is none: the pool replaces it
+            await _tend_until(
+                backend,
+                lambda: backend.warm_replicas() == 2 and name not in {s["Spec"]["Name"] for s, _ in backend._generic},
+            )
+            assert not backend.api.services(filters={"name": name})
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
