@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from builder.pip import BuildFailed
@@ -16,6 +17,12 @@ _NOISE_RE = re.compile(r"^\s*(---> Running in|Removing intermediate container)")
 
 def quiet(_: str) -> None:
     """An output that drops build progress (the backend's builds; the CLI streams it to the terminal)."""
+
+
+#: Where a backend's build of a source deploy sends its progress: dropped, unless the deploy request asked to see it
+#: (the gateway sets this for the deploy it streams, :mod:`gateway.api`). A context variable, so concurrent deploys
+#: each stream their own build, and threads started with ``asyncio.to_thread`` inherit it.
+build_output: ContextVar[Output] = ContextVar("build_output", default=quiet)
 
 
 def run_build(

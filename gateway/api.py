@@ -8,7 +8,7 @@ import binascii
 import json
 import platform
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,15 +16,53 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from builder.stream import build_output
 from events.schedule import deployment_problem as schedule_problem
 from gateway.metrics import Metrics
 from runtime.backends.base import Backend, FunctionRecord
 from stoker import __version__
 from stoker.bundle import check as check_bundle
 from stoker.config import Config
-from stoker.errors import InvalidRequest, NotFound, PayloadTooLarge, StokerError
+from stoker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StokerError
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
 from stoker.spec import FunctionDeployment, FunctionStatus, parse_duration
+
+NDJSON = "application/x-ndjson"
+HEARTBEAT_S = 10.0
+
+
+async def _progress(deploy: Coroutine[Any, Any, None]) -> AsyncIterator[bytes]:
+    """A deploy asked for with ``Accept: application/x-ndjson``: its build progress as it happens, one
+    ``{"log": line}`` per line, then ``{"status": 202}`` or ``{"status": <code>, "error": message}`` (the answer the
+    plain request would have had). A blank line every ``HEARTBEAT_S`` of silence keeps proxies and clients from
+    timing out during a long step. A client that goes away does not stop the deploy."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def out(line: str) -> None:  # called from the build's thread
+        loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    async def run() -> dict[str, Any]:
+        build_output.set(out)  # this task's own context: only this deploy's build writes here
+        try:
+            await deploy
+            return {"status": 202}
+        except StokerError as exc:
+            return {"status": exc.status, "error": str(exc)}
+        finally:
+            loop.call_soon_threadsafe(lines.put_nowait, None)  # after every line the build sent
+
+    task = asyncio.create_task(run())
+    while True:
+        try:
+            line = await asyncio.wait_for(lines.get(), HEARTBEAT_S)
+        except TimeoutError:
+            yield b"\n"
+            continue
+        if line is None:
+            break
+        yield json.dumps({"log": line}).encode() + b"\n"
+    yield json.dumps(await task).encode() + b"\n"
 
 
 def check_schedule(dep: FunctionDeployment) -> None:
@@ -149,16 +187,21 @@ class ManagementAPI:
                 raise InvalidRequest("source is not valid base64") from None
             check_bundle(bundle, self.config.max_bundle_bytes)
             dep = FunctionDeployment(**{**dep.to_json(), "source": ""})
+        if NDJSON in request.headers.get("accept", ""):
+            return StreamingResponse(_progress(self._apply(dep, bundle, create)), media_type=NDJSON)
+        await self._apply(dep, bundle, create)
+        return Response(status_code=202)
+
+    async def _apply(self, dep: FunctionDeployment, bundle: bytes | None, create: bool) -> None:
         key = (dep.service, dep.namespace)
         lock = self._deploy_locks.setdefault(key, asyncio.Lock())
         async with lock:  # one deploy per function at a time; the check below is then race-free
             exists = self.backend.get(dep.service, dep.namespace) is not None
             if create and exists:
-                return error(409, f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update")
+                raise Conflict(f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update")
             if not create and not exists:
                 raise NotFound(f"function {dep.service!r} not found in namespace {dep.namespace!r}")
             await self.backend.deploy(dep, bundle)
-        return Response(status_code=202)
 
     async def delete(self, request: Request) -> Response:
         body = await self._json(request, 64 * 1024) or {}

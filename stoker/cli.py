@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -264,7 +264,8 @@ def _deploy(args: argparse.Namespace) -> int:
         fn.namespace = fn.namespace or args.namespace or ""
         try:
             source = base64.b64encode(bundle.pack(fn.handler_dir)).decode() if fn.handler_dir else ""
-            action = client.deploy(fn.to_deployment(source))
+            progress = None if args.json else _build_progress(fn.name)
+            action = client.deploy(fn.to_deployment(source), on_log=progress)
         except GatewayError as exc:
             if exc.status == 0:
                 raise  # unreachable: the other functions would fail the same way
@@ -283,6 +284,15 @@ def _deploy(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(results)
     return 1 if failed else 0
+
+
+def _build_progress(name: str) -> Callable[[str], None]:
+    """Where the gateway's build of a source deploy streams its progress: standard error, one line each."""
+
+    def show(line: str) -> None:
+        print(line if line.startswith(f"{name}: ") else f"{name}: {line}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _functions_to_deploy(args: argparse.Namespace) -> tuple[list[StackFunction], Stack | None]:

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from stoker import config, credentials
 
 DEFAULT_TIMEOUT_S = 30.0
+NDJSON = "application/x-ndjson"
 # A call may run as long as the gateway's own upstream ceiling (Config.upstream_timeout_s) and a little more.
 DEFAULT_INVOKE_TIMEOUT_S = 310.0
 _MAX_ERROR_CHARS = 500
@@ -90,20 +91,53 @@ class Client:
         data = self._json("GET", f"/system/function/{quote(name, safe='')}", query=_ns(namespace))
         return data if isinstance(data, dict) else {}
 
-    def deploy(self, body: Mapping[str, Any], update: bool = False) -> str:
+    def deploy(self, body: Mapping[str, Any], update: bool = False, on_log: Callable[[str], None] | None = None) -> str:
         """Create the function, or replace it when it exists; return ``"created"`` or ``"updated"``.
 
-        ``update=False`` POSTs, then PUTs on 409; ``update=True`` PUTs, then POSTs on 404.
+        ``update=False`` POSTs, then PUTs on 409; ``update=True`` PUTs, then POSTs on 404. With ``on_log``, the
+        gateway streams the progress of the image build a source deploy may need, line by line, to it (a gateway
+        that does not stream, OpenFaaS's, just answers).
         """
         first, second, retry_on = ("PUT", "POST", 404) if update else ("POST", "PUT", 409)
         try:
-            self._call(first, "/system/functions", body)
+            self._deploy_call(first, body, on_log)
             return "created" if first == "POST" else "updated"
         except GatewayError as exc:
             if exc.status != retry_on:
                 raise
-        self._call(second, "/system/functions", body)
+        self._deploy_call(second, body, on_log)
         return "created" if second == "POST" else "updated"
+
+    def _deploy_call(self, method: str, body: Mapping[str, Any], on_log: Callable[[str], None] | None) -> None:
+        if on_log is None:
+            self._call(method, "/system/functions", body)
+            return
+        headers = {"Content-Type": "application/json", "Accept": NDJSON}
+        # Builds can take minutes; the gateway sends a line (or a blank one) at least every 10 s meanwhile.
+        conn, resp = self._open(method, "/system/functions", json.dumps(body).encode(), headers, timeout=120.0)
+        try:
+            self._raise_for_status(resp)
+            if NDJSON not in (resp.getheader("content-type") or ""):
+                resp.read()
+                return
+            for raw in resp:
+                if not raw.strip():
+                    continue
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    raise GatewayError(f"the gateway at {self.gateway} sent a progress line that is not JSON") from None
+                if "log" in event:
+                    on_log(str(event["log"]))
+                elif int(event.get("status", 0)) >= 300:
+                    raise GatewayError(str(event.get("error") or "deploy failed"), int(event["status"]))
+                else:
+                    return
+            raise GatewayError(f"the gateway at {self.gateway} ended the deploy's progress without its outcome")
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            conn.close()
 
     def remove(self, name: str, namespace: str | None = None) -> None:
         """``DELETE /system/functions`` with ``{"functionName", "namespace"}``."""

@@ -34,6 +34,7 @@ from builder import engine
 from builder.base import ensure_base_image
 from builder.function import build_function
 from builder.reference import validate_reference
+from builder.stream import build_output
 from runtime import codesign
 from runtime.backends.base import FunctionRecord
 from runtime.backends.docker_config import (
@@ -236,6 +237,7 @@ class DockerBackend(SlotBackend[_Function]):
             self._base,
             registry=self.settings.registry,
             max_bundle_bytes=self.config.max_bundle_bytes,
+            out=build_output.get(),
         )
         return image.ref
 

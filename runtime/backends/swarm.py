@@ -31,6 +31,7 @@ from builder import engine
 from builder.base import ensure_base_image
 from builder.function import build_function, push
 from builder.reference import validate_reference
+from builder.stream import build_output
 from runtime import codesign
 from runtime.backends import swarm_code
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
@@ -345,7 +346,7 @@ class SwarmBackend:
         base = await asyncio.to_thread(self._base_image)
         image = await asyncio.to_thread(
             build_function, self.client, dep.service, data, base,
-            registry=docker.registry, max_bundle_bytes=self.config.max_bundle_bytes,
+            registry=docker.registry, max_bundle_bytes=self.config.max_bundle_bytes, out=build_output.get(),
         )  # fmt: skip
         if docker.registry:  # other nodes pull it from there
             await asyncio.to_thread(push, self.client, image.ref)

@@ -75,8 +75,15 @@ def test_a_function_with_a_third_party_requirement(docker_platform: Platform, tm
         tmp_path / "req", "import six\n\ndef handle(event, context):\n    return 'six ' + six.__version__\n"
     )
     (folder / "requirements.txt").write_text("six==1.16.0\n")
-    reply = docker_platform.deploy("with-req", folder)
-    assert reply.status_code == 202, reply.text
+    # `stoker deploy` shows the gateway's build of the image as it happens (streamed by the deploy request).
+    proc = subprocess.run(
+        [sys.executable, "-m", "stoker", "deploy", "--name", "with-req", "--handler", str(folder)],
+        capture_output=True, text=True, env=docker_platform.env(), cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("with-req: ")]
+    assert any(line.startswith("with-req: Step ") for line in progress), proc.stderr
+    assert "with-req: built stoker-fn/with-req:" in progress[-1], proc.stderr
     assert httpx.get(f"{docker_platform.url}/function/with-req", timeout=30).text == "six 1.16.0"
 
 

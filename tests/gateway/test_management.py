@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, write_handler
 
 
@@ -165,3 +166,21 @@ def _wait(check: object, timeout: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_a_deploy_asked_for_as_ndjson_streams_its_progress_then_the_answer(platform: Platform, tmp_path: Path) -> None:
+    folder = write_handler(tmp_path / "streamed", "def handle(event, context):\n    return 'streamed'\n")
+    body = {"service": "streamed", "source": base64.b64encode(bundle.pack(folder)).decode()}
+    headers = {"accept": "application/x-ndjson"}
+    with platform.client() as c:
+        first = c.post("/system/functions", json=body, headers=headers, timeout=60)
+        assert first.status_code == 200 and first.headers["content-type"].startswith("application/x-ndjson")
+        events = [json.loads(line) for line in first.text.splitlines() if line.strip()]
+        assert events[-1] == {"status": 202}  # the local backend builds nothing: no log lines before it
+        assert httpx.post(f"{platform.url}/function/streamed", timeout=30).text == "streamed"
+
+        # Refusals decided during the deploy come as the last line; malformed requests are refused as usual.
+        again = c.post("/system/functions", json=body, headers=headers, timeout=60)
+        last = json.loads(again.text.splitlines()[-1])
+        assert last["status"] == 409 and "already exists" in last["error"]
+        assert c.post("/system/functions", content=b"{", headers=headers).status_code == 400
