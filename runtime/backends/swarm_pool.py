@@ -16,7 +16,8 @@ gateway sees them in its poll of the platform's services.
   own tasks are ready (:func:`retire_reason`), then it is removed, and its delayed stop lets every gateway see it
   leave before it drains.
 - **Tend** (:meth:`SwarmPool.tend`, once a tick by the one process that autoscales): remove generic replicas that
-  died, start new ones up to the pool size, retire bridges, remove key secrets whose service is gone.
+  died, start new ones up to the pool size (backing off from 2 s to 2 min while they keep dying, say on a node
+  that lacks the runtime image), retire bridges, remove key secrets whose service is gone.
 
 Only functions whose code is a config (:mod:`runtime.backends.swarm_code`) and that need nothing a generic replica
 lacks take pool replicas (:func:`poolable`): no secrets, no placement constraints, no process override, the pool's
@@ -50,6 +51,7 @@ from stoker.spec import FunctionDeployment
 SPECIALISE_TIMEOUT_S = 30.0
 START_GRACE_S = 120.0  # a generic replica with no running task this long after its creation is replaced
 GONE_GRACE_S = 10.0  # a claimed replica whose task is not running this long is removed
+RETRY_FIRST_S, RETRY_MAX_S = 2.0, 120.0  # backoff of refills after generic replicas died
 
 
 def poolable(dep: FunctionDeployment, settings: SwarmSettings) -> bool:
@@ -108,6 +110,8 @@ class SwarmPool:
         self.key = platform_key
         self.image = image  # the runtime image's reference (may build it the first time: called in a thread)
         self.taken: set[str] = set()  # services this process claimed or saw claimed since its last poll
+        self.failures = 0  # rounds in a row in which generic replicas died
+        self.resume_at = 0.0  # no new generic replica before this (epoch seconds): backoff after deaths
 
     async def claim(
         self, generic: list[tuple[dict[str, Any], Candidate]], dep: FunctionDeployment, version: str,
@@ -153,13 +157,13 @@ class SwarmPool:
         """One round of upkeep. ``services``: the platform's services as just read; ``running``: their running
         tasks by service ID; ``failed``: services with a failed task; ``verdict(service, running)``: why a claimed
         replica should go ("" to keep it, from :func:`retire_reason`); ``now``: epoch seconds."""
-        generic = []
+        generic, died = [], 0
         for service in services:
             kind, sid = role(service), service["ID"]
             if kind == POOL_GENERIC:
                 alive = bool(running.get(sid)) or now - created_at(service) < START_GRACE_S
                 if sid in failed or not alive:
-                    _log(f"pool replica {service['Spec']['Name']} died; replacing it")
+                    died += 1
                     await asyncio.to_thread(self._remove, sid)
                 else:
                     generic.append(service)
@@ -167,7 +171,13 @@ class SwarmPool:
                 reason = verdict(service, bool(running.get(sid)))
                 if reason:
                     await asyncio.to_thread(self._remove, sid)
-        for _ in range(size - len(generic)):
+        if died:  # a node without the runtime image, or a replica that cannot start: back off, do not churn
+            self.failures += 1
+            self.resume_at = now + min(RETRY_FIRST_S * 2 ** (self.failures - 1), RETRY_MAX_S)
+            _log(f"{died} pool replica(s) died; starting new ones in {self.resume_at - now:g}s")
+        elif generic and all(running.get(s["ID"]) for s in generic):
+            self.failures = 0
+        for _ in range(size - len(generic) if now >= self.resume_at else 0):
             await asyncio.to_thread(self._start_one)
         for extra in sorted(generic, key=created_at)[size:]:  # two tenders at a leader change, or a smaller size
             await asyncio.to_thread(self._remove, extra["ID"])

@@ -6,6 +6,7 @@ import base64
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,9 @@ def test_replicas_are_hardened(docker_platform: Platform, docker_engine: Any, tm
 
 
 def test_a_function_with_a_third_party_requirement(docker_platform: Platform, tmp_path: Path) -> None:
-    folder = write_handler(
-        tmp_path / "req", "import six\n\ndef handle(event, context):\n    return 'six ' + six.__version__\n"
-    )
+    source = "import six\n\ndef handle(event, context):\n    return 'six ' + six.__version__\n"
+    # A comment unique to this run: the code layer is built now, not found from an earlier run on this engine.
+    folder = write_handler(tmp_path / "req", f"{source}# run {uuid.uuid4().hex}\n")
     (folder / "requirements.txt").write_text("six==1.16.0\n")
     # `stoker deploy` shows the gateway's build of the image as it happens (streamed by the deploy request).
     proc = subprocess.run(

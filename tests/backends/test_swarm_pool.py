@@ -158,6 +158,8 @@ def test_a_pool_replica_that_dies_is_replaced(make_swarm_backend: Any) -> None:
             name = victim["Spec"]["Name"]
             (container,) = backend.client.containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
             container.kill()  # its task fails; the restart policy is none: the pool replaces it
+            await _tend_until(backend, lambda: backend.pool.failures == 1)  # seen dead: refills back off first
+            assert backend.pool.resume_at > time.time() - 1
             await _tend_until(
                 backend,
                 lambda: backend.warm_replicas() == 2 and name not in {s["Spec"]["Name"] for s, _ in backend._generic},
