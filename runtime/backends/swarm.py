@@ -49,7 +49,7 @@ from runtime.backends.swarm_config import (
     service_name,
     service_spec,
 )
-from runtime.backends.swarm_pool import SwarmPool, poolable, retire_reason, role
+from runtime.backends.swarm_pool import SwarmPool, poolable, retire_reason, role, serves, updated_at
 from runtime.backends.swarm_secrets import SwarmSecretStore
 from runtime.backends.swarm_tasks import (
     Candidate,
@@ -266,10 +266,17 @@ class SwarmBackend:
     async def logs(
         self, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
     ) -> AsyncIterator[LogLine]:
-        fn = self._known(name, namespace)
+        self._known(name, namespace)
         from runtime.backends.swarm_logs import service_logs
 
-        async for line in service_logs(self.api, fn.service_id, name, namespace, tail, since, follow):
+        def services() -> list[str]:
+            """The function's service, then the pool replicas that served it (claimed now, or retired lately)."""
+            fn = self._functions.get((name, namespace))
+            if fn is None:
+                return []
+            return [fn.service_id, *(s["ID"] for s in self._last[0] if serves(s, name, namespace))]
+
+        async for line in service_logs(self.api, services, name, namespace, tail, since, follow):
             yield line
 
     def _known(self, name: str, namespace: str) -> _Function:
@@ -510,17 +517,16 @@ class SwarmBackend:
                 current=fn is not None and labels.get(VERSION) == fn.version,
                 own_ready=fn.own_ready(self._ready) if fn else 0,
                 running=is_running,
-                age_s=now - _updated_at(service),
+                age_s=now - updated_at(service),
             )
 
-        await self.pool.tend(services, running, failed, verdict, self.config.pool_size, now)
+        def has_function(service: dict[str, Any]) -> bool:
+            labels = service["Spec"].get("Labels") or {}
+            return (labels.get(FUNCTION, ""), labels.get(NAMESPACE, "")) in self._functions
+
+        await self.pool.tend(services, running, failed, verdict, has_function, self.config.pool_size, now)
         in_use = {fn.code for fn in self._functions.values() if fn.code}
         await asyncio.to_thread(swarm_code.prune, self.api, self.settings, in_use, now)
-
-
-def _updated_at(service: dict[str, Any]) -> float:
-    """When a service's spec last changed (a pool replica's claim), epoch seconds."""
-    return swarm_code.created_at({"CreatedAt": service.get("UpdatedAt") or service.get("CreatedAt")})
 
 
 def _quiet(_: str) -> None:

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from runtime.backends.swarm_code import SwarmCode
 
 PLATFORM = "com.stoker.platform"  # which stoker platform owns a service or secret (several may share a swarm)
-POOL_GENERIC, POOL_CLAIMED = "generic", "claimed"  # values of the POOL label on a warm pool replica's service
+# Values of the POOL label on a warm pool replica's service: waiting, serving a function, stopped (kept for its logs).
+POOL_GENERIC, POOL_CLAIMED, POOL_RETIRED = "generic", "claimed", "retired"
 CODE = "com.stoker.code"  # on a service: the config holding its code (swarm_code); on such a config: "1"
 STOKER_IMAGE = "com.stoker.base"  # set on the base image, inherited by every function image the builder makes
 ROUTES = ("overlay", "published")

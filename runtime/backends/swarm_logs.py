@@ -7,7 +7,7 @@ than the last one seen, as the Kubernetes backend does, so no thread stays block
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -49,25 +49,40 @@ def tail_lines(api: Any, service_id: str, count: int) -> list[str]:
 
 
 async def service_logs(
-    api: Any, service_id: str, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
-) -> AsyncIterator[LogLine]:
-    """Lines of a function's tasks, oldest first; with ``follow``, new ones until the service is gone."""
-    lines = parse(await asyncio.to_thread(_read, api, service_id, tail, since), name, namespace)
+    api: Any, services: Callable[[], list[str]], name: str, namespace: str,
+    tail: int | None, since: float | None, follow: bool,
+) -> AsyncIterator[LogLine]:  # fmt: skip
+    """Lines of a function's tasks, oldest first, merged across ``services()`` (its own service and the warm pool
+    replicas that served it); with ``follow``, new ones until ``services()`` is empty (the function is gone)."""
+    lines = await _read_all(api, services(), name, namespace, tail, since)
     lines = [line for line in lines if since is None or line.timestamp >= since]
     lines.sort(key=lambda line: line.timestamp)
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
     seen = {(line.instance, line.timestamp, line.text) for line in lines}
     newest = max((line.timestamp for line in lines), default=since or 0.0)
     for line in lines:
         yield line
     while follow:
         await asyncio.sleep(FOLLOW_POLL_S)
-        try:
-            raw = await asyncio.to_thread(_read, api, service_id, None, newest)
-        except Exception:  # the function was removed
+        ids = services()
+        if not ids:
             return
-        for line in sorted(parse(raw, name, namespace), key=lambda line: line.timestamp):
+        for line in sorted(await _read_all(api, ids, name, namespace, None, newest), key=lambda line: line.timestamp):
             key = (line.instance, line.timestamp, line.text)
             if key not in seen and line.timestamp >= newest:
                 seen.add(key)
                 newest = max(newest, line.timestamp)
                 yield line
+
+
+async def _read_all(
+    api: Any, ids: list[str], name: str, namespace: str, tail: int | None, since: float | None
+) -> list[LogLine]:
+    out: list[LogLine] = []
+    for service_id in ids:
+        try:
+            out += parse(await asyncio.to_thread(_read, api, service_id, tail, since), name, namespace)
+        except Exception:  # removed meanwhile (a pool replica whose time was up, the function itself)
+            continue
+    return out

@@ -13,8 +13,8 @@ gateway sees them in its poll of the platform's services.
   task (:func:`runtime.pool.specialise`) and routes to it at once; other gateways route to it once it answers
   ``/_/ready``.
 - **Bridge**: the function's own service is scaled as always; the claimed replica serves only until the service's
-  own tasks are ready (:func:`retire_reason`), then it is removed, and its delayed stop lets every gateway see it
-  leave before it drains.
+  own tasks are ready (:func:`retire_reason`), then it is retired: scaled to zero (its delayed stop lets every
+  gateway see it leave before it drains) and kept an hour, so the function's logs still hold the calls it served.
 - **Tend** (:meth:`SwarmPool.tend`, once a tick by the one process that autoscales): remove generic replicas that
   died, start new ones up to the pool size (backing off from 2 s to 2 min while they keep dying, say on a node
   that lacks the runtime image), retire bridges, remove key secrets whose service is gone.
@@ -42,6 +42,7 @@ from runtime.backends.swarm_config import (
     PLATFORM,
     POOL_CLAIMED,
     POOL_GENERIC,
+    POOL_RETIRED,
     SwarmSettings,
     pool_service_spec,
 )
@@ -51,6 +52,7 @@ from stoker.spec import FunctionDeployment
 SPECIALISE_TIMEOUT_S = 30.0
 START_GRACE_S = 120.0  # a generic replica with no running task this long after its creation is replaced
 GONE_GRACE_S = 10.0  # a claimed replica whose task is not running this long is removed
+RETIRED_KEEP_S = 3600.0  # a retired bridge's service (0 tasks) is kept this long for its logs
 RETRY_FIRST_S, RETRY_MAX_S = 2.0, 120.0  # backoff of refills after generic replicas died
 
 
@@ -89,8 +91,22 @@ def retire_reason(
 
 
 def role(service: dict[str, Any]) -> str:
-    """``generic``, ``claimed``, or "" for a service that is not a pool replica."""
+    """``generic``, ``claimed``, ``retired``, or "" for a service that is not a pool replica."""
     return str((service.get("Spec", {}).get("Labels") or {}).get(POOL, ""))
+
+
+def serves(service: dict[str, Any], name: str, namespace: str) -> bool:
+    """Whether a pool replica's service was claimed for this function (it may be retired since)."""
+    labels = service.get("Spec", {}).get("Labels") or {}
+    return role(service) in (POOL_CLAIMED, POOL_RETIRED) and (labels.get(FUNCTION), labels.get(NAMESPACE)) == (
+        name,
+        namespace,
+    )
+
+
+def updated_at(service: dict[str, Any]) -> float:
+    """When a service's spec last changed (a pool replica's claim, its retirement), epoch seconds."""
+    return created_at({"CreatedAt": service.get("UpdatedAt") or service.get("CreatedAt")})
 
 
 @dataclass(frozen=True)
@@ -152,11 +168,13 @@ class SwarmPool:
 
     async def tend(
         self, services: list[dict[str, Any]], running: dict[str, list[Candidate]], failed: set[str],
-        verdict: Callable[[dict[str, Any], bool], str], size: int, now: float,
+        verdict: Callable[[dict[str, Any], bool], str], has_function: Callable[[dict[str, Any]], bool],
+        size: int, now: float,
     ) -> None:  # fmt: skip
         """One round of upkeep. ``services``: the platform's services as just read; ``running``: their running
         tasks by service ID; ``failed``: services with a failed task; ``verdict(service, running)``: why a claimed
-        replica should go ("" to keep it, from :func:`retire_reason`); ``now``: epoch seconds."""
+        replica should go ("" to keep it, from :func:`retire_reason`); ``has_function(service)``: whether the
+        function a pool replica served is still deployed; ``now``: epoch seconds."""
         generic, died = [], 0
         for service in services:
             kind, sid = role(service), service["ID"]
@@ -170,7 +188,9 @@ class SwarmPool:
             elif kind == POOL_CLAIMED:
                 reason = verdict(service, bool(running.get(sid)))
                 if reason:
-                    await asyncio.to_thread(self._remove, sid)
+                    await asyncio.to_thread(self._retire, service)
+            elif kind == POOL_RETIRED and (now - updated_at(service) > RETIRED_KEEP_S or not has_function(service)):
+                await asyncio.to_thread(self._remove, sid)
         if died:  # a node without the runtime image, or a replica that cannot start: back off, do not churn
             self.failures += 1
             self.resume_at = now + min(RETRY_FIRST_S * 2 ** (self.failures - 1), RETRY_MAX_S)
@@ -195,6 +215,18 @@ class SwarmPool:
             with contextlib.suppress(Exception):
                 self.api.remove_secret(secret["ID"])
             raise
+
+    def _retire(self, service: dict[str, Any]) -> None:
+        """Stop a bridge: its task goes (delayed stop, then drain, like any scale-down) but the service stays, so
+        ``stoker logs`` still shows the calls it served, for ``RETIRED_KEEP_S`` or until its function goes."""
+        import docker.errors
+
+        labels = {**(service["Spec"].get("Labels") or {}), POOL: POOL_RETIRED}
+        with contextlib.suppress(docker.errors.APIError):  # changed or gone meanwhile: the next round looks again
+            self.api.update_service(
+                service["ID"], service["Version"]["Index"], labels=labels,
+                mode={"Replicated": {"Replicas": 0}}, fetch_current_spec=True,
+            )  # fmt: skip
 
     def _forget_keys(self, services: set[str], now: float) -> None:
         """Remove key secrets whose replica's service is gone (older than a minute: not one being created)."""

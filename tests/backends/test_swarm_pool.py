@@ -90,6 +90,7 @@ def test_a_cold_start_is_served_by_a_pool_replica_until_the_functions_own_replic
             started = time.monotonic()
             await backend.scale("sw-warm", "openfaas-fn", 1)
             assert record.available == 1  # routed at once: a claimed pool replica, specialised
+            bridge = record.endpoints[0].instance
             instance = (await _call(record)).split()[0]
             cold_ms = (time.monotonic() - started) * 1000
             assert instance.startswith(f"{backend.settings.platform}-pool-"), instance
@@ -107,6 +108,15 @@ def test_a_cold_start_is_served_by_a_pool_replica_until_the_functions_own_replic
             await _tend_until(backend, lambda: record.available == 1)
             last = (await _call(record)).split()[0]
             assert not last.startswith(f"{backend.settings.platform}-pool-"), served
+
+            # The retired bridge stays (with no task) so the function's logs still hold the calls it served.
+            async def instances() -> set[str]:
+                return {line.instance async for line in backend.logs("sw-warm", "openfaas-fn", None, None, False)}
+
+            deadline = time.monotonic() + 30
+            while bridge not in await instances():  # the engine hands logs over shortly after a task stops
+                assert time.monotonic() < deadline, await instances()
+                await asyncio.sleep(0.5)
         finally:
             await backend.close()
 
