@@ -102,6 +102,11 @@ class Controller:
         yield "# TYPE stoker_controller_started gauge"
         for fn, n in sorted(totals.started_now.items()):
             yield f'stoker_controller_started{{function_name="{fn}"}} {n}'
+        warm = getattr(self.backend, "warm_replicas", None)  # a backend whose warm pool the leader tends
+        if callable(warm):
+            yield "# HELP stoker_warm_pool_ready Generic replicas ready in the warm pool (the leader keeps it full)"
+            yield "# TYPE stoker_warm_pool_ready gauge"
+            yield f"stoker_warm_pool_ready {warm()}"
         if self.autoscaler is not None:
             yield from self.autoscaler.render_metrics()
 

@@ -31,6 +31,8 @@ import httpx
 import pytest
 import redis
 
+from runtime.backends.swarm_config import PLATFORM, POOL_GENERIC
+from runtime.backends.swarm_pool import role
 from tests.backends.test_swarm_support import remove_platform, swarm_engine, wait_for
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
 
@@ -185,6 +187,18 @@ def test_two_gateways_one_controller(shared_env: dict[str, str], tmp_path: Path)
         wait_for(lambda: standby.metric("stoker_autoscaler_desired_replicas", fn) is not None, 10, "a decision")
         took = time.monotonic() - killed_at
         assert took < TTL_S + 4 * TICK_S + 3, took  # the TTL, a tick or two, and the time to read the metrics
+        # The new leader tends the warm pool (generic one-task services): one taken away is replaced.
+        engine = swarm_engine()
+        label = {"label": f"{PLATFORM}={env['STOKER_SWARM_PLATFORM']}"}
+
+        def generic() -> list[str]:
+            return [s["Spec"]["Name"] for s in engine.api.services(filters=label) if role(s) == POOL_GENERIC]
+
+        wait_for(lambda: len(generic()) == 2, 120, "a full pool")
+        gone = generic()[0]
+        engine.api.remove_service(gone)
+        wait_for(lambda: len(generic()) == 2 and gone not in generic(), 120, "the new leader to refill the pool")
+        wait_for(lambda: standby.metric("stoker_warm_pool_ready") == 2, 60, "the leader to see the pool full")
 
         # Async calls accepted by gateway b, which is killed at once: all processed (the queue is Redis).
         ids = []
