@@ -284,18 +284,16 @@ class Client:
             auth=False,
             timeout=timeout,
         )
-        try:
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            conn.close()
-        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        return self._reply(conn, resp)
 
     def async_result(self, call_id: str, timeout: float = DEFAULT_TIMEOUT_S) -> Reply:
         """``GET /system/async-result/{call_id}`` (authenticated): 404 unknown or expired, 202 pending, 200 done
         (the function's body; its status in ``X-Function-Status``). Any status comes back as a :class:`Reply`."""
         conn, resp = self._open("GET", f"/system/async-result/{quote(call_id, safe='')}", timeout=timeout)
+        return self._reply(conn, resp)
+
+    def _reply(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> Reply:
+        """The whole answer, whatever its status; the connection is closed after."""
         try:
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:

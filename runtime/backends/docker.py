@@ -62,6 +62,7 @@ from runtime.backends.docker_volumes import FunctionCode, function_code, needs_i
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
+    FunctionEntry,
     SlotBackend,
     first_outcome,
     replace_when_ready,
@@ -75,7 +76,7 @@ from stoker.errors import DeployFailed, StokerError
 from stoker.spec import FunctionDeployment
 
 
-class _Function:
+class _Function(FunctionEntry):
     def __init__(
         self,
         record: FunctionRecord,
@@ -84,17 +85,11 @@ class _Function:
         secrets_volume: str = "",
         code: FunctionCode | None = None,
     ) -> None:
-        self.record = record
+        super().__init__(record, log)
         self.version = version
-        self.log = log
         self.secrets_volume = secrets_volume
         self.code = code or FunctionCode()
         self.slots: list[ContainerSlot] = []
-        self.lock = asyncio.Lock()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.record.deployment.service, self.record.deployment.namespace
 
 
 class DockerBackend(SlotBackend[_Function]):

@@ -78,17 +78,9 @@ class ContainerSlot(Published):
         adopt: str = "",
         warm: WarmContainer | None = None,
     ) -> None:
-        self.instance = instance
+        super().__init__(instance, log, endpoints, on_problem, drain_timeout_s)
         self.client = client
         self.spec = spec
-        self.log = log
-        self.endpoints = endpoints
-        self.on_problem = on_problem
-        self.drain_timeout_s = drain_timeout_s
-        self.first_outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.endpoint: Endpoint | None = None
-        self.stopping = False
-        self.restarts = 0
         self.container_id = ""
         self._adopt = adopt
         self._warm = warm

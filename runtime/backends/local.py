@@ -25,6 +25,7 @@ from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import ProcessSpec, ReplicaSlot, WarmStart, default_python
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
+    FunctionEntry,
     SlotBackend,
     first_outcome,
     replace_when_ready,
@@ -49,21 +50,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class _Function:
-    """One deployed function: its record (what the gateway reads), its version and its replica slots."""
+class _Function(FunctionEntry):
+    """One deployed function: its record, its version (bundle digest and signature) and its process slots."""
 
     def __init__(self, record: FunctionRecord, digest: str, signature: str, log: FunctionLog) -> None:
-        self.record = record
+        super().__init__(record, log)
         self.digest = digest
         self.signature = signature
-        self.log = log
         self.slots: list[ReplicaSlot] = []
-        self.lock = asyncio.Lock()
         self.serial = 0
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.record.deployment.service, self.record.deployment.namespace
 
 
 class LocalBackend(SlotBackend[_Function]):

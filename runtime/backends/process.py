@@ -145,16 +145,8 @@ class ReplicaSlot(Published):
         drain_timeout_s: float,
         warm: WarmStart | None = None,
     ) -> None:
-        self.instance = instance
+        super().__init__(instance, log, endpoints, on_problem, drain_timeout_s)
         self.spec = spec
-        self.log = log
-        self.endpoints = endpoints
-        self.on_problem = on_problem
-        self.drain_timeout_s = drain_timeout_s
-        self.first_outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.endpoint: Endpoint | None = None
-        self.stopping = False
-        self.restarts = 0
         self._transport: asyncio.SubprocessTransport | None = None
         self._warm = warm
         self._task = asyncio.create_task(self._run(), name=f"replica {instance}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
@@ -36,10 +36,23 @@ class Slot(Protocol):
 class Published:
     """The routing side of a replica slot: its endpoint leaves the routing list, then its calls drain."""
 
-    endpoint: Endpoint | None
-    endpoints: list[Endpoint]  # the function's routing list, shared with the gateway
-    drain_timeout_s: float
-    stopping: bool
+    def __init__(
+        self,
+        instance: str,
+        log: FunctionLog,
+        endpoints: list[Endpoint],
+        on_problem: Callable[[str], None],
+        drain_timeout_s: float,
+    ) -> None:
+        self.instance = instance
+        self.log = log
+        self.endpoints = endpoints  # the function's routing list, shared with the gateway
+        self.on_problem = on_problem
+        self.drain_timeout_s = drain_timeout_s
+        self.first_outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.endpoint: Endpoint | None = None
+        self.stopping = False
+        self.restarts = 0
 
     def _unpublish(self, gone: bool = False) -> None:
         """Stop routing here; ``gone``: the replica exited, so the gateway fails what is in flight on it at once."""
@@ -64,6 +77,20 @@ class Published:
 class Function(Protocol):
     record: FunctionRecord
     log: FunctionLog
+
+
+class FunctionEntry:
+    """What a slot-supervising backend keeps of one function: its record (what the gateway reads), its log, its
+    replica slots, and the lock its changes take in turn."""
+
+    def __init__(self, record: FunctionRecord, log: FunctionLog) -> None:
+        self.record = record
+        self.log = log
+        self.lock = asyncio.Lock()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.record.deployment.service, self.record.deployment.namespace
 
 
 S = TypeVar("S", bound=Slot)

@@ -153,10 +153,13 @@ class SwarmBackend:
             except Exception as exc:  # the engine restarting: keep routing to what we know, say it once per poll
                 print(f"stoker: swarm backend cannot read the services: {str(exc)[:200]}", flush=True)
 
-    async def _poll(self) -> None:
+    async def _poll(self, ended: bool = False) -> None:
+        """Read the platform's services and their tasks: those Swarm wants running, or with ``ended`` every task it
+        still keeps (the pool's upkeep looks for failed ones)."""
         services = await asyncio.to_thread(self.api.services, filters={"label": f"{PLATFORM}={self.settings.platform}"})
         ids = [s["ID"] for s in services]
-        tasks = await asyncio.to_thread(self.api.tasks, filters={"service": ids}) if ids else []
+        wanted: dict[str, Any] = {"service": ids} if ended else {"service": ids, "desired-state": "running"}
+        tasks = await asyncio.to_thread(self.api.tasks, filters=wanted) if ids else []
         if self.settings.route == "published" and time.monotonic() - self._nodes_at > _NODES_EVERY_S:
             nodes = await asyncio.to_thread(self.api.nodes)
             self._nodes = {n["ID"]: node_address(n) for n in nodes}
@@ -496,7 +499,7 @@ class SwarmBackend:
 
     async def tend_pool(self) -> None:
         """Refill the warm pool and retire bridges (called once a tick by the process that autoscales)."""
-        await self._poll()
+        await self._poll(ended=True)
         services, tasks = self._last
         running: dict[str, list[Candidate]] = {}
         failed: set[str] = set()
