@@ -118,7 +118,7 @@ class _Connection(asyncio.Protocol):
     def send(self, payload: bytes, head: bool = False) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
-            raise UpstreamError(f"the connection to {self.pool.host}:{self.pool.port} is closed", sent=False)
+            raise UpstreamError(f"the connection to {_where(self.pool.host, self.pool.port)} is closed", sent=False)
         self.head = head
         self.waiter = asyncio.get_running_loop().create_future()
         self.pool.active.add(self)
@@ -145,10 +145,14 @@ class _Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+                if self.host[0] == "/":  # a Unix socket: local replicas listen where only the platform can reach
+                    _, conn = await loop.create_unix_connection(lambda: _Connection(self), self.host)
+                else:
+                    _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
         except (OSError, TimeoutError) as exc:
             reason = exc if isinstance(exc, OSError) else f"no answer in {CONNECT_TIMEOUT_S:g}s"
-            raise UpstreamError(f"cannot connect to replica {self.host}:{self.port}: {reason}", sent=False) from None
+            where = _where(self.host, self.port)
+            raise UpstreamError(f"cannot connect to replica {where}: {reason}", sent=False) from None
         return conn
 
     def release(self, conn: _Connection) -> None:
@@ -164,6 +168,11 @@ class _Pool:
             self.idle.pop().close()
         for conn in list(self.active):
             conn.close()
+
+
+def _where(host: str, port: int) -> str:
+    """A replica's address for an error message, which clients see: not the path of a local socket."""
+    return "(local socket)" if host[0] == "/" else f"{host}:{port}"
 
 
 def _expire(waiter: asyncio.Future[UpstreamResponse]) -> None:
@@ -199,12 +208,14 @@ class Upstream:
         body: bytes,
         timeout: float,
     ) -> UpstreamResponse:
-        """Send one request and return the whole answer; raises UpstreamError or asyncio.TimeoutError."""
+        """Send one request and return the whole answer; raises UpstreamError or asyncio.TimeoutError. ``host`` may
+        be the path of a Unix socket (``port`` is then unused)."""
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(host, port)
-        payload = encode_request(method, target, f"{host}:{port}".encode(), headers, body)
+        authority = b"localhost" if host[0] == "/" else f"{host}:{port}".encode()
+        payload = encode_request(method, target, authority, headers, body)
         conn = await pool.acquire()
         waiter = conn.send(payload, head=method == "HEAD")
         # call_later and a future are cheaper than asyncio.timeout() on a path taken thousands of times a second
