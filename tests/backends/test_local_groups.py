@@ -101,9 +101,7 @@ def spawner(tmp_path: Path) -> Path:
     return write_handler(tmp_path / "spawner", SPAWNER)
 
 
-def test_what_a_handler_starts_goes_when_its_replica_crashes_or_is_scaled_away(
-    fresh_home: Path, spawner: Path
-) -> None:
+def test_what_a_handler_starts_goes_when_its_replica_crashes_or_is_scaled_away(fresh_home: Path, spawner: Path) -> None:
     p = start_platform(fresh_home, env={"STOKER_POOL_SIZE": "0"})
     try:
         assert p.deploy("spawner", spawner).status_code == 202
