@@ -5,8 +5,9 @@ parser uvicorn uses) costs a fraction of a general client per request. It speaks
 request per connection at a time, content-length request bodies, content-length or chunked responses.
 
 At most once: once a request's bytes are written, a failure is reported with ``sent=True`` and never retried here
-(the replica may have run it). Only a request that never left (the connection could not be made, or the pooled
-connection was already closed) is ``sent=False``, which the proxy retries on another replica. :meth:`Upstream.abort`
+(the replica may have run it). Only a request that never left (the connection could not be made, the pooled
+connection was already closed, or writing it failed with EPIPE because the replica had closed it) is ``sent=False``,
+which the proxy retries on another replica. :meth:`Upstream.abort`
 closes every connection to a replica that died, so calls in flight on it fail at once instead of hanging (a killed
 container sends no reset).
 """
@@ -74,7 +75,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._fail("the replica closed the connection before answering")
+        # EPIPE: our request could not be written, the replica had closed this connection already (it died while the
+        # connection sat idle in the pool): it never got the whole request, so another replica may take it.
+        self._fail("the replica closed the connection before answering", sent=not isinstance(exc, BrokenPipeError))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -103,11 +106,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, sent: bool = True) -> None:
         waiter, self.waiter = self.waiter, None
         self.pool.active.discard(self)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(UpstreamError(message, sent=True))
+            waiter.set_exception(UpstreamError(message, sent=sent))
         self.close()
 
     def close(self) -> None:
