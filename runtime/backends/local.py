@@ -230,14 +230,14 @@ class LocalBackend(SlotBackend[_Function]):
         dep = fn.record.deployment
         base = self._base_env()
         env = {**base, **function_environment(dep)}
-        env["STOKER_FUNCTION_DIR"] = str(self.root / "code" / fn.digest)
+        code_dir = self.root / "code" / fn.digest
+        env["STOKER_FUNCTION_DIR"] = str(code_dir)
         secrets_dir = self.root / "secrets" / dep.namespace / dep.service
         env["STOKER_SECRETS_DIR"] = str(self.secrets.materialize(dep.secrets, dep.namespace, secrets_dir))
         # So the replica can check its own bundle before it unpickles anything (SDK functions; runtime/codesign.py).
         bundle_path = self.root / "bundles" / f"{fn.digest}.tar.gz"
         env.update(codesign.replica_env(self.key, dep.namespace, dep.service, bundle_path, fn.signature))
         assert self._launcher is not None, "start() first"
-        code_dir = self.root / "code" / fn.digest
         spec = ProcessSpec(self._launcher, env, code_dir, memory_limit(dep))
         instance = f"{dep.service}-{fn.digest[:6]}-{fn.serial}"
         start = self._warm_start(fn, {k: v for k, v in env.items() if base.get(k) != v}) if warm else None

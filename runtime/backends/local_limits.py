@@ -26,6 +26,7 @@ from stoker.spec import FunctionDeployment
 
 MIB = 1024 * 1024
 MIN_MEMORY = 96 * MIB
+MAX_MEMORY = 2**62  # far above any machine; the kernel's limit is a 64-bit number
 _PR_SET_PDEATHSIG = 1
 
 
@@ -35,6 +36,8 @@ def memory_limit(dep: FunctionDeployment) -> int | None:
     if not raw:
         return None
     value = memory_size(raw, "limits.memory")
+    if value > MAX_MEMORY:
+        raise InvalidRequest(f"limits.memory: {raw!r} is larger than any machine")
     if value < MIN_MEMORY:
         raise InvalidRequest(
             f"limits.memory: {raw!r} is below the {MIN_MEMORY // MIB}Mi a replica of the local backend needs "

@@ -169,5 +169,7 @@ def test_a_memory_limit_the_local_backend_cannot_honour_is_refused(local: Platfo
     assert "limits.memory" in r.json()["error"] and "96Mi" in r.json()["error"]
     bad = local.deploy("tiny", folder, limits={"memory": "lots"})
     assert bad.status_code == 400 and "not a memory size" in bad.json()["error"]
+    huge = local.deploy("tiny", folder, limits={"memory": "99999999Ti"})
+    assert huge.status_code == 400 and "larger than any machine" in huge.json()["error"]
     with local.client() as c:
         assert c.get("/system/function/tiny").status_code == 404
