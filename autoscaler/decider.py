@@ -12,8 +12,9 @@ over that tick (in-flight requests, counting those waiting for a replica, for ``
 - the result moves at most ``max_scale_up_rate`` times up and ``max_scale_down_rate`` times down per decision, and
   stays within ``min``/``max``;
 - scale to zero: a function that allows it (``com.openfaas.scale.zero=true`` or ``min`` 0) goes to zero once it has
-  seen no load for ``zero_after_s``; a function at zero stays there until load comes back (the gateway's activator
-  scales it up on the first request, without waiting for a tick);
+  seen no load for ``zero_after_s`` (counted from its last sample with load, whatever the windows still hold, so
+  after a scale from zero as after a deploy); a function at zero stays there until load comes back (the gateway's
+  activator scales it up on the first request, without waiting for a tick);
 - a change made by someone else (``stoker scale``, a deploy) is held: no scale-down for one stable window after it.
 """
 
@@ -147,9 +148,12 @@ class Decider:
             # Scaling up from zero is the activator's job, on the first request; the decider only follows load
             # that is there now, not what the windows still remember from before a manual scale to zero.
             return decision(0, "at zero with no load")
-        if spec.scale_to_zero and idle_for >= spec.zero_after_s and stable == 0:
+        # Idle time alone decides, not the stable window's mean: after a scale from zero the window still holds the
+        # load of that first call for a whole window, which would stretch a short zero-duration to the window's length.
+        if spec.scale_to_zero and idle_for >= spec.zero_after_s:
             if now < self._hold_until:
                 return decision(current, f"idle {idle_for:.0f}s but held after an outside change")
+            self._panic_until = None
             return decision(0, f"no load for {idle_for:.0f}s (zero-duration {spec.zero_after_s:g}s): scale to zero")
 
         # Panic mode: entered when the short window asks for threshold x the replicas we have.

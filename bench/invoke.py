@@ -5,11 +5,16 @@
 Every target serves the same "hello" answer on loopback; the load generator is ``wrk`` (a separate process, so it
 does not share the event loop under test). Prints a table with requests/s, p50 and p99 latency, and the ratio of
 each target's requests/s to the bare app's, plus the gateway's p50 overhead over the direct replica call.
+
+Then the hop from the gateway to a replica on its own: the gateway's upstream client (on uvloop, as in the gateway)
+calling one replica over TCP loopback and another over a Unix socket (how the local backend reaches its replicas),
+in alternating rounds, so both see the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import os
 import re
@@ -65,10 +70,13 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[None]:
+def process(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, pass_fds: tuple[int, ...] = ()
+) -> Iterator[None]:
     proc = subprocess.Popen(
-        args, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        args, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=pass_fds,
+    )  # fmt: skip
     try:
         yield
     finally:
@@ -99,6 +107,49 @@ def wrk(url: str, connections: int, duration: int) -> tuple[float, float, float]
     return rps, pct("50"), pct("99")
 
 
+def unix_listener(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen(1024)
+    return sock
+
+
+async def _hop(host: str, port: int, workers: int, seconds: float) -> list[float]:
+    """Latencies (s) of ``workers`` loops of upstream calls to one replica for ``seconds``."""
+    from gateway.upstream import Upstream
+
+    upstream = Upstream()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        while (start := time.perf_counter()) < deadline:
+            await upstream.request(host, port, "GET", b"/", [], b"", 30)
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(loop() for _ in range(workers)))
+    upstream.close()
+    return latencies
+
+
+def transports(tcp_port: int, unix_path: str, conns: list[int], seconds: int) -> dict[tuple[str, int], list[float]]:
+    """Upstream client -> replica over TCP loopback and over a Unix socket, in alternating rounds."""
+    import uvloop
+
+    rounds = 4
+    out: dict[tuple[str, int], list[float]] = {}
+    for c in conns:
+        for _ in range(rounds):
+            for name, host, port in (("tcp loopback", "127.0.0.1", tcp_port), ("unix socket", unix_path, 0)):
+                out.setdefault((name, c), []).extend(uvloop.run(_hop(host, port, c, seconds / rounds)))
+    return out
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
@@ -124,11 +175,16 @@ def main() -> int:
             "PYTHONPATH": str(ROOT),
         }
         gw_env = {"STOKER_HOME": str(tmpdir / "home"), "STOKER_ADMIN_PASSWORD": "bench", "PYTHONPATH": str(ROOT)}
+        unix_path = tmpdir / "replica.sock"
+        listener = unix_listener(unix_path)
+        unix_env = {**replica_env, "STOKER_LISTEN_FD": str(listener.fileno())}
         with (
             process(bare, cwd=tmpdir),
             process([sys.executable, "-m", "runtime"], env=replica_env, cwd=tmpdir),
+            process([sys.executable, "-m", "runtime"], env=unix_env, cwd=tmpdir, pass_fds=(listener.fileno(),)),
             process([sys.executable, "-m", "stoker", "up", "--port", str(gw_port)], env=gw_env, cwd=ROOT),
         ):
+            listener.close()
             gw = f"http://127.0.0.1:{gw_port}"
             wait_http(f"http://127.0.0.1:{bare_port}/")
             wait_http(f"http://127.0.0.1:{replica_port}/_/health")
@@ -147,6 +203,7 @@ def main() -> int:
             for c in conns:
                 for name, url in targets.items():
                     results[(name, c)] = wrk(url, c, args.duration)
+            hops = transports(replica_port, str(unix_path), conns, args.duration)
 
     print(f"\ninvoke benchmark: wrk -t1, {args.duration}s per row, 'hello' on loopback, {os.cpu_count()} cores\n")
     print(f"| {'target':<16} | conns | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | vs bare req/s |")
@@ -159,6 +216,16 @@ def main() -> int:
     for c in conns:
         overhead = results[("through gateway", c)][1] - results[("replica direct", c)][1]
         print(f"\ngateway p50 overhead over a direct replica call, {c} connection(s): {overhead:.3f} ms")
+    print(f"\ngateway upstream client -> replica, {args.duration}s per row in 4 alternating rounds (uvloop)\n")
+    print(f"| {'transport':<14} | conns | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | vs tcp req/s |")
+    print(f"|{'-' * 16}|-------|{'-' * 10}|{'-' * 9}|{'-' * 9}|--------------|")
+    for c in conns:
+        base = len(hops[("tcp loopback", c)])
+        for name in ("tcp loopback", "unix socket"):
+            lat = hops[(name, c)]
+            rps = len(lat) / args.duration
+            print(f"| {name:<14} | {c:>5} | {rps:>8.0f} | {_pct(lat, 0.5):>7.3f} | {_pct(lat, 0.99):>7.3f} | "
+                  f"{len(lat) / base:>11.0%} |")  # fmt: skip
     return 0
 
 

@@ -5,8 +5,9 @@ parser uvicorn uses) costs a fraction of a general client per request. It speaks
 request per connection at a time, content-length request bodies, content-length or chunked responses.
 
 At most once: once a request's bytes are written, a failure is reported with ``sent=True`` and never retried here
-(the replica may have run it). Only a request that never left (the connection could not be made, or the pooled
-connection was already closed) is ``sent=False``, which the proxy retries on another replica. :meth:`Upstream.abort`
+(the replica may have run it). Only a request that never left (the connection could not be made, the pooled
+connection was already closed, or writing it failed with EPIPE because the replica had closed it) is ``sent=False``,
+which the proxy retries on another replica. :meth:`Upstream.abort`
 closes every connection to a replica that died, so calls in flight on it fail at once instead of hanging (a killed
 container sends no reset).
 """
@@ -74,7 +75,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._fail("the replica closed the connection before answering")
+        # EPIPE: our request could not be written, the replica had closed this connection already (it died while the
+        # connection sat idle in the pool): it never got the whole request, so another replica may take it.
+        self._fail("the replica closed the connection before answering", sent=not isinstance(exc, BrokenPipeError))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -103,11 +106,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, sent: bool = True) -> None:
         waiter, self.waiter = self.waiter, None
         self.pool.active.discard(self)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(UpstreamError(message, sent=True))
+            waiter.set_exception(UpstreamError(message, sent=sent))
         self.close()
 
     def close(self) -> None:
@@ -118,7 +121,7 @@ class _Connection(asyncio.Protocol):
     def send(self, payload: bytes, head: bool = False) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
-            raise UpstreamError(f"the connection to {self.pool.host}:{self.pool.port} is closed", sent=False)
+            raise UpstreamError(f"the connection to {_where(self.pool.host, self.pool.port)} is closed", sent=False)
         self.head = head
         self.waiter = asyncio.get_running_loop().create_future()
         self.pool.active.add(self)
@@ -145,10 +148,14 @@ class _Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+                if self.host[0] == "/":  # a Unix socket: local replicas listen where only the platform can reach
+                    _, conn = await loop.create_unix_connection(lambda: _Connection(self), self.host)
+                else:
+                    _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
         except (OSError, TimeoutError) as exc:
             reason = exc if isinstance(exc, OSError) else f"no answer in {CONNECT_TIMEOUT_S:g}s"
-            raise UpstreamError(f"cannot connect to replica {self.host}:{self.port}: {reason}", sent=False) from None
+            where = _where(self.host, self.port)
+            raise UpstreamError(f"cannot connect to replica {where}: {reason}", sent=False) from None
         return conn
 
     def release(self, conn: _Connection) -> None:
@@ -164,6 +171,11 @@ class _Pool:
             self.idle.pop().close()
         for conn in list(self.active):
             conn.close()
+
+
+def _where(host: str, port: int) -> str:
+    """A replica's address for an error message, which clients see: not the path of a local socket."""
+    return "(local socket)" if host[0] == "/" else f"{host}:{port}"
 
 
 def _expire(waiter: asyncio.Future[UpstreamResponse]) -> None:
@@ -199,12 +211,14 @@ class Upstream:
         body: bytes,
         timeout: float,
     ) -> UpstreamResponse:
-        """Send one request and return the whole answer; raises UpstreamError or asyncio.TimeoutError."""
+        """Send one request and return the whole answer; raises UpstreamError or asyncio.TimeoutError. ``host`` may
+        be the path of a Unix socket (``port`` is then unused)."""
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(host, port)
-        payload = encode_request(method, target, f"{host}:{port}".encode(), headers, body)
+        authority = b"localhost" if host[0] == "/" else f"{host}:{port}".encode()
+        payload = encode_request(method, target, authority, headers, body)
         conn = await pool.acquire()
         waiter = conn.send(payload, head=method == "HEAD")
         # call_later and a future are cheaper than asyncio.timeout() on a path taken thousands of times a second

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from runtime.backends.readiness import open_replica
 from runtime.specialize import SIGNATURE_HEADER, SPECIALIZE_PATH, envelope
 from stoker import bundle
 
@@ -63,7 +64,8 @@ def signed_request(key: bytes, env: dict[str, str], code: bytes) -> tuple[bytes,
 
 
 async def specialise(host: str, port: int, key: bytes, env: dict[str, str], code: bytes, timeout_s: float) -> str:
-    """POST the signed request to a generic replica; return "" once it serves, else why it does not."""
+    """POST the signed request to a generic replica (at ``host:port``, or the Unix socket ``host``); return "" once
+    it serves, else why it does not."""
     body, signature = signed_request(key, env, code)
     head = (
         f"POST {SPECIALIZE_PATH} HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n"
@@ -71,7 +73,7 @@ async def specialise(host: str, port: int, key: bytes, env: dict[str, str], code
     ).encode()
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await open_replica(host, port)
             try:
                 writer.write(head + body)
                 answer = await reader.read()

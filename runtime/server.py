@@ -36,6 +36,7 @@ from runtime.invoke import STOP_GRACE_S, Invoker
 from runtime.loader import Handler, LoadError, load_handler
 from runtime.logs import function_logger
 from runtime.specialize import DIR_VAR, KEY_FD_VAR, KEY_FILE_VAR, POOL_VAR, GenericApp, read_key
+from runtime.threads import fit_stacks_to_limit
 from stoker import bundle
 from stoker.errors import StokerError
 
@@ -52,6 +53,7 @@ KEEP_ALIVE_S = 65
 def main(environ: Mapping[str, str] = os.environ) -> int:
     """Run a replica from the environment; return the process exit code."""
     no_new_privileges()
+    fit_stacks_to_limit()
     for stream in (sys.stdout, sys.stderr):
         # Line-buffered so the supervising backend sees each line as it is written, even through a pipe.
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -185,6 +187,7 @@ class Replica:
 
     def _specialised(self, config: ReplicaConfig, handler: Handler) -> ReplicaApp:
         """A generic replica got its function: from now on it is that function's replica."""
+        fit_stacks_to_limit()  # the backend may have set the function's memory limit just before
         app = self._function_app(config, handler)
         self.server.config.timeout_graceful_shutdown = config.drain_timeout_s  # type: ignore[assignment]
         self._serving_line()

@@ -173,6 +173,7 @@ class GenericApp:
             config = ReplicaConfig.from_env({**os.environ, "STOKER_FUNCTION_DIR": str(folder)})
         except ConfigError as exc:
             raise _Refused(f"bad configuration: {exc}") from None
+        os.chdir(folder)  # like a regular local replica: the function runs in its code's folder
         try:
             return config, load_handler(config)
         except LoadError as exc:

@@ -16,11 +16,25 @@ import asyncio
 import contextlib
 import contextvars
 import queue
+import resource
 import threading
 from collections.abc import Callable
 from typing import Any
 
+LIMITED_STACK_BYTES = 1024 * 1024  # deep enough for the default recursion limit (1000 frames), with C calls between
+
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context, Callable[[], Any]]
+
+
+def fit_stacks_to_limit() -> bool:
+    """Under a data limit (a local replica with ``limits.memory``, :mod:`runtime.backends.local_limits`) give new
+    threads 1 MiB stacks: a thread's whole stack counts against the limit, and 64 threads of the default 8 MiB would
+    take 512 MiB of it. True when it did."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return False
+    threading.stack_size(LIMITED_STACK_BYTES)
+    return True
 
 
 class HandlerThreads:

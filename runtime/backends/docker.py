@@ -289,7 +289,7 @@ class DockerBackend(SlotBackend[_Function]):
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
         fn.record.replicas = replicas
-        fn.record.message = ""
+        fn.clear_problems()
         self._save(fn)
         old_volumes = [old for old, new in ((previous[4].volume, code.volume), (previous[3], volume)) if old != new]
         self._in_background(self._retire(fn.slots, previous[2], old_volumes))
@@ -315,7 +315,7 @@ class DockerBackend(SlotBackend[_Function]):
             try:
                 await self._update(fn, fn.record.deployment, fn.code)
             except StokerError as exc:
-                fn.record.message = f"the updated secret could not be rolled out; the old replicas keep serving: {exc}"
+                fn.note(f"the updated secret could not be rolled out; the old replicas keep serving: {exc}")
                 print(f"stoker: {fn.record.message}", flush=True)
 
     async def remove(self, name: str, namespace: str) -> None:
@@ -369,10 +369,8 @@ class DockerBackend(SlotBackend[_Function]):
                 limits = limits_update(dep, self.settings, generic.memory)
                 start = WarmContainer(generic, dict(spec["environment"]), fn.code.data, limits)
 
-        def problem(message: str) -> None:
-            fn.record.message = message
-
         instance = f"stoker-{dep.namespace}-{dep.service}-{secrets.token_hex(3)}"
+        problem = fn.reporter(instance)
         slot = ContainerSlot(
             instance, self.client, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, adopt, start
         )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.backends.quantities import memory_size
 from runtime.config import function_environment
 from stoker.config import ConfigError
 from stoker.errors import InvalidRequest
@@ -35,9 +35,6 @@ SECRETS_DIR = "/var/openfaas/secrets"
 BUNDLE_DIR = "/var/stoker/bundle"  # the signed code bundle, from a read-only volume (runtime/codesign.py)
 BUNDLE_FILE = "bundle.tar.gz"
 UNPRIVILEGED_USER = "10001:10001"
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k|m|g|t|b|B)?$")
-_UNITS = {None: 1, "b": 1, "B": 1, "K": 1000, "k": 1000, "M": 1000**2, "m": 1000**2, "G": 1000**3, "g": 1000**3}
-_UNITS |= {"T": 1000**4, "t": 1000**4, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -75,11 +72,8 @@ class DockerSettings:
 
 
 def memory_bytes(value: str, what: str) -> int:
-    """Bytes from Kubernetes/OpenFaaS quantities (``128Mi``, ``1G``) or Docker's (``512m``, ``1g``)."""
-    m = _MEMORY_RE.match(str(value).strip())
-    if not m:
-        raise InvalidRequest(f"{what}: {value!r} is not a memory size (examples: 128Mi, 512M, 1Gi)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    """A memory size the Docker Engine accepts (see :func:`runtime.backends.quantities.memory_size`)."""
+    n = memory_size(value, what)
     if n < 6 * 1024 * 1024:
         raise InvalidRequest(f"{what}: {value!r} is below the 6 MiB the Docker Engine allows")
     return n

@@ -136,10 +136,7 @@ class ContainerSlot(Published):
             return None
         exited = in_thread(lambda: api.wait(cid, condition="not-running"))
         in_thread(lambda: self._pump_logs(cid, since))
-        self.endpoint = Endpoint(self.instance, warm.container.host, REPLICA_PORT)
-        self.endpoints.append(self.endpoint)
-        if not self.first_outcome.done():
-            self.first_outcome.set_result(None)
+        self._publish(Endpoint(self.instance, warm.container.host, REPLICA_PORT))
         return await self._supervise(cid, exited, True)
 
     async def _run_once(self) -> tuple[int, bool, list[str]]:
@@ -173,10 +170,7 @@ class ContainerSlot(Published):
                 await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
                 if ready.done() and ready.result() and not self.stopping and not exited.done():
                     was_ready = True
-                    self.endpoint = Endpoint(self.instance, host, REPLICA_PORT)
-                    self.endpoints.append(self.endpoint)
-                    if not self.first_outcome.done():
-                        self.first_outcome.set_result(None)
+                    self._publish(Endpoint(self.instance, host, REPLICA_PORT))
                 ready.cancel()
         except BaseException:
             self._unpublish()
@@ -239,6 +233,7 @@ class ContainerSlot(Published):
             await asyncio.to_thread(_remove_quietly, self.client, cid)
         if not self.first_outcome.done():
             self.first_outcome.set_result("stopped before it was ready")
+        self.on_problem("")  # a stopped replica's problems are not the function's any more
 
     def detach(self) -> None:
         """Stop watching without touching the container (platform shutdown with ``on_shutdown=leave``)."""

@@ -1,4 +1,4 @@
-"""The embedded default backend: each replica is a child process on a loopback port.
+"""The embedded default backend: each replica is a child process on a Unix socket only the platform can reach.
 
 State lives under ``$STOKER_HOME/local``: ``functions/<namespace>/<name>.json`` (the deployment, desired replicas,
 bundle digest and its signature), ``bundles/<digest>.tar.gz`` and ``code/<digest>/`` (the extracted bundle). After
@@ -7,20 +7,31 @@ a restart or a crash of the platform, :meth:`LocalBackend.start` brings every fu
 A deploy waits for the first replica of the new version: if it cannot load its handler, the deploy fails with the
 error (file and line) and nothing of it stays; an update that fails leaves the old version serving. A successful
 update starts the new replicas first and drains the old ones after.
+
+How a replica process is started and contained (socket, process group, memory limit, working directory):
+:mod:`runtime.backends.local_launch`. This backend runs functions as the platform's own user: it is for code you
+trust (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 from runtime import codesign
 from runtime.backends.base import FunctionRecord
+from runtime.backends.local_groups import GroupRecords
+from runtime.backends.local_launch import Launcher
+from runtime.backends.local_limits import memory_limit
 from runtime.backends.local_pool import GenericProcess, GenericStarter
+from runtime.backends.local_sockets import SocketFolder
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import ProcessSpec, ReplicaSlot, WarmStart, default_python
 from runtime.backends.secrets import FileSecretStore
@@ -40,7 +51,10 @@ from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest, StokerError
 from stoker.spec import FunctionDeployment
 
+logger = logging.getLogger(__name__)
 _SCRUBBED_ENV_PREFIXES = ("STOKER_", "OPENFAAS_")  # never hand the platform's secrets to a function
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+WATCHER_STOP_S = 5.0
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -72,13 +86,23 @@ class LocalBackend(SlotBackend[_Function]):
         self.secrets = FileSecretStore(config.home / "secrets")
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
         self._pool: WarmPool | None = None
+        self._launcher: Launcher | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        groups = GroupRecords(self.root / "groups")
+        killed = groups.reap()  # what replicas of a platform that was killed started, if its watcher did not
+        if killed:
+            logger.warning("killed %d process(es) left running by the replicas of a previous run", len(killed))
+        python = self.config.python or default_python()
+        self._watcher = _start_watcher(python, groups.folder)
+        self._launcher = Launcher(python, SocketFolder(self.root / "sockets"), groups)
         for path in sorted((self.root / "functions").glob("*/*.json")):
             try:
                 state = json.loads(path.read_text())
                 dep = FunctionDeployment.from_json(state["deployment"], require_code=False)
+                memory_limit(dep)
                 self._materialize(state["digest"], state["signature"])
             except (OSError, ValueError, KeyError, StokerError) as exc:
                 # One unreadable function must not keep the others down; it is reported in the log.
@@ -91,8 +115,7 @@ class LocalBackend(SlotBackend[_Function]):
                 self._add_slot(fn)
         if self.config.pool_size > 0:
             shutil.rmtree(self.root / "pool", ignore_errors=True)  # leftovers of a platform that was killed
-            python = self.config.python or default_python()
-            starter = GenericStarter(python, self._base_env(), self.root / "pool", lambda lines: None)
+            starter = GenericStarter(self._launcher, self._base_env(), self.root / "pool", lambda lines: None)
             self._pool = WarmPool(self.config.pool_size, starter, "process")
             self._pool.start()
 
@@ -109,6 +132,10 @@ class LocalBackend(SlotBackend[_Function]):
         for fn in self._functions.values():
             fn.log.close()
         self._functions.clear()
+        if self._launcher is not None:
+            self._launcher.sockets.close()
+        if self._watcher is not None:
+            await _stop_watcher(self._watcher)
 
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle_bytes: bytes | None) -> None:
@@ -118,6 +145,7 @@ class LocalBackend(SlotBackend[_Function]):
                 "(deploy from a handler folder, or start the platform with --backend docker)"
             )
         require_secrets(self.secrets, deployment)
+        memory_limit(deployment)  # refused here, before anything is written, when it cannot be honoured
         digest = bundle.digest(bundle_bytes)
         signature = bundle.sign(self.key, bundle_bytes)
         self._pinned.append(digest)
@@ -165,7 +193,7 @@ class LocalBackend(SlotBackend[_Function]):
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
         fn.record.replicas = replicas
-        fn.record.message = ""
+        fn.clear_problems()
         self._save(fn)
         self._in_background(replace_when_ready(fn.slots, previous[3], self.config.ready_wait_s))
 
@@ -202,19 +230,18 @@ class LocalBackend(SlotBackend[_Function]):
         dep = fn.record.deployment
         base = self._base_env()
         env = {**base, **function_environment(dep)}
-        env["STOKER_FUNCTION_DIR"] = str(self.root / "code" / fn.digest)
+        code_dir = self.root / "code" / fn.digest
+        env["STOKER_FUNCTION_DIR"] = str(code_dir)
         secrets_dir = self.root / "secrets" / dep.namespace / dep.service
         env["STOKER_SECRETS_DIR"] = str(self.secrets.materialize(dep.secrets, dep.namespace, secrets_dir))
         # So the replica can check its own bundle before it unpickles anything (SDK functions; runtime/codesign.py).
         bundle_path = self.root / "bundles" / f"{fn.digest}.tar.gz"
         env.update(codesign.replica_env(self.key, dep.namespace, dep.service, bundle_path, fn.signature))
-        spec = ProcessSpec(self.config.python or default_python(), env)
-
-        def problem(message: str) -> None:
-            fn.record.message = message
-
+        assert self._launcher is not None, "start() first"
+        spec = ProcessSpec(self._launcher, env, code_dir, memory_limit(dep))
         instance = f"{dep.service}-{fn.digest[:6]}-{fn.serial}"
         start = self._warm_start(fn, {k: v for k, v in env.items() if base.get(k) != v}) if warm else None
+        problem = fn.reporter(instance)
         fn.slots.append(
             ReplicaSlot(instance, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, start)
         )
@@ -275,3 +302,31 @@ class LocalBackend(SlotBackend[_Function]):
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         path.unlink(missing_ok=True)
+
+
+def _start_watcher(python: str, groups: Path) -> subprocess.Popen[bytes] | None:
+    """The process that kills what our replicas started if this platform dies without stopping them
+    (:mod:`runtime.backends.local_groups`); None when it cannot be started (a restart still cleans up)."""
+    try:
+        return subprocess.Popen(
+            [python, "-m", "runtime.backends.local_groups", str(groups)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": _PROJECT_ROOT},
+            start_new_session=True,  # not in the terminal's process group: a Ctrl-C is for the platform
+        )
+    except OSError as exc:
+        logger.warning("cannot start the watcher of replica process groups: %s", exc)
+        return None
+
+
+async def _stop_watcher(watcher: subprocess.Popen[bytes]) -> None:
+    """End of file on its stdin: it looks for leftovers (none after a clean stop) and exits."""
+    if watcher.stdin is not None:
+        with contextlib.suppress(OSError):
+            watcher.stdin.close()
+    try:
+        await asyncio.to_thread(watcher.wait, WATCHER_STOP_S)
+    except subprocess.TimeoutExpired:
+        watcher.kill()

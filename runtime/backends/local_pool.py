@@ -1,9 +1,10 @@
 """The local backend's generic replicas: ``python -m runtime`` processes in pool mode, for :mod:`runtime.pool`.
 
-Each is started like a function replica (inherited loopback socket, ``PR_SET_PDEATHSIG``, its own session, the
-platform's variables scrubbed from its environment) plus ``STOKER_POOL=1``, a folder of its own for the code it will
-get, and its one-time key written into a pipe it inherits (never in its environment). It counts as started once
-``/_/health`` answers.
+Each is started like a function replica (:mod:`runtime.backends.local_launch`: its own Unix socket, process group
+and session, ``PR_SET_PDEATHSIG``, the platform's variables scrubbed from its environment) plus ``STOKER_POOL=1``, a
+folder of its own for the code it will get (also its working directory), and its one-time key written into a pipe
+it inherits (never in its environment). It counts as started once ``/_/health`` answers. A function with a memory
+limit gets it just before the specialisation request (:func:`runtime.backends.local_limits.limit_memory`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runtime import pool
-from runtime.backends.process import _Output, spawn_runtime
+from runtime.backends.local_launch import Launcher, Spawned
+from runtime.backends.local_limits import limit_memory
 from runtime.backends.readiness import HEALTH, probe
 from runtime.specialize import DIR_VAR, KEY_FD_VAR, POOL_VAR
 
@@ -30,43 +32,41 @@ SPECIALISE_TIMEOUT_S = 30.0  # an import can take a while (numpy); a hung one is
 class GenericProcess:
     """One started generic replica process."""
 
-    def __init__(
-        self,
-        instance: str,
-        transport: asyncio.SubprocessTransport,
-        output: _Output,
-        port: int,
-        key: bytes,
-        workdir: Path,
-    ) -> None:
+    def __init__(self, instance: str, process: Spawned, key: bytes, workdir: Path) -> None:
         self.instance = instance
-        self.transport = transport
-        self.output = output
-        self.port = port
+        self.process = process
         self.key = key
         self.workdir = workdir
 
-    async def specialise(self, env: dict[str, str], code: bytes) -> str:
+    async def specialise(self, env: dict[str, str], code: bytes, memory: int | None = None) -> str:
         """Give it a function; "" once it serves it, else the reason it does not."""
-        return await pool.specialise("127.0.0.1", self.port, self.key, env, code, SPECIALISE_TIMEOUT_S)
+        if memory is not None:
+            try:
+                limit_memory(self.process.pid, memory)
+            except OSError as exc:
+                return f"cannot set its memory limit: {exc}"
+        return await pool.specialise(self.process.address, 0, self.key, env, code, SPECIALISE_TIMEOUT_S)
 
     async def discard(self) -> None:
-        if self.transport.get_returncode() is None:
+        transport = self.process.transport
+        if transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
-                self.transport.send_signal(signal.SIGKILL)  # it never had a function: nothing to drain
-        await self.output.exited
-        self.transport.close()
+                transport.send_signal(signal.SIGKILL)  # it never had a function: nothing to drain
+        await self.process.output.exited
+        transport.close()
         self.cleanup()
 
     def cleanup(self) -> None:
+        """It has exited: kill what it left running, remove its socket and its folder."""
+        self.process.ended()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class GenericStarter:
     """Starts generic processes for a :class:`runtime.pool.WarmPool`."""
 
-    def __init__(self, python: str, env: dict[str, str], root: Path, on_lines: Callable[[list[str]], None]) -> None:
-        self.python = python
+    def __init__(self, launcher: Launcher, env: dict[str, str], root: Path, on_lines: Callable[[list[str]], None]):
+        self.launcher = launcher
         self.env = env
         self.root = root
         self.on_lines = on_lines
@@ -77,7 +77,7 @@ class GenericStarter:
         instance = f"pool-{os.getpid()}-{self.serial}"
         workdir = self.root / instance
         shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        workdir.mkdir(parents=True, mode=0o700)
         key = pool.new_key()
         read_fd, write_fd = os.pipe()
         try:
@@ -90,20 +90,23 @@ class GenericStarter:
                 DIR_VAR: str(workdir),
                 "STOKER_INSTANCE": instance,
             }
-            transport, output, port = await spawn_runtime(self.python, env, self.on_lines, extra_fds=(read_fd,))
+            spawned = await self.launcher.spawn(env, self.on_lines, workdir, extra_fds=(read_fd,))
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         finally:
             os.close(read_fd)
-        process = GenericProcess(instance, transport, output, port, key, workdir)
-        if not await _healthy(port, output):
+        process = GenericProcess(instance, spawned, key, workdir)
+        if not await _healthy(spawned):
             await process.discard()
             raise RuntimeError(f"generic replica {instance} exited or did not answer within {START_TIMEOUT_S:g}s")
         return process
 
 
-async def _healthy(port: int, output: _Output) -> bool:
+async def _healthy(process: Spawned) -> bool:
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and not output.exited.done():
-        if await probe("127.0.0.1", port, HEALTH):
+    while time.monotonic() < deadline and not process.output.exited.done():
+        if await probe(process.address, 0, HEALTH):
             return True
         await asyncio.sleep(HEALTH_POLL_S)
     return False

@@ -56,20 +56,25 @@ class FunctionLog:
             for line in lines:
                 queue.put_nowait(line)
         prefix = f"{ts:.6f}\t{instance}\t"
-        self._file.write(prefix + ("\n" + prefix).join(texts) + "\n")
-        self._file.flush()
-        if self._file.tell() > MAX_FILE_BYTES:
-            self._trim()
+        try:
+            self._file.write(prefix + ("\n" + prefix).join(texts) + "\n")
+            self._file.flush()
+            if self._file.tell() > MAX_FILE_BYTES:
+                self._trim()
+        except OSError:
+            pass  # disk full, or no file descriptor left for a trim: the lines are still in memory and followed
 
     def _trim(self) -> None:
-        self._file.close()
+        """Keep the newer half of the file. The old file stays open until the new one is, so a failure (no fd left)
+        leaves the log writable as it was."""
         data = self.path.read_bytes()
         keep = data[len(data) // 2 :]
         keep = keep[keep.find(b"\n") + 1 :]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(keep)
         os.replace(tmp, self.path)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        old, self._file = self._file, open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        old.close()
 
     def tail(self, lines: int) -> list[str]:
         """The last ``lines`` texts (for error messages)."""

@@ -1,7 +1,8 @@
 """The probes backends run against replicas: ``GET /_/ready`` before routing to one, ``/_/health`` for the pool.
 
 For readiness 200 means ready and 429 ready but at its in-flight limit (it still counts: the gateway skips full
-replicas itself); for health only 200 counts.
+replicas itself); for health only 200 counts. A replica address is a host and port, or the path of a Unix socket
+(local replicas, :mod:`runtime.backends.local_sockets`) with port 0.
 """
 
 from __future__ import annotations
@@ -16,13 +17,20 @@ HEALTH = "/_/health"
 _PROBE_TIMEOUT_S = 2.0  # a replica on loopback or a bridge answers in milliseconds; a vanished address never does
 
 
+async def open_replica(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to a replica at ``host:port``, or at the Unix socket ``host`` when it is a path."""
+    if host.startswith("/"):
+        return await asyncio.open_unix_connection(host)
+    return await asyncio.open_connection(host, port)
+
+
 async def probe(host: str, port: int, path: str = READY) -> bool:
     """One ``GET path``: True when the replica answers 200 (or 429, for readiness)."""
     ok = ([b"200"], [b"429"]) if path == READY else ([b"200"],)
     request = f"GET {path} HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n".encode()
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await open_replica(host, port)
             try:
                 writer.write(request)
                 status = await reader.readline()

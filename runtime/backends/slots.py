@@ -54,6 +54,14 @@ class Published:
         self.stopping = False
         self.restarts = 0
 
+    def _publish(self, endpoint: Endpoint) -> None:
+        """Route to the replica now; it is ready, so a problem it reported before (a crash, a failed start) is over."""
+        self.endpoint = endpoint
+        self.endpoints.append(endpoint)
+        if not self.first_outcome.done():
+            self.first_outcome.set_result(None)
+        self.on_problem("")
+
     def _unpublish(self, gone: bool = False) -> None:
         """Stop routing here; ``gone``: the replica exited, so the gateway fails what is in flight on it at once."""
         if self.endpoint is not None:
@@ -81,12 +89,39 @@ class Function(Protocol):
 
 class FunctionEntry:
     """What a slot-supervising backend keeps of one function: its record (what the gateway reads), its log, its
-    replica slots, and the lock its changes take in turn."""
+    replica slots, the lock its changes take in turn, and the problems its replicas report.
+
+    The status message (``record.message``) is the newest problem still standing: a replica's problem lasts until it
+    is ready again or stopped (a failed update stops its new replicas, so their errors leave with them), a
+    function-wide one (:meth:`note`) until the next successful deploy (:meth:`clear_problems`)."""
 
     def __init__(self, record: FunctionRecord, log: FunctionLog) -> None:
         self.record = record
         self.log = log
         self.lock = asyncio.Lock()
+        self._problems: dict[str, str] = {}  # instance ("" for the function) -> its problem, oldest first
+
+    def reporter(self, instance: str) -> Callable[[str], None]:
+        """The ``on_problem`` of one replica slot: a message, or "" once that replica is fine again."""
+
+        def report(message: str) -> None:
+            self._problems.pop(instance, None)
+            if message:
+                self._problems[instance] = message
+            self._show()
+
+        return report
+
+    def note(self, message: str) -> None:
+        """A problem of the function as a whole (not of one replica)."""
+        self.reporter("")(message)
+
+    def clear_problems(self) -> None:
+        self._problems.clear()
+        self._show()
+
+    def _show(self) -> None:
+        self.record.message = next(reversed(self._problems.values()), "")
 
     @property
     def key(self) -> tuple[str, str]:

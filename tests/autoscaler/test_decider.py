@@ -87,6 +87,25 @@ def test_idle_function_scales_to_zero_after_zero_duration_only_when_allowed() ->
     assert all(d.desired == 1 for _, d in run(kept, lambda t: 3.0 if t <= 5 else 0.0, 2000))
 
 
+def test_a_short_zero_duration_holds_after_a_scale_from_zero_too() -> None:
+    # zero-duration 10 s, stable window 60 s: a call at zero (the activator scales to 1), then nothing. The function
+    # goes back to zero 10 s after its last load, as it did the first time, not when the window forgets the call.
+    spec = DeciderSpec(target=10, scale_to_zero=True, zero_after_s=10, stable_window_s=60, panic_window_s=6)
+    decider = Decider(spec, now=0.0)
+    replicas, t, zeros = 1, 0.0, []
+    while t < 100:
+        t += TICK
+        if 20 <= t < 23:  # the cold start: scaled from zero by the activator at t=20, the call lasts 3 s
+            replicas = max(replicas, 1)
+        decider.record(t, 1.0 if 20 <= t < 23 else 0.0)
+        decision = decider.decide(t, replicas)
+        if decision.desired == 0 and replicas > 0:
+            zeros.append((t, decision.reason))
+        replicas = decision.desired
+    assert [when for when, _ in zeros] == [10.0, 32.0]  # first time: 10 s after deploy; again 10 s after the call
+    assert "zero-duration 10s" in zeros[1][1]
+
+
 def test_at_zero_stays_at_zero_until_load_returns() -> None:
     spec = DeciderSpec(target=5, scale_to_zero=True, zero_after_s=10, stable_window_s=10, panic_window_s=2)
     history = run(spec, lambda t: 12.0 if t >= 50 else 0.0, 60, start_replicas=0)

@@ -8,6 +8,7 @@ import base64
 import concurrent.futures
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,19 @@ def test_a_step_from_one_to_twenty_clients_raises_replicas_in_panic_mode(scaling
     raised_after = step_from_one_to_twenty_clients(scaling, "step", pid_folder)
     # A loaded 2-core CI machine gets slack for the ticks and the HTTP polling.
     assert raised_after < PANIC_WINDOW_S + 5, raised_after
+
+
+def test_a_short_zero_duration_holds_after_a_scale_from_zero(fresh_home: Path, pid_folder: Path) -> None:
+    # The default stable window (60 s) with a 2 s zero-duration: back to zero 2 s after the call that woke it up,
+    # as after the deploy, not once the 60 s window has forgotten that call.
+    p = start_platform(fresh_home, env={"STOKER_AUTOSCALE_TICK_S": "0.25", "STOKER_POOL_SIZE": "1"})
+    try:
+        labels = {"com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "2s"}
+        assert p.deploy("napper", pid_folder, labels=labels).status_code == 202
+        wait_until(lambda: status(p, "napper")["replicas"] == 0, 30, "the first scale to zero")
+        assert httpx.post(f"{p.url}/function/napper", timeout=60).status_code == 200  # from zero
+        called = time.monotonic()
+        wait_until(lambda: status(p, "napper")["replicas"] == 0, 45, "the scale to zero after the call")
+        assert time.monotonic() - called < 15  # 2 s and a few ticks, far from the 60 s window
+    finally:
+        p.stop()
