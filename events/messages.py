@@ -139,8 +139,8 @@ def fields_from_json(data: Any) -> dict[str, str]:
         elif isinstance(value, bool | int | float):
             fields[key] = json.dumps(value)
         else:
-            kind = "null" if value is None else type(value).__name__
-            raise ValueError(f"field {key!r}: a {kind} cannot be a field; give text, a number or a boolean")
+            kind = {dict: "an object", list: "an array"}.get(type(value), "null")
+            raise ValueError(f"field {key!r}: {kind} cannot be a field; give text, a number or a boolean")
     return fields
 
 
