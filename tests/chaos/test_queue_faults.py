@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis
 
+from tests.chaos.redis_cut import RedisCut
 from tests.platform_fixture import Platform, start_platform, write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -141,6 +142,14 @@ def _results(p: Platform, call_ids: set[str]) -> Counter[str]:
     return ends
 
 
+def _wait_done(p: Platform, call_ids: set[str], timeout: float) -> None:
+    """Until every call is done; else fail with how they ended (running, queued, 404...)."""
+    deadline = time.monotonic() + timeout
+    while (ends := _results(p, call_ids))["done"] != len(call_ids):
+        assert time.monotonic() < deadline, f"not every accepted call ended done: {dict(ends)}"
+        time.sleep(0.2)
+
+
 def _report(fault: str, accepted: set[str], completed: set[str], seen: list[str], refused: int) -> None:
     duplicates = len(seen) - len(set(seen))
     share = 100 * len(completed & accepted) / len(accepted)
@@ -150,6 +159,11 @@ def _report(fault: str, accepted: set[str], completed: set[str], seen: list[str]
     )
 
 
+def _report_callbacks(fault: str, accepted: set[str], calls: list[str]) -> None:
+    mine = [c for c in calls if c in accepted]
+    print(f"chaos: {fault}: delivered {len(set(mine))} of {len(accepted)}, duplicates {len(mine) - len(set(mine))}")
+
+
 def _sigkill_platform_during(load: Load, p: Platform, restart: Callable[[], Platform]) -> Platform:
     _until(lambda: len(load.accepted) >= KILL_AT, 60, f"{KILL_AT} accepted")
     p.stop(signal.SIGKILL)
@@ -157,26 +171,30 @@ def _sigkill_platform_during(load: Load, p: Platform, restart: Callable[[], Plat
     return restart()
 
 
-def test_platform_sigkilled_during_async_calls(queue_args: list[str], tmp_path: Path) -> None:
+def test_platform_sigkilled_during_async_calls_with_callbacks(queue_args: list[str], tmp_path: Path) -> None:
     home, port, name = tmp_path / "home", _free_port(), f"chaos-{uuid.uuid4().hex[:8]}"
+    receiver = Receiver(delay_s=0.02)
     p = _start(home, port, queue_args)
     try:
         out = _deploy(p, tmp_path, name)
         url = f"http://127.0.0.1:{port}/async-function/{name}"
 
         def send(client: httpx.Client) -> str | None:
-            r = client.post(url, content=b"x")
+            r = client.post(url, content=b"x", headers={"X-Callback-Url": receiver.url})
             return r.headers["x-call-id"] if r.status_code == 202 else None
 
         load = Load(send, TOTAL)
         p = _sigkill_platform_during(load, p, lambda: _start(home, port, queue_args))
         accepted = load.wait(120)
         _until(lambda: accepted <= set(_lines(out)), 120, "every accepted call processed")
-        _until(lambda: _results(p, accepted)["done"] == len(accepted), 60, "every accepted call done")
-        _report(f"platform SIGKILL, async calls, {'redis' if queue_args else 'embedded'}", accepted,
-                set(_lines(out)), _lines(out), load.refused)  # fmt: skip
+        _wait_done(p, accepted, 60)
+        _until(lambda: accepted <= set(receiver.calls), 60, "every callback delivered")
+        kind = "redis" if queue_args else "embedded"
+        _report(f"platform SIGKILL, async calls, {kind}", accepted, set(_lines(out)), _lines(out), load.refused)
+        _report_callbacks(f"platform SIGKILL, callbacks, {kind}", accepted, receiver.calls)
     finally:
         p.stop()
+        receiver.server.shutdown()
 
 
 def test_platform_sigkilled_during_trigger_messages(queue_args: list[str], tmp_path: Path) -> None:
@@ -210,15 +228,17 @@ def test_platform_sigkilled_during_trigger_messages(queue_args: list[str], tmp_p
 
 
 class Receiver:
-    """The callback receiver: every X-Call-Id it was sent, duplicates included."""
+    """The callback receiver: every X-Call-Id it was sent, duplicates included; each answer takes ``delay_s`` (a
+    receiver doing some work: callbacks are in flight when the platform dies)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.calls: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
+                time.sleep(delay_s)
                 receiver.calls.append(self.headers.get("x-call-id", ""))
                 self.send_response(200)
                 self.send_header("content-length", "0")
@@ -290,14 +310,37 @@ def test_redis_sigkilled_during_async_calls_with_callbacks(
         durable_redis()
         accepted = load.wait(120)
         _until(lambda: accepted <= set(_lines(out)), 120, "every accepted call processed")
-        _until(lambda: _results(p, accepted)["done"] == len(accepted), 60, "every accepted call done")
+        _wait_done(p, accepted, 60)  # none stays running, none lost
         _until(lambda: accepted <= set(receiver.calls), 60, "every callback delivered")
-        ends = _results(p, accepted)
-        assert ends == Counter({"done": len(accepted)}), ends  # none stays running, none lost
-        callbacks = [c for c in receiver.calls if c in accepted]
         _report("Redis SIGKILL, async calls", accepted, set(_lines(out)), _lines(out), load.refused)
-        print(f"chaos: Redis SIGKILL, callbacks: delivered {len(set(callbacks))} of {len(accepted)}, "
-              f"duplicates {len(callbacks) - len(set(callbacks))}")  # fmt: skip
+        _report_callbacks("Redis SIGKILL, callbacks", accepted, receiver.calls)
     finally:
         p.stop()
         receiver.server.shutdown()
+
+
+def test_redis_dying_right_after_it_acknowledged_a_call_loses_neither_result_nor_callback(
+    durable_redis: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The one moment a SIGKILL above hits only by chance: Redis executes the worker's acknowledgement of a finished
+    call and dies before answering. The call must still end done, with its result, and its callback arrive."""
+    durable_redis()
+    cut = RedisCut(durable_redis.port, b"XACK")  # type: ignore[attr-defined]
+    receiver = Receiver()
+    p = start_platform(tmp_path / "home", "--redis", cut.url, env=ENV)
+    try:
+        name = f"cut-{uuid.uuid4().hex[:8]}"
+        _deploy(p, tmp_path, name)
+        cut.arm()
+        r = httpx.post(f"{p.url}/async-function/{name}", content=b"x", headers={"X-Callback-Url": receiver.url})
+        assert r.status_code == 202
+        call_id = r.headers["x-call-id"]
+        assert cut.tripped.wait(60), "the worker never acknowledged anything"
+        _until(lambda: cut.refused >= 1, 30, "the platform to notice Redis is gone")
+        cut.restore()
+        _wait_done(p, {call_id}, 60)
+        _until(lambda: call_id in receiver.calls, 60, "the callback")
+    finally:
+        p.stop()
+        receiver.server.shutdown()
+        cut.close()
