@@ -139,7 +139,7 @@ def fields_from_json(data: Any) -> dict[str, str]:
         elif isinstance(value, bool | int | float):
             fields[key] = json.dumps(value)
         else:
-            kind = {dict: "an object", list: "an array"}.get(type(value), "null")
+            kind = "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "null"
             raise ValueError(f"field {key!r}: {kind} cannot be a field; give text, a number or a boolean")
     return fields
 

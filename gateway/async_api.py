@@ -155,7 +155,8 @@ class AsyncAPI:
         headers = {k: v for k, v in result.headers if k.lower() not in ("content-type", "content-length")}
         headers.update(callback_headers(call_id, result))
         if record.callback_error:
-            headers["X-Callback-Error"] = record.callback_error.encode("ascii", "replace").decode()[:1000]
+            text = " ".join(record.callback_error.split())  # one line: no CR/LF can reach the header
+            headers["X-Callback-Error"] = text.encode("ascii", "replace").decode()[:1000]
         return Response(result.body, 200, headers, media_type=result.header("content-type") or None)
 
     async def queues(self, request: Request) -> Response:

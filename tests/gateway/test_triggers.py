@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -141,3 +142,28 @@ def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(platform:
     assert record["headers"]["x-stoker-stream"] == stream
     assert record["headers"]["x-stoker-message-id"] == msg_id
     assert record["body"] == '{"order": 7}'
+
+
+def test_a_subscription_made_through_one_gateway_is_read_by_another(tmp_path: Path) -> None:
+    """Several gateways on one Redis: gateway a answers a deploy and dies (SIGKILL) before its worker ever looked at
+    the function; gateway b, deployed the same function only afterwards, processes every message published after a's
+    answer, from the group a's deploy made."""
+    name, stream = f"multi{uuid.uuid4().hex[:6]}", f"shared-{uuid.uuid4().hex[:6]}"
+    annotations = {"com.stoker.queue.stream": stream}
+    a = start_platform(tmp_path / "a", "--redis", _redis_url())
+    try:
+        out = _deploy_recorder(a, tmp_path, name, annotations=annotations)
+        client = redis.Redis.from_url(_redis_url())
+        pipe = client.pipeline()
+        for i in range(200):
+            pipe.xadd(stream, {"body": str(i).encode()})
+        sent = {i.decode() for i in pipe.execute()}
+        client.close()
+    finally:
+        a.stop(signal.SIGKILL)
+    b = start_platform(tmp_path / "b", "--redis", _redis_url())
+    try:
+        _deploy_recorder(b, tmp_path, name, annotations=annotations)
+        _until(lambda: {r["headers"]["x-stoker-message-id"] for r in _records(out)} >= sent, 60, "every message")
+    finally:
+        b.stop()
