@@ -144,26 +144,28 @@ def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(platform:
     assert record["body"] == '{"order": 7}'
 
 
-def test_a_subscription_made_through_one_gateway_is_read_by_another(tmp_path: Path) -> None:
-    """Several gateways on one Redis: gateway a answers a deploy and dies (SIGKILL) before its worker ever looked at
-    the function; gateway b, deployed the same function only afterwards, processes every message published after a's
-    answer, from the group a's deploy made."""
+def test_a_trigger_created_through_one_gateway_is_live_for_another(tmp_path: Path) -> None:
+    """Several gateways on one Redis, each running the function: a trigger is created through gateway a, which dies
+    (SIGKILL) right after it answered and messages were published; gateway b processes every one of them, from the
+    consumer group a made before answering (b's worker takes the trigger up only at its next look)."""
     name, stream = f"multi{uuid.uuid4().hex[:6]}", f"shared-{uuid.uuid4().hex[:6]}"
-    annotations = {"com.stoker.queue.stream": stream}
     a = start_platform(tmp_path / "a", "--redis", _redis_url())
+    b = start_platform(tmp_path / "b", "--redis", _redis_url())
     try:
-        out = _deploy_recorder(a, tmp_path, name, annotations=annotations)
+        _deploy_recorder(b, tmp_path, name)
+        out = _deploy_recorder(a, tmp_path, name)
+        with a.client() as c:
+            assert c.post("/system/triggers", json={"function": name, "stream": stream}).status_code == 201
         client = redis.Redis.from_url(_redis_url())
         pipe = client.pipeline()
         for i in range(200):
             pipe.xadd(stream, {"body": str(i).encode()})
         sent = {i.decode() for i in pipe.execute()}
+        a.stop(signal.SIGKILL)
+        _until(lambda: {r["headers"]["x-stoker-message-id"] for r in _records(out)} >= sent, 60, "every message")
         client.close()
+        with b.client() as c:
+            assert c.request("DELETE", "/system/triggers", json={"function": name, "stream": stream}).status_code == 200
     finally:
         a.stop(signal.SIGKILL)
-    b = start_platform(tmp_path / "b", "--redis", _redis_url())
-    try:
-        _deploy_recorder(b, tmp_path, name, annotations=annotations)
-        _until(lambda: {r["headers"]["x-stoker-message-id"] for r in _records(out)} >= sent, 60, "every message")
-    finally:
         b.stop()
