@@ -102,6 +102,48 @@ class Result:
         return next((v for k, v in self.headers if k.lower() == name), default)
 
 
+@dataclass
+class Callback:
+    """An outbox entry: a finished call's result to POST to the caller's ``X-Callback-Url``."""
+
+    url: str
+    call_id: str
+    result: Result
+
+    def encode(self) -> bytes:
+        return _packb([1, self.url, self.call_id, self.result.encode()])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Callback:
+        """Raises ValueError for anything that is not an encoded callback."""
+        try:
+            version, url, call_id, result = msgpack.unpackb(data)
+            if version != 1:
+                raise ValueError(f"unknown callback version {version!r}")
+            return cls(str(url), str(call_id), Result.decode(result))
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            raise ValueError(f"not an encoded callback: {exc}") from None
+
+
+def fields_from_json(data: Any) -> dict[str, str]:
+    """A published JSON object as the fields of a stream message (what :func:`from_stream_entry` reads back): text
+    values as they are, numbers and booleans as their JSON text. Raises ValueError naming what cannot be a field."""
+    if not isinstance(data, dict) or not data:
+        raise ValueError('a JSON body must be an object with at least one field, e.g. {"order": "7"}')
+    fields: dict[str, str] = {}
+    for key, value in data.items():
+        if not key:
+            raise ValueError("field names cannot be empty")
+        if isinstance(value, str):
+            fields[key] = value
+        elif isinstance(value, bool | int | float):
+            fields[key] = json.dumps(value)
+        else:
+            kind = "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else "null"
+            raise ValueError(f"field {key!r}: {kind} cannot be a field; give text, a number or a boolean")
+    return fields
+
+
 def from_stream_entry(function: str, stream: str, msg_id: str, fields: dict[bytes, bytes]) -> Invocation:
     """A message of a user's stream as an invocation: the ``body`` field if there is one, else all fields as a JSON
     object; the stream and message id go in headers so the function can deduplicate."""

@@ -7,12 +7,22 @@ consumer; a reclaim or a redelivery counts as a delivery, so ``deliveries`` is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from stoker.errors import StokerError
 
 ASYNC_PREFIX = "stoker:async:"
 DEAD_PREFIX = "stoker:dead:"
 GROUP_PREFIX = "stoker:"
+RESERVED_PREFIX = "stoker:"  # stoker's own streams and keys: no user stream may be named so
+# The callback outbox: one entry per finished async call with an X-Callback-Url, added in the same transaction as the
+# call's result, read by every platform process through one group and deleted once delivered (events/outbox.py).
+CALLBACK_STREAM = "stoker:callbacks"
+CALLBACK_GROUP = "stoker:callbacks"
+MAX_STREAM_NAME = 256
+
+Fields = dict[str, bytes | str]
 
 
 def async_stream(function: str) -> str:
@@ -29,8 +39,23 @@ def group_of(function: str) -> str:
     return GROUP_PREFIX + function
 
 
-class QueueUnavailable(Exception):
-    """The queue cannot be reached (Redis down); nothing was stored."""
+def stream_problem(stream: str) -> str | None:
+    """Why ``stream`` cannot name a user's stream (a trigger's, an annotation's, a publish target), or None."""
+    if not stream or stream != stream.strip():
+        return f"stream {stream!r}: give a name without leading or trailing spaces"
+    if len(stream) > MAX_STREAM_NAME:
+        return f"stream name is {len(stream)} characters long; the most is {MAX_STREAM_NAME}"
+    if not stream.isprintable():
+        return f"stream {stream!r}: control characters are not allowed"
+    if stream.startswith(RESERVED_PREFIX):
+        return f"stream {stream!r}: names starting with {RESERVED_PREFIX!r} are stoker's own"
+    return None
+
+
+class QueueUnavailable(StokerError):
+    """The queue cannot be reached (Redis down); nothing was stored. A 503 where it reaches a client."""
+
+    status = 503
 
 
 @dataclass
@@ -53,6 +78,21 @@ class StreamInfo:
 class CallRecord:
     status: str
     result: bytes | None  # an encoded :class:`events.messages.Result` once done
+    callback_error: str = ""  # why its callback could not be delivered (after the outbox gave up on it)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What finishing a message stores together with its acknowledgement, in one transaction (:meth:`Queue.finish`):
+    a dead letter, the call's result, the callback's outbox entry. All of it is stored with the ack or none of it,
+    so a crash (or Redis dying) in between can never leave an acknowledged call without its result."""
+
+    call_id: str = ""  # the async call whose record becomes done with ``result``
+    result: bytes = b""  # its encoded :class:`events.messages.Result`
+    ttl_s: float = 3600.0  # how long the result stays
+    callback: bytes = b""  # an encoded :class:`events.messages.Callback` to append to the outbox
+    dead_stream: str = ""  # where ``dead`` goes
+    dead: Fields = field(default_factory=dict)  # the fields of a dead letter to append
 
 
 class Queue(Protocol):
@@ -92,6 +132,11 @@ class Queue(Protocol):
     async def bury(self, msg: Message, group: str, dead: str, fields: dict[str, bytes | str], delete: bool) -> None:
         """Append a dead letter and acknowledge the message, both or neither."""
 
+    async def finish(self, msg: Message, group: str, delete: bool, done: Completion) -> bool:
+        """Acknowledge ``msg`` (``delete``: and remove it) and store what ``done`` carries, all in one transaction.
+        False, storing nothing, when the message was no longer pending (another delivery of it finished first: its
+        result and callback stand)."""
+
     async def entries(self, stream: str, count: int) -> list[Message]:
         """The oldest ``count`` entries of a stream."""
 
@@ -99,7 +144,12 @@ class Queue(Protocol):
 
     async def info(self, stream: str, group: str) -> StreamInfo: ...
 
-    async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None: ...
+    async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None:
+        """Record a call's status (and result). Without a result, a call already done stays done: a late duplicate
+        delivery marking it running must not hide the result."""
+
+    async def note_callback(self, call_id: str, problem: str) -> None:
+        """Record on the call (if it is still known) why its callback could not be delivered."""
 
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 

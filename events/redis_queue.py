@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from events.queue import CallRecord, Message, QueueUnavailable, StreamInfo
+from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, QueueUnavailable, StreamInfo
 
 _CALL = "stoker:call:"
 _ONCE = "stoker:once:"
@@ -23,6 +23,51 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
     return false
 end
 return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
+# Settle a message in one step (Redis runs a script atomically, and persists its effects as one MULTI in the AOF):
+# ack it, and only if this ack was the one that took it off the pending list, store the call's result, the callback's
+# outbox entry and the dead letter. A second delivery that finishes later (the message was reclaimed while its first
+# run went on) finds it acknowledged and stores nothing, so a call has one result and one callback.
+# KEYS: stream, call record, outbox stream, dead stream. ARGV: group, id, delete (0/1), result ('' for none),
+# result ttl ms, callback ('' for none), then the dead letter's fields (none: no dead letter).
+_FINISH = """
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then
+    redis.call('XDEL', KEYS[1], ARGV[2])
+end
+if acked == 0 then
+    return 0
+end
+if #ARGV > 6 then
+    redis.call('XADD', KEYS[4], '*', unpack(ARGV, 7))
+end
+if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+if ARGV[6] ~= '' then
+    redis.call('XADD', KEYS[3], '*', 'm', ARGV[6])
+end
+return 1
+"""
+
+# A call's progress (running, retrying), unless it is done already: a late duplicate must not hide the result.
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') == 'done' then
+    return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Note a callback's failure on its call, only while the call is known (HSET alone would create a key without TTL).
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('HSET', KEYS[1], 'callback', ARGV[1])
+end
+return 0
 """
 
 
@@ -53,6 +98,9 @@ class RedisQueue:
             url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=5
         )
         self._add_once = self.redis.register_script(_ADD_ONCE)
+        self._finish = self.redis.register_script(_FINISH)
+        self._progress = self.redis.register_script(_PROGRESS)
+        self._note = self.redis.register_script(_NOTE)
 
     async def ping(self) -> None:
         async with _guard("ping"):
@@ -149,6 +197,16 @@ class RedisQueue:
                 pipe.xdel(msg.stream, msg.id)
             await pipe.execute()
 
+    async def finish(self, msg: Message, group: str, delete: bool, done: Completion) -> bool:
+        keys = [msg.stream, _CALL + done.call_id, CALLBACK_STREAM, done.dead_stream or msg.stream]
+        args: list[bytes | str | int] = [group, msg.id, int(delete), done.result if done.call_id else b""]
+        args += [_ms(done.ttl_s), done.callback]
+        if done.dead_stream:
+            for name, value in done.dead.items():
+                args += [name, value]
+        async with _guard("finish"):
+            return bool(await self._finish(keys=keys, args=args))
+
     async def entries(self, stream: str, count: int) -> list[Message]:
         async with _guard("range"):
             return [Message(stream, _text(i), f) for i, f in await self.redis.xrange(stream, count=count)]
@@ -175,6 +233,10 @@ class RedisQueue:
             return StreamInfo(stream, length, length, 0)
 
     async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None:
+        if result is None:
+            async with _guard("call"):
+                await self._progress(keys=[_CALL + call_id], args=[status, _ms(ttl_s)])
+            return
         async with _guard("call"):
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(_CALL + call_id, mapping={"status": status, **({"result": result} if result else {})})
@@ -186,7 +248,11 @@ class RedisQueue:
             data = await self.redis.hgetall(_CALL + call_id)
         if not data:
             return None
-        return CallRecord(_text(data.get(b"status", b"queued")), data.get(b"result"))
+        return CallRecord(_text(data.get(b"status", b"queued")), data.get(b"result"), _text(data.get(b"callback", b"")))
+
+    async def note_callback(self, call_id: str, problem: str) -> None:
+        async with _guard("call"):
+            await self._note(keys=[_CALL + call_id], args=[problem])
 
     async def add_once(self, key: str, ttl_s: float, stream: str, fields: dict[str, bytes | str]) -> str | None:
         args: list[bytes | str | int] = [_ms(ttl_s)]

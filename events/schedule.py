@@ -6,6 +6,7 @@ A schedule comes from the OpenFaaS cron-connector annotations (``topic: cron-fun
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -35,18 +36,27 @@ def schedule_of(labels: Mapping[str, str], annotations: Mapping[str, str]) -> st
     return source[1] if source and source[1] else None
 
 
-def problem(expression: str) -> str | None:
-    """Why ``expression`` cannot be used as a schedule, or None when it can."""
+def problem(expression: str, now: float | None = None) -> str | None:
+    """Why ``expression`` cannot be used as a schedule, or None when it can. It must parse, and it must fire: its
+    next tick after ``now`` (default: the current time) is computed once, so an expression that parses but names no
+    date (``0 0 31 2 *``, February 31st) is refused too."""
+    example = "example: '*/5 * * * *', or 6 fields with seconds last"
     try:
-        croniter(expression)
+        it = croniter(expression, datetime.fromtimestamp(time.time() if now is None else now, UTC))
     except (ValueError, KeyError, TypeError) as exc:  # croniter's errors are ValueErrors; the others for odd input
         reason = str(exc).strip().rstrip(".") or type(exc).__name__
-        example = "example: '*/5 * * * *', or 6 fields with seconds last"
         return f"{expression!r} is not a cron expression ({reason}); {example}"
+    try:
+        it.get_next(float)
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # CroniterBadDateError is a ValueError
+        reason = str(exc).strip().rstrip(".") or type(exc).__name__
+        return f"{expression!r} never fires: croniter finds no date it matches ({reason}); {example}"
     return None
 
 
-def deployment_problem(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
+def deployment_problem(
+    labels: Mapping[str, str], annotations: Mapping[str, str], now: float | None = None
+) -> str | None:
     """The deploy-time check: the annotation naming a schedule that cannot be used, and why; None when fine."""
     source = schedule_source(labels, annotations)
     if source is None:
@@ -54,7 +64,7 @@ def deployment_problem(labels: Mapping[str, str], annotations: Mapping[str, str]
     annotation, expression = source
     if not expression:
         return f"{annotation}: missing; a function with topic cron-function needs a cron expression"
-    reason = problem(expression)
+    reason = problem(expression, now)
     return f"{annotation}: {reason}" if reason else None
 
 
@@ -70,8 +80,9 @@ def validate(expression: str) -> str:
 
 
 def due_ticks(expression: str, after: float, now: float) -> list[float]:
-    """Ticks (epoch seconds) in ``(after, now]``; at most :data:`MAX_CATCH_UP`, the latest ones."""
-    it = croniter(validate(expression), datetime.fromtimestamp(after, UTC))
+    """Ticks (epoch seconds) in ``(after, now]``; at most :data:`MAX_CATCH_UP`, the latest ones. Raises croniter's
+    ValueError for an expression that does not parse or never fires (deploys refuse those: :func:`problem`)."""
+    it = croniter(expression, datetime.fromtimestamp(after, UTC))
     ticks: list[float] = []
     while True:
         tick = float(it.get_next(float))

@@ -1,4 +1,5 @@
-"""The queue side of a platform process: accept async calls, run a worker per function on the streams it reads,
+"""The queue side of a platform process: accept async calls, subscribe functions to their streams when they are
+deployed, publish messages, run a worker per function on the streams it reads, deliver callbacks from the outbox,
 fire timer triggers once per tick, report queue load, list and replay dead letters.
 
 ``functions`` is a callable returning the deployed functions, so this package needs nothing from the gateway or the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -17,13 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events import schedule
-from events.callbacks import post_callback
-from events.messages import Invocation, Result, new_call_id
-from events.queue import CallRecord, Queue, QueueUnavailable, StreamInfo, async_stream, dead_stream, group_of
+from events.messages import Invocation, new_call_id
+from events.outbox import CallbackOutbox
+from events.queue import (
+    CallRecord,
+    Fields,
+    Queue,
+    QueueUnavailable,
+    StreamInfo,
+    async_stream,
+    dead_stream,
+    group_of,
+    stream_problem,
+)
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
 from events.worker import FunctionWorker, Invoke, WorkerSettings, log
+from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 STREAM_ANNOTATION = "com.stoker.queue.stream"
 CONCURRENCY_ANNOTATION = "com.stoker.queue.concurrency"
@@ -52,13 +67,25 @@ class QueueLoad:
         return self.lag + self.pending
 
 
+def annotated_streams(dep: FunctionDeployment) -> list[str]:
+    values = {**dep.labels, **dep.annotations}
+    return [s.strip() for s in values.get(STREAM_ANNOTATION, "").split(",") if s.strip()]
+
+
 def subscriptions(dep: FunctionDeployment, triggers: list[tuple[str, str]]) -> list[str]:
     """Every stream a function reads: its async stream, its annotated streams, its ``stoker trigger`` streams."""
     fn = f"{dep.service}.{dep.namespace}"
-    values = {**dep.labels, **dep.annotations}
-    annotated = [s.strip() for s in values.get(STREAM_ANNOTATION, "").split(",") if s.strip()]
     added = [s for f, s in triggers if f in (fn, dep.service)]
-    return [async_stream(fn), *dict.fromkeys(annotated + added)]
+    return [async_stream(fn), *dict.fromkeys(annotated_streams(dep) + added)]
+
+
+def check_streams(dep: FunctionDeployment) -> None:
+    """Refuse a ``com.stoker.queue.stream`` annotation naming a stream that cannot be a user's stream (stoker's own
+    ``stoker:*`` streams above all: a function must not read another's async calls)."""
+    for stream in annotated_streams(dep):
+        problem = stream_problem(stream)
+        if problem:
+            raise InvalidRequest(f"{STREAM_ANNOTATION}: {problem}")
 
 
 class QueueService:
@@ -78,23 +105,28 @@ class QueueService:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.workers: dict[str, tuple[list[str], FunctionWorker, asyncio.Task[None]]] = {}
         self._cron_after: dict[tuple[str, str], float] = {}
+        self._cron_broken: set[tuple[str, str]] = set()  # schedules whose failure was logged (once each)
         self._loop: asyncio.Task[None] | None = None
-        self._callbacks: set[asyncio.Task[None]] = set()
+        self.outbox = CallbackOutbox(
+            queue, self.consumer, settings.concurrency, settings.claim_idle_s, settings.block_s
+        )
+        self._outbox_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._supervise())
+        self._outbox_task = asyncio.create_task(self.outbox.run())
 
     async def stop(self, grace_s: float) -> None:
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        await asyncio.gather(*(w.stop(grace_s) for _, w, _ in self.workers.values()))
+        await asyncio.gather(self.outbox.stop(grace_s), *(w.stop(grace_s) for _, w, _ in self.workers.values()))
         for _, _, task in self.workers.values():
             task.cancel()
-        for task in list(self._callbacks):
-            task.cancel()
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
         self.workers.clear()
         await self.queue.close()
 
@@ -109,16 +141,28 @@ class QueueService:
     async def call(self, call_id: str) -> CallRecord | None:
         return await self.queue.get_call(call_id)
 
-    async def _finished(self, inv: Invocation, result: Result) -> None:
-        if inv.callback_url and inv.call_id:
-            task = asyncio.create_task(self._callback(inv, result))
-            self._callbacks.add(task)
-            task.add_done_callback(self._callbacks.discard)
+    # -- subscriptions and messages -------------------------------------------------------------------------
+    async def subscribe(self, dep: FunctionDeployment) -> None:
+        """Make ``dep``'s subscriptions live now: its consumer group on each of its users' streams, created at the
+        stream's current end (its start for a stream that does not exist yet), so every message published after
+        this returns is delivered, whichever process's worker reads it and however long until it starts. Called
+        before a deploy is answered. Raises QueueUnavailable."""
+        fn = f"{dep.service}.{dep.namespace}"
+        streams = subscriptions(dep, await self.queue.triggers())[1:]  # the async stream is read from its start
+        for stream in streams:
+            await self.queue.ensure_group(stream, group_of(fn), from_start=False)
 
-    async def _callback(self, inv: Invocation, result: Result) -> None:
-        problem = await post_callback(inv.callback_url, inv.call_id, result)
+    async def add_trigger(self, function: str, stream: str) -> bool:
+        """Subscribe ``function`` (name.namespace) to ``stream`` from now on; True when the trigger is new."""
+        await self.queue.ensure_group(stream, group_of(function), from_start=False)
+        return await self.queue.set_trigger(function, stream, True)
+
+    async def publish(self, stream: str, fields: Fields) -> str:
+        """Append a message to a user's stream; return its id. Raises InvalidRequest for stoker's own streams."""
+        problem = stream_problem(stream)
         if problem:
-            log(f"{inv.function} call {inv.call_id}: {problem}")
+            raise InvalidRequest(problem)
+        return await self.queue.add(stream, fields)
 
     # -- observation ----------------------------------------------------------------------------------------
     async def load(self, function: str) -> QueueLoad:
@@ -189,8 +233,10 @@ class QueueService:
         raw = {**dep.labels, **dep.annotations}.get(CONCURRENCY_ANNOTATION, "")
         settings = self.settings
         if raw.isdigit() and int(raw) > 0:
-            settings = WorkerSettings(int(raw), settings.policy, settings.claim_idle_s, settings.result_ttl_s)
-        worker = FunctionWorker(self.queue, fn, streams, self.invoke, settings, self.consumer, self._finished)
+            settings = WorkerSettings(
+                int(raw), settings.policy, settings.claim_idle_s, settings.result_ttl_s, settings.block_s
+            )
+        worker = FunctionWorker(self.queue, fn, streams, self.invoke, settings, self.consumer)
         self.workers[fn] = (streams, worker, asyncio.create_task(worker.run()))
 
     async def _stop_worker(self, fn: str) -> None:
@@ -201,26 +247,41 @@ class QueueService:
     async def fire_cron(self, now: float, deps: list[FunctionDeployment]) -> list[str]:
         """Enqueue the ticks of ``deps``' schedules due since the last call (the first call only starts the clock);
         return the ids of the messages this process enqueued. Every process computes the same ticks; claiming a
-        tick and enqueuing it are one atomic step, so each tick is enqueued exactly once across processes."""
+        tick and enqueuing it are one atomic step, so each tick is enqueued exactly once across processes.
+
+        A schedule that fails (one deployed before deploys checked that it fires, say) is logged once and skipped:
+        it never keeps another function's schedule from firing."""
         added = []
         for dep in deps:
             expression = schedule.schedule_of(dep.labels, dep.annotations)
-            if not expression or not schedule.valid(expression):
+            if not expression:
                 continue
-            fn = f"{dep.service}.{dep.namespace}"
-            key = (fn, expression)
-            after = self._cron_after.setdefault(key, now)  # ticks missed while no process ran are not replayed
-            for tick in schedule.due_ticks(expression, after, now):
-                inv = Invocation(
-                    fn,
-                    headers=[("x-stoker-schedule", expression), ("x-stoker-tick", str(int(tick)))],
-                    origin=f"cron:{int(tick)}",
-                    enqueued_at=now,
-                )
-                msg_id = await self.queue.add_once(
-                    f"cron:{fn}:{int(tick)}", TICK_KEY_TTL_S, async_stream(fn), {"m": inv.encode()}
-                )
-                if msg_id is not None:
-                    added.append(msg_id)
-            self._cron_after[key] = now
+            key = (f"{dep.service}.{dep.namespace}", expression)
+            try:
+                added += await self._fire(key, now)
+            except QueueUnavailable:
+                raise  # the queue, not this schedule: every function waits for it alike
+            except Exception as exc:
+                if key not in self._cron_broken:
+                    self._cron_broken.add(key)
+                    logger.warning("%s: schedule %r skipped: %s", key[0], expression, exc)
+        return added
+
+    async def _fire(self, key: tuple[str, str], now: float) -> list[str]:
+        fn, expression = key
+        added = []
+        after = self._cron_after.setdefault(key, now)  # ticks missed while no process ran are not replayed
+        for tick in schedule.due_ticks(expression, after, now):
+            inv = Invocation(
+                fn,
+                headers=[("x-stoker-schedule", expression), ("x-stoker-tick", str(int(tick)))],
+                origin=f"cron:{int(tick)}",
+                enqueued_at=now,
+            )
+            msg_id = await self.queue.add_once(
+                f"cron:{fn}:{int(tick)}", TICK_KEY_TTL_S, async_stream(fn), {"m": inv.encode()}
+            )
+            if msg_id is not None:
+                added.append(msg_id)
+        self._cron_after[key] = now
         return added

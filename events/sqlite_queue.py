@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgpack
 
-from events.queue import CallRecord, Message, StreamInfo
+from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, StreamInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, fields BLOB NOT NULL);
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS groups (stream TEXT, grp TEXT, last_seq INTEGER NOT N
 CREATE TABLE IF NOT EXISTS pending (
     stream TEXT, grp TEXT, seq INTEGER, consumer TEXT NOT NULL, delivered_at REAL NOT NULL, deliveries INTEGER NOT NULL,
     PRIMARY KEY (stream, grp, seq));
-CREATE TABLE IF NOT EXISTS calls (call_id TEXT PRIMARY KEY, status TEXT NOT NULL, result BLOB, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY, status TEXT NOT NULL, result BLOB, expires REAL NOT NULL, callback TEXT);
 CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS triggers (function TEXT, stream TEXT, PRIMARY KEY (function, stream));
 """
@@ -57,6 +58,9 @@ class SQLiteQueue:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(calls)")}
+        if "callback" not in columns:  # a queue.db from before callbacks failures were noted
+            self.db.execute("ALTER TABLE calls ADD COLUMN callback TEXT")
         self._added = asyncio.Event()
 
     async def ping(self) -> None:
@@ -78,7 +82,7 @@ class SQLiteQueue:
             self.db.execute("BEGIN IMMEDIATE")
             msg_id = self._add(stream, {"m": data})
             self.db.execute(
-                "INSERT OR REPLACE INTO calls VALUES (?, 'queued', NULL, ?)", (call_id, time.time() + ttl_s)
+                "INSERT OR REPLACE INTO calls VALUES (?, 'queued', NULL, ?, NULL)", (call_id, time.time() + ttl_s)
             )
         return msg_id
 
@@ -177,12 +181,14 @@ class SQLiteQueue:
             ).fetchone()
         return Message(stream, msg_id, _unpack(row[0]), got[0] if got else 1)
 
-    def _ack(self, stream: str, group: str, seqs: list[tuple[int]], delete: bool) -> None:
-        self.db.executemany(
+    def _ack(self, stream: str, group: str, seqs: list[tuple[int]], delete: bool) -> int:
+        """Acknowledge; return how many of ``seqs`` were pending."""
+        cur = self.db.executemany(
             "DELETE FROM pending WHERE stream = ? AND grp = ? AND seq = ?", [(stream, group, s) for (s,) in seqs]
         )
         if delete:
             self.db.executemany("DELETE FROM entries WHERE seq = ?", seqs)
+        return cur.rowcount
 
     async def ack(self, stream: str, group: str, ids: list[str], delete: bool) -> None:
         with self.db:
@@ -194,6 +200,23 @@ class SQLiteQueue:
             self.db.execute("BEGIN IMMEDIATE")
             self._add(dead, fields)
             self._ack(msg.stream, group, [(_seq(msg.id),)], delete)
+
+    async def finish(self, msg: Message, group: str, delete: bool, done: Completion) -> bool:
+        with self.db:  # one transaction: the ack and everything stored with it commit together or not at all
+            self.db.execute("BEGIN IMMEDIATE")
+            if self._ack(msg.stream, group, [(_seq(msg.id),)], delete) == 0:
+                return False  # another delivery finished it first: its result and callback stand
+            if done.dead_stream:
+                self._add(done.dead_stream, done.dead)
+            if done.call_id:
+                self.db.execute(
+                    "INSERT INTO calls VALUES (?, 'done', ?, ?, NULL) ON CONFLICT (call_id) DO UPDATE SET "
+                    "status = 'done', result = excluded.result, expires = excluded.expires",
+                    (done.call_id, done.result, time.time() + done.ttl_s),
+                )
+            if done.callback:
+                self._add(CALLBACK_STREAM, {"m": done.callback})
+        return True
 
     async def entries(self, stream: str, count: int) -> list[Message]:
         rows = self.db.execute(
@@ -215,17 +238,22 @@ class SQLiteQueue:
         return StreamInfo(stream, int(length), int(lag), int(pending))
 
     async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None:
+        # Without a result (progress: running, retrying) a call already done stays done.
         self.db.execute(
-            "INSERT INTO calls VALUES (?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE SET status = excluded.status, "
-            "result = COALESCE(excluded.result, calls.result), expires = excluded.expires",
+            "INSERT INTO calls VALUES (?, ?, ?, ?, NULL) ON CONFLICT (call_id) DO UPDATE SET "
+            "status = excluded.status, result = COALESCE(excluded.result, calls.result), expires = excluded.expires "
+            "WHERE excluded.result IS NOT NULL OR calls.status != 'done'",
             (call_id, status, result, time.time() + ttl_s),
         )
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         row = self.db.execute(
-            "SELECT status, result FROM calls WHERE call_id = ? AND expires > ?", (call_id, time.time())
+            "SELECT status, result, callback FROM calls WHERE call_id = ? AND expires > ?", (call_id, time.time())
         ).fetchone()
-        return CallRecord(row[0], row[1]) if row else None
+        return CallRecord(row[0], row[1], row[2] or "") if row else None
+
+    async def note_callback(self, call_id: str, problem: str) -> None:
+        self.db.execute("UPDATE calls SET callback = ? WHERE call_id = ?", (problem, call_id))
 
     async def add_once(self, key: str, ttl_s: float, stream: str, fields: dict[str, bytes | str]) -> str | None:
         now = time.time()

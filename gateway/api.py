@@ -8,7 +8,7 @@ import binascii
 import json
 import platform
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from builder.stream import build_output
 from events.schedule import deployment_problem as schedule_problem
+from events.service import check_streams
 from gateway.metrics import Metrics
 from runtime.backends.base import Backend, FunctionRecord
 from stoker import __version__
@@ -29,6 +30,12 @@ from stoker.spec import FunctionDeployment, FunctionStatus, parse_duration
 
 NDJSON = "application/x-ndjson"
 HEARTBEAT_S = 10.0
+# Makes a deployment's queue subscriptions live (events.service.QueueService.subscribe); raises QueueUnavailable.
+Subscribe = Callable[[FunctionDeployment], Awaitable[None]]
+
+
+async def _no_queue(dep: FunctionDeployment) -> None:
+    return None
 
 
 async def _progress(deploy: Coroutine[Any, Any, None]) -> AsyncIterator[bytes]:
@@ -66,7 +73,8 @@ async def _progress(deploy: Coroutine[Any, Any, None]) -> AsyncIterator[bytes]:
 
 
 def check_schedule(dep: FunctionDeployment) -> None:
-    """Refuse a cron schedule that cannot be used (``com.stoker.schedule``, or ``topic: cron-function``).
+    """Refuse what the queue cannot use: a cron schedule that does not parse or never fires (``com.stoker.schedule``,
+    or ``topic: cron-function``), a ``com.stoker.queue.stream`` naming one of stoker's own streams.
 
     Checked where deployments come in, not in :mod:`stoker.spec`: that module is imported by every replica, whose
     image has neither :mod:`events` nor croniter, and by backends restoring stored functions, which must not lose a
@@ -74,6 +82,7 @@ def check_schedule(dep: FunctionDeployment) -> None:
     problem = schedule_problem(dep.labels, dep.annotations)
     if problem:
         raise InvalidRequest(problem)
+    check_streams(dep)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -92,10 +101,11 @@ def _namespace(value: Any) -> str:
 
 
 class ManagementAPI:
-    def __init__(self, config: Config, backend: Backend, metrics: Metrics) -> None:
+    def __init__(self, config: Config, backend: Backend, metrics: Metrics, subscribe: Subscribe = _no_queue) -> None:
         self.config = config
         self.backend = backend
         self.metrics = metrics
+        self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def routes(self) -> list[Route]:
@@ -201,6 +211,9 @@ class ManagementAPI:
                 raise Conflict(f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update")
             if not create and not exists:
                 raise NotFound(f"function {dep.service!r} not found in namespace {dep.namespace!r}")
+            # Before the answer (and before the deploy: a 503 here deploys nothing): every message published to the
+            # function's streams once the deploy is answered is delivered, though its worker starts a moment later.
+            await self.subscribe(dep)
             await self.backend.deploy(dep, bundle)
 
     async def delete(self, request: Request) -> Response:

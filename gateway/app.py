@@ -41,13 +41,13 @@ class GatewayApp:
         self.autoscaler = AutoscalerLoop(config, backend, self.metrics)
         self.activator = Activator(backend, config.wait_queue_size, self.autoscaler.scale_to)
         self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics, self.activator)
-        self.api = ManagementAPI(config, backend, self.metrics)
         self.queue = QueueService(
             open_queue(config.redis_url, config.home),
             functions=lambda: [r.deployment for r in backend.functions()],
             invoke=ProxyInvoker(self.proxy),
             settings=worker_settings(config),
         )
+        self.api = ManagementAPI(config, backend, self.metrics, self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue)
         routes = [

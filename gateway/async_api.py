@@ -5,7 +5,8 @@ request (method, path, query, headers, body) is persisted on the queue and answe
 queue cannot store it, 503, never a 202 for something that was not stored.
 
 Under ``/system/`` (authenticated): ``GET /system/async-result/{call_id}``, ``GET /system/queues``,
-``GET /system/queue/{function}/dead``, ``POST /system/queue/{function}/replay``, ``GET/POST/DELETE /system/triggers``.
+``GET /system/queue/{function}/dead``, ``POST /system/queue/{function}/replay``, ``GET/POST/DELETE /system/triggers``,
+``POST /system/streams/{stream}`` (publish a message to a user's stream, on either queue).
 
 :class:`ProxyInvoker` runs a queued invocation through the gateway's own :class:`~gateway.proxy.FunctionProxy` as an
 ASGI call, so queued work gets exactly what a direct call gets (replica choice, waiting for a ready replica or a
@@ -24,13 +25,13 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from events.callbacks import callback_headers
-from events.messages import CallStatus, Invocation, Result
-from events.queue import QueueUnavailable
+from events.messages import CallStatus, Invocation, Result, fields_from_json
+from events.queue import Fields, QueueUnavailable, stream_problem
 from events.service import QueueService
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
 from runtime.backends.base import Backend
 from stoker.config import Config
-from stoker.errors import InvalidRequest, NotFound
+from stoker.errors import InvalidRequest, NotFound, PayloadTooLarge
 from stoker.names import InvalidName, split_qualified, validate_name
 
 ASYNC_PREFIX = "/async-function/"
@@ -140,14 +141,12 @@ class AsyncAPI:
             Route("/system/triggers", self.list_triggers, methods=["GET"]),
             Route("/system/triggers", self.create_trigger, methods=["POST"]),
             Route("/system/triggers", self.delete_trigger, methods=["DELETE"]),
+            Route("/system/streams/{stream:path}", self.publish, methods=["POST"]),
         ]
 
     async def result(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]
-        try:
-            record = await self.service.call(call_id)
-        except QueueUnavailable as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
+        record = await self.service.call(call_id)
         if record is None:
             return JSONResponse({"error": f"no call {call_id!r} (unknown, or its result expired)"}, status_code=404)
         if record.status != CallStatus.DONE or record.result is None:
@@ -155,12 +154,13 @@ class AsyncAPI:
         result = Result.decode(record.result)
         headers = {k: v for k, v in result.headers if k.lower() not in ("content-type", "content-length")}
         headers.update(callback_headers(call_id, result))
+        if record.callback_error:
+            text = " ".join(record.callback_error.split())  # one line: no CR/LF can reach the header
+            headers["X-Callback-Error"] = text.encode("ascii", "replace").decode()[:1000]
         return Response(result.body, 200, headers, media_type=result.header("content-type") or None)
 
     async def queues(self, request: Request) -> Response:
-        rows = await self._unavailable_is_503(self.service.streams())
-        if isinstance(rows, Response):
-            return rows
+        rows = await self.service.streams()  # QueueUnavailable, a StokerError, is a 503 like every other one here
         return JSONResponse(
             [
                 {"function": fn, "stream": info.stream, "length": info.length, "lag": info.lag,
@@ -171,8 +171,7 @@ class AsyncAPI:
 
     async def dead(self, request: Request) -> Response:
         fn = self._function(request.path_params["function"])
-        entries = await self._unavailable_is_503(self.service.dead_letters(fn))
-        return entries if isinstance(entries, Response) else JSONResponse(entries)
+        return JSONResponse(await self.service.dead_letters(fn))
 
     async def replay(self, request: Request) -> Response:
         fn = self._function(request.path_params["function"])
@@ -180,8 +179,8 @@ class AsyncAPI:
         ids = body.get("ids") if isinstance(body, dict) else None
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise InvalidRequest("ids must be a list of dead letter ids")
-        moved = await self._unavailable_is_503(self.service.replay(fn, ids))
-        return moved if isinstance(moved, Response) else JSONResponse({"function": fn, "replayed": moved})
+        moved = await self.service.replay(fn, ids)
+        return JSONResponse({"function": fn, "replayed": moved})
 
     async def list_triggers(self, request: Request) -> Response:
         pairs = await self.service.queue.triggers()
@@ -189,7 +188,10 @@ class AsyncAPI:
 
     async def create_trigger(self, request: Request) -> Response:
         fn, stream = await self._trigger_body(request)
-        changed = await self.service.queue.set_trigger(fn, stream, True)
+        name, _, namespace = fn.partition(".")
+        if self.backend.get(name, namespace) is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+        changed = await self.service.add_trigger(fn, stream)  # live from this answer on
         return JSONResponse({"function": fn, "stream": stream, "created": changed}, status_code=201 if changed else 200)
 
     async def delete_trigger(self, request: Request) -> Response:
@@ -203,9 +205,31 @@ class AsyncAPI:
         if not isinstance(body, dict):
             raise InvalidRequest('expected {"function": NAME, "stream": STREAM}')
         stream = body.get("stream")
-        if not isinstance(stream, str) or not stream.strip() or stream.startswith("stoker:"):
-            raise InvalidRequest("stream must be a stream name (not one of stoker's own stoker:* streams)")
+        if not isinstance(stream, str):
+            raise InvalidRequest('expected {"function": NAME, "stream": STREAM}')
+        problem = stream_problem(stream.strip())
+        if problem:
+            raise InvalidRequest(problem)
         return self._function(str(body.get("function") or "")), stream.strip()
+
+    async def publish(self, request: Request) -> Response:
+        """One message on a user's stream: a JSON object's fields (``Content-Type: application/json``), else the
+        raw body as the ``body`` field. 201 ``{"stream", "id"}`` once stored."""
+        stream = request.path_params["stream"]
+        problem = stream_problem(stream)
+        if problem:
+            raise InvalidRequest(problem)
+        raw = await _limited_body(request, self.config.max_body_bytes)
+        fields: Fields
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            try:
+                fields = dict(fields_from_json(_parse_json(raw)))
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+        else:
+            fields = {"body": raw}
+        msg_id = await self.service.publish(stream, fields)
+        return JSONResponse({"stream": stream, "id": msg_id}, status_code=201)
 
     def _function(self, qualified: str) -> str:
         try:
@@ -214,18 +238,32 @@ class AsyncAPI:
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
 
-    async def _unavailable_is_503(self, work: Any) -> Any:
-        try:
-            return await work
-        except QueueUnavailable as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
-
 
 async def _json(request: Request) -> Any:
-    raw = await request.body()
+    raw = await _limited_body(request, 1024 * 1024)
     if not raw.strip():
         return {}
     try:
+        return _parse_json(raw)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
         return json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("the body is not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        raise ValueError("the body is not JSON (or nests too deep)") from None
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is over ``limit`` bytes (never held whole beyond it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    return bytes(body)

@@ -22,7 +22,7 @@ from typing import IO
 import uvicorn
 
 from autoscaler.shared import CounterPublisher
-from gateway.api import check_schedule
+from gateway.api import Subscribe, check_schedule
 from gateway.app import GatewayApp
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
@@ -81,8 +81,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int) -> list[str]:
-    """Deploy every function of a stack file straight through the backend; return their names."""
+async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int, subscribe: Subscribe) -> list[str]:
+    """Deploy every function of a stack file straight through the backend, each subscribed to its streams first (as
+    a deploy through the API is); return their names."""
     from stoker.stack import load_stack
 
     deployed = []
@@ -92,6 +93,7 @@ async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int
             bundle.check(data, max_bundle_bytes)
         dep = FunctionDeployment.from_json(fn.to_deployment(), require_code=False)
         check_schedule(dep)
+        await subscribe(dep)
         await backend.deploy(dep, data)
         deployed.append(dep.service)
     return deployed
@@ -143,7 +145,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             where = f"backend: {backend.name}, queue: {app.queue.queue.kind}, state: {config.home}"
             print(f"stoker: gateway on {url} ({where})", flush=True)
             if stack is not None and not serving.done():
-                await _deploy_and_explain(backend, stack, config, url)
+                await _deploy_and_explain(backend, stack, config, url, app.queue.subscribe)
             if ready is not None:
                 ready.set()
             await serving
@@ -161,9 +163,9 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         lock.close()
 
 
-async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url: str) -> None:
+async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url: str, subscribe: Subscribe) -> None:
     try:
-        names = await deploy_stack(backend, stack, config.max_bundle_bytes)
+        names = await deploy_stack(backend, stack, config.max_bundle_bytes, subscribe)
     except (StokerError, ValueError, OSError) as exc:
         print(f"stoker: deploying {stack} failed: {exc}", file=sys.stderr, flush=True)
         return

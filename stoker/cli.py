@@ -154,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     from stoker import cli_queue
 
     cli_queue.add_arguments(
-        command("queue", _queue, "queued work: ls (streams, lag, pending, dead), dead FUNCTION, replay FUNCTION"),
+        command(
+            "queue",
+            _queue,
+            "queued work: ls (streams, lag, pending, dead), dead FUNCTION, replay FUNCTION, publish STREAM",
+        ),
         command("trigger", _trigger, "queue triggers: create FUNCTION STREAM, ls, rm FUNCTION STREAM"),
         command("result", _result, "print the result of an async call (stoker invoke --async prints its id)"),
     )

@@ -1,4 +1,4 @@
-"""``stoker result``, ``stoker queue ls|dead|replay`` and ``stoker trigger create|ls|rm``: the queue from the
+"""``stoker result``, ``stoker queue ls|dead|replay|publish`` and ``stoker trigger create|ls|rm``: the queue from the
 command line (see docs/queue.md)."""
 
 from __future__ import annotations
@@ -20,9 +20,18 @@ class QueueUsageError(InvalidName):
 
 def add_arguments(queue: argparse.ArgumentParser, trigger: argparse.ArgumentParser, result: Any) -> None:
     """The arguments of the three commands (cli.py creates and registers the parsers)."""
-    queue.add_argument("action", choices=["ls", "list", "dead", "replay"])
-    queue.add_argument("function", nargs="?", help="NAME or NAME.NAMESPACE (dead, replay)")
+    queue.add_argument("action", choices=["ls", "list", "dead", "replay", "publish"])
+    queue.add_argument(
+        "function", nargs="?", metavar="FUNCTION|STREAM", help="NAME or NAME.NAMESPACE (dead, replay); STREAM (publish)"
+    )
     queue.add_argument("--id", action="append", default=[], metavar="DEAD_ID", help="replay only these dead letters")
+    queue.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="publish: a field of the message (repeatable); without any, the message's body is read from stdin",
+    )
     trigger.add_argument("action", choices=["create", "ls", "list", "rm", "remove"])
     trigger.add_argument("function", nargs="?", help="NAME or NAME.NAMESPACE")
     trigger.add_argument("stream", nargs="?", help="the Redis stream the function reads")
@@ -43,6 +52,8 @@ def run_queue(client: Client, args: argparse.Namespace) -> int:
         keys = ("function", "stream", "length", "lag", "pending", "dead")
         print(output.table(tuple(k.upper() for k in keys), [tuple(r.get(k, "") for k in keys) for r in rows]))
         return 0
+    if args.action == "publish":
+        return _publish(client, args)
     if not args.function:
         raise QueueUsageError(f"'stoker queue {args.action}' needs a FUNCTION")
     if args.action == "dead":
@@ -55,6 +66,21 @@ def run_queue(client: Client, args: argparse.Namespace) -> int:
         return 0
     moved = client.replay(args.function, args.id or None)
     print(f"Replayed {moved} dead letter{'s' if moved != 1 else ''} of {args.function}.")
+    return 0
+
+
+def _publish(client: Client, args: argparse.Namespace) -> int:
+    """``stoker queue publish STREAM [--field K=V]...``: print the new message's id."""
+    if not args.function:
+        raise QueueUsageError("'stoker queue publish' needs a STREAM")
+    fields: dict[str, str] = {}
+    for item in args.field:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise QueueUsageError(f"--field {item!r}: give KEY=VALUE")
+        fields[key] = value
+    body = b"" if fields else sys.stdin.buffer.read()
+    print(client.publish(args.function, body=body, fields=fields or None))
     return 0
 
 

@@ -254,6 +254,28 @@ class Client:
         """``POST`` (or ``DELETE`` when not ``present``) ``/system/triggers``: subscribe a function to a stream."""
         self._call("POST" if present else "DELETE", "/system/triggers", {"function": function, "stream": stream})
 
+    def publish(self, stream: str, body: bytes = b"", fields: Mapping[str, str] | None = None) -> str:
+        """``POST /system/streams/{stream}``: append one message to a stream, on either queue, and return its id:
+        ``fields`` (sent as a JSON object) when given, else ``body`` as the message's ``body`` field."""
+        if fields:
+            payload, kind = json.dumps(dict(fields)).encode(), "application/json"
+        else:
+            payload, kind = body, "application/octet-stream"
+        path = f"/system/streams/{quote(stream, safe='')}"
+        conn, resp = self._open("POST", path, payload, headers={"Content-Type": kind})
+        try:
+            self._raise_for_status(resp)
+            data = json.loads(resp.read() or b"{}")
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        except ValueError:
+            raise GatewayError(
+                f"the gateway at {self.gateway} answered {path} with something that is not JSON"
+            ) from None
+        finally:
+            conn.close()
+        return str(data.get("id", "")) if isinstance(data, dict) else ""
+
     # -- function routes --------------------------------------------------------------------------
 
     def invoke(

@@ -78,3 +78,23 @@ async def test_many_ticks_from_many_services_each_enqueued_once(kind: str, tmp_p
     finally:
         for s in services:
             await s.queue.close()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+async def test_a_schedule_that_never_fires_does_not_stop_the_others(kind: str, tmp_path: Path, name: str) -> None:
+    # February 31st parses but names no date: deploys refuse it now, but one deployed before (restored from a
+    # backend's state) must not keep the functions after it in the list from firing.
+    service, namespace = name.split(".")
+    broken = FunctionDeployment(f"{service}-feb", namespace, annotations={"com.stoker.schedule": "0 0 31 2 *"})
+    good = FunctionDeployment(service, namespace, annotations={"com.stoker.schedule": "* * * * * *"})
+    s = _service(_open(kind, tmp_path), [broken, good])
+    try:
+        now = 1_700_000_000.0
+        await s.fire_cron(now, [broken, good])
+        for _ in range(3):
+            now += 1
+            await s.fire_cron(now, [broken, good])
+        entries = await s.queue.entries(async_stream(name), 100)
+        assert _ticks([m.fields[b"m"] for m in entries]) == [str(int(1_700_000_001 + i)) for i in range(3)]
+    finally:
+        await s.queue.close()

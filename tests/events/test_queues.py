@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from events.queue import Queue, async_stream, group_of
+from events.queue import CALLBACK_STREAM, Completion, Message, Queue, async_stream, dead_stream, group_of
 
 
 async def _wait_reclaim(q: Queue, stream: str, group: str, consumer: str, idle: float) -> list[str]:
@@ -97,3 +97,65 @@ async def test_call_records_once_keys_and_triggers(queue: Queue, name: str) -> N
     assert (name, "orders") in await queue.triggers()
     assert await queue.set_trigger(name, "orders", False) is True
     assert (name, "orders") not in await queue.triggers()
+
+
+async def test_finish_stores_the_result_and_the_callback_with_the_ack_and_only_once(queue: Queue, name: str) -> None:
+    stream, group = async_stream(name), group_of(name)
+    await queue.ensure_group(stream, group, from_start=True)
+    outbox_group = f"test-{name}"  # a reader of the outbox from now on (other tests' callbacks may pass by too)
+    await queue.ensure_group(CALLBACK_STREAM, outbox_group, from_start=False)
+    await queue.enqueue_call(stream, b"m", name, 60)
+    (msg,) = await queue.read([stream], group, "first", 10, 0.1)
+    await queue.set_call(name, "running", None, 60)
+    # A reclaim hands the message to a second consumer while the first one still runs it.
+    (again,) = [m for m in await _reclaimed(queue, stream, group, "second")]
+    done = Completion(name, b"first result", 60, f"first callback {name}".encode())
+    assert await queue.finish(msg, group, True, done) is True
+    record = await queue.get_call(name)
+    assert record is not None and (record.status, record.result) == ("done", b"first result")
+    info = await queue.info(stream, group)
+    assert (info.length, info.pending) == (0, 0)
+    # The late duplicate marks the call running (ignored: it is done) and finishes: it stores nothing.
+    await queue.set_call(name, "running", None, 60)
+    assert (
+        await queue.finish(again, group, True, Completion(name, b"second", 60, f"second callback {name}".encode()))
+        is False
+    )
+    record = await queue.get_call(name)
+    assert record is not None and (record.status, record.result) == ("done", b"first result")
+    outbox = await queue.read([CALLBACK_STREAM], outbox_group, "c", 1000, 0.1)
+    assert [m.fields[b"m"] for m in outbox if name.encode() in m.fields[b"m"]] == [f"first callback {name}".encode()]
+    await queue.ack(CALLBACK_STREAM, outbox_group, [m.id for m in outbox if name.encode() in m.fields[b"m"]], True)
+
+
+async def test_finish_can_bury_and_store_a_failed_result_together(queue: Queue, name: str) -> None:
+    stream, group, dead = async_stream(name), group_of(name), dead_stream(name)
+    await queue.ensure_group(stream, group, from_start=True)
+    await queue.enqueue_call(stream, b"m", name, 60)
+    (msg,) = await queue.read([stream], group, "c", 10, 0.1)
+    done = Completion(name, b"500 result", 60, dead_stream=dead, dead={"m": b"m", "error": "500: boom"})
+    assert await queue.finish(msg, group, True, done) is True
+    (letter,) = await queue.entries(dead, 10)
+    assert letter.fields[b"error"] == b"500: boom"
+    record = await queue.get_call(name)
+    assert record is not None and (record.status, record.result) == ("done", b"500 result")
+    assert (await queue.info(stream, group)).pending == 0
+
+
+async def test_a_callback_failure_is_noted_on_a_known_call_only(queue: Queue, name: str) -> None:
+    await queue.set_call(name, "done", b"r", 60)
+    await queue.note_callback(name, "callback http://x failed")
+    record = await queue.get_call(name)
+    assert record is not None and record.callback_error == "callback http://x failed"
+    await queue.note_callback(name + "-gone", "callback failed")
+    assert await queue.get_call(name + "-gone") is None  # no record appears (on Redis: none without a TTL)
+
+
+async def _reclaimed(queue: Queue, stream: str, group: str, consumer: str) -> list[Message]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = await queue.reclaim(stream, group, consumer, 0.05, 10)
+        if got:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError("nothing reclaimed")

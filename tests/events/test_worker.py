@@ -13,10 +13,6 @@ from events.retry import RetryPolicy
 from events.worker import FunctionWorker, WorkerSettings
 
 
-async def _nothing(inv: Invocation, result: Result) -> None:
-    return None
-
-
 async def _until(predicate: object, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -36,7 +32,7 @@ async def test_failures_are_retried_then_dead_lettered_with_the_attempt_count(qu
         calls[inv.call_id] += 1
         return Result(500, [], b"poison", 0.001, name)
 
-    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(), "w1", _nothing)
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(), "w1")
     task = asyncio.create_task(worker.run())
     await queue.enqueue_call(async_stream(name), Invocation(name, call_id="c1").encode(), "c1", 60)
     try:
@@ -63,7 +59,7 @@ async def test_a_long_invocation_is_not_redelivered_while_it_runs(queue: Queue, 
         return Result(200, [], b"ok", 1.5, name)
 
     settings = _settings(claim_idle_s=0.3)
-    workers = [FunctionWorker(queue, name, [async_stream(name)], slow, settings, f"w{i}", _nothing) for i in (1, 2)]
+    workers = [FunctionWorker(queue, name, [async_stream(name)], slow, settings, f"w{i}") for i in (1, 2)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     await queue.enqueue_call(async_stream(name), Invocation(name, call_id="long").encode(), "long", 60)
     try:
@@ -90,7 +86,7 @@ async def test_concurrency_per_function_is_bounded(queue: Queue, name: str) -> N
         done += 1
         return Result(200, [], b"", 0.05, name)
 
-    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(concurrency=3), "w", _nothing)
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(concurrency=3), "w")
     for _ in range(12):
         await queue.add(async_stream(name), {"m": Invocation(name).encode()})
     task = asyncio.create_task(worker.run())

@@ -91,6 +91,34 @@ def test_callback_receives_the_result(platform: Platform) -> None:
         server.shutdown()
 
 
+def test_a_callback_that_could_not_be_delivered_is_noted_on_the_result(platform: Platform) -> None:
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(410)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/gone"
+        r = httpx.post(f"{platform.url}/async-function/hello", content=b"cb", headers={"X-Callback-Url": url})
+        call_id = r.headers["x-call-id"]
+        with platform.client() as c:
+            deadline = time.monotonic() + 30
+            while "x-callback-error" not in (done := c.get(f"/system/async-result/{call_id}")).headers:
+                assert time.monotonic() < deadline, "the callback's failure was not noted"
+                time.sleep(0.05)
+        assert done.status_code == 200 and done.content == b"Hello, cb!\n"  # the result is there either way
+        assert "callback" in done.headers["x-callback-error"]
+    finally:
+        server.shutdown()
+
+
 def test_a_bad_callback_url_is_refused(platform: Platform) -> None:
     r = httpx.post(f"{platform.url}/async-function/hello", headers={"X-Callback-Url": "file:///etc/passwd"})
     assert r.status_code == 400

@@ -1,0 +1,142 @@
+"""The callback outbox against both real queues and a real HTTP receiver: a finished call's callback is stored with
+its result, POSTed, then deleted; one whose sender died is reclaimed and sent by another; one that cannot be
+delivered is noted on its call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from events.messages import Callback, Invocation, Result
+from events.outbox import CallbackOutbox
+from events.queue import CALLBACK_GROUP, CALLBACK_STREAM, Queue, async_stream
+from events.retry import RetryPolicy
+from events.worker import FunctionWorker, WorkerSettings
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(400 if self.path == "/refuse" else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls(self, call_id: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(h, b) for h, b in self.got if h.get("x-call-id") == call_id]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+async def _until(predicate: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def _pending_callbacks(queue: Queue) -> int:
+    return (await queue.info(CALLBACK_STREAM, CALLBACK_GROUP)).pending
+
+
+async def test_a_finished_calls_callback_is_delivered_from_the_outbox_then_deleted(
+    queue: Queue, name: str, receiver: Receiver
+) -> None:
+    async def invoke(inv: Invocation) -> Result:
+        return Result(200, [("content-type", "text/plain")], b"answer " + inv.body, 0.01, name)
+
+    settings = WorkerSettings(4, RetryPolicy(3, 0.01, 0.05), claim_idle_s=5.0, block_s=0.1)
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, settings, "w")
+    outbox = CallbackOutbox(queue, "o", 4, 5.0, 0.1)
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(outbox.run())]
+    call_id = f"c-{name}"
+    inv = Invocation(name, body=b"x", call_id=call_id, callback_url=receiver.url + "/done")
+    try:
+        await queue.enqueue_call(async_stream(name), inv.encode(), call_id, 60)
+        await _until(lambda: receiver.calls(call_id) != [])
+        ((headers, body),) = receiver.calls(call_id)
+        assert body == b"answer x" and headers["x-function-status"] == "200"
+        assert headers["x-function-name"] == name and headers["content-type"] == "text/plain"
+        record = await queue.get_call(call_id)
+        assert record is not None and record.status == "done" and record.callback_error == ""
+        await _until(lambda: outbox.inflight == 0)
+        entries = await queue.entries(CALLBACK_STREAM, 100_000)
+        assert not [m for m in entries if call_id.encode() in m.fields[b"m"]]  # delivered entries are deleted
+    finally:
+        await worker.stop(1)
+        await outbox.stop(1)
+        for t in tasks:
+            t.cancel()
+
+
+async def test_a_callback_whose_sender_died_is_reclaimed_and_delivered(
+    queue: Queue, name: str, receiver: Receiver
+) -> None:
+    call_id = f"c-{name}"
+    await queue.ensure_group(CALLBACK_STREAM, CALLBACK_GROUP, from_start=True)
+    await queue.add(CALLBACK_STREAM, {"m": Callback(receiver.url, call_id, Result(200, [], b"r", 0.1, name)).encode()})
+    # A sender takes the entry and dies before delivering it (a SIGKILLed platform): it stays pending.
+    taken = await queue.read([CALLBACK_STREAM], CALLBACK_GROUP, f"dead-{name}", 100_000, 0.1)
+    assert any(call_id.encode() in m.fields[b"m"] for m in taken)
+    for m in taken:  # other tests' leftovers go back to whoever reads next
+        if call_id.encode() not in m.fields[b"m"]:
+            await queue.ack(CALLBACK_STREAM, CALLBACK_GROUP, [m.id], delete=False)
+    outbox = CallbackOutbox(queue, f"alive-{name}", 4, 0.3, 0.1)
+    task = asyncio.create_task(outbox.run())
+    try:
+        await _until(lambda: receiver.calls(call_id) != [])
+        await _until(lambda: outbox.inflight == 0)
+        assert len(receiver.calls(call_id)) == 1
+    finally:
+        await outbox.stop(1)
+        task.cancel()
+
+
+async def test_a_callback_that_cannot_be_delivered_is_noted_on_its_call(
+    queue: Queue, name: str, receiver: Receiver
+) -> None:
+    call_id = f"c-{name}"
+    await queue.set_call(call_id, "done", Result(200, [], b"r", 0.1, name).encode(), 60)
+    await queue.ensure_group(CALLBACK_STREAM, CALLBACK_GROUP, from_start=True)
+    refused = Callback(receiver.url + "/refuse", call_id, Result(200, [], b"r", 0.1, name))
+    await queue.add(CALLBACK_STREAM, {"m": refused.encode()})
+    outbox = CallbackOutbox(queue, f"o-{name}", 4, 5.0, 0.1)
+    task = asyncio.create_task(outbox.run())
+    try:
+
+        async def noted() -> bool:
+            record = await queue.get_call(call_id)
+            return record is not None and record.callback_error != ""
+
+        deadline = time.monotonic() + 20
+        while not await noted():
+            assert time.monotonic() < deadline, "the failure was not noted"
+            await asyncio.sleep(0.02)
+        record = await queue.get_call(call_id)
+        assert record is not None and "400" in record.callback_error and record.status == "done"
+        assert len(receiver.calls(call_id)) == 1  # a 4xx is the receiver's answer: not retried
+    finally:
+        await outbox.stop(1)
+        task.cancel()
