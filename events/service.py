@@ -149,8 +149,9 @@ class QueueService:
     async def replay(self, function: str, ids: list[str] | None = None) -> int:
         """Move dead letters (all, or those ids) back onto the function's async stream; return how many."""
         moved = 0
+        wanted = None if ids is None else set(ids)  # an empty list replays nothing
         for msg in await self.queue.entries(dead_stream(function), 100_000):
-            if ids and msg.id not in ids:
+            if wanted is not None and msg.id not in wanted:
                 continue
             inv = Invocation.decode(msg.fields[b"m"])
             if inv.call_id:

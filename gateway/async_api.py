@@ -14,7 +14,7 @@ scale-up from zero, timeouts, metrics).
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from typing import Any
 
@@ -27,13 +27,17 @@ from events.callbacks import callback_headers
 from events.messages import CallStatus, Invocation, Result
 from events.queue import QueueUnavailable
 from events.service import QueueService
+from gateway.jsonbody import json_limits, read_json
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
+from gateway.resources import resource
 from runtime.backends.base import Backend
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound
 from stoker.names import InvalidName, split_qualified, validate_name
 
 ASYNC_PREFIX = "/async-function/"
+# A user's stream a trigger reads: printable, and never one of stoker's own (stoker:*), whose entries are not calls.
+_STREAM = re.compile(r"(?!stoker:)[^\x00-\x20\x7f]{1,256}")
 # Headers of the caller that must not be replayed to the function later (hop-by-hop, or ours).
 _DROP = frozenset((b"host", b"content-length", b"connection", b"transfer-encoding", b"x-call-id", b"x-callback-url"))
 
@@ -90,6 +94,7 @@ class AsyncAPI:
         self.config = config
         self.backend = backend
         self.service = service
+        self.limits = json_limits(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
@@ -133,21 +138,16 @@ class AsyncAPI:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/system/async-result/{call_id}", self.result, methods=["GET"]),
-            Route("/system/queues", self.queues, methods=["GET"]),
-            Route("/system/queue/{function}/dead", self.dead, methods=["GET"]),
-            Route("/system/queue/{function}/replay", self.replay, methods=["POST"]),
-            Route("/system/triggers", self.list_triggers, methods=["GET"]),
-            Route("/system/triggers", self.create_trigger, methods=["POST"]),
-            Route("/system/triggers", self.delete_trigger, methods=["DELETE"]),
+            resource("/system/async-result/{call_id}", GET=self.result),
+            resource("/system/queues", GET=self.queues),
+            resource("/system/queue/{function}/dead", GET=self.dead),
+            resource("/system/queue/{function}/replay", POST=self.replay),
+            resource("/system/triggers", GET=self.list_triggers, POST=self.create_trigger, DELETE=self.delete_trigger),
         ]
 
     async def result(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]
-        try:
-            record = await self.service.call(call_id)
-        except QueueUnavailable as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
+        record = await self.service.call(call_id)
         if record is None:
             return JSONResponse({"error": f"no call {call_id!r} (unknown, or its result expired)"}, status_code=404)
         if record.status != CallStatus.DONE or record.result is None:
@@ -158,9 +158,7 @@ class AsyncAPI:
         return Response(result.body, 200, headers, media_type=result.header("content-type") or None)
 
     async def queues(self, request: Request) -> Response:
-        rows = await self._unavailable_is_503(self.service.streams())
-        if isinstance(rows, Response):
-            return rows
+        rows = await self.service.streams()
         return JSONResponse(
             [
                 {"function": fn, "stream": info.stream, "length": info.length, "lag": info.lag,
@@ -171,17 +169,18 @@ class AsyncAPI:
 
     async def dead(self, request: Request) -> Response:
         fn = self._function(request.path_params["function"])
-        entries = await self._unavailable_is_503(self.service.dead_letters(fn))
-        return entries if isinstance(entries, Response) else JSONResponse(entries)
+        return JSONResponse(await self.service.dead_letters(fn))
 
     async def replay(self, request: Request) -> Response:
         fn = self._function(request.path_params["function"])
-        body = await _json(request)
-        ids = body.get("ids") if isinstance(body, dict) else None
+        body = await read_json(request, self.limits)
+        if body is not None and not isinstance(body, dict):
+            raise InvalidRequest('expected {"ids": [DEAD_ID, ...]}, or no body to replay them all')
+        ids = body.get("ids") if body else None
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise InvalidRequest("ids must be a list of dead letter ids")
-        moved = await self._unavailable_is_503(self.service.replay(fn, ids))
-        return moved if isinstance(moved, Response) else JSONResponse({"function": fn, "replayed": moved})
+        moved = await self.service.replay(fn, ids)
+        return JSONResponse({"function": fn, "replayed": moved})
 
     async def list_triggers(self, request: Request) -> Response:
         pairs = await self.service.queue.triggers()
@@ -199,13 +198,19 @@ class AsyncAPI:
         return JSONResponse({"function": fn, "stream": stream, "deleted": True})
 
     async def _trigger_body(self, request: Request) -> tuple[str, str]:
-        body = await _json(request)
+        body = await read_json(request, self.limits)
         if not isinstance(body, dict):
             raise InvalidRequest('expected {"function": NAME, "stream": STREAM}')
         stream = body.get("stream")
-        if not isinstance(stream, str) or not stream.strip() or stream.startswith("stoker:"):
-            raise InvalidRequest("stream must be a stream name (not one of stoker's own stoker:* streams)")
-        return self._function(str(body.get("function") or "")), stream.strip()
+        if not isinstance(stream, str) or not _STREAM.fullmatch(stream):
+            raise InvalidRequest(
+                "stream must be a stream name: 1 to 256 characters, no spaces or control characters, "
+                "and not one of stoker's own stoker:* streams"
+            )
+        function = body.get("function")
+        if not isinstance(function, str):
+            raise InvalidRequest("function must be a function name (NAME or NAME.NAMESPACE)")
+        return self._function(function), stream
 
     def _function(self, qualified: str) -> str:
         try:
@@ -213,19 +218,3 @@ class AsyncAPI:
             return f"{validate_name(name)}.{validate_name(namespace, 'namespace')}"
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
-
-    async def _unavailable_is_503(self, work: Any) -> Any:
-        try:
-            return await work
-        except QueueUnavailable as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
-
-
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("the body is not JSON") from None
