@@ -89,9 +89,7 @@ def _iso(ts: float) -> str:
 
 
 def _object(body: Any, expected: str) -> dict[str, Any]:
-    """A JSON object body; an empty body counts as ``{}``, anything else is refused saying what was expected."""
-    if body is None:
-        return {}
+    """A JSON object body (read with ``empty={}``); anything else is refused saying what was expected."""
     if not isinstance(body, dict):
         raise InvalidRequest(f"the body must be a JSON object {expected}")
     return body
@@ -208,7 +206,7 @@ class ManagementAPI:
             await self.backend.deploy(dep, bundle)
 
     async def delete(self, request: Request) -> Response:
-        body = _object(await read_json(request, self.limits), "with functionName")
+        body = _object(await read_json(request, self.limits, {}), "with functionName")
         name = text_field(body, "functionName") or request.query_params.get("functionName")
         namespace = _namespace(text_field(body, "namespace") or request.query_params.get("namespace"))
         try:
@@ -222,10 +220,12 @@ class ManagementAPI:
 
     async def scale(self, request: Request) -> Response:
         name = request.path_params["name"]
-        body = _object(await read_json(request, self.limits), "with replicas")
+        body = _object(await read_json(request, self.limits, {}), "with replicas")
         text_field(body, "serviceName")  # OpenFaaS clients send it; the path names the function
         namespace = _namespace(text_field(body, "namespace") or request.query_params.get("namespace"))
         replicas = body.get("replicas")
+        if isinstance(replicas, float) and replicas.is_integer():
+            replicas = int(replicas)  # 3.0 is a JSON integer as much as 3 is
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise InvalidRequest(f"replicas must be a whole number >= 0, got {replicas!r}")
         record = self._record(name, namespace)
@@ -257,7 +257,7 @@ class ManagementAPI:
 
     async def _secret_body(self, request: Request, with_value: bool) -> tuple[str, str, bytes]:
         """OpenFaaS's Secret: ``{name, namespace, value}`` or ``rawValue`` (base64) for binary values."""
-        body = _object(await read_json(request, self.limits), "with name and value")
+        body = _object(await read_json(request, self.limits, {}), "with name and value")
         name = body.get("name")
         try:
             validate_name(name, "secret")

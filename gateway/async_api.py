@@ -173,10 +173,10 @@ class AsyncAPI:
 
     async def replay(self, request: Request) -> Response:
         fn = self._function(request.path_params["function"])
-        body = await read_json(request, self.limits)
-        if body is not None and not isinstance(body, dict):
+        body = await read_json(request, self.limits, {})
+        if not isinstance(body, dict):
             raise InvalidRequest('expected {"ids": [DEAD_ID, ...]}, or no body to replay them all')
-        ids = body.get("ids") if body else None
+        ids = body.get("ids")
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise InvalidRequest("ids must be a list of dead letter ids")
         moved = await self.service.replay(fn, ids)

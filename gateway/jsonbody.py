@@ -47,15 +47,16 @@ def json_limits(config: Config) -> JsonLimits:
     return JsonLimits(config.max_json_bytes, config.max_json_bytes, config.max_json_depth)
 
 
-def parse(raw: bytes, limits: JsonLimits) -> Any:
+def parse(raw: bytes, limits: JsonLimits, empty: Any = None) -> Any:
     """The value of a JSON document, or :class:`InvalidRequest` / :class:`PayloadTooLarge` saying what is wrong.
 
-    An empty (or blank) body is ``None``. Strict JSON only: ``NaN`` and ``Infinity`` are refused, and so are
-    strings holding a lone UTF-16 surrogate (``"\\ud800"``), which no later step could encode."""
+    An empty (or blank) body is ``empty``; JSON ``null`` is ``None``, a body like any other. Strict JSON only:
+    ``NaN`` and ``Infinity`` are refused, and so are strings holding a lone UTF-16 surrogate (``"\\ud800"``), which
+    no later step could encode."""
     if len(raw) > limits.body_bytes:
         raise PayloadTooLarge(f"request body is over the limit of {limits.body_bytes} bytes")
     if not raw.strip():
-        return None
+        return empty
     structure = _STRING.sub(b"0", raw)
     if len(structure) > limits.structure_bytes:
         raise PayloadTooLarge(
@@ -94,8 +95,9 @@ def nesting_exceeds(structure: bytes, depth: int) -> bool:
     return b"[]" in brackets  # ``depth`` levels are gone: any pair left is one level too many
 
 
-async def read_json(request: Request, limits: JsonLimits) -> Any:
-    """The request's JSON body (see :func:`parse`), read no further than ``limits.body_bytes``."""
+async def read_json(request: Request, limits: JsonLimits, empty: Any = None) -> Any:
+    """The request's JSON body (see :func:`parse`; ``empty`` when there is none), read no further than
+    ``limits.body_bytes``."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limits.body_bytes:
         raise PayloadTooLarge(f"request body is over the limit of {limits.body_bytes} bytes")
@@ -106,7 +108,7 @@ async def read_json(request: Request, limits: JsonLimits) -> Any:
         if size > limits.body_bytes:
             raise PayloadTooLarge(f"request body is over the limit of {limits.body_bytes} bytes")
         chunks.append(chunk)
-    return parse(b"".join(chunks), limits)
+    return parse(b"".join(chunks), limits, empty)
 
 
 def _refuse_constant(name: str) -> Any:
