@@ -57,7 +57,7 @@ def parse(raw: bytes, limits: JsonLimits, empty: Any = None) -> Any:
         raise PayloadTooLarge(f"request body is over the limit of {limits.body_bytes} bytes")
     if not raw.strip():
         return empty
-    structure = _STRING.sub(b"0", raw)
+    structure = outside_strings(raw)
     if len(structure) > limits.structure_bytes:
         raise PayloadTooLarge(
             f"the JSON body has over {limits.structure_bytes} bytes outside its strings (too many values)"
@@ -73,6 +73,15 @@ def parse(raw: bytes, limits: JsonLimits, empty: Any = None) -> Any:
     if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
         raise InvalidRequest("the JSON body has a string with a lone UTF-16 surrogate (\\ud800-\\udfff)")
     return value
+
+
+def outside_strings(raw: bytes) -> bytes:
+    """``raw`` with every JSON string replaced by one byte: where the structure is. Without a backslash no string
+    holds an escaped quote, so splitting on quotes finds them (several times faster than the regular expression on
+    a large base64 source)."""
+    if b"\\" not in raw:
+        return b"0".join(raw.split(b'"')[::2])
+    return _STRING.sub(b"0", raw)
 
 
 def nesting_exceeds(structure: bytes, depth: int) -> bool:
