@@ -95,6 +95,18 @@ def _object(body: Any, expected: str) -> dict[str, Any]:
     return body
 
 
+def _from_body_or_query(body: dict[str, Any], request: Request, key: str) -> str:
+    """A field that may come in the body or the query; the body wins, but a query value is checked either way (a
+    bad one is 400 even when the body makes it moot)."""
+    queried = request.query_params.get(key) or ""
+    if queried:
+        try:
+            validate_name(queried, "namespace" if key == "namespace" else "function")
+        except InvalidName as exc:
+            raise InvalidRequest(f"{key} (query): {exc}") from None
+    return text_field(body, key) or queried
+
+
 def _namespace(value: Any) -> str:
     try:
         return validate_name(value or DEFAULT_NAMESPACE, "namespace")
@@ -207,8 +219,8 @@ class ManagementAPI:
 
     async def delete(self, request: Request) -> Response:
         body = _object(await read_json(request, self.limits, {}), "with functionName")
-        name = text_field(body, "functionName") or request.query_params.get("functionName")
-        namespace = _namespace(text_field(body, "namespace") or request.query_params.get("namespace"))
+        name = _from_body_or_query(body, request, "functionName")
+        namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         try:
             validate_name(name)
         except InvalidName as exc:
@@ -222,7 +234,7 @@ class ManagementAPI:
         name = request.path_params["name"]
         body = _object(await read_json(request, self.limits, {}), "with replicas")
         text_field(body, "serviceName")  # OpenFaaS clients send it; the path names the function
-        namespace = _namespace(text_field(body, "namespace") or request.query_params.get("namespace"))
+        namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         replicas = body.get("replicas")
         if isinstance(replicas, float) and replicas.is_integer():
             replicas = int(replicas)  # 3.0 is a JSON integer as much as 3 is
@@ -264,7 +276,7 @@ class ManagementAPI:
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
         assert isinstance(name, str)
-        namespace = _namespace(text_field(body, "namespace") or request.query_params.get("namespace"))
+        namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         value = b""
         if with_value:
             raw, text = text_field(body, "rawValue"), text_field(body, "value")

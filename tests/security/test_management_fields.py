@@ -98,6 +98,9 @@ def test_nulls_mean_absent_in_a_deployment(platform: Platform) -> None:
         ("POST", "/system/queue/hello/replay", None),
         ("POST", "/system/queue/hello/replay", []),
         ("POST", "/system/queue/hello/replay", {"ids": "all"}),
+        ("POST", "/system/secrets?namespace=No%7F", {"name": "s", "value": "v", "namespace": "openfaas-fn"}),
+        ("DELETE", "/system/functions?functionName=Bad!", {"functionName": "nosuch"}),
+        ("POST", "/system/scale-function/hello?namespace=a..b", {"replicas": 1, "namespace": "openfaas-fn"}),
     ],
     ids=lambda v: str(v)[:40],
 )
