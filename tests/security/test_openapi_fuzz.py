@@ -30,7 +30,7 @@ import pytest
 from gateway.openapi import document
 from tests.platform_fixture import FUNCTIONS, PASSWORD, Platform, start_platform
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]  # about a minute here; two runs of at most 180 s
 
 MIN_REQUESTS = 2000
 EXAMPLE_FUNCTIONS = ("hello", "echo", "wordcount")
@@ -106,7 +106,7 @@ def _schemathesis(platform: Platform, schema: Path, report: Path, seed: int, *ex
         "run", str(schema), "--url", platform.url, "--seed", str(seed), "--request-timeout", "30",
         "--report", "har", "--report-har-path", str(report), "--max-failures", "20", *extra,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=report.parent)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=report.parent)
     return done.returncode, done.stdout + done.stderr
 
 
