@@ -41,12 +41,12 @@ def group_of(function: str) -> str:
 
 def stream_problem(stream: str) -> str | None:
     """Why ``stream`` cannot name a user's stream (a trigger's, an annotation's, a publish target), or None."""
-    if not stream or stream != stream.strip():
-        return f"stream {stream!r}: give a name without leading or trailing spaces"
+    if not stream:
+        return "give a stream name"
     if len(stream) > MAX_STREAM_NAME:
         return f"stream name is {len(stream)} characters long; the most is {MAX_STREAM_NAME}"
-    if not stream.isprintable():
-        return f"stream {stream!r}: control characters are not allowed"
+    if not stream.isprintable() or any(c.isspace() for c in stream):
+        return f"stream {stream!r}: spaces and control characters are not allowed"
     if stream.startswith(RESERVED_PREFIX):
         return f"stream {stream!r}: names starting with {RESERVED_PREFIX!r} are stoker's own"
     return None

@@ -146,10 +146,13 @@ class QueueService:
         """Make ``dep``'s subscriptions live now: its consumer group on each of its users' streams, created at the
         stream's current end (its start for a stream that does not exist yet), so every message published after
         this returns is delivered, whichever process's worker reads it and however long until it starts. Called
-        before a deploy is answered. Raises QueueUnavailable."""
+        before a deploy is answered. Raises QueueUnavailable.
+
+        Only the annotated streams: a ``stoker trigger``'s group is made when the trigger is (the function exists
+        then, and the group outlives a redeploy), and the async stream is read from its start. So a function with no
+        annotated stream deploys without asking the queue anything, even while it is down."""
         fn = f"{dep.service}.{dep.namespace}"
-        streams = subscriptions(dep, await self.queue.triggers())[1:]  # the async stream is read from its start
-        for stream in streams:
+        for stream in annotated_streams(dep):
             await self.queue.ensure_group(stream, group_of(fn), from_start=False)
 
     async def add_trigger(self, function: str, stream: str) -> bool:
@@ -193,8 +196,9 @@ class QueueService:
     async def replay(self, function: str, ids: list[str] | None = None) -> int:
         """Move dead letters (all, or those ids) back onto the function's async stream; return how many."""
         moved = 0
+        wanted = None if ids is None else set(ids)  # an empty list replays nothing
         for msg in await self.queue.entries(dead_stream(function), 100_000):
-            if ids and msg.id not in ids:
+            if wanted is not None and msg.id not in wanted:
                 continue
             inv = Invocation.decode(msg.fields[b"m"])
             if inv.call_id:

@@ -7,8 +7,10 @@ import base64
 import binascii
 import json
 import platform
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,14 +21,16 @@ from starlette.routing import Route
 from builder.stream import build_output
 from events.schedule import deployment_problem as schedule_problem
 from events.service import check_streams
+from gateway.jsonbody import json_limits, read_json
 from gateway.metrics import Metrics
+from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord
 from stoker import __version__
 from stoker.bundle import check as check_bundle
 from stoker.config import Config
-from stoker.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StokerError
+from stoker.errors import Conflict, InvalidRequest, NotFound, StokerError
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
-from stoker.spec import FunctionDeployment, FunctionStatus, parse_duration
+from stoker.spec import FunctionDeployment, FunctionStatus, check_values, parse_duration, text_field
 
 NDJSON = "application/x-ndjson"
 HEARTBEAT_S = 10.0
@@ -93,6 +97,25 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+def _object(body: Any, expected: str) -> dict[str, Any]:
+    """A JSON object body (read with ``empty={}``); anything else is refused saying what was expected."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the body must be a JSON object {expected}")
+    return body
+
+
+def _from_body_or_query(body: dict[str, Any], request: Request, key: str) -> str:
+    """A field that may come in the body or the query; the body wins, but a query value is checked either way (a
+    bad one is 400 even when the body makes it moot)."""
+    queried = request.query_params.get(key) or ""
+    if queried:
+        try:
+            validate_name(queried, "namespace" if key == "namespace" else "function")
+        except InvalidName as exc:
+            raise InvalidRequest(f"{key} (query): {exc}") from None
+    return text_field(body, key) or queried
+
+
 def _namespace(value: Any) -> str:
     try:
         return validate_name(value or DEFAULT_NAMESPACE, "namespace")
@@ -107,22 +130,27 @@ class ManagementAPI:
         self.metrics = metrics
         self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.limits = json_limits(config)
+        # A deployment may carry a base64 bundle (4/3 of its size) besides what every body may have.
+        self.deploy_limits = replace(self.limits, body_bytes=config.max_bundle_bytes * 4 // 3 + config.max_json_bytes)
 
     def routes(self) -> list[Route]:
         return [
-            Route("/system/functions", self.list_functions, methods=["GET"]),
-            Route("/system/functions", self.create, methods=["POST"]),
-            Route("/system/functions", self.update, methods=["PUT"]),
-            Route("/system/functions", self.delete, methods=["DELETE"]),
-            Route("/system/function/{name}", self.get_function, methods=["GET"]),
-            Route("/system/scale-function/{name}", self.scale, methods=["POST"]),
-            Route("/system/info", self.info, methods=["GET"]),
-            Route("/system/logs", self.logs, methods=["GET"]),
-            Route("/system/namespaces", self.namespaces, methods=["GET"]),
-            Route("/system/secrets", self.list_secrets, methods=["GET"]),
-            Route("/system/secrets", self.create_secret, methods=["POST"]),
-            Route("/system/secrets", self.update_secret, methods=["PUT"]),
-            Route("/system/secrets", self.delete_secret, methods=["DELETE"]),
+            resource(
+                "/system/functions", GET=self.list_functions, POST=self.create, PUT=self.update, DELETE=self.delete
+            ),
+            resource("/system/function/{name}", GET=self.get_function),
+            resource("/system/scale-function/{name}", POST=self.scale),
+            resource("/system/info", GET=self.info),
+            resource("/system/logs", GET=self.logs),
+            resource("/system/namespaces", GET=self.namespaces),
+            resource(
+                "/system/secrets",
+                GET=self.list_secrets,
+                POST=self.create_secret,
+                PUT=self.update_secret,
+                DELETE=self.delete_secret,
+            ),
         ]
 
     # --- helpers -------------------------------------------------------------------------------------------
@@ -148,20 +176,6 @@ class ManagementAPI:
             message=record.message,
         ).to_json()
 
-    async def _json(self, request: Request, limit: int) -> Any:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        try:
-            return json.loads(body or b"null")
-        except ValueError as exc:
-            raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
-
     def _record(self, name: str, namespace: str) -> FunctionRecord:
         record = self.backend.get(name, namespace)
         if record is None:
@@ -185,9 +199,9 @@ class ManagementAPI:
         return await self._deploy(request, create=False)
 
     async def _deploy(self, request: Request, create: bool) -> Response:
-        # base64 inflates by 4/3; allow for it and the JSON around the bundle
-        body = await self._json(request, self.config.max_bundle_bytes * 4 // 3 + 1024 * 1024)
+        body = await read_json(request, self.deploy_limits)
         dep = FunctionDeployment.from_json(body)
+        check_values(dep)
         check_schedule(dep)
         bundle: bytes | None = None
         if dep.source:
@@ -217,11 +231,9 @@ class ManagementAPI:
             await self.backend.deploy(dep, bundle)
 
     async def delete(self, request: Request) -> Response:
-        body = await self._json(request, 64 * 1024) or {}
-        if not isinstance(body, dict):
-            raise InvalidRequest("the body must be a JSON object with functionName")
-        name = body.get("functionName") or request.query_params.get("functionName")
-        namespace = _namespace(body.get("namespace") or request.query_params.get("namespace"))
+        body = _object(await read_json(request, self.limits, {}), "with functionName")
+        name = _from_body_or_query(body, request, "functionName")
+        namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         try:
             validate_name(name)
         except InvalidName as exc:
@@ -233,11 +245,12 @@ class ManagementAPI:
 
     async def scale(self, request: Request) -> Response:
         name = request.path_params["name"]
-        body = await self._json(request, 64 * 1024) or {}
-        if not isinstance(body, dict):
-            raise InvalidRequest("the body must be a JSON object with replicas")
-        namespace = _namespace(body.get("namespace") or request.query_params.get("namespace"))
+        body = _object(await read_json(request, self.limits, {}), "with replicas")
+        text_field(body, "serviceName")  # OpenFaaS clients send it; the path names the function
+        namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         replicas = body.get("replicas")
+        if isinstance(replicas, float) and replicas.is_integer():
+            replicas = int(replicas)  # 3.0 is a JSON integer as much as 3 is
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise InvalidRequest(f"replicas must be a whole number >= 0, got {replicas!r}")
         record = self._record(name, namespace)
@@ -269,25 +282,24 @@ class ManagementAPI:
 
     async def _secret_body(self, request: Request, with_value: bool) -> tuple[str, str, bytes]:
         """OpenFaaS's Secret: ``{name, namespace, value}`` or ``rawValue`` (base64) for binary values."""
-        body = await self._json(request, 1024 * 1024) or {}
-        if not isinstance(body, dict):
-            raise InvalidRequest("the body must be a JSON object with name and value")
+        body = _object(await read_json(request, self.limits, {}), "with name and value")
         name = body.get("name")
         try:
             validate_name(name, "secret")
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
         assert isinstance(name, str)
-        namespace = _namespace(body.get("namespace") or request.query_params.get("namespace"))
+        namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         value = b""
         if with_value:
-            if isinstance(body.get("rawValue"), str) and body["rawValue"]:
+            raw, text = text_field(body, "rawValue"), text_field(body, "value")
+            if raw:
                 try:
-                    value = base64.b64decode(body["rawValue"], validate=True)
+                    value = base64.b64decode(raw, validate=True)
                 except (binascii.Error, ValueError):
                     raise InvalidRequest("rawValue is not valid base64") from None
-            elif isinstance(body.get("value"), str):
-                value = body["value"].encode()
+            elif body.get("value") is not None:
+                value = text.encode()
             else:
                 raise InvalidRequest(f"secret {name!r}: give a value (text) or rawValue (base64)")
         return name, namespace, value
@@ -320,10 +332,10 @@ class ManagementAPI:
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
         namespace = _namespace(q.get("namespace"))
-        self._record(name, namespace)
         tail = _int_param(q.get("tail"), "tail")
         since = _since(q.get("since"))
-        follow = q.get("follow", "").lower() in ("1", "true", "yes")
+        follow = _bool_param(q.get("follow"), "follow")
+        self._record(name, namespace)
 
         async def lines() -> AsyncIterator[bytes]:
             async for line in self.backend.logs(name, namespace, tail, since, follow):
@@ -339,26 +351,45 @@ class ManagementAPI:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+_WHOLE = re.compile(r"-?[0-9]{1,19}")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?", re.A
+)
+_DURATION = re.compile(r"[0-9]+(\.[0-9]+)?(ms|s|m|h)?")
+
+
 def _int_param(value: str | None, what: str) -> int | None:
+    """A whole number (ASCII digits, 64 bits); a negative one means no limit (None)."""
     if value in (None, ""):
         return None
     assert value is not None
-    try:
-        n = int(value)
-    except ValueError:
-        raise InvalidRequest(f"{what}: {value!r} is not a whole number") from None
+    if not _WHOLE.fullmatch(value) or not -(2**63) <= int(value) < 2**63:
+        raise InvalidRequest(f"{what}: {value!r} is not a whole number (64 bits)")
+    n = int(value)
     return None if n < 0 else n
 
 
+def _bool_param(value: str | None, what: str) -> bool:
+    if value in (None, "", "false"):
+        return False
+    if value == "true":
+        return True
+    raise InvalidRequest(f"{what}: {value!r} is neither true nor false")
+
+
 def _since(value: str | None) -> float | None:
-    """RFC 3339 time (as OpenFaaS sends it) or a duration back from now (``5m``)."""
+    """RFC 3339 time (as OpenFaaS sends it; without an offset, UTC) or a duration back from now (``5m``)."""
     if not value:
         return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        pass
-    try:
-        return time.time() - parse_duration(value, "since")
-    except StokerError:
-        raise InvalidRequest(f"since: {value!r} is neither an RFC 3339 time nor a duration") from None
+    if _RFC3339.fullmatch(value):
+        try:
+            moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest(f"since: {value!r} is not a valid time") from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if _DURATION.fullmatch(value):
+        try:
+            return time.time() - parse_duration(value, "since")
+        except StokerError as exc:
+            raise InvalidRequest(str(exc)) from None
+    raise InvalidRequest(f"since: {value!r} is neither an RFC 3339 time nor a duration (such as 5m)")

@@ -1,7 +1,8 @@
 """The gateway's ASGI application: one dispatcher in front of the invoke path and the management API.
 
 ``/function/`` goes straight to the raw :class:`~gateway.proxy.FunctionProxy` (the hot path); ``/system/`` passes
-authentication first; ``/healthz`` and ``/metrics`` are open, like OpenFaaS's.
+authentication first; ``/healthz`` and ``/metrics`` are open, like OpenFaaS's (docs/security.md says why). Every
+route is described in ``gateway/openapi.yaml``, served at ``/system/openapi.json``.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from autoscaler.loop import AutoscalerLoop
+from events.queue import QueueUnavailable
 from events.retry import RetryPolicy
 from events.service import QueueService, open_queue
 from events.worker import WorkerSettings
+from gateway import openapi
 from gateway.activator import Activator
 from gateway.api import ManagementAPI, error
 from gateway.async_api import ASYNC_PREFIX, AsyncAPI, ProxyInvoker
 from gateway.auth import RequireAuth
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
+from gateway.resources import resource
 from gateway.upstream import Upstream
 from runtime.backends.base import Backend, Endpoint
 from stoker.config import Config
@@ -51,14 +54,19 @@ class GatewayApp:
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue)
         routes = [
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.prometheus, methods=["GET"]),
+            resource("/healthz", GET=self.healthz),
+            resource("/metrics", GET=self.prometheus),
+            resource(openapi.PATH, GET=self.openapi),
             *self.api.routes(),
             *self.async_api.routes(),
         ]
         self.starlette = Starlette(
             routes=routes,
-            exception_handlers={StokerError: self._stoker_error, HTTPException: self._http_error},
+            exception_handlers={
+                StokerError: self._stoker_error,
+                HTTPException: self._http_error,
+                QueueUnavailable: self._queue_unavailable,
+            },
         )
         self.system = RequireAuth(self.starlette, password)
 
@@ -101,6 +109,13 @@ class GatewayApp:
         yield "# TYPE stoker_warm_pool_ready gauge"
         warm = getattr(self.backend, "warm_replicas", None)  # optional: only backends with a warm pool have it
         yield f"stoker_warm_pool_ready {warm() if callable(warm) else 0}"
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi.document_json(), media_type="application/json")
+
+    async def _queue_unavailable(self, request: Request, exc: Exception) -> Response:
+        message = f"the queue is unavailable: {exc}"
+        return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
 
     async def _stoker_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StokerError)

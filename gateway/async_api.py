@@ -15,8 +15,8 @@ scale-up from zero, timeouts, metrics).
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -28,13 +28,16 @@ from events.callbacks import callback_headers
 from events.messages import CallStatus, Invocation, Result, fields_from_json
 from events.queue import Fields, QueueUnavailable, stream_problem
 from events.service import QueueService
+from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
+from gateway.resources import resource
 from runtime.backends.base import Backend
 from stoker.config import Config
-from stoker.errors import InvalidRequest, NotFound, PayloadTooLarge
+from stoker.errors import InvalidRequest, NotFound
 from stoker.names import InvalidName, split_qualified, validate_name
 
 ASYNC_PREFIX = "/async-function/"
+# A user's stream a trigger reads: printable, and never one of stoker's own (stoker:*), whose entries are not calls.
 # Headers of the caller that must not be replayed to the function later (hop-by-hop, or ours).
 _DROP = frozenset((b"host", b"content-length", b"connection", b"transfer-encoding", b"x-call-id", b"x-callback-url"))
 
@@ -91,6 +94,7 @@ class AsyncAPI:
         self.config = config
         self.backend = backend
         self.service = service
+        self.limits = json_limits(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
@@ -134,14 +138,12 @@ class AsyncAPI:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/system/async-result/{call_id}", self.result, methods=["GET"]),
-            Route("/system/queues", self.queues, methods=["GET"]),
-            Route("/system/queue/{function}/dead", self.dead, methods=["GET"]),
-            Route("/system/queue/{function}/replay", self.replay, methods=["POST"]),
-            Route("/system/triggers", self.list_triggers, methods=["GET"]),
-            Route("/system/triggers", self.create_trigger, methods=["POST"]),
-            Route("/system/triggers", self.delete_trigger, methods=["DELETE"]),
-            Route("/system/streams/{stream:path}", self.publish, methods=["POST"]),
+            resource("/system/async-result/{call_id}", GET=self.result),
+            resource("/system/queues", GET=self.queues),
+            resource("/system/queue/{function}/dead", GET=self.dead),
+            resource("/system/queue/{function}/replay", POST=self.replay),
+            resource("/system/triggers", GET=self.list_triggers, POST=self.create_trigger, DELETE=self.delete_trigger),
+            resource("/system/streams/{stream:path}", POST=self.publish),
         ]
 
     async def result(self, request: Request) -> Response:
@@ -175,8 +177,10 @@ class AsyncAPI:
 
     async def replay(self, request: Request) -> Response:
         fn = self._function(request.path_params["function"])
-        body = await _json(request)
-        ids = body.get("ids") if isinstance(body, dict) else None
+        body = await read_json(request, self.limits, {})
+        if not isinstance(body, dict):
+            raise InvalidRequest('expected {"ids": [DEAD_ID, ...]}, or no body to replay them all')
+        ids = body.get("ids")
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise InvalidRequest("ids must be a list of dead letter ids")
         moved = await self.service.replay(fn, ids)
@@ -201,16 +205,19 @@ class AsyncAPI:
         return JSONResponse({"function": fn, "stream": stream, "deleted": True})
 
     async def _trigger_body(self, request: Request) -> tuple[str, str]:
-        body = await _json(request)
+        body = await read_json(request, self.limits)
         if not isinstance(body, dict):
             raise InvalidRequest('expected {"function": NAME, "stream": STREAM}')
         stream = body.get("stream")
         if not isinstance(stream, str):
             raise InvalidRequest('expected {"function": NAME, "stream": STREAM}')
-        problem = stream_problem(stream.strip())
+        problem = stream_problem(stream)
         if problem:
             raise InvalidRequest(problem)
-        return self._function(str(body.get("function") or "")), stream.strip()
+        function = body.get("function")
+        if not isinstance(function, str):
+            raise InvalidRequest("function must be a function name (NAME or NAME.NAMESPACE)")
+        return self._function(function), stream
 
     async def publish(self, request: Request) -> Response:
         """One message on a user's stream: a JSON object's fields (``Content-Type: application/json``), else the
@@ -219,11 +226,11 @@ class AsyncAPI:
         problem = stream_problem(stream)
         if problem:
             raise InvalidRequest(problem)
-        raw = await _limited_body(request, self.config.max_body_bytes)
+        raw = await read_body(request, self.config.max_body_bytes)
         fields: Fields
         if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
             try:
-                fields = dict(fields_from_json(_parse_json(raw)))
+                fields = dict(fields_from_json(parse(raw, replace(self.limits, body_bytes=len(raw)))))
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
         else:
@@ -237,33 +244,3 @@ class AsyncAPI:
             return f"{validate_name(name)}.{validate_name(namespace, 'namespace')}"
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
-
-
-async def _json(request: Request) -> Any:
-    raw = await _limited_body(request, 1024 * 1024)
-    if not raw.strip():
-        return {}
-    try:
-        return _parse_json(raw)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
-        raise ValueError("the body is not JSON (or nests too deep)") from None
-
-
-async def _limited_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is over ``limit`` bytes (never held whole beyond it)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-    return bytes(body)

@@ -31,7 +31,7 @@ from stoker import bundle
 from stoker.config import Config, ConfigError
 from stoker.credentials import load_or_create_password, platform_key
 from stoker.errors import StokerError
-from stoker.spec import FunctionDeployment
+from stoker.spec import FunctionDeployment, check_values
 
 
 class PlatformError(Exception):
@@ -92,6 +92,7 @@ async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int
         if data is not None:
             bundle.check(data, max_bundle_bytes)
         dep = FunctionDeployment.from_json(fn.to_deployment(), require_code=False)
+        check_values(dep)
         check_schedule(dep)
         await subscribe(dep)
         await backend.deploy(dep, data)

@@ -41,6 +41,10 @@ class Config:
     admin_password: str = ""  # empty: read or generate $STOKER_HOME/credentials
     max_body_bytes: int = 20 * 1024 * 1024
     max_bundle_bytes: int = 50 * 1024 * 1024
+    # JSON bodies of the management API (see docs/security.md): the whole body (a deployment may add its base64
+    # source to this), and how deep arrays and objects may nest.
+    max_json_bytes: int = 1024 * 1024
+    max_json_depth: int = 64
     upstream_timeout_s: float = 300.0  # ceiling for one proxied call; each function's own timeout applies first
     ready_wait_s: float = 30.0  # how long an invocation waits for a ready replica before 503
     drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
@@ -95,7 +99,7 @@ class Config:
             raise ConfigError(f"STOKER_BACKEND: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"STOKER_PORT: {self.port} is not a TCP port (0-65535)")
-        for name in ("max_body_bytes", "max_bundle_bytes", "log_lines"):
+        for name in ("max_body_bytes", "max_bundle_bytes", "max_json_bytes", "max_json_depth", "log_lines"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
         for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "wait_queue_size"):

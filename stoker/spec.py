@@ -50,12 +50,48 @@ def parse_duration(value: str | float | int, what: str) -> float:
     return seconds
 
 
-def _str_map(value: Any, what: str) -> dict[str, str]:
+def text_field(body: dict[str, Any], key: str) -> str:
+    """An optional string field of a JSON object (absent or null: empty); InvalidRequest for any other type."""
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _texts(body: dict[str, Any], key: str) -> list[str]:
+    """An optional list of strings (absent or null: empty)."""
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"{key} must be a list of strings")
+    return value
+
+
+def _text_map(body: dict[str, Any], key: str) -> dict[str, str]:
+    """An optional object of strings (absent or null: empty), like OpenFaaS's ``map[string]string``."""
+    value = body.get(key)
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{what} must be an object of strings")
-    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidRequest(f"{key} must be an object of strings")
+    return value
+
+
+def check_values(dep: FunctionDeployment) -> None:
+    """Refuse values no backend can run: a NUL character anywhere, an environment variable name that is empty or
+    holds ``=``. Checked where deployments come in (the API, stack files), not in :meth:`FunctionDeployment.from_json`,
+    which also reads stored deployments: those must not be lost to a check added later."""
+    if any(not name or "=" in name for name in dep.envVars):
+        bad = next(name for name in dep.envVars if not name or "=" in name)
+        raise InvalidRequest(f"envVars: {bad!r} is not an environment variable name (empty, or holds '=')")
+    texts = [dep.image, dep.envProcess, *dep.constraints]
+    for table in (dep.envVars, dep.labels, dep.annotations, dep.limits, dep.requests):
+        texts += [*table, *table.values()]
+    if any("\x00" in text for text in texts):
+        raise InvalidRequest(f"function {dep.service!r}: a field of the deployment holds a NUL character")
 
 
 def _int_setting(values: dict[str, str], key: str, default: int, minimum: int) -> int:
@@ -99,30 +135,27 @@ class FunctionDeployment:
             raise InvalidRequest("the deployment must be a JSON object")
         try:
             service = validate_name(body.get("service"))
-            namespace = validate_name(body.get("namespace") or DEFAULT_NAMESPACE, "namespace")
-            secrets = [validate_name(s, "secret") for s in body.get("secrets") or []]
+            namespace = validate_name(text_field(body, "namespace") or DEFAULT_NAMESPACE, "namespace")
+            secrets = [validate_name(s, "secret") for s in _texts(body, "secrets")]
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
-        constraints = body.get("constraints") or []
-        if not isinstance(constraints, list):
-            raise InvalidRequest("constraints must be a list of strings")
-        for key in ("image", "envProcess", "source"):
-            if not isinstance(body.get(key) or "", str):
-                raise InvalidRequest(f"{key} must be a string")
+        read_only = body.get("readOnlyRootFilesystem")
+        if read_only is not None and not isinstance(read_only, bool):
+            raise InvalidRequest("readOnlyRootFilesystem must be true or false")
         dep = cls(
             service=service,
             namespace=namespace,
-            image=body.get("image") or "",
-            envProcess=body.get("envProcess") or "",
-            envVars=_str_map(body.get("envVars"), "envVars"),
-            constraints=[str(c) for c in constraints],
+            image=text_field(body, "image"),
+            envProcess=text_field(body, "envProcess"),
+            envVars=_text_map(body, "envVars"),
+            constraints=_texts(body, "constraints"),
             secrets=secrets,
-            labels=_str_map(body.get("labels"), "labels"),
-            annotations=_str_map(body.get("annotations"), "annotations"),
-            limits=_str_map(body.get("limits"), "limits"),
-            requests=_str_map(body.get("requests"), "requests"),
-            readOnlyRootFilesystem=bool(body.get("readOnlyRootFilesystem", False)),
-            source=body.get("source") or "",
+            labels=_text_map(body, "labels"),
+            annotations=_text_map(body, "annotations"),
+            limits=_text_map(body, "limits"),
+            requests=_text_map(body, "requests"),
+            readOnlyRootFilesystem=bool(read_only),
+            source=text_field(body, "source"),
         )
         if require_code and not dep.image and not dep.source:
             raise InvalidRequest(f"function {service!r}: give an image or a source bundle")
