@@ -24,6 +24,7 @@ import uvicorn
 from autoscaler.shared import CounterPublisher
 from gateway.api import check_schedule
 from gateway.app import GatewayApp
+from runtime import edgelimits
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
@@ -107,13 +108,14 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             raise PlatformError(str(exc)) from None
         sock = _bind(config.host, config.port)
         port = sock.getsockname()[1]
+        limits = edgelimits.resolve(config.header_timeout_s, config.max_header_bytes, config.max_connections)
         backend = create_backend(config, key)
         app = GatewayApp(config, backend, password)
         server = _Server(
             uvicorn.Config(
                 app,
                 lifespan="off",
-                http=CoalescingHttpToolsProtocol,
+                http=CoalescingHttpToolsProtocol.with_limits(limits),
                 loop="none",
                 access_log=False,
                 proxy_headers=False,  # the gateway is the edge; X-Forwarded-For is set by the proxy itself
