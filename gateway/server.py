@@ -82,15 +82,21 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int) -> list[str]:
+async def deploy_stack(
+    backend: Backend, stack_path: Path, max_bundle_bytes: int, max_bundle_files: int = bundle.DEFAULT_MAX_FILES
+) -> list[str]:
     """Deploy every function of a stack file straight through the backend; return their names."""
     from stoker.stack import load_stack
 
+    def packed(folder: Path) -> bytes:
+        data = bundle.pack(folder, max_bundle_bytes)
+        bundle.check(data, max_bundle_bytes, max_files=max_bundle_files)
+        return data
+
     deployed = []
     for fn in load_stack(stack_path).functions:
-        data = bundle.pack(fn.handler_dir, max_bundle_bytes) if fn.handler_dir is not None else None
-        if data is not None:
-            bundle.check(data, max_bundle_bytes)
+        # In a thread: the gateway is serving already, and packing a large folder takes a while.
+        data = await asyncio.to_thread(packed, fn.handler_dir) if fn.handler_dir is not None else None
         dep = FunctionDeployment.from_json(fn.to_deployment(), require_code=False)
         check_schedule(dep)
         await backend.deploy(dep, data)
@@ -165,7 +171,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
 
 async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url: str) -> None:
     try:
-        names = await deploy_stack(backend, stack, config.max_bundle_bytes)
+        names = await deploy_stack(backend, stack, config.max_bundle_bytes, config.max_bundle_files)
     except (StokerError, ValueError, OSError) as exc:
         print(f"stoker: deploying {stack} failed: {exc}", file=sys.stderr, flush=True)
         return

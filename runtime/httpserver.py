@@ -92,7 +92,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
-        self._in_head = True  # the next bytes belong to a request head that is not complete yet
+        self._between = True  # no request in progress: the next bytes begin a head
+        self._in_head = False  # a request head has begun and is not complete yet
         self._head_bytes = 0
         self._completed = False  # a request ended during the current data_received
         self._chunk = 0  # length of the read being parsed
@@ -124,7 +125,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if self._lingering > LINGER_BYTES:
                 self.transport.close()
             return
-        counting = self._in_head
+        counting = self._in_head or self._between
         self._completed = False
         self._chunk = len(data)
         super().data_received(data)
@@ -144,6 +145,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._between = False
+        self._in_head = True
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
         if self._lingering >= 0:
             return
@@ -166,7 +172,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._lingering >= 0:
             return
-        self._in_head = True
+        self._between = True
         self._head_bytes = 0
         self._completed = True
         super().on_message_complete()
@@ -192,12 +198,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self._in_head or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        if self._head_bytes == 0 and not hasattr(self, "url"):
+        if self._in_head and self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head behind a request still being answered: judged once that answer is out.
+            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        elif self._in_head:
+            self._refuse(408, f"the request head did not arrive within {self.limits.header_timeout_s:g}s")
+        elif self._between:
             self.transport.close()  # nothing was sent: an idle connection, closed like an expired keep-alive
-            return
-        self._refuse(408, f"the request head did not arrive within {self.limits.header_timeout_s:g}s")
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer, stop sending, and drop what the client still sends for a moment before closing: a client that
