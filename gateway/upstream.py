@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import httptools
 
-from gateway.wire import problem
+from gateway.wire import bad_token, bad_value, header_problem, problem
 from stoker.errors import InvalidRequest
 
 CONNECT_TIMEOUT_S = 2.0  # loopback and bridge networks connect in microseconds; a vanished address never answers
@@ -324,12 +324,15 @@ def encode_head(
 ) -> bytes:
     """Serialise a request's line and headers; hop-by-hop headers of the client are dropped, framing is ours.
     Raises InvalidRequest for anything that could end a line early (defence in depth: the proxy checks first)."""
-    kept = [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
-    why = problem(method, target, kept)
+    why = problem(method, target, ())
     if why is not None:
         raise InvalidRequest(why)
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    for name, value in kept:
+    for name, value in headers:
+        if name.lower() in HOP_BY_HOP:
+            continue
+        if bad_token(name) or bad_value(value) or not name:
+            raise InvalidRequest(header_problem(name, value))
         parts += (name, b": ", value, b"\r\n")
     parts += (b"content-length: ", str(body_length).encode(), b"\r\n\r\n")
     return b"".join(parts)

@@ -22,18 +22,28 @@ _METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"
 _VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
+_bad_target = _BAD_TARGET.search
+bad_token = _bad_token = _BAD_TOKEN.search  # a match: not a token (method, header name)
+bad_value = _bad_value = _BAD_VALUE.search  # a match: a character a header value cannot carry
+
+
 def problem(method: str, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Why this request cannot be written to a replica as it is, or None when it can."""
-    if method not in _METHODS and (not method or _BAD_TOKEN.search(method.encode("latin-1", "replace"))):
+    if method not in _METHODS and (not method or _bad_token(method.encode("latin-1", "replace"))):
         return f"the method {method!r} is not an HTTP token"
-    if not target or _BAD_TARGET.search(target):
+    if not target or _bad_target(target):
         return "the path or query holds a character that cannot be forwarded (space, control or non-ASCII)"
     for name, value in headers:
-        if not name or _BAD_TOKEN.search(name):
-            return f"the header name {name[:64]!r} is not an HTTP token"
-        if _BAD_VALUE.search(value):
-            return f"the header {name[:64].decode('latin-1')!r} holds a control character"
+        if _bad_token(name) or _bad_value(value) or not name:
+            return header_problem(name, value)
     return None
+
+
+def header_problem(name: bytes, value: bytes) -> str:
+    """What is wrong with a header that :func:`problem` refused."""
+    if not name or _bad_token(name):
+        return f"the header name {name[:64]!r} is not an HTTP token"
+    return f"the header {name[:64].decode('latin-1')!r} holds a control character"
 
 
 def as_target(text: str, encoding: str = "utf-8") -> bytes:
