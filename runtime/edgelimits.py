@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# A replica's heads come from the gateway: the client's (at most the gateway's limit) plus the few headers the gateway
+# adds. Its own limit leaves room for that, and for a gateway whose limit was raised somewhat.
+DEFAULT_REPLICA_MAX_HEADER_BYTES = 256 * 1024
 FD_RESERVE = 128  # descriptors kept for everything that is not a client connection (files, pipes, Redis, ...)
 MAX_DEFAULT_CONNECTIONS = 10_000  # beyond this, memory rather than descriptors is the limit; set it explicitly
 
