@@ -33,6 +33,7 @@ from events.queue import QueueUnavailable
 from events.service import QueueService
 from gateway.budget import BodyBudget
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
+from gateway.upstream import UpstreamError
 from gateway.wire import as_target
 from runtime.backends.base import Backend, FunctionRecord
 from stoker.config import Config
@@ -99,6 +100,10 @@ class ProxyInvoker:
             body = json.dumps({"error": message}).encode()
             out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
             out_headers.append((b"content-type", b"application/json"))
+        except (UpstreamError, TimeoutError) as exc:  # the replica broke off a streamed answer: a failed attempt
+            status = 502
+            body = json.dumps({"error": f"function {name!r}: its answer was cut off: {exc}"}).encode()
+            out_headers = [(b"content-type", b"application/json")]
         chunks.clear()
         keep = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out_headers if k.lower() not in _RESULT_DROP]
         return Result(status, keep, body, time.monotonic() - started, name + "." + namespace)

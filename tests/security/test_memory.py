@@ -4,6 +4,7 @@ as they come, no faster than the client reads them, so neither many bodies nor o
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import select
 import socket
 import time
@@ -18,6 +19,14 @@ from tests.security.rawhttp import Connection, request, reset_peak, rss_bytes
 MiB = 1024 * 1024
 SIZE = "def handle(event, context):\n    return str(len(event.body))\n"
 BIG = "def handle(event, context):\n    return b'x' * int(event.query['bytes'])\n"
+DIES = """
+import os, threading
+
+
+def handle(event, context):
+    threading.Timer(float(event.query["after"]), os._exit, args=(1,)).start()  # the replica dies mid-answer
+    return b"x" * (64 * 1024 * 1024)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +37,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     fns = tmp_path_factory.mktemp("fn")
     assert p.deploy("size", write_handler(fns / "size", SIZE)).status_code == 202
     assert p.deploy("big", write_handler(fns / "big", BIG)).status_code == 202
+    assert p.deploy("dies", write_handler(fns / "dies", DIES)).status_code == 202
     yield p
     p.stop()
 
@@ -139,3 +149,16 @@ def test_an_async_result_is_kept_up_to_the_body_limit(gw: Platform) -> None:
     assert large.status_code == 200
     assert large.headers["x-function-status"] == "200"
     assert "not kept" in large.json()["error"]
+
+
+def test_an_answer_the_replica_breaks_off_is_broken_off_to_the_client(gw: Platform) -> None:
+    with Connection(gw.url, timeout=30) as conn:
+        conn.send(request("GET", b"/function/dies?after=0.5"))
+        head = conn.read_head()
+        assert head.status == 200 and head.headers["content-length"] == str(64 * MiB)
+        received = len(conn.buffer)
+        with contextlib.suppress(ConnectionError):
+            while chunk := conn.sock.recv(64 * 1024):  # the client reads slowly; the replica dies meanwhile
+                received += len(chunk)
+                time.sleep(0.01)
+    assert received < 64 * MiB, "a broken answer was passed on as a complete one"
