@@ -131,9 +131,9 @@ class AsyncAPI:
         if admitted is None:
             return
         try:
-            await self._accept(scope, send, *admitted[:4])
+            await self._accept(scope, send, *admitted)
         finally:
-            self.budget.give(admitted.reserved)
+            self.budget.give(len(admitted[3]))
 
     async def _accept(
         self, scope: Scope, send: Send, record: FunctionRecord, path: bytes, query: bytes, body: bytes

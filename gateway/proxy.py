@@ -19,7 +19,6 @@ import json
 import logging
 import random
 import time
-from typing import NamedTuple
 from urllib.parse import unquote
 
 from starlette.types import Receive, Scope, Send
@@ -54,12 +53,9 @@ def split_path(raw_path: bytes, prefix: str) -> tuple[str, str, bytes] | None:
     return name, (namespace if dot else DEFAULT_NAMESPACE), b"/" + sub if slash else b"/"
 
 
-class Admitted(NamedTuple):
-    record: FunctionRecord
-    path: bytes  # below the function, still percent-encoded
-    query: bytes
-    body: bytes
-    reserved: int  # bytes of the body budget taken; give them back once the body is no longer needed
+# The function, the path below it (still percent-encoded), the query and the body, whose len() is what it took of the
+# body budget: give that back once the body is no longer needed.
+Admitted = tuple[FunctionRecord, bytes, bytes, bytes]
 
 
 async def admit(
@@ -88,7 +84,7 @@ async def admit(
     except StokerError as exc:
         await send_error(send, exc.status, str(exc), _RETRY_AFTER if exc.status == 503 else ())
         return None
-    return Admitted(record, path, query, body, len(body))
+    return record, path, query, body
 
 
 async def send_error(send: Send, status: int, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -166,8 +162,9 @@ class FunctionProxy:
         admitted = await admit(scope, receive, send, self.backend, PREFIX, self.config.max_body_bytes, self.budget)
         if admitted is None:
             return
-        record, path, query, body, reserved = admitted
+        record, path, query, body = admitted
         del admitted  # the body must go once the replica has it, even while a long answer is relayed
+        reserved = len(body)
         name, namespace = record.deployment.service, record.deployment.namespace
         call_id = ""
         headers: list[tuple[bytes, bytes]] = []
@@ -231,7 +228,9 @@ class FunctionProxy:
         gone = asyncio.ensure_future(receive())  # finishes when the client disconnects
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
-            idle_timeout = self._timeout(record)
+            idle_timeout = min(
+                record.deployment.settings.timeout_s + _GATEWAY_TIMEOUT_MARGIN_S, self.config.upstream_timeout_s
+            )
             while not gone.done():
                 part = await stream.read(idle_timeout)
                 if not part:
@@ -246,9 +245,6 @@ class FunctionProxy:
             gone.cancel()
             stream.close()
 
-    def _timeout(self, record: FunctionRecord) -> float:
-        return min(record.deployment.settings.timeout_s + _GATEWAY_TIMEOUT_MARGIN_S, self.config.upstream_timeout_s)
-
     async def _forward(
         self,
         record: FunctionRecord,
@@ -261,7 +257,7 @@ class FunctionProxy:
         it from and its endpoint, whose in-flight count the caller gives back when the body has gone out."""
         dep = record.deployment
         settings = dep.settings
-        timeout = self._timeout(record)
+        timeout = min(settings.timeout_s + _GATEWAY_TIMEOUT_MARGIN_S, self.config.upstream_timeout_s)
         failed: list[Endpoint] = []
         while True:
             endpoint = await self._acquire(record, settings.concurrency, failed)

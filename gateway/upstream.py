@@ -152,8 +152,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.stream: BodyStream | None = None
-        self.length: int | None = None
-        self.streams = False  # this answer is to be streamed (decided when its head is in)
+        self.headed = False  # the head of the answer is in, its body not yet (decided at the end of that read)
         self.received = False
         self.head = False  # a HEAD answer has headers only, whatever its content-length says
         self.closed = False
@@ -171,8 +170,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(f"invalid HTTP answer from the replica: {exc}")
             return
-        if self.streams and self.stream is None and self.waiter is not None:
-            self._hand_over()
+        if self.headed and self.waiter is not None:
+            # The head is in but not the whole answer: wait for the rest of a small one, stream a large one.
+            self.headed = False
+            self._decide()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -195,13 +196,7 @@ class _Connection(asyncio.Protocol):
             self.closed = True
             self.on_message_complete()
             return
-        length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                length = int(value) if value.isdigit() else None
-                break
-        self.length = length
-        self.streams = length is None or length > WHOLE_UP_TO
+        self.headed = True  # see data_received: most answers are complete in the read that brings their head
 
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
@@ -211,7 +206,7 @@ class _Connection(asyncio.Protocol):
         response = None
         if stream is None:
             response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
-        self.headers, self.body, self.received, self.streams, self.length = [], [], False, False, None
+        self.headers, self.body, self.received, self.headed = [], [], False, False
         if self.paused:
             self.resume()
         if keep and not self.closed:
@@ -223,14 +218,22 @@ class _Connection(asyncio.Protocol):
         elif waiter is not None and not waiter.done():
             waiter.set_result(response)  # type: ignore[arg-type]
 
-    def _hand_over(self) -> None:
-        """The head of an answer to stream is in: give the caller the answer and what has come of its body."""
+    def _decide(self) -> None:
+        """An answer whose head is in and body is not: up to WHOLE_UP_TO bytes (by content-length) it is read
+        whole; larger, or of unknown length, it goes to the caller now, with a stream for the rest."""
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else None
+                break
+        if length is not None and length <= WHOLE_UP_TO:
+            return
         stream = self.stream = BodyStream(self)
         for part in self.body:
             stream._feed(part)
         self.body = []
         waiter, self.waiter = self.waiter, None
-        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"", stream, self.length)
+        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"", stream, length)
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 

@@ -66,6 +66,9 @@ class _CoalescingTransport:
         if held is not None and not self._transport.is_closing():
             self._transport.write(held)
 
+    def is_closing(self) -> bool:  # asked once or twice per request: not through __getattr__
+        return self._transport.is_closing()
+
     def write_eof(self) -> None:
         self._flush()
         self._transport.write_eof()
@@ -92,18 +95,19 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
-        self._between = True  # no request in progress: the next bytes begin a head
-        self._in_head = False  # a request head has begun and is not complete yet
+        # A head has begun and is not complete while uvicorn's scope (made when a request begins) is not the one
+        # whose head completed last: no per-request bookkeeping for it.
+        self._headed_scope: Any = None
+        self._between = True  # no request since the last one ended: the next bytes begin a head
         self._head_bytes = 0
         self._completed = False  # a request ended during the current data_received
         self._chunk = 0  # length of the read being parsed
-        self._lingering = 0  # bytes dropped after a refusal; -1 while not refused
+        self._lingering = -1  # bytes dropped after a refusal; -1 while not refused
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wrapped: Any = _CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)
-        self._lingering = -1
         if len(self.connections) > self.limits.max_connections and not self._make_room():
             self._lingering = 0  # whatever it sends is dropped
             self.transport.write(_refusal(503, "the server is at its connection limit; retry shortly", True))
@@ -125,11 +129,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if self._lingering > LINGER_BYTES:
                 self.transport.close()
             return
-        counting = self._in_head or self._between
+        counting = self._between or self.scope is not self._headed_scope
         self._completed = False
         self._chunk = len(data)
         super().data_received(data)
-        if self._in_head and not self.transport.is_closing():
+        if self.scope is not self._headed_scope and not self.transport.is_closing():  # a head is incomplete
             # A head that began inside this read (after a pipelined request) is counted from the next read on.
             if counting and not self._completed:
                 self._head_bytes += len(data)
@@ -145,15 +149,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._between = False
-        self._in_head = True
-        super().on_message_begin()
-
     def on_headers_complete(self) -> None:
         if self._lingering >= 0:
             return
-        self._in_head = False
+        self._headed_scope = self.scope
+        self._between = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -179,7 +179,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.cycle.response_complete and not self.transport.is_closing():
+        if self.cycle.response_complete:  # (a closing connection leaves the record in connection_lost)
             self._resting[self] = None  # to the end: the oldest resting connection is closed first
 
     # limits
@@ -200,10 +200,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self._in_head and self.cycle is not None and not self.cycle.response_complete:
+        in_head = self.scope is not self._headed_scope
+        if in_head and self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head behind a request still being answered: judged once that answer is out.
             self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
-        elif self._in_head:
+        elif in_head:
             self._refuse(408, f"the request head did not arrive within {self.limits.header_timeout_s:g}s")
         elif self._between:
             self.transport.close()  # nothing was sent: an idle connection, closed like an expired keep-alive
