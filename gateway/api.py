@@ -21,7 +21,7 @@ from starlette.routing import Route
 from builder.stream import build_output
 from events.schedule import deployment_problem as schedule_problem
 from events.service import check_streams
-from gateway.jsonbody import json_limits, read_json
+from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord
@@ -199,22 +199,28 @@ class ManagementAPI:
         return await self._deploy(request, create=False)
 
     async def _deploy(self, request: Request, create: bool) -> Response:
-        body = await read_json(request, self.deploy_limits)
-        dep = FunctionDeployment.from_json(body)
-        check_values(dep)
-        check_schedule(dep)
-        bundle: bytes | None = None
-        if dep.source:
-            try:
-                bundle = base64.b64decode(dep.source, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidRequest("source is not valid base64") from None
-            check_bundle(bundle, self.config.max_bundle_bytes)
-            dep = FunctionDeployment(**{**dep.to_json(), "source": ""})
+        raw = await read_body(request, self.deploy_limits.body_bytes)
+        # Parsing, decoding and checking a bundle take time in proportion to its size and member count: in a
+        # thread, so that calls to every other function go on meanwhile.
+        dep, bundle = await asyncio.to_thread(self._parse_deployment, raw)
         if NDJSON in request.headers.get("accept", ""):
             return StreamingResponse(_progress(self._apply(dep, bundle, create)), media_type=NDJSON)
         await self._apply(dep, bundle, create)
         return Response(status_code=202)
+
+    def _parse_deployment(self, raw: bytes) -> tuple[FunctionDeployment, bytes | None]:
+        """A deployment body: the deployment (its source taken out) and its checked bundle, if it has one."""
+        dep = FunctionDeployment.from_json(parse(raw, self.deploy_limits))
+        check_values(dep)
+        check_schedule(dep)
+        if not dep.source:
+            return dep, None
+        try:
+            bundle = base64.b64decode(dep.source, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("source is not valid base64") from None
+        check_bundle(bundle, self.config.max_bundle_bytes, max_files=self.config.max_bundle_files)
+        return FunctionDeployment(**{**dep.to_json(), "source": ""}), bundle
 
     async def _apply(self, dep: FunctionDeployment, bundle: bytes | None, create: bool) -> None:
         key = (dep.service, dep.namespace)

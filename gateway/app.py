@@ -25,6 +25,7 @@ from gateway.activator import Activator
 from gateway.api import ManagementAPI, error
 from gateway.async_api import ASYNC_PREFIX, AsyncAPI, ProxyInvoker
 from gateway.auth import RequireAuth
+from gateway.budget import BodyBudget
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
 from gateway.resources import resource
@@ -43,16 +44,17 @@ class GatewayApp:
         Endpoint.gone_hook = self._replica_gone
         self.autoscaler = AutoscalerLoop(config, backend, self.metrics)
         self.activator = Activator(backend, config.wait_queue_size, self.autoscaler.scale_to)
-        self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics, self.activator)
+        self.budget = BodyBudget(config.max_inflight_body_bytes)
+        self.proxy = FunctionProxy(config, backend, self.upstream, self.metrics, self.activator, self.budget)
         self.queue = QueueService(
             open_queue(config.redis_url, config.home),
             functions=lambda: [r.deployment for r in backend.functions()],
-            invoke=ProxyInvoker(self.proxy),
+            invoke=ProxyInvoker(self.proxy, config.max_body_bytes),
             settings=worker_settings(config),
         )
         self.api = ManagementAPI(config, backend, self.metrics, self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
-        self.async_api = AsyncAPI(config, backend, self.queue)
+        self.async_api = AsyncAPI(config, backend, self.queue, self.budget)
         routes = [
             resource("/healthz", GET=self.healthz),
             resource("/metrics", GET=self.prometheus),

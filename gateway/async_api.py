@@ -10,14 +10,19 @@ Under ``/system/`` (authenticated): ``GET /system/async-result/{call_id}``, ``GE
 
 :class:`ProxyInvoker` runs a queued invocation through the gateway's own :class:`~gateway.proxy.FunctionProxy` as an
 ASGI call, so queued work gets exactly what a direct call gets (replica choice, waiting for a ready replica or a
-scale-up from zero, timeouts, metrics).
+scale-up from zero, timeouts, metrics, the checks of :mod:`gateway.wire`). The path and query are stored as the
+client sent them, still percent-encoded, and replayed so. The result it keeps is bounded by ``STOKER_MAX_BODY_BYTES``:
+a longer answer is read to its end but not kept, and the result holds the function's status with a JSON error as body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,10 +33,13 @@ from events.callbacks import callback_headers
 from events.messages import CallStatus, Invocation, Result, fields_from_json
 from events.queue import Fields, QueueUnavailable, stream_problem
 from events.service import QueueService
+from gateway.budget import BodyBudget
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
 from gateway.resources import resource
-from runtime.backends.base import Backend
+from gateway.upstream import UpstreamError
+from gateway.wire import as_target
+from runtime.backends.base import Backend, FunctionRecord
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound
 from stoker.names import InvalidName, split_qualified, validate_name
@@ -43,65 +51,99 @@ _DROP = frozenset((b"host", b"content-length", b"connection", b"transfer-encodin
 
 
 class ProxyInvoker:
-    """Runs one invocation through the gateway's proxy and returns its answer as a :class:`Result`."""
+    """Runs one invocation through the gateway's proxy and returns its answer as a :class:`Result`, whose body is
+    kept up to ``max_result_bytes``."""
 
-    def __init__(self, proxy: FunctionProxy) -> None:
+    def __init__(self, proxy: FunctionProxy, max_result_bytes: int) -> None:
         self.proxy = proxy
+        self.max_result_bytes = max_result_bytes
 
     async def __call__(self, inv: Invocation) -> Result:
         name, _, namespace = inv.function.partition(".")
-        path = PREFIX + inv.function + (inv.path if inv.path != "/" else "")
+        path = as_target(inv.path)
+        raw_path = as_target(PREFIX + inv.function) + (path if path != b"/" else b"")
         call_id = inv.call_id or inv.origin or "queued"
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in inv.headers]
+        headers = [(k.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace")) for k, v in inv.headers]
         headers.append((b"x-call-id", call_id.encode()))
         scope: dict[str, Any] = {
             "type": "http",
             "method": inv.method,
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": inv.query.encode(),
+            "path": unquote(raw_path.decode()),
+            "raw_path": raw_path,
+            "query_string": as_target(inv.query, "latin-1"),
             "headers": headers,
             "client": ("127.0.0.1", 0),
         }
         sent = False
-        status, out_headers, chunks = 0, [], []
+        status, out_headers, size = 0, [], 0
+        chunks: list[bytes] = []
 
         async def receive() -> Message:
             nonlocal sent
             if sent:
-                return {"type": "http.disconnect"}
+                await asyncio.Future()  # like a client that stays: only cancelled when the answer is complete
             sent = True
             return {"type": "http.request", "body": inv.body, "more_body": False}
 
         async def send(message: Message) -> None:
-            nonlocal status, out_headers
+            nonlocal status, out_headers, size
             if message["type"] == "http.response.start":
                 status, out_headers = message["status"], message.get("headers", [])
             elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_result_bytes:
+                    raise _ResultTooLarge()
+                chunks.append(chunk)
 
         started = time.monotonic()
-        await self.proxy(scope, receive, send)
+        try:
+            await self.proxy(scope, receive, send)
+            body = b"".join(chunks)
+        except _ResultTooLarge:
+            message = f"the function's answer is over {self.max_result_bytes} bytes (STOKER_MAX_BODY_BYTES); not kept"
+            body = json.dumps({"error": message}).encode()
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
+            out_headers.append((b"content-type", b"application/json"))
+        except (UpstreamError, TimeoutError) as exc:  # the replica broke off a streamed answer: a failed attempt
+            status = 502
+            body = json.dumps({"error": f"function {name!r}: its answer was cut off: {exc}"}).encode()
+            out_headers = [(b"content-type", b"application/json")]
+        chunks.clear()
         keep = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out_headers if k.lower() not in _RESULT_DROP]
-        return Result(status, keep, b"".join(chunks), time.monotonic() - started, name + "." + namespace)
+        return Result(status, keep, body, time.monotonic() - started, name + "." + namespace)
+
+
+class _ResultTooLarge(Exception):
+    """Raised from the invoker's ``send`` to stop reading an answer it will not keep."""
 
 
 _RESULT_DROP = frozenset((b"content-length", b"x-call-id", b"x-start-time", b"x-duration-seconds"))
 
 
 class AsyncAPI:
-    def __init__(self, config: Config, backend: Backend, service: QueueService) -> None:
+    def __init__(self, config: Config, backend: Backend, service: QueueService, budget: BodyBudget) -> None:
         self.config = config
         self.backend = backend
         self.service = service
         self.limits = json_limits(config)
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
-        admitted = await admit(scope, receive, send, self.backend, ASYNC_PREFIX, self.config.max_body_bytes)
+        admitted = await admit(
+            scope, receive, send, self.backend, ASYNC_PREFIX, self.config.max_body_bytes, self.budget
+        )
         if admitted is None:
             return
-        record, subpath, body = admitted
+        try:
+            await self._accept(scope, send, *admitted)
+        finally:
+            self.budget.give(len(admitted[3]))
+
+    async def _accept(
+        self, scope: Scope, send: Send, record: FunctionRecord, path: bytes, query: bytes, body: bytes
+    ) -> None:
         name, namespace = record.deployment.service, record.deployment.namespace
         callback = ""
         headers: list[tuple[str, str]] = []
@@ -116,8 +158,8 @@ class AsyncAPI:
         inv = Invocation(
             function=f"{name}.{namespace}",
             method=scope["method"],
-            path=subpath,
-            query=scope["query_string"].decode("latin-1"),
+            path=path.decode("latin-1"),  # as sent, still percent-encoded: replayed so (see gateway.wire)
+            query=query.decode("latin-1"),
             headers=headers,
             body=body,
             callback_url=callback,

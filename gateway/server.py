@@ -24,6 +24,7 @@ import uvicorn
 from autoscaler.shared import CounterPublisher
 from gateway.api import Subscribe, check_schedule
 from gateway.app import GatewayApp
+from runtime import edgelimits
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
@@ -81,16 +82,26 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def deploy_stack(backend: Backend, stack_path: Path, max_bundle_bytes: int, subscribe: Subscribe) -> list[str]:
+async def deploy_stack(
+    backend: Backend,
+    stack_path: Path,
+    max_bundle_bytes: int,
+    subscribe: Subscribe,
+    max_bundle_files: int = bundle.DEFAULT_MAX_FILES,
+) -> list[str]:
     """Deploy every function of a stack file straight through the backend, each subscribed to its streams first (as
     a deploy through the API is); return their names."""
     from stoker.stack import load_stack
 
+    def packed(folder: Path) -> bytes:
+        data = bundle.pack(folder, max_bundle_bytes)
+        bundle.check(data, max_bundle_bytes, max_files=max_bundle_files)
+        return data
+
     deployed = []
     for fn in load_stack(stack_path).functions:
-        data = bundle.pack(fn.handler_dir, max_bundle_bytes) if fn.handler_dir is not None else None
-        if data is not None:
-            bundle.check(data, max_bundle_bytes)
+        # In a thread: the gateway is serving already, and packing a large folder takes a while.
+        data = await asyncio.to_thread(packed, fn.handler_dir) if fn.handler_dir is not None else None
         dep = FunctionDeployment.from_json(fn.to_deployment(), require_code=False)
         check_values(dep)
         check_schedule(dep)
@@ -110,13 +121,14 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             raise PlatformError(str(exc)) from None
         sock = _bind(config.host, config.port)
         port = sock.getsockname()[1]
+        limits = edgelimits.resolve(config.header_timeout_s, config.max_header_bytes, config.max_connections)
         backend = create_backend(config, key)
         app = GatewayApp(config, backend, password)
         server = _Server(
             uvicorn.Config(
                 app,
                 lifespan="off",
-                http=CoalescingHttpToolsProtocol,
+                http=CoalescingHttpToolsProtocol.with_limits(limits),
                 loop="none",
                 access_log=False,
                 proxy_headers=False,  # the gateway is the edge; X-Forwarded-For is set by the proxy itself
@@ -166,7 +178,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
 
 async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url: str, subscribe: Subscribe) -> None:
     try:
-        names = await deploy_stack(backend, stack, config.max_bundle_bytes, subscribe)
+        names = await deploy_stack(backend, stack, config.max_bundle_bytes, subscribe, config.max_bundle_files)
     except (StokerError, ValueError, OSError) as exc:
         print(f"stoker: deploying {stack} failed: {exc}", file=sys.stderr, flush=True)
         return

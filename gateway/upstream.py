@@ -4,6 +4,14 @@ Why not httpx or aiohttp: the invoke path is the product's hot path, and a proto
 parser uvicorn uses) costs a fraction of a general client per request. It speaks exactly what replicas need: one
 request per connection at a time, content-length request bodies, content-length or chunked responses.
 
+Answers of up to :data:`WHOLE_UP_TO` bytes (by their content-length) come back whole, as before. Larger ones, and
+those of unknown length, come back as soon as their head is in, with a :class:`BodyStream` to read the rest as it
+arrives: while more than :data:`HIGH_WATER` bytes of it wait to be read (the client is slower than the replica),
+the connection stops reading from the replica, so memory per call stays bounded whatever the answer's size.
+
+Nothing unsafe is written: :func:`encode_head` refuses a request line or header that could carry a line break
+(see :mod:`gateway.wire`) with :class:`~stoker.errors.InvalidRequest`.
+
 At most once: once a request's bytes are written, a failure is reported with ``sent=True`` and never retried here
 (the replica may have run it). Only a request that never left (the connection could not be made, the pooled
 connection was already closed, or writing it failed with EPIPE because the replica had closed it) is ``sent=False``,
@@ -21,9 +29,15 @@ from collections.abc import Iterable
 
 import httptools
 
+from gateway.wire import bad_token, bad_value, header_problem, problem
+from stoker.errors import InvalidRequest
+
 CONNECT_TIMEOUT_S = 2.0  # loopback and bridge networks connect in microseconds; a vanished address never answers
 IDLE_TTL_S = 3.0  # replicas close idle keep-alive connections after 5 s (uvicorn's default); drop ours sooner
 MAX_IDLE_PER_REPLICA = 256
+WHOLE_UP_TO = 256 * 1024  # answers up to this content-length are read whole; larger or unsized ones stream
+HIGH_WATER = 256 * 1024  # a stream stops reading from the replica while this much waits for the client
+SMALL_BODY = 64 * 1024  # request bodies up to this size are copied behind the head and written with it
 HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
      b"host", b"content-length", b"expect")
@@ -38,13 +52,94 @@ class UpstreamError(Exception):
         self.sent = sent  # True when the replica may have received the request
 
 
-class UpstreamResponse:
-    __slots__ = ("body", "headers", "status")
+class BodyStream:
+    """The rest of a large answer, as it arrives. Reading it is what lets the replica send more."""
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    __slots__ = ("_buffered", "_conn", "_done", "_error", "_parts", "_paused", "_wakeup", "received")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn: _Connection | None = conn  # None once the answer is complete (the connection may serve another)
+        self._parts: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._done = False
+        self._error: UpstreamError | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self.received = 0  # bytes of the body received so far
+
+    async def read(self, timeout: float) -> bytes:
+        """What has arrived since the last read (waiting for something), ``b""`` at the end of the answer. Raises
+        UpstreamError when the replica breaks the answer off, TimeoutError when it sends nothing for ``timeout``."""
+        while not self._parts:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b""
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup
+            finally:
+                self._wakeup = None
+        data = self._parts.popleft() if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts.clear()
+        self._buffered = 0
+        if self._paused and self._conn is not None:
+            self._paused = False
+            self._conn.resume()
+        return data
+
+    def close(self) -> None:
+        """Stop reading: an answer not read to its end leaves its connection unusable, so it is closed."""
+        conn, self._conn = self._conn, None
+        self._parts.clear()
+        if conn is not None and not self._done:
+            conn.close()
+
+    # fed by the connection
+    def _feed(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._buffered += len(data)
+        self.received += len(data)
+        if self._buffered > HIGH_WATER and not self._paused and self._conn is not None:
+            self._paused = True
+            self._conn.pause()
+        self._wake()
+
+    def _end(self) -> None:
+        self._done = True
+        self._conn = None
+        self._wake()
+
+    def _fail(self, message: str) -> None:
+        self._error = UpstreamError(message, sent=True)
+        self._conn = None
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+
+class UpstreamResponse:
+    """A replica's answer: whole in ``body`` when ``stream`` is None; else ``body`` is empty and ``stream`` gives
+    the body, whose length is ``length`` (None: chunked)."""
+
+    __slots__ = ("body", "headers", "length", "status", "stream")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        stream: BodyStream | None = None,
+        length: int | None = None,
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.stream = stream
+        self.length = length
 
 
 class _Connection(asyncio.Protocol):
@@ -57,9 +152,12 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[UpstreamResponse] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.stream: BodyStream | None = None
+        self.headed = False  # the head of the answer is in, its body not yet (decided at the end of that read)
         self.received = False
         self.head = False  # a HEAD answer has headers only, whatever its content-length says
         self.closed = False
+        self.paused = False
         self.idle_since = 0.0
 
     # asyncio.Protocol
@@ -72,6 +170,11 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(f"invalid HTTP answer from the replica: {exc}")
+            return
+        if self.headed and self.waiter is not None:
+            # The head is in but not the whole answer: wait for the rest of a small one, stream a large one.
+            self.headed = False
+            self._decide()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -84,7 +187,10 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name.lower(), value))
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if self.stream is not None:
+            self.stream._feed(body)
+        else:
+            self.body.append(body)
 
     def on_headers_complete(self) -> None:
         if self.head:
@@ -92,40 +198,85 @@ class _Connection(asyncio.Protocol):
             # end the message here and drop the connection, whose parser state is now unusable.
             self.closed = True
             self.on_message_complete()
+            return
+        self.headed = True  # see data_received: most answers are complete in the read that brings their head
 
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
+        stream, self.stream = self.stream, None
         self.pool.active.discard(self)
-        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
         keep = self.parser.should_keep_alive()
-        self.headers, self.body, self.received = [], [], False
+        response = None
+        if stream is None:
+            response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        self.headers, self.body, self.received, self.headed = [], [], False, False
+        if self.paused:
+            self.resume()
         if keep and not self.closed:
             self.pool.release(self)
         else:
             self.close()
+        if stream is not None:
+            stream._end()
+        elif waiter is not None and not waiter.done():
+            waiter.set_result(response)  # type: ignore[arg-type]
+
+    def _decide(self) -> None:
+        """An answer whose head is in and body is not: up to WHOLE_UP_TO bytes (by content-length) it is read
+        whole; larger, or of unknown length, it goes to the caller now, with a stream for the rest."""
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else None
+                break
+        if length is not None and length <= WHOLE_UP_TO:
+            return
+        stream = self.stream = BodyStream(self)
+        for part in self.body:
+            stream._feed(part)
+        self.body = []
+        waiter, self.waiter = self.waiter, None
+        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"", stream, length)
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
     def _fail(self, message: str, sent: bool = True) -> None:
         waiter, self.waiter = self.waiter, None
+        stream, self.stream = self.stream, None
         self.pool.active.discard(self)
         if waiter is not None and not waiter.done():
             waiter.set_exception(UpstreamError(message, sent=sent))
+        if stream is not None:
+            stream._fail(f"{message} (after {stream.received} bytes of its answer)")
         self.close()
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closed and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, payload: bytes, head: bool = False) -> asyncio.Future[UpstreamResponse]:
+    def send(self, head: bytes, body: bytes, is_head: bool = False) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
             raise UpstreamError(f"the connection to {_where(self.pool.host, self.pool.port)} is closed", sent=False)
-        self.head = head
+        self.head = is_head
         self.waiter = asyncio.get_running_loop().create_future()
         self.pool.active.add(self)
-        self.transport.write(payload)
+        if len(body) <= SMALL_BODY:
+            self.transport.write(head + body)
+        else:  # a large body is written as it is, not copied behind the head
+            self.transport.write(head)
+            self.transport.write(body)
         return self.waiter
 
 
@@ -136,7 +287,7 @@ class _Pool:
         self.host = host
         self.port = port
         self.idle: deque[_Connection] = deque()
-        self.active: set[_Connection] = set()  # connections with a request in flight
+        self.active: set[_Connection] = set()  # connections with a request in flight (or an answer streaming)
 
     async def acquire(self) -> _Connection:
         now = time.monotonic()
@@ -183,15 +334,22 @@ def _expire(waiter: asyncio.Future[UpstreamResponse]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-def encode_request(
-    method: str, target: bytes, host: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes
+def encode_head(
+    method: str, target: bytes, host: bytes, headers: Iterable[tuple[bytes, bytes]], body_length: int
 ) -> bytes:
-    """Serialise one request; hop-by-hop headers of the client are dropped, framing is ours."""
+    """Serialise a request's line and headers; hop-by-hop headers of the client are dropped, framing is ours.
+    Raises InvalidRequest for anything that could end a line early (defence in depth: the proxy checks first)."""
+    why = problem(method, target, ())
+    if why is not None:
+        raise InvalidRequest(why)
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     for name, value in headers:
-        if name.lower() not in HOP_BY_HOP:
-            parts += (name, b": ", value, b"\r\n")
-    parts += (b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body)
+        if name.lower() in HOP_BY_HOP:
+            continue
+        if bad_token(name) or bad_value(value) or not name:
+            raise InvalidRequest(header_problem(name, value))
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"content-length: ", str(body_length).encode(), b"\r\n\r\n")
     return b"".join(parts)
 
 
@@ -211,16 +369,17 @@ class Upstream:
         body: bytes,
         timeout: float,
     ) -> UpstreamResponse:
-        """Send one request and return the whole answer; raises UpstreamError or asyncio.TimeoutError. ``host`` may
-        be the path of a Unix socket (``port`` is then unused)."""
+        """Send one request and return the answer (see :class:`UpstreamResponse`) once its head is in, within
+        ``timeout``; raises InvalidRequest (nothing sent), UpstreamError or TimeoutError. ``host`` may be the path of a
+        Unix socket (``port`` is then unused)."""
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(host, port)
         authority = b"localhost" if host[0] == "/" else f"{host}:{port}".encode()
-        payload = encode_request(method, target, authority, headers, body)
+        head = encode_head(method, target, authority, headers, len(body))
         conn = await pool.acquire()
-        waiter = conn.send(payload, head=method == "HEAD")
+        waiter = conn.send(head, body, is_head=method == "HEAD")
         # call_later and a future are cheaper than asyncio.timeout() on a path taken thousands of times a second
         timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
         try:

@@ -11,6 +11,9 @@ Variables (of-watchdog names where OpenFaaS has one, so OpenFaaS images and stac
   ``STOKER_HOST`` (default 0.0.0.0).
 - ``STOKER_SECRETS_DIR``: default ``/var/openfaas/secrets``.
 - ``STOKER_DRAIN_TIMEOUT``: how long in-flight calls may take to finish after SIGTERM (default: exec_timeout).
+- ``STOKER_HEADER_TIMEOUT_S``, ``STOKER_MAX_HEADER_BYTES``, ``STOKER_MAX_CONNECTIONS``: the limits of the replica's
+  HTTP server, as for the gateway (:mod:`runtime.edgelimits`; defaults 10 s, 256 KiB: room for the gateway's 64 KiB
+  and the headers it adds, and derived from the open-files limit).
 
 :meth:`ReplicaConfig.from_env` has no side effects; it raises :class:`ConfigError` naming the variable.
 """
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.edgelimits import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_REPLICA_MAX_HEADER_BYTES
 from stoker.errors import InvalidRequest
 from stoker.names import InvalidName, validate_name
 from stoker.spec import FunctionDeployment, parse_duration
@@ -52,6 +56,9 @@ class ReplicaConfig:
     port: int = DEFAULT_PORT
     secrets_dir: Path = Path(DEFAULT_SECRETS_DIR)
     drain_timeout_s: float = DEFAULT_EXEC_TIMEOUT_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_header_bytes: int = DEFAULT_REPLICA_MAX_HEADER_BYTES
+    max_connections: int = 0  # 0: derived from the open-files limit
 
     @property
     def module_name(self) -> str:
@@ -101,6 +108,13 @@ class ReplicaConfig:
             port=_int("port", get("port"), DEFAULT_PORT, 1, 65535),
             secrets_dir=Path(get("STOKER_SECRETS_DIR") or DEFAULT_SECRETS_DIR),
             drain_timeout_s=_duration("STOKER_DRAIN_TIMEOUT", get("STOKER_DRAIN_TIMEOUT"), exec_timeout),
+            header_timeout_s=_duration(
+                "STOKER_HEADER_TIMEOUT_S", get("STOKER_HEADER_TIMEOUT_S"), DEFAULT_HEADER_TIMEOUT_S
+            ),
+            max_header_bytes=_int(
+                "STOKER_MAX_HEADER_BYTES", get("STOKER_MAX_HEADER_BYTES"), DEFAULT_REPLICA_MAX_HEADER_BYTES, 1024, None
+            ),
+            max_connections=_int("STOKER_MAX_CONNECTIONS", get("STOKER_MAX_CONNECTIONS"), 0, 0, None),
         )
 
 

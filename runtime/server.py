@@ -27,7 +27,7 @@ from types import FrameType
 
 import uvicorn
 
-from runtime import codesign
+from runtime import codesign, edgelimits
 from runtime.app import ReplicaApp
 from runtime.codesign import UNPACK_VAR, CodeSignatureError
 from runtime.config import ConfigError, ReplicaConfig
@@ -158,11 +158,12 @@ class Replica:
         else:
             assert generic is not None
             self.app = GenericApp(generic.key, generic.workdir, self._specialised, self._specialise_failed)
+        limits = edgelimits.resolve(config.header_timeout_s, config.max_header_bytes, config.max_connections)
         self.server = _Server(
             uvicorn.Config(
                 self.app,
                 loop="uvloop",
-                http=CoalescingHttpToolsProtocol,
+                http=CoalescingHttpToolsProtocol.with_limits(limits),
                 ws="none",
                 lifespan="off",
                 access_log=False,

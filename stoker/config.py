@@ -45,6 +45,12 @@ class Config:
     # source to this), and how deep arrays and objects may nest.
     max_json_bytes: int = 1024 * 1024
     max_json_depth: int = 64
+    max_bundle_files: int = 10_000  # members of a code bundle (413 beyond)
+    # The public edge (docs/security.md, "Limits at the edge"); the replicas have the same limits, set apart.
+    header_timeout_s: float = 10.0  # a request head must arrive within this (408, or closed when nothing came)
+    max_header_bytes: int = 64 * 1024  # request line and headers (431 beyond)
+    max_connections: int = 0  # client connections open at once; 0: derived from the open-files limit at start
+    max_inflight_body_bytes: int = 256 * 1024 * 1024  # request bodies held in memory at once (503 beyond)
     upstream_timeout_s: float = 300.0  # ceiling for one proxied call; each function's own timeout applies first
     ready_wait_s: float = 30.0  # how long an invocation waits for a ready replica before 503
     drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
@@ -99,9 +105,26 @@ class Config:
             raise ConfigError(f"STOKER_BACKEND: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"STOKER_PORT: {self.port} is not a TCP port (0-65535)")
-        for name in ("max_body_bytes", "max_bundle_bytes", "max_json_bytes", "max_json_depth", "log_lines"):
+        for name in (
+            "max_body_bytes",
+            "max_bundle_bytes",
+            "max_bundle_files",
+            "max_json_bytes",
+            "max_json_depth",
+            "log_lines",
+            "header_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        if self.max_header_bytes < 1024:
+            raise ConfigError(f"STOKER_MAX_HEADER_BYTES: must be at least 1024, got {self.max_header_bytes}")
+        if self.max_connections < 0:
+            raise ConfigError(f"STOKER_MAX_CONNECTIONS: must be 0 (derived) or more, got {self.max_connections}")
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ConfigError(
+                f"STOKER_MAX_INFLIGHT_BODY_BYTES: must be at least STOKER_MAX_BODY_BYTES ({self.max_body_bytes}), "
+                f"got {self.max_inflight_body_bytes}"
+            )
         for name in ("upstream_timeout_s", "ready_wait_s", "drain_timeout_s", "autoscale_tick_s", "wait_queue_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")

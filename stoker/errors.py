@@ -9,6 +9,7 @@ answer without a table of its own:
 - ``PayloadTooLarge`` (413): a body or bundle over the configured limit.
 - ``DeployFailed`` (422): the function could not start (syntax or import error in the handler, and so on).
 - ``BackendUnavailable`` (503): the orchestrator cannot be reached.
+- ``Busy`` (503): the gateway is at a limit of its own (for example request bodies held in memory); retry shortly.
 """
 
 from __future__ import annotations
@@ -39,4 +40,8 @@ class DeployFailed(StokerError):
 
 
 class BackendUnavailable(StokerError):
+    status = 503
+
+
+class Busy(StokerError):
     status = 503

@@ -85,6 +85,7 @@ class LocalBackend(SlotBackend[_Function]):
         self.root = config.home / "local"
         self.secrets = FileSecretStore(config.home / "secrets")
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
+        self._files = asyncio.Lock()  # bundles and code on disk change one thread at a time
         self._pool: WarmPool | None = None
         self._launcher: Launcher | None = None
         self._watcher: subprocess.Popen[bytes] | None = None
@@ -146,12 +147,14 @@ class LocalBackend(SlotBackend[_Function]):
             )
         require_secrets(self.secrets, deployment)
         memory_limit(deployment)  # refused here, before anything is written, when it cannot be honoured
-        digest = bundle.digest(bundle_bytes)
-        signature = bundle.sign(self.key, bundle_bytes)
+        # Hashing, writing and unpacking a bundle take time in proportion to its size and member count: in a
+        # thread, never in the event loop that serves every call. One at a time (with garbage collection too), so
+        # two deploys of the same code never unpack into the same folder at once.
+        digest = await asyncio.to_thread(bundle.digest, bundle_bytes)
         self._pinned.append(digest)
         try:
-            _write_atomic(self.root / "bundles" / f"{digest}.tar.gz", bundle_bytes)
-            self._materialize(digest, signature)
+            async with self._files:
+                signature = await asyncio.to_thread(self._store, digest, bundle_bytes)
             old = self._functions.get((deployment.service, deployment.namespace))
             if old is None:
                 await self._create(deployment, digest, signature)
@@ -160,7 +163,7 @@ class LocalBackend(SlotBackend[_Function]):
                     await self._update(old, deployment, digest, signature)
         finally:
             self._pinned.remove(digest)
-            self._collect_garbage()
+            await self._collect_garbage()
 
     async def _create(self, dep: FunctionDeployment, digest: str, signature: str) -> None:
         replicas = max(dep.settings.min_replicas, 1)
@@ -204,7 +207,7 @@ class LocalBackend(SlotBackend[_Function]):
             (self.root / "functions" / namespace / f"{name}.json").unlink(missing_ok=True)
             await asyncio.gather(*(slot.stop() for slot in fn.slots))
             fn.log.delete()
-        self._collect_garbage()
+        await self._collect_garbage()
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._existing(name, namespace)
@@ -276,9 +279,16 @@ class LocalBackend(SlotBackend[_Function]):
             raise InvalidRequest(f"bundle {digest}: the signature does not match; refusing to run it")
         tmp = target.with_name(digest + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        bundle.unpack(data, tmp, self.config.max_bundle_bytes)
+        bundle.unpack(data, tmp, self.config.max_bundle_bytes)  # signed: checked when it was deployed
         os.replace(tmp, target)
         return target
+
+    def _store(self, digest: str, data: bytes) -> str:
+        """Write a bundle and its extracted code (in a thread); return its signature."""
+        signature = bundle.sign(self.key, data)
+        _write_atomic(self.root / "bundles" / f"{digest}.tar.gz", data)
+        self._materialize(digest, signature)
+        return signature
 
     def _save(self, fn: _Function) -> None:
         dep = fn.record.deployment
@@ -291,9 +301,13 @@ class LocalBackend(SlotBackend[_Function]):
         }
         _write_atomic(self.root / "functions" / dep.namespace / f"{dep.service}.json", json.dumps(state).encode())
 
-    def _collect_garbage(self) -> None:
-        """Delete bundles and code no function uses any more."""
-        used = {fn.digest for fn in self._functions.values()} | set(self._pinned)
+    async def _collect_garbage(self) -> None:
+        """Delete bundles and code no function uses any more (in a thread: a folder can hold 10,000 files)."""
+        async with self._files:
+            used = {fn.digest for fn in self._functions.values()} | set(self._pinned)
+            await asyncio.to_thread(self._delete_unused, used)
+
+    def _delete_unused(self, used: set[str]) -> None:
         for folder, suffix in (("bundles", ".tar.gz"), ("code", "")):
             for path in (self.root / folder).glob("*"):
                 digest = path.name.removesuffix(suffix)
