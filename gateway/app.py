@@ -27,6 +27,7 @@ from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
 from gateway.upstream import Upstream
 from runtime.backends.base import Backend, Endpoint
+from stoker.atomicfile import is_full
 from stoker.config import Config
 from stoker.errors import StokerError
 
@@ -58,7 +59,11 @@ class GatewayApp:
         ]
         self.starlette = Starlette(
             routes=routes,
-            exception_handlers={StokerError: self._stoker_error, HTTPException: self._http_error},
+            exception_handlers={
+                StokerError: self._stoker_error,
+                HTTPException: self._http_error,
+                OSError: self._os_error,
+            },
         )
         self.system = RequireAuth(self.starlette, password)
 
@@ -105,6 +110,13 @@ class GatewayApp:
     async def _stoker_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StokerError)
         return error(exc.status, str(exc))
+
+    async def _os_error(self, request: Request, exc: Exception) -> Response:
+        """A file or socket error no route turned into a StokerError: still a JSON answer naming the cause (507
+        when the disk is full)."""
+        assert isinstance(exc, OSError)
+        filename = f" ({exc.filename})" if exc.filename else ""
+        return error(507 if is_full(exc) else 500, f"{exc.strerror or exc}{filename}")
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

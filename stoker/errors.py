@@ -9,6 +9,8 @@ answer without a table of its own:
 - ``PayloadTooLarge`` (413): a body or bundle over the configured limit.
 - ``DeployFailed`` (422): the function could not start (syntax or import error in the handler, and so on).
 - ``BackendUnavailable`` (503): the orchestrator cannot be reached.
+- ``StateNotSaved`` (500): a state file under ``STOKER_HOME`` could not be written (nothing was changed);
+  ``StorageFull`` (507), its subclass: because the file system is full.
 """
 
 from __future__ import annotations
@@ -40,3 +42,11 @@ class DeployFailed(StokerError):
 
 class BackendUnavailable(StokerError):
     status = 503
+
+
+class StateNotSaved(StokerError):
+    status = 500
+
+
+class StorageFull(StateNotSaved):
+    status = 507

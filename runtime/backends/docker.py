@@ -72,7 +72,7 @@ from runtime.backends.slots import (
 )
 from runtime.pool import WarmPool
 from stoker.config import Config, ConfigError
-from stoker.errors import DeployFailed, StokerError
+from stoker.errors import DeployFailed, StateNotSaved, StokerError
 from stoker.spec import FunctionDeployment
 
 
@@ -158,7 +158,9 @@ class DockerBackend(SlotBackend[_Function]):
             self._functions[fn.key] = fn
             for c in current:
                 self._add_slot(fn, adopt=c.id)
-            self._save(fn)
+            unsaved = self._try_save(fn)
+            if unsaved is not None:  # it runs; the next change that saves will write it
+                print(f"stoker: {unsaved}", flush=True)
         if self.config.pool_size > 0:
             memory = memory_bytes(self.settings.memory, "STOKER_DOCKER_MEMORY")
             starter = ContainerStarter(self.client, self.settings, self._base_image, self.owner, memory)
@@ -260,14 +262,16 @@ class DockerBackend(SlotBackend[_Function]):
             for _ in range(replicas):
                 self._add_slot(fn)
             failure = await first_outcome(fn.slots, self._ready_wait_s)
-            if failure is not None:
+            unsaved = self._try_save(fn) if failure is None else None
+            if failure is not None or unsaved is not None:
                 await asyncio.gather(*(slot.stop() for slot in fn.slots))
                 del self._functions[fn.key]
                 fn.log.close()
                 if code.volume:
                     await asyncio.to_thread(remove_volume, self.client, code.volume)
+                if unsaved is not None:  # not on disk, so not deployed: a restart would not bring it back
+                    raise unsaved
                 raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
-            self._save(fn)
 
     async def _update(self, fn: _Function, dep: FunctionDeployment, code: FunctionCode) -> None:
         settings = dep.settings
@@ -279,18 +283,20 @@ class DockerBackend(SlotBackend[_Function]):
         for _ in range(replicas):
             self._add_slot(fn)
         failure = await first_outcome(fn.slots, self._ready_wait_s)
-        if failure is not None:
+        unsaved = self._try_save(fn, replicas) if failure is None else None
+        if failure is not None or unsaved is not None:
             new_slots = fn.slots
             fn.record.deployment, fn.version, fn.slots, fn.secrets_volume, fn.code = previous
             await asyncio.gather(*(slot.stop() for slot in new_slots))
             if code.volume and code.volume != fn.code.volume:
                 await asyncio.to_thread(remove_volume, self.client, code.volume)
+            if unsaved is not None:  # the saved state is the previous version's, so is what serves
+                raise unsaved
             raise DeployFailed(
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
         fn.record.replicas = replicas
         fn.record.message = ""
-        self._save(fn)
         old_volumes = [old for old, new in ((previous[4].volume, code.volume), (previous[3], volume)) if old != new]
         self._in_background(self._retire(fn.slots, previous[2], old_volumes))
 
@@ -332,22 +338,31 @@ class DockerBackend(SlotBackend[_Function]):
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._existing(name, namespace)
         async with fn.lock:
+            self._save(fn, replicas)  # saved first: a change that cannot be kept is not made either
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
                 self._add_slot(fn, warm=True)
             if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
                 fn.slots, retired = retire_least_busy(fn.slots, replicas)
                 self._in_background(stop_all(retired))
-            self._save(fn)
 
     # --- internals -----------------------------------------------------------------------------------------
     @property
     def _ready_wait_s(self) -> float:
         return max(self.config.ready_wait_s, 60.0)  # containers start slower than processes
 
-    def _save(self, fn: _Function) -> None:
+    def _try_save(self, fn: _Function, replicas: int | None = None) -> StateNotSaved | None:
+        try:
+            self._save(fn, replicas)
+        except StateNotSaved as exc:
+            return exc
+        return None
+
+    def _save(self, fn: _Function, replicas: int | None = None) -> None:
+        """Write the function's state (with ``replicas`` instead of the current count when given)."""
         r = fn.record
-        self.files.save(SavedFunction(r.deployment, r.replicas, r.created_at, fn.version, fn.secrets_volume, fn.code))
+        count = r.replicas if replicas is None else replicas
+        self.files.save(SavedFunction(r.deployment, count, r.created_at, fn.version, fn.secrets_volume, fn.code))
 
     def _add_slot(self, fn: _Function, adopt: str = "", warm: bool = False) -> None:
         """Start one more replica (or adopt container ``adopt``); with ``warm``, from the pool when it can."""
