@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events import schedule
-from events.callbacks import post_callback
+from events.callbacks import DEFAULT_POLICY, post_callback
 from events.messages import Invocation, Result, new_call_id
 from events.queue import CallRecord, Queue, QueueUnavailable, StreamInfo, async_stream, dead_stream, group_of
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
 from events.worker import FunctionWorker, Invoke, WorkerSettings, log
+from stoker.callback_policy import CallbackPolicy
 from stoker.spec import FunctionDeployment
 
 STREAM_ANNOTATION = "com.stoker.queue.stream"
@@ -69,8 +70,10 @@ class QueueService:
         invoke: Invoke,
         settings: WorkerSettings,
         sync_interval_s: float = 1.0,
+        callback_policy: CallbackPolicy = DEFAULT_POLICY,
     ) -> None:
         self.queue = queue
+        self.callback_policy = callback_policy
         self.functions = functions
         self.invoke = invoke
         self.settings = settings
@@ -116,7 +119,7 @@ class QueueService:
             task.add_done_callback(self._callbacks.discard)
 
     async def _callback(self, inv: Invocation, result: Result) -> None:
-        problem = await post_callback(inv.callback_url, inv.call_id, result)
+        problem = await post_callback(inv.callback_url, inv.call_id, result, policy=self.callback_policy)
         if problem:
             log(f"{inv.function} call {inv.call_id}: {problem}")
 

@@ -28,6 +28,7 @@ from gateway.proxy import PREFIX, FunctionProxy
 from gateway.upstream import Upstream
 from runtime.backends.base import Backend, Endpoint
 from stoker.atomicfile import is_full
+from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
 from stoker.errors import StokerError
 
@@ -48,6 +49,7 @@ class GatewayApp:
             functions=lambda: [r.deployment for r in backend.functions()],
             invoke=ProxyInvoker(self.proxy),
             settings=worker_settings(config),
+            callback_policy=CallbackPolicy.parse(config.callback_allow),
         )
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue)

@@ -23,12 +23,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from events.callbacks import callback_headers
+from events.callbacks import CallbackRefused, callback_headers, check_url
 from events.messages import CallStatus, Invocation, Result
 from events.queue import QueueUnavailable
 from events.service import QueueService
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
 from runtime.backends.base import Backend
+from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound
 from stoker.names import InvalidName, split_qualified, validate_name
@@ -90,6 +91,7 @@ class AsyncAPI:
         self.config = config
         self.backend = backend
         self.service = service
+        self.callback_policy = CallbackPolicy.parse(config.callback_allow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
@@ -105,9 +107,12 @@ class AsyncAPI:
                 callback = value.decode("latin-1")
             elif key not in _DROP:
                 headers.append((key.decode("latin-1"), value.decode("latin-1")))
-        if callback and not callback.startswith(("http://", "https://")):
-            await send_error(send, 400, f"X-Callback-Url: {callback!r} is not an http(s) URL")
-            return
+        if callback:
+            try:
+                await check_url(callback, self.callback_policy)  # and again at delivery: names can change
+            except CallbackRefused as exc:
+                await send_error(send, 400, str(exc))
+                return
         inv = Invocation(
             function=f"{name}.{namespace}",
             method=scope["method"],
