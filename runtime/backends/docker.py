@@ -2,8 +2,9 @@
 
 Source bundles are built into images by :mod:`builder` (base, dependency layer, code layer; content-tagged, so an
 unchanged function is not rebuilt); a deployment with ``image`` and no source runs that image (any OpenFaaS-style
-image serving HTTP on 8080). Replicas join a dedicated bridge network and the gateway, on the host, reaches their
-addresses directly. The containers' labels carry the owner, function, version and the deployment itself, and
+image serving HTTP on 8080). Replicas join the platform's own bridge network, on which containers cannot reach one
+another (:mod:`.docker_network`), and the gateway, on the host, reaches their addresses directly. The containers'
+labels carry the owner, function, version and the deployment itself, and
 :mod:`.docker_state` keeps each function in ``$STOKER_HOME/docker`` too (for functions at zero and replicas that came
 from the pool), so a restarted platform restores every function and adopts the containers it finds instead of
 starting duplicates.
@@ -36,6 +37,7 @@ from builder.function import build_function
 from builder.reference import validate_reference
 from builder.stream import build_output
 from runtime import codesign
+from runtime.backends import docker_network
 from runtime.backends.base import FunctionRecord
 from runtime.backends.docker_config import (
     BUNDLE_DIR,
@@ -106,6 +108,8 @@ class DockerBackend(SlotBackend[_Function]):
             raise ConfigError(f"the docker backend cannot start: {exc}") from None
         # Containers of another platform (another STOKER_HOME) on the same engine are never adopted nor touched.
         self.owner = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
+        if not self.settings.network:  # the platform's own network, isolated (docker_network.py)
+            self.settings = replace(self.settings, network=docker_network.default_name(self.owner))
         self.root = config.home / "docker"
         self.secrets = FileSecretStore(config.home / "secrets", on_update=self._secret_updated)
         self.files = FunctionFiles(self.root / "functions")
@@ -177,12 +181,7 @@ class DockerBackend(SlotBackend[_Function]):
         return self._base
 
     def _ensure_network(self) -> None:
-        import docker.errors
-
-        try:
-            self.client.networks.get(self.settings.network)
-        except docker.errors.NotFound:
-            self.client.networks.create(self.settings.network, driver="bridge", labels={"com.stoker.network": "1"})
+        docker_network.ensure(self.client, self.settings.network, self.owner)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -196,6 +195,8 @@ class DockerBackend(SlotBackend[_Function]):
             # Bundle and secret volumes stay: the functions are restored from $STOKER_HOME at the next start and
             # their new containers mount them (they go on update and remove).
             await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
+            # Networks come from a small address pool shared by the engine: the next start creates it again.
+            await asyncio.to_thread(docker_network.remove_if_ours, self.client, self.settings.network, self.owner)
         for fn in self._functions.values():
             fn.log.close()
         self._functions.clear()
