@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +129,34 @@ def test_what_the_bridge_does_not_block_is_what_the_docs_say(platform: Platform,
     finally:
         everywhere.close()
         loopback.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables"), reason="needs root and iptables")
+def test_the_firewall_rule_in_the_docs_closes_the_host(platform: Platform, engine: Any) -> None:
+    """docs/security.md's two rules for the platform's interface: host services on 0.0.0.0 become unreachable from
+    functions, and the gateway still reaches its replicas (the replies are ESTABLISHED)."""
+    owner = _owner(platform)
+    interface = bridge_name(owner)
+    gateway = engine.networks.get(default_name(owner)).attrs["IPAM"]["Config"][0]["Gateway"]
+    accept = ["INPUT", "-i", interface, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
+    drop = ["INPUT", "-i", interface, "-j", "DROP"]
+    everywhere, _ = _listen("0.0.0.0")
+    subprocess.run(["iptables", "-I", *accept], check=True)
+    try:
+        subprocess.run(["iptables", "-I", drop[0], "2", *drop[1:]], check=True)
+        try:
+            assert _probe(platform, gateway, everywhere.getsockname()[1])["reached"] is False
+            assert httpx.post(f"{platform.url}/function/target", timeout=30).text == "target"
+        finally:
+            subprocess.run(["iptables", "-D", *drop], check=True)
+    finally:
+        subprocess.run(["iptables", "-D", *accept], check=True)
+        everywhere.close()
+    again, _ = _listen("0.0.0.0")
+    try:
+        assert _probe(platform, gateway, again.getsockname()[1])["reached"] is True  # the rules are gone
+    finally:
+        again.close()
 
 
 def test_the_network_goes_with_the_platform(engine: Any, tmp_path: Path) -> None:
