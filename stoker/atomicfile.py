@@ -57,8 +57,12 @@ def private_dir(path: Path) -> Path:
             break
         folder = folder.parent
     for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue  # made meanwhile by another writer
         os.chmod(folder, PRIVATE_DIR)  # mkdir's mode goes through the umask
     return path
 
