@@ -67,10 +67,10 @@ class FunctionLog:
         prefix = f"{ts:.6f}\t{instance}\t"
         data = (prefix + ("\n" + prefix).join(texts) + "\n").encode("utf-8", "surrogateescape")
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            self._size += len(data)
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write: only on a nearly full disk
+                written += os.write(self._fd, data[written:])
+            self._size += written
             if self._size > MAX_FILE_BYTES:
                 self._trim()
         except (OSError, StateNotSaved) as exc:
