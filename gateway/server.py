@@ -29,10 +29,12 @@ from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
 from stoker import bundle
+from stoker.atomicfile import private_dir
 from stoker.config import Config, ConfigError
 from stoker.credentials import load_or_create_password, platform_key
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment
+from stoker.statehome import UMASK
 from stoker.statehome import prepare as prepare_home
 
 
@@ -56,10 +58,11 @@ class _Server(uvicorn.Server):
 
 def _lock_home(home: Path) -> IO[str]:
     try:
-        prepare_home(home)
+        os.umask(UMASK)
+        private_dir(home)
+        handle = open(home / "platform.lock", "w")  # noqa: SIM115 -- held for the process's lifetime
     except OSError as exc:
         raise PlatformError(f"STOKER_HOME: cannot use {home}: {exc.strerror or exc}") from None
-    handle = open(home / "platform.lock", "w")  # noqa: SIM115 -- held for the process's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -69,6 +72,11 @@ def _lock_home(home: Path) -> IO[str]:
         ) from None
     handle.write(str(os.getpid()))
     handle.flush()
+    try:
+        prepare_home(home)  # ours alone now: tighten what is there
+    except OSError as exc:
+        handle.close()
+        raise PlatformError(f"STOKER_HOME: cannot make {home} private: {exc.strerror or exc}") from None
     return handle
 
 

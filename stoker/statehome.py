@@ -62,7 +62,10 @@ def tighten(home: Path) -> list[Path]:
         mode = stat.S_IMODE(st.st_mode)
         wanted = PRIVATE_DIR if is_dir else mode & 0o700
         if mode != wanted and mode & 0o077:
-            os.chmod(path, wanted)
+            try:
+                os.chmod(path, wanted)
+            except FileNotFoundError:  # removed meanwhile
+                return
             changed.append(path)
 
     fix(home, True)
