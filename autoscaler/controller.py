@@ -31,6 +31,7 @@ from runtime.backends.base import Backend
 from stoker.config import Config, ConfigError
 from stoker.credentials import platform_key
 from stoker.errors import StokerError
+from stoker.statehome import prepare as prepare_home
 
 
 class Controller:
@@ -181,7 +182,10 @@ def check(config: Config) -> None:
 async def run(config: Config) -> None:
     check(config)
     try:
+        prepare_home(config.home)
         key = platform_key(config.home, config.platform_key_file)
+    except OSError as exc:
+        raise ConfigError(f"STOKER_HOME: cannot use {config.home}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     backend = create_backend(config, key)

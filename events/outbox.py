@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import logging
 
-from events.callbacks import post_callback
+from events.callbacks import DEFAULT_POLICY, post_callback
 from events.consumer import StreamConsumer
 from events.messages import Callback
 from events.queue import CALLBACK_GROUP, CALLBACK_STREAM, Message, Queue
+from stoker.callback_policy import CallbackPolicy
 
 logger = logging.getLogger(__name__)
 
 
 class CallbackOutbox(StreamConsumer):
-    def __init__(self, queue: Queue, consumer: str, concurrency: int, claim_idle_s: float, block_s: float) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        consumer: str,
+        concurrency: int,
+        claim_idle_s: float,
+        block_s: float,
+        policy: CallbackPolicy = DEFAULT_POLICY,
+    ) -> None:
         super().__init__(
             queue, "callbacks", [CALLBACK_STREAM], CALLBACK_GROUP, consumer, concurrency, claim_idle_s, block_s
         )
+        self.policy = policy  # checked again at delivery: a name may resolve elsewhere than when the call was taken
 
     async def handle(self, msg: Message) -> None:
         try:
@@ -34,7 +44,7 @@ class CallbackOutbox(StreamConsumer):
             logger.warning("callback outbox: dropping entry %s: %s", msg.id, exc)
             await self.queue.ack(msg.stream, self.group, [msg.id], delete=True)
             return
-        problem = await post_callback(callback.url, callback.call_id, callback.result)
+        problem = await post_callback(callback.url, callback.call_id, callback.result, policy=self.policy)
         if problem:
             logger.warning("%s call %s: %s", callback.result.function, callback.call_id, problem)
             await self.queue.note_callback(callback.call_id, problem)

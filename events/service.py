@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events import schedule
+from events.callbacks import DEFAULT_POLICY
 from events.messages import Invocation, new_call_id
 from events.outbox import CallbackOutbox
 from events.queue import (
@@ -35,6 +36,7 @@ from events.queue import (
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
 from events.worker import FunctionWorker, Invoke, WorkerSettings, log
+from stoker.callback_policy import CallbackPolicy
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
 
@@ -96,8 +98,10 @@ class QueueService:
         invoke: Invoke,
         settings: WorkerSettings,
         sync_interval_s: float = 1.0,
+        callback_policy: CallbackPolicy = DEFAULT_POLICY,
     ) -> None:
         self.queue = queue
+        self.callback_policy = callback_policy
         self.functions = functions
         self.invoke = invoke
         self.settings = settings
@@ -108,7 +112,7 @@ class QueueService:
         self._cron_broken: set[tuple[str, str]] = set()  # schedules whose failure was logged (once each)
         self._loop: asyncio.Task[None] | None = None
         self.outbox = CallbackOutbox(
-            queue, self.consumer, settings.concurrency, settings.claim_idle_s, settings.block_s
+            queue, self.consumer, settings.concurrency, settings.claim_idle_s, settings.block_s, callback_policy
         )
         self._outbox_task: asyncio.Task[None] | None = None
 

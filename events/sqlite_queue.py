@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from pathlib import Path
 
 import msgpack
 
-from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, StreamInfo
+from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, QueueUnavailable, StreamInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, fields BLOB NOT NULL);
@@ -54,6 +55,9 @@ class SQLiteQueue:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # Private from the start (queued bodies carry callers' Authorization headers); SQLite gives its -wal and
+        # -shm files the database's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -78,12 +82,15 @@ class SQLiteQueue:
         return self._add(stream, fields)
 
     async def enqueue_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            msg_id = self._add(stream, {"m": data})
-            self.db.execute(
-                "INSERT OR REPLACE INTO calls VALUES (?, 'queued', NULL, ?, NULL)", (call_id, time.time() + ttl_s)
-            )
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                msg_id = self._add(stream, {"m": data})
+                self.db.execute(
+                    "INSERT OR REPLACE INTO calls VALUES (?, 'queued', NULL, ?, NULL)", (call_id, time.time() + ttl_s)
+                )
+        except sqlite3.OperationalError as exc:  # "database or disk is full", I/O errors: rolled back, not stored
+            raise QueueUnavailable(f"{self.path}: {exc}") from None
         return msg_id
 
     async def ensure_group(self, stream: str, group: str, from_start: bool) -> None:

@@ -31,6 +31,8 @@ from gateway.proxy import PREFIX, FunctionProxy
 from gateway.resources import resource
 from gateway.upstream import Upstream
 from runtime.backends.base import Backend, Endpoint
+from stoker.atomicfile import is_full
+from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
 from stoker.errors import StokerError
 
@@ -51,6 +53,7 @@ class GatewayApp:
             functions=lambda: [r.deployment for r in backend.functions()],
             invoke=ProxyInvoker(self.proxy, config.max_body_bytes),
             settings=worker_settings(config),
+            callback_policy=CallbackPolicy.parse(config.callback_allow),
         )
         self.api = ManagementAPI(config, backend, self.metrics, self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
@@ -68,6 +71,7 @@ class GatewayApp:
                 StokerError: self._stoker_error,
                 HTTPException: self._http_error,
                 QueueUnavailable: self._queue_unavailable,
+                OSError: self._os_error,
             },
         )
         self.system = RequireAuth(self.starlette, password)
@@ -122,6 +126,13 @@ class GatewayApp:
     async def _stoker_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StokerError)
         return error(exc.status, str(exc))
+
+    async def _os_error(self, request: Request, exc: Exception) -> Response:
+        """A file or socket error no route turned into a StokerError: still a JSON answer naming the cause (507
+        when the disk is full)."""
+        assert isinstance(exc, OSError)
+        filename = f" ({exc.filename})" if exc.filename else ""
+        return error(507 if is_full(exc) else 500, f"{exc.strerror or exc}{filename}")
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

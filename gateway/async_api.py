@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from events.callbacks import callback_headers
+from events.callbacks import CallbackRefused, callback_headers, check_url
 from events.messages import CallStatus, Invocation, Result, fields_from_json
 from events.queue import Fields, QueueUnavailable, stream_problem
 from events.service import QueueService
@@ -40,6 +40,7 @@ from gateway.resources import resource
 from gateway.upstream import UpstreamError
 from gateway.wire import as_target
 from runtime.backends.base import Backend, FunctionRecord
+from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound
 from stoker.names import InvalidName, split_qualified, validate_name
@@ -128,6 +129,7 @@ class AsyncAPI:
         self.service = service
         self.limits = json_limits(config)
         self.budget = budget
+        self.callback_policy = CallbackPolicy.parse(config.callback_allow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
@@ -152,9 +154,12 @@ class AsyncAPI:
                 callback = value.decode("latin-1")
             elif key not in _DROP:
                 headers.append((key.decode("latin-1"), value.decode("latin-1")))
-        if callback and not callback.startswith(("http://", "https://")):
-            await send_error(send, 400, f"X-Callback-Url: {callback!r} is not an http(s) URL")
-            return
+        if callback:
+            try:
+                await check_url(callback, self.callback_policy)  # and again at delivery: names can change
+            except CallbackRefused as exc:
+                await send_error(send, 400, str(exc))
+                return
         inv = Invocation(
             function=f"{name}.{namespace}",
             method=scope["method"],

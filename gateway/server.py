@@ -1,6 +1,7 @@
 """``stoker up``: the whole platform in one process (gateway + backend), with an explicit lifecycle.
 
-Startup: take the state lock, load credentials and the platform key, bind the port (a clear error when it is taken),
+Startup: make ``STOKER_HOME`` private (:mod:`stoker.statehome`), take the state lock, load the platform key and the
+credentials, bind the port (a clear error when it is taken),
 restore the backend's functions (and fill its warm pool), start the autoscaler loop, serve, then deploy ``--stack``
 if given. Shutdown (SIGINT/SIGTERM, which uvicorn turns into a flag): stop accepting, finish the requests in flight,
 stop the autoscaler, answer requests still waiting for a replica, drain and stop the replicas, release everything.
@@ -29,10 +30,13 @@ from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
 from stoker import bundle
+from stoker.atomicfile import private_dir
 from stoker.config import Config, ConfigError
 from stoker.credentials import load_or_create_password, platform_key
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment, check_values
+from stoker.statehome import UMASK
+from stoker.statehome import prepare as prepare_home
 
 
 class PlatformError(Exception):
@@ -54,8 +58,12 @@ class _Server(uvicorn.Server):
 
 
 def _lock_home(home: Path) -> IO[str]:
-    home.mkdir(parents=True, exist_ok=True)
-    handle = open(home / "platform.lock", "w")  # noqa: SIM115 -- held for the process's lifetime
+    try:
+        os.umask(UMASK)
+        private_dir(home)
+        handle = open(home / "platform.lock", "w")  # noqa: SIM115 -- held for the process's lifetime
+    except OSError as exc:
+        raise PlatformError(f"STOKER_HOME: cannot use {home}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -65,6 +73,11 @@ def _lock_home(home: Path) -> IO[str]:
         ) from None
     handle.write(str(os.getpid()))
     handle.flush()
+    try:
+        prepare_home(home)  # ours alone now: tighten what is there
+    except OSError as exc:
+        handle.close()
+        raise PlatformError(f"STOKER_HOME: cannot make {home} private: {exc.strerror or exc}") from None
     return handle
 
 
@@ -114,10 +127,10 @@ async def deploy_stack(
 async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event | None = None) -> None:
     lock = _lock_home(config.home)
     try:
-        password = load_or_create_password(config.home, config.admin_password)
         try:
-            key = platform_key(config.home, config.platform_key_file)
-        except ValueError as exc:
+            key = platform_key(config.home, config.platform_key_file)  # before anything else is written there
+            password = load_or_create_password(config.home, config.admin_password)
+        except (ValueError, StokerError) as exc:
             raise PlatformError(str(exc)) from None
         sock = _bind(config.host, config.port)
         port = sock.getsockname()[1]

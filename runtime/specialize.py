@@ -38,6 +38,7 @@ from runtime.loader import Handler, LoadError, load_handler
 from runtime.logs import CallLog
 from runtime.responses import text
 from stoker import bundle
+from stoker.atomicfile import write_atomic
 from stoker.errors import StokerError
 
 POOL_VAR = "STOKER_POOL"
@@ -162,8 +163,8 @@ class GenericApp:
         if env.get(codesign.KEY_VAR):
             try:
                 copy = self._workdir / "bundle.tar.gz"
-                copy.write_bytes(code)
-            except OSError as exc:
+                write_atomic(copy, code)
+            except StokerError as exc:
                 raise _Refused(f"cannot keep the bundle for its signature check: {exc}") from None
             env[codesign.BUNDLE_VAR] = str(copy)
         for var in (POOL_VAR, KEY_FD_VAR, KEY_FILE_VAR, DIR_VAR):

@@ -99,30 +99,37 @@ def check(
     return names
 
 
+def _owner_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    member = tarfile.data_filter(member, dest)
+    return member.replace(mode=0o700 if member.isdir() or (member.mode or 0) & 0o100 else 0o600, deep=False)
+
+
 def unpack(
     data: bytes, dest: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES, max_files: int | None = None
 ) -> Path:
     """Check and extract a bundle into ``dest`` (created); return ``dest``. The member count is not limited unless
-    ``max_files`` is given: a replica unpacks only bundles the gateway checked and signed."""
+    ``max_files`` is given: a replica unpacks only bundles the gateway checked and signed. What is extracted is
+    readable by its owner only (folders 0700, files 0600, or 0700 when executable): extracted code is run by whoever
+    extracted it."""
     check(data, max_bytes, required=None, max_files=max_files)
     target = Path(dest)
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         if hasattr(tarfile, "data_filter"):
-            tar.extractall(target, filter="data")
+            tar.extractall(target, filter=_owner_only)
             return target
         # Python before 3.11.4 (Debian bookworm's 3.11.2, in the base image) has no extraction filters. check() has
         # refused everything but plain files and folders inside the folder, so writing them one by one is safe.
         for member in tar:
             path = target / member.name
             if member.isdir():
-                path.mkdir(parents=True, exist_ok=True)
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 continue
             source = tar.extractfile(member)
             if source is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 path.write_bytes(source.read())
-                path.chmod(0o755 if member.mode & 0o100 else 0o644)
+                path.chmod(0o700 if member.mode & 0o100 else 0o600)
     return target
 
 

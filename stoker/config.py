@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from stoker.callback_policy import CallbackPolicy
+
 BACKENDS = ("local", "docker", "swarm", "kubernetes")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
@@ -80,6 +82,9 @@ class Config:
     queue_claim_idle_s: float = 30.0  # a message pending this long without renewal belongs to a dead worker
     queue_concurrency: int = 16  # queued invocations in flight per function and process
     result_ttl_s: float = 3600.0  # how long async results can be fetched
+    # Callbacks (X-Callback-Url) go only to globally routable addresses, except these hosts / CIDR blocks
+    # (comma-separated; see stoker/callback_policy.py and docs/security.md).
+    callback_allow: str = ""
     # `stoker controller` (see docs/deployment.md): one active instance, elected through Redis or a Kubernetes Lease
     leader_ttl_s: float = 15.0  # a leader that has not renewed for this long is replaced by a standby
     lease_name: str = ""  # Kubernetes Lease to elect through (empty: the Redis lock)
@@ -132,6 +137,10 @@ class Config:
                      "queue_concurrency", "result_ttl_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        try:
+            CallbackPolicy.parse(self.callback_allow)
+        except ValueError as exc:
+            raise ConfigError(f"STOKER_CALLBACK_ALLOW: {exc}") from None
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"STOKER_REDIS_URL: {self.redis_url!r} is not a redis:// URL")
         if not _DNS_LABEL.match(self.k8s_namespace) or len(self.k8s_namespace) > 63:

@@ -1,26 +1,25 @@
 """Platform secrets under ``$STOKER_HOME``: the admin password (``credentials``) and the bundle-signing key.
 
-Both files are created on first start with mode 0600 and reused afterwards; the CLI reads ``credentials`` to log in.
+Both files are created on first start with mode 0600 (written atomically, :mod:`stoker.atomicfile`) and reused
+afterwards; the CLI reads ``credentials`` to log in.
+
+The platform key signs every deployed bundle, so it is never silently replaced: a ``platform.key`` that is empty,
+short or not hex, or missing from a home where an earlier start left state, stops the platform with a message
+saying what to do. Only a home with no state yet gets a new key.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
+from stoker.atomicfile import write_atomic
+from stoker.statehome import earlier_state
+
 USERNAME = "admin"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)
+KEY_BYTES = 32
+KEY_FILE = "platform.key"
 
 
 def load_or_create_password(home: Path, configured: str = "") -> str:
@@ -31,7 +30,7 @@ def load_or_create_password(home: Path, configured: str = "") -> str:
         if stored:
             return stored
     password = configured or secrets.token_urlsafe(24)
-    _write_private(path, json.dumps({"username": USERNAME, "password": password}).encode())
+    write_atomic(path, json.dumps({"username": USERNAME, "password": password}).encode())
     return password
 
 
@@ -57,17 +56,39 @@ def platform_key(home: Path, key_file: str = "") -> bytes:
         raise ValueError(f"STOKER_PLATFORM_KEY_FILE: cannot read {key_file}: {exc.strerror}") from None
     except ValueError:
         raise ValueError(f"STOKER_PLATFORM_KEY_FILE: {key_file} does not hold a hex key") from None
-    if len(key) < 32:
-        raise ValueError(f"STOKER_PLATFORM_KEY_FILE: {key_file} holds {len(key)} bytes; use at least 32")
+    if len(key) < KEY_BYTES:
+        raise ValueError(f"STOKER_PLATFORM_KEY_FILE: {key_file} holds {len(key)} bytes; use at least {KEY_BYTES}")
     return key
 
 
 def load_or_create_key(home: Path) -> bytes:
-    """The platform key that signs code bundles (32 random bytes, hex in ``platform.key``)."""
-    path = home / "platform.key"
+    """The platform key that signs code bundles (32 random bytes, hex in ``platform.key``).
+
+    Created only in a home without state; ValueError (one line: what is wrong and what to do) for a key that is
+    missing where one is expected, unreadable, empty, short or not hex."""
+    path = home / KEY_FILE
+    lost = (
+        "every function deployed with it would fail its signature check: restore the file from a backup, or, to "
+        f"start over, move {home} away and deploy the functions again"
+    )
     try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        key = secrets.token_bytes(32)
-        _write_private(path, key.hex().encode())
+        text = path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        earlier = earlier_state(home)
+        if earlier:
+            raise ValueError(
+                f"{path} is missing, but {home} holds state of an earlier start ({', '.join(earlier)}); {lost}"
+            ) from None
+        key = secrets.token_bytes(KEY_BYTES)
+        write_atomic(path, key.hex().encode() + b"\n")
         return key
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ValueError(f"{path} is corrupt (it does not hold a hex key); {lost}") from None
+    if len(key) < KEY_BYTES:
+        what = "is empty" if not key else f"holds {len(key)} bytes, not {KEY_BYTES}"
+        raise ValueError(f"{path} {what}; {lost}")
+    return key

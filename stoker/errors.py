@@ -10,6 +10,8 @@ answer without a table of its own:
 - ``DeployFailed`` (422): the function could not start (syntax or import error in the handler, and so on).
 - ``BackendUnavailable`` (503): the orchestrator cannot be reached.
 - ``Busy`` (503): the gateway is at a limit of its own (for example request bodies held in memory); retry shortly.
+- ``StateNotSaved`` (500): a state file under ``STOKER_HOME`` could not be written (nothing was changed);
+  ``StorageFull`` (507), its subclass: because the file system is full.
 """
 
 from __future__ import annotations
@@ -45,3 +47,11 @@ class BackendUnavailable(StokerError):
 
 class Busy(StokerError):
     status = 503
+
+
+class StateNotSaved(StokerError):
+    status = 500
+
+
+class StorageFull(StateNotSaved):
+    status = 507

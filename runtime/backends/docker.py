@@ -2,8 +2,9 @@
 
 Source bundles are built into images by :mod:`builder` (base, dependency layer, code layer; content-tagged, so an
 unchanged function is not rebuilt); a deployment with ``image`` and no source runs that image (any OpenFaaS-style
-image serving HTTP on 8080). Replicas join a dedicated bridge network and the gateway, on the host, reaches their
-addresses directly. The containers' labels carry the owner, function, version and the deployment itself, and
+image serving HTTP on 8080). Replicas join the platform's own bridge network, on which containers cannot reach one
+another (:mod:`.docker_network`), and the gateway, on the host, reaches their addresses directly. The containers'
+labels carry the owner, function, version and the deployment itself, and
 :mod:`.docker_state` keeps each function in ``$STOKER_HOME/docker`` too (for functions at zero and replicas that came
 from the pool), so a restarted platform restores every function and adopts the containers it finds instead of
 starting duplicates.
@@ -36,6 +37,7 @@ from builder.function import build_function
 from builder.reference import validate_reference
 from builder.stream import build_output
 from runtime import codesign
+from runtime.backends import docker_network
 from runtime.backends.base import FunctionRecord
 from runtime.backends.docker_config import (
     BUNDLE_DIR,
@@ -72,7 +74,7 @@ from runtime.backends.slots import (
 )
 from runtime.pool import WarmPool
 from stoker.config import Config, ConfigError
-from stoker.errors import DeployFailed, StokerError
+from stoker.errors import DeployFailed, StateNotSaved, StokerError
 from stoker.spec import FunctionDeployment
 
 
@@ -106,6 +108,8 @@ class DockerBackend(SlotBackend[_Function]):
             raise ConfigError(f"the docker backend cannot start: {exc}") from None
         # Containers of another platform (another STOKER_HOME) on the same engine are never adopted nor touched.
         self.owner = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
+        if not self.settings.network:  # the platform's own network, isolated (docker_network.py)
+            self.settings = replace(self.settings, network=docker_network.default_name(self.owner))
         self.root = config.home / "docker"
         self.secrets = FileSecretStore(config.home / "secrets", on_update=self._secret_updated)
         self.files = FunctionFiles(self.root / "functions")
@@ -158,7 +162,9 @@ class DockerBackend(SlotBackend[_Function]):
             self._functions[fn.key] = fn
             for c in current:
                 self._add_slot(fn, adopt=c.id)
-            self._save(fn)
+            unsaved = self._try_save(fn)
+            if unsaved is not None:  # it runs; the next change that saves will write it
+                print(f"stoker: {unsaved}", flush=True)
         if self.config.pool_size > 0:
             memory = memory_bytes(self.settings.memory, "STOKER_DOCKER_MEMORY")
             starter = ContainerStarter(self.client, self.settings, self._base_image, self.owner, memory)
@@ -175,12 +181,7 @@ class DockerBackend(SlotBackend[_Function]):
         return self._base
 
     def _ensure_network(self) -> None:
-        import docker.errors
-
-        try:
-            self.client.networks.get(self.settings.network)
-        except docker.errors.NotFound:
-            self.client.networks.create(self.settings.network, driver="bridge", labels={"com.stoker.network": "1"})
+        docker_network.ensure(self.client, self.settings.network, self.owner)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -194,6 +195,8 @@ class DockerBackend(SlotBackend[_Function]):
             # Bundle and secret volumes stay: the functions are restored from $STOKER_HOME at the next start and
             # their new containers mount them (they go on update and remove).
             await asyncio.gather(*(slot.stop() for slot in slots), return_exceptions=True)
+            # Networks come from a small address pool shared by the engine: the next start creates it again.
+            await asyncio.to_thread(docker_network.remove_if_ours, self.client, self.settings.network, self.owner)
         for fn in self._functions.values():
             fn.log.close()
         self._functions.clear()
@@ -260,14 +263,16 @@ class DockerBackend(SlotBackend[_Function]):
             for _ in range(replicas):
                 self._add_slot(fn)
             failure = await first_outcome(fn.slots, self._ready_wait_s)
-            if failure is not None:
+            unsaved = self._try_save(fn) if failure is None else None
+            if failure is not None or unsaved is not None:
                 await asyncio.gather(*(slot.stop() for slot in fn.slots))
                 del self._functions[fn.key]
                 fn.log.close()
                 if code.volume:
                     await asyncio.to_thread(remove_volume, self.client, code.volume)
+                if unsaved is not None:  # not on disk, so not deployed: a restart would not bring it back
+                    raise unsaved
                 raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
-            self._save(fn)
 
     async def _update(self, fn: _Function, dep: FunctionDeployment, code: FunctionCode) -> None:
         settings = dep.settings
@@ -279,18 +284,20 @@ class DockerBackend(SlotBackend[_Function]):
         for _ in range(replicas):
             self._add_slot(fn)
         failure = await first_outcome(fn.slots, self._ready_wait_s)
-        if failure is not None:
+        unsaved = self._try_save(fn, replicas) if failure is None else None
+        if failure is not None or unsaved is not None:
             new_slots = fn.slots
             fn.record.deployment, fn.version, fn.slots, fn.secrets_volume, fn.code = previous
             await asyncio.gather(*(slot.stop() for slot in new_slots))
             if code.volume and code.volume != fn.code.volume:
                 await asyncio.to_thread(remove_volume, self.client, code.volume)
+            if unsaved is not None:  # the saved state is the previous version's, so is what serves
+                raise unsaved
             raise DeployFailed(
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
         fn.record.replicas = replicas
         fn.clear_problems()
-        self._save(fn)
         old_volumes = [old for old, new in ((previous[4].volume, code.volume), (previous[3], volume)) if old != new]
         self._in_background(self._retire(fn.slots, previous[2], old_volumes))
 
@@ -332,22 +339,31 @@ class DockerBackend(SlotBackend[_Function]):
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._existing(name, namespace)
         async with fn.lock:
+            self._save(fn, replicas)  # saved first: a change that cannot be kept is not made either
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
                 self._add_slot(fn, warm=True)
             if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
                 fn.slots, retired = retire_least_busy(fn.slots, replicas)
                 self._in_background(stop_all(retired))
-            self._save(fn)
 
     # --- internals -----------------------------------------------------------------------------------------
     @property
     def _ready_wait_s(self) -> float:
         return max(self.config.ready_wait_s, 60.0)  # containers start slower than processes
 
-    def _save(self, fn: _Function) -> None:
+    def _try_save(self, fn: _Function, replicas: int | None = None) -> StateNotSaved | None:
+        try:
+            self._save(fn, replicas)
+        except StateNotSaved as exc:
+            return exc
+        return None
+
+    def _save(self, fn: _Function, replicas: int | None = None) -> None:
+        """Write the function's state (with ``replicas`` instead of the current count when given)."""
         r = fn.record
-        self.files.save(SavedFunction(r.deployment, r.replicas, r.created_at, fn.version, fn.secrets_volume, fn.code))
+        count = r.replicas if replicas is None else replicas
+        self.files.save(SavedFunction(r.deployment, count, r.created_at, fn.version, fn.secrets_volume, fn.code))
 
     def _add_slot(self, fn: _Function, adopt: str = "", warm: bool = False) -> None:
         """Start one more replica (or adopt container ``adopt``); with ``warm``, from the pool when it can."""

@@ -42,7 +42,7 @@ class DockerSettings:
     """``STOKER_DOCKER_*`` settings of the docker backend."""
 
     base_image: str = "stoker/runtime"  # repository (tag derived from the runtime) or a pinned name:tag
-    network: str = "stoker-functions"  # user-defined bridge network the replicas join
+    network: str = ""  # bridge network of the replicas; empty: the platform's own (docker_network.py)
     on_shutdown: str = "remove"  # remove | leave: what platform shutdown does with the replicas
     registry: str = ""  # push built images here (empty: no push)
     memory: str = "512Mi"  # memory limit when a function sets none

@@ -10,12 +10,12 @@ adopts the containers of the recorded version; labels remain the fallback for co
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.backends.docker_volumes import FunctionCode
+from stoker.atomicfile import write_atomic
 from stoker.spec import FunctionDeployment
 
 
@@ -27,17 +27,6 @@ class SavedFunction:
     version: str
     secrets_volume: str
     code: FunctionCode
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class FunctionFiles:
@@ -59,10 +48,10 @@ class FunctionFiles:
         }
         bundle_path = self._path(dep.service, dep.namespace, ".bundle")
         if fn.code.data:
-            _write_private(bundle_path, fn.code.data)
+            write_atomic(bundle_path, fn.code.data)
         else:
             bundle_path.unlink(missing_ok=True)
-        _write_private(self._path(dep.service, dep.namespace, ".json"), json.dumps(state).encode())
+        write_atomic(self._path(dep.service, dep.namespace, ".json"), json.dumps(state).encode())
 
     def delete(self, name: str, namespace: str) -> None:
         for suffix in (".json", ".bundle"):

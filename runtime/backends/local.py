@@ -47,21 +47,15 @@ from runtime.backends.slots import (
 from runtime.config import function_environment
 from runtime.pool import WarmPool
 from stoker import bundle
+from stoker.atomicfile import is_temporary, state_error, write_atomic
 from stoker.config import Config
-from stoker.errors import DeployFailed, InvalidRequest, StokerError
+from stoker.errors import DeployFailed, InvalidRequest, StateNotSaved, StokerError
 from stoker.spec import FunctionDeployment
 
 logger = logging.getLogger(__name__)
 _SCRUBBED_ENV_PREFIXES = ("STOKER_", "OPENFAAS_")  # never hand the platform's secrets to a function
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 WATCHER_STOP_S = 5.0
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class _Function(FunctionEntry):
@@ -173,12 +167,14 @@ class LocalBackend(SlotBackend[_Function]):
             for _ in range(replicas):
                 self._add_slot(fn)
             failure = await first_outcome(fn.slots, self.config.ready_wait_s)
-            if failure is not None:
+            unsaved = self._try_save(fn) if failure is None else None
+            if failure is not None or unsaved is not None:
                 await asyncio.gather(*(slot.stop() for slot in fn.slots))
                 del self._functions[fn.key]
                 fn.log.close()
+                if unsaved is not None:  # not on disk, so not deployed: a restart would not bring it back
+                    raise unsaved
                 raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
-            self._save(fn)
 
     async def _update(self, fn: _Function, dep: FunctionDeployment, digest: str, signature: str) -> None:
         settings = dep.settings
@@ -188,16 +184,18 @@ class LocalBackend(SlotBackend[_Function]):
         for _ in range(replicas):
             self._add_slot(fn)
         failure = await first_outcome(fn.slots, self.config.ready_wait_s)
-        if failure is not None:
+        unsaved = self._try_save(fn, replicas) if failure is None else None
+        if failure is not None or unsaved is not None:
             new_slots = fn.slots
             fn.record.deployment, fn.digest, fn.signature, fn.slots = previous
             await asyncio.gather(*(slot.stop() for slot in new_slots))
+            if unsaved is not None:  # the saved state is the previous version's, so is what serves
+                raise unsaved
             raise DeployFailed(
                 f"function {dep.service!r} failed to start; the previous version keeps serving: {failure}"
             )
         fn.record.replicas = replicas
         fn.clear_problems()
-        self._save(fn)
         self._in_background(replace_when_ready(fn.slots, previous[3], self.config.ready_wait_s))
 
     async def remove(self, name: str, namespace: str) -> None:
@@ -212,13 +210,13 @@ class LocalBackend(SlotBackend[_Function]):
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._existing(name, namespace)
         async with fn.lock:
+            self._save(fn, replicas)  # saved first: a change that cannot be kept is not made either
             fn.record.replicas = replicas
             while len(fn.slots) < replicas:
                 self._add_slot(fn, warm=True)
             if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
                 fn.slots, retired = retire_least_busy(fn.slots, replicas)
                 self._in_background(stop_all(retired))
-            self._save(fn)
 
     # --- internals -----------------------------------------------------------------------------------------
     def _base_env(self) -> dict[str, str]:
@@ -279,27 +277,42 @@ class LocalBackend(SlotBackend[_Function]):
             raise InvalidRequest(f"bundle {digest}: the signature does not match; refusing to run it")
         tmp = target.with_name(digest + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        bundle.unpack(data, tmp, self.config.max_bundle_bytes)  # signed: checked when it was deployed
-        os.replace(tmp, target)
+        try:
+            bundle.unpack(data, tmp, self.config.max_bundle_bytes)  # signed: checked when it was deployed
+            os.replace(tmp, target)
+        except OSError as exc:  # a full disk: no half-extracted folder stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise state_error(exc, target) from None
+        except StokerError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return target
 
     def _store(self, digest: str, data: bytes) -> str:
         """Write a bundle and its extracted code (in a thread); return its signature."""
         signature = bundle.sign(self.key, data)
-        _write_atomic(self.root / "bundles" / f"{digest}.tar.gz", data)
+        write_atomic(self.root / "bundles" / f"{digest}.tar.gz", data)
         self._materialize(digest, signature)
         return signature
 
-    def _save(self, fn: _Function) -> None:
+    def _try_save(self, fn: _Function, replicas: int | None = None) -> StateNotSaved | None:
+        try:
+            self._save(fn, replicas)
+        except StateNotSaved as exc:
+            return exc
+        return None
+
+    def _save(self, fn: _Function, replicas: int | None = None) -> None:
+        """Write the function's state file (with ``replicas`` instead of the current count when given)."""
         dep = fn.record.deployment
         state = {
             "deployment": dep.to_json(with_source=False),
-            "replicas": fn.record.replicas,
+            "replicas": fn.record.replicas if replicas is None else replicas,
             "created_at": fn.record.created_at,
             "digest": fn.digest,
             "signature": fn.signature,
         }
-        _write_atomic(self.root / "functions" / dep.namespace / f"{dep.service}.json", json.dumps(state).encode())
+        write_atomic(self.root / "functions" / dep.namespace / f"{dep.service}.json", json.dumps(state).encode())
 
     async def _collect_garbage(self) -> None:
         """Delete bundles and code no function uses any more (in a thread: a folder can hold 10,000 files)."""
@@ -311,7 +324,7 @@ class LocalBackend(SlotBackend[_Function]):
         for folder, suffix in (("bundles", ".tar.gz"), ("code", "")):
             for path in (self.root / folder).glob("*"):
                 digest = path.name.removesuffix(suffix)
-                if digest not in used and not path.name.endswith(".tmp"):
+                if digest not in used and not path.name.endswith(".tmp") and not is_temporary(path):
                     if path.is_dir():
                         shutil.rmtree(path, ignore_errors=True)
                     else:

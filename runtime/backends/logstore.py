@@ -2,11 +2,16 @@
 
 Replica output arrives in chunks (one pipe read may hold hundreds of per-call lines); a chunk is split, stamped
 with one clock reading and stored in one go, so keeping logs costs the invoke path almost nothing.
+
+The file is private (0600). When it cannot be written (a full disk), lines still reach memory and followers; the
+file misses them, which is said once on stderr, and writing resumes when the disk has room again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
 from collections import deque
@@ -14,6 +19,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from runtime.backends.base import LogLine
+from stoker.atomicfile import private_dir, write_atomic
+from stoker.errors import StateNotSaved
+
+logger = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # per function; trimmed to the newer half when over
 
@@ -26,8 +35,10 @@ class FunctionLog:
         self.lines: deque[LogLine] = deque(maxlen=keep)
         self.followers: set[asyncio.Queue[LogLine | None]] = set()
         self._load()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- open for the function's lifetime
+        private_dir(path.parent)
+        self._fd = _open(path)
+        self._size = os.fstat(self._fd).st_size
+        self._failing = False
 
     def _load(self) -> None:
         try:
@@ -56,25 +67,36 @@ class FunctionLog:
             for line in lines:
                 queue.put_nowait(line)
         prefix = f"{ts:.6f}\t{instance}\t"
+        data = (prefix + ("\n" + prefix).join(texts) + "\n").encode("utf-8", "surrogateescape")
         try:
-            self._file.write(prefix + ("\n" + prefix).join(texts) + "\n")
-            self._file.flush()
-            if self._file.tell() > MAX_FILE_BYTES:
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write: only on a nearly full disk
+                written += os.write(self._fd, data[written:])
+            self._size += written
+            if self._size > MAX_FILE_BYTES:
                 self._trim()
-        except OSError:
-            pass  # disk full, or no file descriptor left for a trim: the lines are still in memory and followed
+        except (OSError, StateNotSaved) as exc:
+            self._failed(exc)
+        else:
+            self._failing = False
+
+    def _failed(self, exc: Exception) -> None:
+        with contextlib.suppress(OSError):  # a line written in part is taken back: the file holds whole lines
+            os.ftruncate(self._fd, self._size)
+        if not self._failing:
+            logger.warning("log file %s is not being written: %s", self.path, exc)
+        self._failing = True
 
     def _trim(self) -> None:
-        """Keep the newer half of the file. The old file stays open until the new one is, so a failure (no fd left)
-        leaves the log writable as it was."""
         data = self.path.read_bytes()
         keep = data[len(data) // 2 :]
         keep = keep[keep.find(b"\n") + 1 :]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(keep)
-        os.replace(tmp, self.path)
-        old, self._file = self._file, open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        old.close()
+        write_atomic(self.path, keep)
+        # The old descriptor stays open until the new one is: with no descriptor left, the log stays writable.
+        fd = _open(self.path)
+        os.close(self._fd)
+        self._fd = fd
+        self._size = len(keep)
 
     def tail(self, lines: int) -> list[str]:
         """The last ``lines`` texts (for error messages)."""
@@ -105,8 +127,14 @@ class FunctionLog:
         """Stop followers (their streams end) and close the file."""
         for queue in self.followers:
             queue.put_nowait(None)
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def delete(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

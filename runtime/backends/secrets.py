@@ -7,12 +7,11 @@ as ``/var/openfaas/secrets/<name>`` (or ``STOKER_SECRETS_DIR``). Values are neve
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from stoker.atomicfile import is_temporary, private_dir, write_atomic
 from stoker.errors import Conflict, InvalidRequest, NotFound
 from stoker.names import InvalidName, validate_name
 
@@ -56,7 +55,9 @@ class FileSecretStore:
 
     def names(self, namespace: str) -> list[str]:
         folder = self.root / namespace
-        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and not is_temporary(p))
 
     def set(self, name: str, namespace: str, value: bytes, create: bool) -> None:
         check_secret(name, value)
@@ -65,14 +66,7 @@ class FileSecretStore:
             raise Conflict(f"secret {name!r} already exists in {namespace!r}; use PUT to update it")
         if not create and not path.exists():
             raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, value)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, value)
         self._refresh(name, namespace)
         if not create and self._on_update is not None:
             self._on_update(name, namespace)
@@ -100,17 +94,16 @@ class FileSecretStore:
         Each file is replaced atomically, so a running replica never reads a half-written secret; later changes
         to these secrets are copied in too."""
         self._mounts[dest] = (list(names), namespace)
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(dest)
         for name in names:
             source = self._path(name, namespace)
-            if source.is_file():
-                tmp = dest / f".{name}.tmp"
-                shutil.copyfile(source, tmp)
-                os.chmod(tmp, 0o400)
-                os.replace(tmp, dest / name)
-            else:
+            try:
+                value = source.read_bytes()
+            except FileNotFoundError:
                 (dest / name).unlink(missing_ok=True)  # deleted since: the function sees it gone
+                continue
+            write_atomic(dest / name, value, mode=0o400)
         for stale in dest.iterdir():
-            if stale.name not in names:
+            if stale.name not in names and not is_temporary(stale):
                 stale.unlink()
         return dest

@@ -13,6 +13,14 @@ Extension types carry the rest:
 
 Unpickling runs code, so a replica accepts extension 1 in *arguments* only from callers that prove they may deploy
 (the function's token; see :mod:`stoker.sdk.shim`). Callers trust replies: they come from code they deployed.
+
+Decoding is built for hostile bytes (every function endpoint is public). msgpack's C unpacker is iterative with its
+own bounded stack (:data:`MAX_DEPTH` levels), and extensions are *not* decoded from inside it: its ``ext_hook`` only
+records them, and a loop in Python decodes them afterwards with an explicit stack, counting the nesting across them
+(a tuple in a tuple in a tuple...). So no payload makes the decoder recurse, however it nests: too deep is a
+:class:`MalformedPayload`, like every other malformed input (bad msgpack, unknown extension types, a tuple whose
+items are not an array, an unhashable map key). Tuples and pickles may nest at most :data:`MAX_EXT_DEPTH` deep,
+since each level is unpacked again (a bound on the work, not only on the stack).
 """
 
 from __future__ import annotations
@@ -25,10 +33,16 @@ import msgpack
 MSGPACK = "application/msgpack"
 EXT_PICKLE = 1
 EXT_TUPLE = 2
+MAX_DEPTH = 1024  # nested arrays, maps and tuples in one payload (msgpack's own unpacker stops at this depth too)
+MAX_EXT_DEPTH = 32  # tuples and pickles inside one another
 
 
 class PickleRefused(Exception):
     """The payload holds a pickled object, and the receiver does not accept pickles from this sender."""
+
+
+class MalformedPayload(ValueError):
+    """The bytes are not a payload of this format (or nest deeper than it allows); the message says what is wrong."""
 
 
 class _Packer:
@@ -56,18 +70,112 @@ def dumps(obj: Any) -> tuple[bytes, bool]:
 
 
 def loads(data: bytes, allow_pickle: bool = True) -> Any:
-    """Decode :func:`dumps` output; :class:`PickleRefused` when it holds a pickle and ``allow_pickle`` is false."""
+    """Decode :func:`dumps` output. :class:`MalformedPayload` for anything else, :class:`PickleRefused` when it holds
+    a pickle and ``allow_pickle`` is false."""
+    holder: list[Any] = [None]
+    if _unpack(data, holder):
+        _resolve(holder, allow_pickle)
+    return holder[0]
 
-    def ext_hook(code: int, payload: bytes) -> Any:
-        if code == EXT_TUPLE:
-            return tuple(loads(payload, allow_pickle))
-        if code == EXT_PICKLE:
+
+class _Ext:
+    """An extension seen by the unpacker, decoded later by :func:`_resolve` (never from inside the unpacker)."""
+
+    __slots__ = ("code", "data")
+
+    def __init__(self, code: int, data: bytes) -> None:
+        self.code = code
+        self.data = data
+
+
+def _unpack(data: bytes, holder: list[Any]) -> bool:
+    """Unpack ``data`` into ``holder[0]``; return whether it holds extensions (left as :class:`_Ext`)."""
+    seen = False
+
+    def ext_hook(code: int, payload: bytes) -> _Ext:
+        nonlocal seen
+        seen = True
+        return _Ext(code, payload)
+
+    try:
+        holder[0] = msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except msgpack.StackError:
+        raise MalformedPayload(f"the payload nests deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise MalformedPayload(f"not msgpack ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return seen
+
+
+def _resolve(holder: list[Any], allow_pickle: bool) -> None:
+    """Replace every :class:`_Ext` in ``holder[0]`` by its value, walking with an explicit stack (no recursion)
+    and counting the depth of every container across tuples.
+
+    Tuples are built once their items are final: each tuple's items are collected in a list, and the lists become
+    tuples in reverse order of discovery (inner ones first), each put where it belongs. Maps whose keys were
+    extensions are then rebuilt in their own order with the final keys."""
+    stack: list[tuple[Any, int, int]] = [(holder, 0, 0)]  # (list or map, its depth, tuples/pickles around it)
+    tuples: list[tuple[list[Any], Any, Any]] = []  # (items, where, key): where[key] = tuple(items), in the end
+    key_values: dict[_Ext, Any] = {}  # map keys that were extensions -> their values
+    rekeyed: list[dict[Any, Any]] = []
+
+    def expand(ext: _Ext, where: Any, key: Any, depth: int, ext_depth: int) -> None:
+        """Decode ``ext`` (found at ``where[key]``, at ``depth``) and put its value there (tuples: later)."""
+        if ext_depth >= MAX_EXT_DEPTH:
+            raise MalformedPayload(f"tuples and pickled values nest deeper than {MAX_EXT_DEPTH} levels")
+        if ext.code == EXT_TUPLE:
+            inner: list[Any] = [None]
+            seen = _unpack(ext.data, inner)
+            items = inner[0]
+            if type(items) is not list:
+                raise MalformedPayload("a tuple extension must hold the array of its items")
+            # Each level of nesting takes a byte at least, so items without extensions in so few bytes that they
+            # cannot reach MAX_DEPTH are final at once (the common case: tuples of plain values).
+            if not seen and depth + len(ext.data) <= MAX_DEPTH:
+                where[key] = tuple(items)
+                return
+            stack.append((items, depth, ext_depth + 1))
+            tuples.append((items, where, key))
+        elif ext.code == EXT_PICKLE:
             if not allow_pickle:
                 raise PickleRefused("pickled values are accepted only from callers holding the function's token")
-            return cloudpickle.loads(payload)
-        return msgpack.ExtType(code, payload)
+            try:
+                where[key] = cloudpickle.loads(ext.data)
+            except Exception as exc:
+                raise MalformedPayload(f"a pickled value does not load: {type(exc).__name__}: {exc}") from None
+        else:
+            raise MalformedPayload(f"unknown msgpack extension type {ext.code}")
 
-    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    while stack:
+        container, depth, ext_depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MalformedPayload(f"the payload nests deeper than {MAX_DEPTH} levels")
+        if type(container) is list:
+            for i, item in enumerate(container):
+                if type(item) is _Ext:
+                    expand(item, container, i, depth + 1, ext_depth)
+                elif type(item) is list or type(item) is dict:
+                    stack.append((item, depth + 1, ext_depth))
+            continue
+        has_ext_key = False
+        for key, item in container.items():
+            if type(key) is _Ext:
+                has_ext_key = True
+                expand(key, key_values, key, depth + 1, ext_depth)
+            if type(item) is _Ext:
+                expand(item, container, key, depth + 1, ext_depth)  # sets an existing key: safe while iterating
+            elif type(item) is list or type(item) is dict:
+                stack.append((item, depth + 1, ext_depth))
+        if has_ext_key:
+            rekeyed.append(container)
+    for items, where, key in reversed(tuples):
+        where[key] = tuple(items)
+    for mapping in rekeyed:
+        entries = [(key_values[k] if type(k) is _Ext else k, v) for k, v in mapping.items()]
+        mapping.clear()
+        try:
+            mapping.update(entries)
+        except TypeError as exc:  # a key that turned out unhashable (a tuple holding an array)
+            raise MalformedPayload(f"a map key cannot be used: {exc}") from None
 
 
 def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, bool]:
@@ -76,16 +184,19 @@ def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, b
 
 
 def decode_call(data: bytes, allow_pickle: bool) -> tuple[list[Any], dict[str, Any]]:
-    """``(args, kwargs)`` of a call body; ValueError when it is not one."""
-    try:
-        call = loads(data, allow_pickle) if data else {}
-    except PickleRefused:
-        raise
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise ValueError(f"the body is not msgpack: {exc}") from None
-    if not isinstance(call, dict) or not call.keys() <= {"args", "kwargs"}:
-        raise ValueError('a msgpack call body is a map {"args": [...], "kwargs": {...}}')
-    args, kwargs = call.get("args") or [], call.get("kwargs") or {}
+    """``(args, kwargs)`` of a call body; :class:`MalformedPayload` (a ValueError) when it is not one."""
+    call = loads(data, allow_pickle) if data else {}
+    if not isinstance(call, dict) or not all(isinstance(k, str) for k in call) or not call.keys() <= _CALL_KEYS:
+        raise MalformedPayload('a msgpack call body is a map {"args": [...], "kwargs": {...}}')
+    args, kwargs = call.get("args"), call.get("kwargs")
+    args = [] if args is None else args
+    kwargs = {} if kwargs is None else kwargs
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-        raise ValueError("args must be an array and kwargs a map")
+        raise MalformedPayload("args must be an array and kwargs a map")
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise MalformedPayload(f"kwargs keys must be strings, not {type(key).__name__}")
     return list(args), kwargs
+
+
+_CALL_KEYS = frozenset({"args", "kwargs"})

@@ -16,6 +16,10 @@ value as the single argument, or an empty body for no arguments. JSON replies ar
 base64 text, tuples and sets as arrays) or, on error, status 500 with ``{"error": {"type", "message", "traceback"}}``.
 A msgpack call holding pickled arguments must carry ``X-Stoker-Token`` (the deployer's token, from the manifest);
 without it the replica answers 403 rather than unpickle a stranger's bytes.
+
+Every body is hostile until decoded: anything that is not a call (bad msgpack or JSON, nesting beyond the limits of
+:mod:`.serialization`, unknown extension types, wrong shapes, keyword names that are not strings, arguments that do
+not fit the function's signature) is a 400 with ``{"error": ...}`` saying what is wrong, before the function runs.
 """
 
 from __future__ import annotations
@@ -128,6 +132,10 @@ class Adapter:
     def __init__(self, fn: Callable[..., Any], token: str) -> None:
         self.fn = fn
         self.token = token
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins and C callables have none: the call itself then checks
+            self.signature = None
 
     def handler(self) -> Callable[[Event, Context], Any]:
         if inspect.iscoroutinefunction(self.fn):
@@ -166,19 +174,36 @@ class Adapter:
             given = event.headers.get(TOKEN_HEADER) or ""
             allowed = bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
             args, kwargs = serialization.decode_call(event.body, allow_pickle=allowed)
+            self.check_arguments(args, kwargs)
             return args, kwargs, True
         if not event.body.strip():
+            self.check_arguments([], {})
             return [], {}, False
         try:
             value = json.loads(event.body)
+        except RecursionError:  # CPython's decoder stops itself at the interpreter's recursion limit
+            raise ValueError("the JSON body nests too deeply") from None
         except ValueError as exc:
             raise ValueError(f"the body is neither msgpack (by Content-Type) nor JSON: {exc}") from None
         if isinstance(value, dict) and value and value.keys() <= {"args", "kwargs"}:
             args, kwargs = value.get("args") or [], value.get("kwargs") or {}
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise ValueError('in {"args": ..., "kwargs": ...}, args must be an array and kwargs an object')
-            return args, kwargs, False
-        return [value], {}, False
+        else:
+            args, kwargs = [value], {}
+        self.check_arguments(args, kwargs)
+        return args, kwargs, False
+
+    def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """ValueError when the arguments do not fit the function's signature (a caller's mistake, not the
+        function's: a 400 rather than the function's own TypeError as a 500)."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            name = getattr(self.fn, "__name__", "the function")
+            raise ValueError(f"the arguments do not fit {name}{self.signature}: {exc}") from None
 
     def refused(self, event: Event, exc: Exception) -> Response:
         status = 403 if isinstance(exc, serialization.PickleRefused) else 400
@@ -195,7 +220,7 @@ class Adapter:
             return Response(body, 200, {"Content-Type": serialization.MSGPACK})
         try:
             text = json.dumps(value, default=_json_default, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             return self.failure(TypeError(f"the result cannot be sent as JSON ({exc}); call with msgpack"), False)
         return Response(text.encode(), 200, {"Content-Type": "application/json"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 import sys
 import time
@@ -64,7 +65,8 @@ def test_replicas_are_hardened(docker_platform: Platform, docker_engine: Any, tm
     assert host["Memory"] == 96 * 1024 * 1024 and host["NanoCpus"] == 500_000_000 and host["PidsLimit"] > 0
     assert host["Privileged"] is False and not host.get("Binds")
     assert all(m["Type"] != "bind" for m in container.attrs["Mounts"])  # no host path, no docker_engine.sock
-    assert list(container.attrs["NetworkSettings"]["Networks"]) == ["stoker-functions"]
+    (network,) = container.attrs["NetworkSettings"]["Networks"]  # the platform's own, isolated network
+    assert network.startswith("stoker-fn-") and container.labels[OWNER] in network
     # From inside: not root, and the root filesystem cannot be written.
     probe = "import os\ntry:\n    open('/x', 'w'); w = 'writable'\nexcept OSError:\n    w = 'ro'\nprint(os.getuid(), w)"
     code, out = container.exec_run(["python3", "-c", probe])
@@ -192,7 +194,8 @@ def test_remove_deletes_the_containers_and_nothing_else(
         assert c.delete("/system/functions", params={"functionName": "rmme"}).status_code == 202
     assert _containers(docker_engine, "rmme") == []
     assert docker_engine.images.get(image) is not None  # images stay (rebuilds are free)
-    assert docker_engine.networks.get("stoker-functions") is not None
+    owner = hashlib.sha256(str(docker_platform.home.resolve()).encode()).hexdigest()[:12]
+    assert docker_engine.networks.get(f"stoker-fn-{owner}") is not None  # the platform's network stays
 
 
 def test_logs_come_from_the_containers(docker_platform: Platform) -> None:

@@ -4,12 +4,14 @@ key in no environment, and a specialisation request not signed with that key ref
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 
 from builder.base import ensure_base_image
 from runtime import pool
+from runtime.backends import docker_network
 from runtime.backends.docker_config import DockerSettings
 from runtime.backends.docker_pool import ContainerStarter
 from stoker import bundle
@@ -22,9 +24,9 @@ def test_generic_container_is_hardened_keeps_its_key_out_of_sight_and_refuses_a_
     docker_engine: Any,
 ) -> None:
     base = ensure_base_image(docker_engine, "stoker/runtime", out=lambda _: None).ref
-    settings = DockerSettings()
-    if not docker_engine.networks.list(names=[settings.network]):
-        docker_engine.networks.create(settings.network, driver="bridge", labels={"com.stoker.network": "1"})
+    owner = f"pooltest{uuid.uuid4().hex[:6]}"
+    settings = DockerSettings(network=docker_network.default_name(owner))
+    network = docker_engine.networks.create(settings.network, **docker_network.create_options(owner))
 
     async def scenario() -> None:
         starter = ContainerStarter(docker_engine, settings, lambda: base, "pooltest", 256 * 1024 * 1024)
@@ -45,4 +47,7 @@ def test_generic_container_is_hardened_keeps_its_key_out_of_sight_and_refuses_a_
         finally:
             await generic.discard()
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        network.remove()

@@ -17,6 +17,9 @@ from events.outbox import CallbackOutbox
 from events.queue import CALLBACK_GROUP, CALLBACK_STREAM, Queue, async_stream
 from events.retry import RetryPolicy
 from events.worker import FunctionWorker, WorkerSettings
+from stoker.callback_policy import CallbackPolicy
+
+LOOPBACK = CallbackPolicy.parse("127.0.0.1")  # the receiver runs here; internal addresses are refused by default
 
 
 class Receiver:
@@ -69,7 +72,7 @@ async def test_a_finished_calls_callback_is_delivered_from_the_outbox_then_delet
 
     settings = WorkerSettings(4, RetryPolicy(3, 0.01, 0.05), claim_idle_s=5.0, block_s=0.1)
     worker = FunctionWorker(queue, name, [async_stream(name)], invoke, settings, "w")
-    outbox = CallbackOutbox(queue, "o", 4, 5.0, 0.1)
+    outbox = CallbackOutbox(queue, "o", 4, 5.0, 0.1, LOOPBACK)
     tasks = [asyncio.create_task(worker.run()), asyncio.create_task(outbox.run())]
     call_id = f"c-{name}"
     inv = Invocation(name, body=b"x", call_id=call_id, callback_url=receiver.url + "/done")
@@ -103,7 +106,7 @@ async def test_a_callback_whose_sender_died_is_reclaimed_and_delivered(
     for m in taken:  # other tests' leftovers go back to whoever reads next
         if call_id.encode() not in m.fields[b"m"]:
             await queue.ack(CALLBACK_STREAM, CALLBACK_GROUP, [m.id], delete=False)
-    outbox = CallbackOutbox(queue, f"alive-{name}", 4, 0.3, 0.1)
+    outbox = CallbackOutbox(queue, f"alive-{name}", 4, 0.3, 0.1, LOOPBACK)
     task = asyncio.create_task(outbox.run())
     try:
         await _until(lambda: receiver.calls(call_id) != [])
@@ -122,7 +125,7 @@ async def test_a_callback_that_cannot_be_delivered_is_noted_on_its_call(
     await queue.ensure_group(CALLBACK_STREAM, CALLBACK_GROUP, from_start=True)
     refused = Callback(receiver.url + "/refuse", call_id, Result(200, [], b"r", 0.1, name))
     await queue.add(CALLBACK_STREAM, {"m": refused.encode()})
-    outbox = CallbackOutbox(queue, f"o-{name}", 4, 5.0, 0.1)
+    outbox = CallbackOutbox(queue, f"o-{name}", 4, 5.0, 0.1, LOOPBACK)
     task = asyncio.create_task(outbox.run())
     try:
 

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = start_platform(tmp_path_factory.mktemp("stoker-home"))
+    # The callback receiver below listens on loopback, which callbacks may reach only when allowed.
+    p = start_platform(tmp_path_factory.mktemp("stoker-home"), env={"STOKER_CALLBACK_ALLOW": "127.0.0.1"})
     assert p.deploy("hello", FUNCTIONS / "hello").status_code == 202
     yield p
     p.stop()
