@@ -101,7 +101,7 @@ def test_every_error_answer_is_the_json_error_body() -> None:
 def test_settings_the_document_names_exist() -> None:
     text = (ROOT / "gateway" / "openapi.yaml").read_text()
     fields = {f"STOKER_{name.upper()}" for name in Config.__dataclass_fields__}
-    named = {word.strip("`(),.") for word in text.split() if word.strip("`(),.").startswith("STOKER_")}
+    named = {word.strip("`(),.;:") for word in text.split() if word.strip("`(),.;:").startswith("STOKER_")}
     assert named and named <= fields, named - fields
 
 
