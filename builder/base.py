@@ -14,6 +14,7 @@ Two images, both cached by tag:
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import shutil
 import subprocess
 import sys
@@ -26,13 +27,14 @@ from builder import pip
 from builder.context import pack_context
 from builder.reference import content_tag, has_tag, validate_reference
 from builder.stream import Output, run_build
+from runtime.contract import COMMAND, PORT, PORT_VAR, RUNTIME_USER
 from stoker.errors import NotFound
 
 DEFAULT_BASE = "stoker/runtime"
 OFFICIAL_PYTHON = "python:3.11-slim-bookworm"
-RUNTIME_USER = "10001:10001"
 SOURCE_PACKAGES = ("stoker", "runtime")
-_NOT_IN_IMAGE = ("runtime/backends",)  # the orchestrator side: replicas never import it
+# The orchestrator side and the command line: replicas never import them (a test checks it).
+_NOT_IN_IMAGE = ("runtime/backends", "stoker/cli")
 # What ``python -m runtime`` imports beyond the standard library (pinned to the versions installed here).
 RUNTIME_REQUIREMENTS = ("uvicorn[standard]", "httptools", "msgpack", "cloudpickle")
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +44,13 @@ _PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/s
 BASE_DOCKERFILE = f"""\
 FROM {{rootfs}}
 COPY lib/ /opt/stoker/lib/
-ENV PYTHONPATH=/opt/stoker/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp port=8080 \\
+ENV PYTHONPATH=/opt/stoker/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp {PORT_VAR}={PORT} \\
     STOKER_FUNCTION_DIR=/home/app/function
 WORKDIR /home/app
 USER {RUNTIME_USER}
-EXPOSE 8080
+EXPOSE {PORT}
 LABEL com.stoker.base=true org.opencontainers.image.title="stoker runtime"
-CMD ["python3", "-m", "runtime"]
+CMD {json.dumps(list(COMMAND))}
 """
 
 

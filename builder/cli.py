@@ -35,7 +35,7 @@ def run_build(args: argparse.Namespace) -> int:
     from builder.base import ensure_base_image
     from builder.function import build_function, push
     from builder.pip import BuildFailed
-    from runtime.backends.docker_config import DockerSettings
+    from runtime.backends.containers import DockerSettings
     from stoker import bundle
     from stoker.stack import load_stack
 
@@ -82,7 +82,7 @@ def run_base_image(args: argparse.Namespace) -> int:
     from builder import engine
     from builder.base import ensure_base_image
     from builder.pip import BuildFailed
-    from runtime.backends.docker_config import DockerSettings
+    from runtime.backends.containers import DockerSettings
 
     name = args.name or DockerSettings.from_env().base_image
     client = engine.connect()

@@ -1,7 +1,7 @@
-"""``python -m runtime``: run one function replica (see :mod:`runtime.server`)."""
+"""``python -m runtime``: run one function replica (see :mod:`runtime.replica.server`)."""
 
 import sys
 
-from runtime.server import main
+from runtime.replica.server import main
 
 sys.exit(main())

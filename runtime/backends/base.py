@@ -7,7 +7,7 @@ to reach zero, then stops it, so scale-down and redeploys lose nothing.
 
 Scaling: ``scale`` returns once the change is under way, not when new replicas are ready; they appear in
 ``endpoints`` when they are (the gateway's activator holds requests meanwhile). A backend with a warm pool
-(:mod:`runtime.pool`) should take replicas from it when scaling up, and may report its size through an optional
+(:mod:`runtime.backends.pool`) should take replicas from it when scaling up, and may report its size through an optional
 ``warm_replicas() -> int`` method (exported as ``stoker_warm_pool_ready``). A backend whose pool lives in the
 orchestrator (Swarm, Kubernetes: every gateway may take from it) has an optional ``async tend_pool()``, which the
 process that autoscales (a gateway running the autoscaler, or the leading ``stoker controller``) calls once a tick

@@ -2,7 +2,7 @@
 
 For readiness 200 means ready and 429 ready but at its in-flight limit (it still counts: the gateway skips full
 replicas itself); for health only 200 counts. A replica address is a host and port, or the path of a Unix socket
-(local replicas, :mod:`runtime.backends.local_sockets`) with port 0.
+(local replicas, :mod:`runtime.backends.local.sockets`) with port 0.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from runtime.contract import READY_PATH
+
 READY_POLL_S = 0.02
-READY = "/_/ready"
-HEALTH = "/_/health"
 _PROBE_TIMEOUT_S = 2.0  # a replica on loopback or a bridge answers in milliseconds; a vanished address never does
 
 
@@ -24,9 +24,9 @@ async def open_replica(host: str, port: int) -> tuple[asyncio.StreamReader, asyn
     return await asyncio.open_connection(host, port)
 
 
-async def probe(host: str, port: int, path: str = READY) -> bool:
+async def probe(host: str, port: int, path: str = READY_PATH) -> bool:
     """One ``GET path``: True when the replica answers 200 (or 429, for readiness)."""
-    ok = ([b"200"], [b"429"]) if path == READY else ([b"200"],)
+    ok = ([b"200"], [b"429"]) if path == READY_PATH else ([b"200"],)
     request = f"GET {path} HTTP/1.1\r\nhost: replica\r\nconnection: close\r\n\r\n".encode()
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(_PROBE_TIMEOUT_S):

@@ -1,7 +1,7 @@
 """What the backends that supervise replica slots themselves (local processes, Docker containers) share.
 
-A slot is one replica kept running (:class:`runtime.backends.process.ReplicaSlot`,
-:class:`runtime.backends.docker_replica.ContainerSlot`). :class:`SlotBackend` holds the function table and the reads
+A slot is one replica kept running (:class:`runtime.backends.local.replica.ReplicaSlot`,
+:class:`runtime.backends.docker.replica.ContainerSlot`). :class:`SlotBackend` holds the function table and the reads
 of the Backend interface, and the steps of a deploy both backends take the same way: refuse missing secrets, wait
 for the first replica of a version, retire the least busy replicas on scale-down, stop an old version only once
 the new one is ready, keep background work to cancel at shutdown.

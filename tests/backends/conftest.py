@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runtime.backends.swarm import SwarmBackend
+from runtime.backends.swarm.backend import SwarmBackend
 from stoker.config import Config
 from tests.backends.k8s_fake import FakeCluster
 from tests.backends.test_swarm_support import remove_platform, swarm_engine

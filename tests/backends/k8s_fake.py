@@ -35,7 +35,7 @@ import kubernetes_validate
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from runtime.backends.k8s_clients import KubeClients
+from runtime.backends.kubernetes.clients import KubeClients
 
 Obj = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]

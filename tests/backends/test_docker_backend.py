@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.backends.docker_config import FUNCTION, OWNER
+from runtime.backends.containers import FUNCTION, OWNER
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, ROOT, Platform, write_handler
 
@@ -131,7 +131,7 @@ def test_an_image_deploys_without_source(docker_platform: Platform, docker_engin
     # under a repository unique to the run), as it would run on OpenFaaS. Nothing left by an earlier run is used.
     from builder.base import ensure_base_image
     from builder.function import build_function
-    from runtime.backends.docker_config import DockerSettings
+    from runtime.backends.docker.config import DockerSettings
 
     base = ensure_base_image(docker_engine, DockerSettings.from_env().base_image, out=lambda line: None)
     image = build_function(

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.backends.docker_config import FUNCTION, OWNER
+from runtime.backends.containers import FUNCTION, OWNER
 from tests.platform_fixture import ROOT, start_platform, write_handler
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from builder.base import ensure_base_image
-from runtime import pool
-from runtime.backends import docker_network
-from runtime.backends.docker_config import DockerSettings
-from runtime.backends.docker_pool import ContainerStarter
+from runtime.backends import pool
+from runtime.backends.containers import DockerSettings
+from runtime.backends.docker import network as docker_network
+from runtime.backends.docker.pool import ContainerStarter
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS
 

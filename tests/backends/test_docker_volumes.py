@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from runtime.backends.docker_volumes import base_packages, needs_image
+from runtime.backends.containers import base_packages, needs_image
 
 
 def _bundle(requirements: str | None) -> bytes:

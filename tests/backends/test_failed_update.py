@@ -1,6 +1,7 @@
 """A refused update leaves the previous version serving, and its error does not stay in that version's status
 (``describe`` showed ``Ready`` with the refused version's load error until the platform restarted). Swarm never sets
-a status message; Kubernetes reads it from the Deployment's own conditions each time (runtime/backends/k8s_status.py).
+a status message; Kubernetes reads it from the Deployment's own conditions each time
+(runtime/backends/kubernetes/status.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.backends.kubernetes import KubernetesBackend
+from runtime.backends.kubernetes.backend import KubernetesBackend
 from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment

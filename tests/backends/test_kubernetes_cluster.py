@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.backends.k8s_settings import KubeSettings
-from runtime.backends.kubernetes import KubernetesBackend
+from runtime.backends.kubernetes.backend import KubernetesBackend
+from runtime.backends.kubernetes.settings import KubeSettings
 from stoker import bundle
 from stoker.config import Config
 from stoker.errors import DeployFailed

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.backends import k8s_code, k8s_pool
-from runtime.backends import k8s_objects as objects
-from runtime.backends.k8s_secrets import secret
-from runtime.backends.k8s_settings import KubeSettings
-from runtime.backends.k8s_status import function_of, rollout_state, slice_addresses
+from runtime.backends.kubernetes import code as k8s_code
+from runtime.backends.kubernetes import objects
+from runtime.backends.kubernetes import pool as k8s_pool
+from runtime.backends.kubernetes.secrets import secret
+from runtime.backends.kubernetes.settings import KubeSettings
+from runtime.backends.kubernetes.status import function_of, rollout_state, slice_addresses
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
 from tests.backends.k8s_fake import validate
@@ -176,7 +177,7 @@ def test_rollout_state_names_what_will_not_fix_itself() -> None:
     assert state.progress == "f-2: ContainerCreating"
 
 
-# --- the warm pool (runtime/backends/k8s_pool.py) --------------------------------------------------------------
+# --- the warm pool (runtime/backends/kubernetes/pool.py) --------------------------------------------------------------
 POOL = KubeSettings(runtime_image="stoker/runtime:latest")
 
 

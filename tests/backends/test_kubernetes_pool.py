@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.backends import k8s_pool
-from runtime.backends.k8s_settings import KubeSettings
-from runtime.backends.kubernetes import KubernetesBackend
-from runtime.pool import replica_key
+from runtime.backends.kubernetes import pool as k8s_pool
+from runtime.backends.kubernetes.backend import KubernetesBackend
+from runtime.backends.kubernetes.settings import KubeSettings
+from runtime.backends.pool import replica_key
 from stoker import bundle
 from stoker.config import Config
 from stoker.spec import FunctionDeployment

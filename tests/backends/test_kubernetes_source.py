@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from runtime import codesign
-from runtime.backends import k8s_code
-from runtime.backends import k8s_objects as objects
-from runtime.backends.k8s_settings import KubeSettings
-from runtime.backends.kubernetes import KubernetesBackend
+from runtime.backends.kubernetes import code as k8s_code
+from runtime.backends.kubernetes import objects
+from runtime.backends.kubernetes.backend import KubernetesBackend
+from runtime.backends.kubernetes.settings import KubeSettings
 from stoker import bundle
 from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest

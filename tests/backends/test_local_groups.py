@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.backends.local_groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
+from runtime.backends.local.groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
 from tests.gateway.scaling_support import status, wait_until
 from tests.platform_fixture import Platform, start_platform, write_handler
 
@@ -92,7 +92,7 @@ def _spawn_child(p: Platform, name: str) -> tuple[int, int]:
 
 def _watcher(p: Platform) -> int:
     children = Path(f"/proc/{p.proc.pid}/task/{p.proc.pid}/children").read_text().split()
-    [pid] = [int(c) for c in children if b"local_groups" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    [pid] = [int(c) for c in children if b"local.groups" in Path(f"/proc/{c}/cmdline").read_bytes()]
     return pid
 
 

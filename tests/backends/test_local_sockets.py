@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from runtime.backends.local_sockets import MAX_PATH, SocketFolder
+from runtime.backends.local.sockets import MAX_PATH, SocketFolder
 from tests.platform_fixture import FUNCTIONS, start_platform
 
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from runtime.backends.base import FunctionRecord
-from runtime.backends.swarm import SwarmBackend
-from runtime.backends.swarm_config import CODE, PLATFORM, POOL_CLAIMED
-from runtime.backends.swarm_pool import role
+from runtime.backends.swarm.backend import SwarmBackend
+from runtime.backends.swarm.config import CODE, PLATFORM, POOL_CLAIMED
+from runtime.backends.swarm.pool import role
 from stoker import bundle
 from stoker.spec import FunctionDeployment
 from tests.platform_fixture import write_handler

@@ -1,11 +1,11 @@
-"""Which functions take Swarm pool replicas, and when a bridge goes (pure rules of runtime.backends.swarm_pool)."""
+"""Which functions take Swarm pool replicas, and when a bridge goes (pure rules of runtime.backends.swarm.pool)."""
 
 from __future__ import annotations
 
 import pytest
 
-from runtime.backends.swarm_config import SwarmSettings
-from runtime.backends.swarm_pool import GONE_GRACE_S, poolable, retire_reason
+from runtime.backends.swarm.config import SwarmSettings
+from runtime.backends.swarm.pool import GONE_GRACE_S, poolable, retire_reason
 from stoker.spec import FunctionDeployment
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from builder.base import ensure_base_image
 from builder.function import build_function
-from runtime.backends.swarm_config import PLATFORM, POOL_GENERIC
-from runtime.backends.swarm_pool import role
+from runtime.backends.swarm.config import PLATFORM, POOL_GENERIC
+from runtime.backends.swarm.pool import role
 from stoker import bundle
 from tests.backends.test_swarm_support import remove_platform, swarm_engine, wait_for
 from tests.platform_fixture import ROOT, write_handler

@@ -55,7 +55,7 @@ def remove_platform(engine: Any, platform: str, network: str = "") -> None:
     containers are gone, its secrets and code configs and ``network``."""
     import contextlib
 
-    from runtime.backends.swarm_config import PLATFORM
+    from runtime.backends.swarm.config import PLATFORM
 
     label = {"label": f"{PLATFORM}={platform}"}
     names = set()

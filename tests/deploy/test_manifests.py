@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from runtime.backends import k8s_code
-from runtime.backends.k8s_settings import KubeSettings
-from runtime.backends.kubernetes import KubernetesBackend
+from runtime.backends.kubernetes import code as k8s_code
+from runtime.backends.kubernetes.backend import KubernetesBackend
+from runtime.backends.kubernetes.settings import KubeSettings
 from stoker.bundle import pack
 from stoker.config import Config
 from stoker.spec import FunctionDeployment

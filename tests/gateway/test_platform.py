@@ -20,7 +20,7 @@ PID_HANDLER = "import os\ndef handle(event, context):\n    return str(os.getpid(
 def _replica_pids(platform: Platform) -> set[int]:
     """Replica processes started by the platform (its children but the watcher of their process groups)."""
     children = Path(f"/proc/{platform.proc.pid}/task/{platform.proc.pid}/children").read_text().split()
-    return {int(pid) for pid in children if b"local_groups" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    return {int(pid) for pid in children if b"local.groups" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
 def _alive(pid: int) -> bool:

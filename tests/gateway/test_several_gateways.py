@@ -31,8 +31,8 @@ import httpx
 import pytest
 import redis
 
-from runtime.backends.swarm_config import PLATFORM, POOL_GENERIC
-from runtime.backends.swarm_pool import role
+from runtime.backends.swarm.config import PLATFORM, POOL_GENERIC
+from runtime.backends.swarm.pool import role
 from tests.backends.test_swarm_support import remove_platform, swarm_engine, wait_for
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
 

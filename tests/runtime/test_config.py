@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import ConfigError, ReplicaConfig
+from runtime.replica.config import ConfigError, ReplicaConfig
 from tests.runtime.conftest import StartReplica
 
 

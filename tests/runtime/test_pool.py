@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.pool import replica_key, signed_request
-from runtime.specialize import SPECIALIZE_PATH
+from runtime.backends.pool import replica_key, signed_request
+from runtime.replica.specialize import SPECIALIZE_PATH
 from stoker import bundle
 from tests.runtime.replica_process import ROOT, _collect, write_function
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from runtime.responses import BadReturn, render
+from runtime.replica.responses import BadReturn, render
 from stoker.handler import Response
 
 

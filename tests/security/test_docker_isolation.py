@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.backends.docker_config import FUNCTION, OWNER
-from runtime.backends.docker_network import ICC_OPTION, bridge_name, default_name
+from runtime.backends.containers import FUNCTION, OWNER
+from runtime.backends.docker.network import ICC_OPTION, bridge_name, default_name
 from tests.docker_support import docker_client
 from tests.platform_fixture import Platform, start_platform, write_handler
 
