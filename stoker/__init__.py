@@ -11,7 +11,7 @@ from stoker.handler import Context, Event, Response
 if TYPE_CHECKING:
     from stoker.sdk import App
 
-__version__ = "0.1.0"
+from stoker.version import __version__
 
 __all__ = ["App", "Context", "Event", "Response", "__version__"]
 

@@ -1,27 +1,28 @@
-"""Orchestrator backends behind one interface (:class:`runtime.backends.base.Backend`)."""
+"""Orchestrator backends behind one interface (:class:`runtime.backends.base.Backend`).
+
+The shared modules sit here (interface, slots, pool, secrets, logs, readiness, restarts, containers); each
+orchestrator is a folder of its own (``local/``, ``docker/``, ``swarm/``, ``kubernetes/``) that imports only these,
+never another family. A family is imported by name from :data:`BACKENDS` when it is chosen, so the gateway loads
+only the one it runs (and its client library).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from runtime.backends.base import Backend
-from stoker.config import Config, ConfigError
+from stoker.config import Config
+
+BACKENDS = {
+    "local": "runtime.backends.local.backend:LocalBackend",
+    "docker": "runtime.backends.docker.backend:DockerBackend",
+    "swarm": "runtime.backends.swarm.backend:SwarmBackend",
+    "kubernetes": "runtime.backends.kubernetes.backend:KubernetesBackend",
+}
 
 
 def create_backend(config: Config, key: bytes) -> Backend:
-    """The backend named by ``config.backend``."""
-    if config.backend == "local":
-        from runtime.backends.local.backend import LocalBackend
-
-        return LocalBackend(config, key)
-    if config.backend == "kubernetes":
-        from runtime.backends.kubernetes.backend import KubernetesBackend
-
-        return KubernetesBackend(config, key)
-    if config.backend == "docker":
-        from runtime.backends.docker.backend import DockerBackend
-
-        return DockerBackend(config, key)
-    if config.backend == "swarm":
-        from runtime.backends.swarm.backend import SwarmBackend
-
-        return SwarmBackend(config, key)
-    raise ConfigError(f"STOKER_BACKEND: the {config.backend!r} backend is not available in this version yet")
+    """The backend named by ``config.backend`` (validated by :class:`Config`: one of :data:`BACKENDS`)."""
+    module, _, name = BACKENDS[config.backend].partition(":")
+    backend: Backend = getattr(importlib.import_module(module), name)(config, key)
+    return backend

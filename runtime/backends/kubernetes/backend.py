@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -129,10 +129,6 @@ class KubernetesBackend:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One blocking API call off the loop; the answer in its JSON form."""
-        return self.clients.to_dict(await asyncio.to_thread(fn, *args, **kwargs))
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -312,7 +308,7 @@ class KubernetesBackend:
     async def _store_code(self, dep: FunctionDeployment, data: bytes) -> None:
         """The ConfigMap of this bundle (named by its content: one that exists already holds the same bytes)."""
         try:
-            await self._call(
+            await self.clients.call(
                 self.clients.core.create_namespaced_config_map, self.namespace, k8s_code.configmap(dep, data)
             )
         except Exception as exc:
@@ -342,7 +338,7 @@ class KubernetesBackend:
 
     async def _read(self, name: str) -> Obj | None:
         try:
-            result: Obj = await self._call(self.clients.apps.read_namespaced_deployment, name, self.namespace)
+            result: Obj = await self.clients.call(self.clients.apps.read_namespaced_deployment, name, self.namespace)
         except Exception as exc:
             if _status(exc) == 404:
                 return None
@@ -354,7 +350,7 @@ class KubernetesBackend:
         replicas = max(dep.settings.min_replicas, 1)
         await self._apply_service(dep)
         try:
-            created = await self._call(
+            created = await self.clients.call(
                 c.apps.create_namespaced_deployment, self.namespace, objects.deployment(dep, replicas, code)
             )
         except Exception as exc:
@@ -378,7 +374,7 @@ class KubernetesBackend:
         apps = self.clients.apps
         old_code = code_configmap(old)
         new_code = code.configmap if code is not None else ""
-        updated = await self._call(
+        updated = await self.clients.call(
             apps.replace_namespaced_deployment, dep.service, self.namespace, objects.deployment(dep, replicas, code)
         )
         await self._apply_service(dep)
@@ -394,7 +390,9 @@ class KubernetesBackend:
                 },
                 "spec": old["spec"],
             }
-            restored = await self._call(apps.replace_namespaced_deployment, dep.service, self.namespace, previous)
+            restored = await self.clients.call(
+                apps.replace_namespaced_deployment, dep.service, self.namespace, previous
+            )
             self._on_deployment("MODIFIED", restored)
             if new_code and new_code != old_code:  # the old version keeps its own
                 await self._drop_code(new_code)
@@ -408,11 +406,11 @@ class KubernetesBackend:
         core = self.clients.core
         body = objects.service(dep)
         try:
-            await self._call(core.create_namespaced_service, self.namespace, body)
+            await self.clients.call(core.create_namespaced_service, self.namespace, body)
         except Exception as exc:
             if _status(exc) != 409:
                 raise
-            await self._call(core.patch_namespaced_service, dep.service, self.namespace, body)
+            await self.clients.call(core.patch_namespaced_service, dep.service, self.namespace, body)
 
     async def _wait_ready(self, dep: FunctionDeployment, code: objects.Code | None) -> str:
         """ "" once a pod of this version is ready (and, normally, routed to); else why not."""
@@ -421,9 +419,9 @@ class KubernetesBackend:
         ready_since: float | None = None
         progress = ""
         while True:
-            pods = (await self._call(self.clients.core.list_namespaced_pod, self.namespace, label_selector=selector))[
-                "items"
-            ]
+            pods = (
+                await self.clients.call(self.clients.core.list_namespaced_pod, self.namespace, label_selector=selector)
+            )["items"]
             state = rollout_state([p for p in pods if k8s_pool.POOL_LABEL not in p["metadata"].get("labels", {})])
             fn = self._functions.get((dep.service, dep.namespace))
             routed = fn is not None and any(e.instance in state.ready for e in fn.record.endpoints)
@@ -494,7 +492,7 @@ class KubernetesBackend:
         fn = self._known(name, namespace)
         before = fn.record.replicas
         try:
-            await self._call(
+            await self.clients.call(
                 self.clients.apps.patch_namespaced_deployment_scale, name, namespace, objects.scale(replicas)
             )
         except Exception as exc:

@@ -3,6 +3,7 @@ place: tests/fakes/kubernetes.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,10 @@ class KubeClients:
     discovery: Any  # kubernetes.client.DiscoveryV1Api
     to_dict: Callable[[Any], Any]  # ApiClient.sanitize_for_serialization: any model -> its JSON form
     watch: Callable[[], Any]  # kubernetes.watch.Watch
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One blocking API call off the loop; the answer in its JSON form."""
+        return self.to_dict(await asyncio.to_thread(fn, *args, **kwargs))
 
     @classmethod
     def connect(cls) -> KubeClients:

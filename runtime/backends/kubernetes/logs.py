@@ -11,17 +11,23 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from runtime.backends.base import LogLine
+from runtime.backends.base import FunctionRecord, LogLine
+from runtime.backends.kubernetes.clients import KubeClients
 from runtime.backends.kubernetes.objects import FUNCTION_LABEL
 from runtime.backends.kubernetes.pool import CONTAINER, POOL_LABEL
 from runtime.backends.kubernetes.status import parse_time
 
-if TYPE_CHECKING:
-    from runtime.backends.kubernetes.backend import KubernetesBackend
-
 FOLLOW_POLL_S = 1.0
+
+
+class LogSource(Protocol):
+    """What reading logs needs of the backend: its API clients and whether the function still exists."""
+
+    clients: KubeClients
+
+    def get(self, name: str, namespace: str) -> FunctionRecord | None: ...
 
 
 def parse_lines(text: str, name: str, namespace: str, pod: str) -> list[LogLine]:
@@ -40,10 +46,10 @@ def parse_lines(text: str, name: str, namespace: str, pod: str) -> list[LogLine]
 
 
 async def _read_all(
-    backend: KubernetesBackend, name: str, namespace: str, tail: int | None, since: float | None
+    backend: LogSource, name: str, namespace: str, tail: int | None, since: float | None
 ) -> list[LogLine]:
     core = backend.clients.core
-    pods = (await backend._call(core.list_namespaced_pod, namespace, label_selector=f"{FUNCTION_LABEL}={name}"))[
+    pods = (await backend.clients.call(core.list_namespaced_pod, namespace, label_selector=f"{FUNCTION_LABEL}={name}"))[
         "items"
     ]
     lines: list[LogLine] = []
@@ -71,7 +77,7 @@ async def _read_all(
 
 
 async def read_logs(
-    backend: KubernetesBackend, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
+    backend: LogSource, name: str, namespace: str, tail: int | None, since: float | None, follow: bool
 ) -> AsyncIterator[LogLine]:
     """Lines of a function's pods, oldest first; with ``follow``, new lines until the function is removed."""
     lines = await _read_all(backend, name, namespace, tail, since)

@@ -9,18 +9,17 @@ import asyncio
 import hmac
 import sys
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runtime import codesign
 from runtime.backends import pool
 from runtime.backends.base import Endpoint
 from runtime.backends.kubernetes import code as k8s_code
 from runtime.backends.kubernetes import pool as kp
+from runtime.backends.kubernetes.clients import KubeClients
 from runtime.backends.kubernetes.clients import status_of as _status
 from runtime.backends.kubernetes.objects import CODE_LABEL
-
-if TYPE_CHECKING:
-    from runtime.backends.kubernetes.backend import KubernetesBackend
+from runtime.backends.kubernetes.settings import KubeSettings
 
 Obj = dict[str, Any]
 SPECIALISE_TIMEOUT_S = 20.0
@@ -40,10 +39,20 @@ def _log(message: str) -> None:
     print(f"stoker: kubernetes warm pool: {message}", file=sys.stderr, flush=True)
 
 
+class PoolHost(Protocol):
+    """What the pool needs of the backend that holds it."""
+
+    clients: KubeClients
+    namespace: str
+    key: bytes  # the platform key: pool keys and code signatures derive from it
+    replica_port: int
+    settings: KubeSettings
+
+
 class WarmPods:
     """The pool pods (generic and claimed) of one namespace, mirrored from a watch; claims and tending."""
 
-    def __init__(self, backend: KubernetesBackend) -> None:
+    def __init__(self, backend: PoolHost) -> None:
         self.backend = backend
         self.pods: dict[str, Obj] = {}
         self._bundles: OrderedDict[str, bytes] = OrderedDict()  # code ConfigMap -> verified bundle
@@ -106,7 +115,7 @@ class WarmPods:
             if seen is None or kp.state(seen) != kp.GENERIC:
                 continue  # taken or gone while we were reading the code
             try:
-                claimed: Obj = await b._call(
+                claimed: Obj = await b.clients.call(
                     b.clients.core.patch_namespaced_pod,
                     name,
                     b.namespace,
@@ -137,7 +146,7 @@ class WarmPods:
             return data
         b = self.backend
         try:
-            obj = await b._call(b.clients.core.read_namespaced_config_map, target.configmap, b.namespace)
+            obj = await b.clients.call(b.clients.core.read_namespaced_config_map, target.configmap, b.namespace)
         except Exception as exc:
             if _status(exc) == 404:
                 return None
@@ -164,10 +173,10 @@ class WarmPods:
         core = b.clients.core
         secrets: list[Obj] | None = None
         if now - self._swept >= SECRET_SWEEP_S:
-            listed = await b._call(core.list_namespaced_secret, b.namespace, label_selector=kp.POOL_LABEL)
+            listed = await b.clients.call(core.list_namespaced_secret, b.namespace, label_selector=kp.POOL_LABEL)
             secrets = list(listed.get("items") or [])
             self._swept = now
-            code = await b._call(core.list_namespaced_config_map, b.namespace, label_selector=CODE_LABEL)
+            code = await b.clients.call(core.list_namespaced_config_map, b.namespace, label_selector=CODE_LABEL)
             for name in k8s_code.stale(list(code.get("items") or []), code_in_use, now):
                 _log(f"deleting code ConfigMap {name}: no Deployment uses it")
                 await self._ignore_404(core.delete_namespaced_config_map, name)
@@ -186,11 +195,11 @@ class WarmPods:
         core = b.clients.core
         name = kp.new_name()
         # The Secret first: a pod whose Secret is missing would wait for it.
-        await b._call(
+        await b.clients.call(
             core.create_namespaced_secret, b.namespace, kp.secret(name, b.namespace, pool.replica_key(b.key, name))
         )
         try:
-            await b._call(core.create_namespaced_pod, b.namespace, kp.pod(name, b.namespace, b.settings))
+            await b.clients.call(core.create_namespaced_pod, b.namespace, kp.pod(name, b.namespace, b.settings))
         except BaseException:
             await self._ignore_404(core.delete_namespaced_secret, name)
             raise

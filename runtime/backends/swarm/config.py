@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runtime.backends.containers import (
     CREATED,
@@ -49,9 +49,6 @@ from runtime.contract import (
 )
 from stoker.config import ConfigError
 from stoker.spec import FunctionDeployment
-
-if TYPE_CHECKING:
-    from runtime.backends.swarm.code import SwarmCode
 
 PLATFORM = "com.stoker.platform"  # which stoker platform owns a service or secret (several may share a swarm)
 # Values of the POOL label on a warm pool replica's service: waiting, serving a function, stopped (kept for its logs).
@@ -105,6 +102,17 @@ class SwarmSettings:
         if not _SERVICE_NAME.match(settings.platform) or len(settings.platform) > 20:
             raise ConfigError(f"STOKER_SWARM_PLATFORM: {settings.platform!r} is not a DNS label of at most 20 chars")
         return settings
+
+
+class MountedCode(Protocol):
+    """Code mounted from a Swarm config (:class:`runtime.backends.swarm.code.SwarmCode`), as a service spec uses it."""
+
+    @property
+    def config(self) -> str: ...
+
+    def reference(self, uid: str, gid: str) -> dict[str, Any]: ...
+
+    def service_env(self) -> dict[str, str]: ...
 
 
 def service_name(settings: SwarmSettings, dep_name: str, namespace: str) -> str:
@@ -162,7 +170,7 @@ def service_spec(
     stoker_image: bool,
     image_user: str,
     secrets: list[dict[str, Any]],
-    code: SwarmCode | None = None,
+    code: MountedCode | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``APIClient.create_service`` for one function (pure: same input, same spec).
 
