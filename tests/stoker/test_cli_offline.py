@@ -28,9 +28,9 @@ import yaml
 
 from stoker import bundle
 from stoker.cli import main
+from stoker.cli.scaffold import add_to_stack
 from stoker.client import Client, GatewayError, error_text
 from stoker.handler import Event, Headers
-from stoker.scaffold import add_to_stack
 from stoker.stack import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,8 @@ FOLLOW_POLL_S = 1.0
 class LogSource(Protocol):
     """What reading logs needs of the backend: its API clients and whether the function still exists."""
 
-    clients: KubeClients
+    @property
+    def clients(self) -> KubeClients: ...
 
     def get(self, name: str, namespace: str) -> FunctionRecord | None: ...
 

@@ -42,7 +42,9 @@ def _log(message: str) -> None:
 class PoolHost(Protocol):
     """What the pool needs of the backend that holds it."""
 
-    clients: KubeClients
+    @property
+    def clients(self) -> KubeClients: ...
+
     namespace: str
     key: bytes  # the platform key: pool keys and code signatures derive from it
     replica_port: int

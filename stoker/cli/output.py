@@ -1,9 +1,21 @@
-"""Text the CLI prints for people: tables aligned by column, ``Key: value`` blocks and compact values."""
+"""What the CLI prints: tables aligned by column, ``Key: value`` blocks and compact values for people, JSON for
+programs (``--json``), and the one error that means the command line itself is wrong (exit status 2)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit status 2)."""
+
+
+def print_json(data: Any) -> int:
+    """``data`` as indented JSON with sorted keys on stdout (what every ``--json`` prints); exit status 0."""
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -7,10 +7,10 @@ its own helper modules import; code under ``if __name__ == "__main__":`` does no
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
+from stoker.cli import output
 from stoker.client import GatewayError
 from stoker.names import DEFAULT_NAMESPACE
 from stoker.sdk.app import App
@@ -68,5 +68,5 @@ def deploy_app_file(path: str, gateway: str | None, namespace: str | None, as_js
             if not as_json:
                 print(f"Deployed {name} ({ns}) from app {app.name}. URL: {url}", flush=True)
     if as_json:
-        print(json.dumps(results, indent=2))
+        output.print_json(results)
     return 0

@@ -9,13 +9,9 @@ import sys
 import time
 from typing import Any
 
-from stoker import output
+from stoker.cli import output
+from stoker.cli.output import UsageError
 from stoker.client import Client, error_text
-from stoker.names import InvalidName
-
-
-class QueueUsageError(InvalidName):
-    """A queue command that cannot run as given (exit status 2, like other usage errors)."""
 
 
 def add_arguments(queue: argparse.ArgumentParser, trigger: argparse.ArgumentParser, result: Any) -> None:
@@ -39,27 +35,22 @@ def add_arguments(queue: argparse.ArgumentParser, trigger: argparse.ArgumentPars
     result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the result")
 
 
-def _print(data: Any) -> int:
-    print(json.dumps(data, indent=2, sort_keys=True))
-    return 0
-
-
 def run_queue(client: Client, args: argparse.Namespace) -> int:
     if args.action in ("ls", "list"):
         rows = client.queues()
         if args.json:
-            return _print(rows)
+            return output.print_json(rows)
         keys = ("function", "stream", "length", "lag", "pending", "dead")
         print(output.table(tuple(k.upper() for k in keys), [tuple(r.get(k, "") for k in keys) for r in rows]))
         return 0
     if args.action == "publish":
         return _publish(client, args)
     if not args.function:
-        raise QueueUsageError(f"'stoker queue {args.action}' needs a FUNCTION")
+        raise UsageError(f"'stoker queue {args.action}' needs a FUNCTION")
     if args.action == "dead":
         entries = client.dead_letters(args.function)
         if args.json:
-            return _print(entries)
+            return output.print_json(entries)
         dead_keys = ("deadId", "attempts", "stream", "id", "error")
         dead_rows = [[e.get(k, "") for k in dead_keys] for e in entries]
         print(output.table(("DEAD ID", "ATTEMPTS", "STREAM", "MESSAGE", "ERROR"), dead_rows))
@@ -72,12 +63,12 @@ def run_queue(client: Client, args: argparse.Namespace) -> int:
 def _publish(client: Client, args: argparse.Namespace) -> int:
     """``stoker queue publish STREAM [--field K=V]...``: print the new message's id."""
     if not args.function:
-        raise QueueUsageError("'stoker queue publish' needs a STREAM")
+        raise UsageError("'stoker queue publish' needs a STREAM")
     fields: dict[str, str] = {}
     for item in args.field:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise QueueUsageError(f"--field {item!r}: give KEY=VALUE")
+            raise UsageError(f"--field {item!r}: give KEY=VALUE")
         fields[key] = value
     body = b"" if fields else sys.stdin.buffer.read()
     print(client.publish(args.function, body=body, fields=fields or None))
@@ -88,11 +79,11 @@ def run_trigger(client: Client, args: argparse.Namespace) -> int:
     if args.action in ("ls", "list"):
         pairs = client.triggers()
         if args.json:
-            return _print(pairs)
+            return output.print_json(pairs)
         print(output.table(("FUNCTION", "STREAM"), [(p.get("function"), p.get("stream")) for p in pairs]))
         return 0
     if not args.function or not args.stream:
-        raise QueueUsageError(f"'stoker trigger {args.action}' needs FUNCTION and STREAM")
+        raise UsageError(f"'stoker trigger {args.action}' needs FUNCTION and STREAM")
     present = args.action == "create"
     client.set_trigger(args.function, args.stream, present)
     verb = "now reads" if present else "no longer reads"

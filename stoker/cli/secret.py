@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from stoker import output
+from stoker.cli import output
+from stoker.cli.output import UsageError
 from stoker.client import Client
-from stoker.names import InvalidName, validate_name
-
-
-class SecretUsageError(InvalidName):
-    """A secret command that cannot run as given (exit status 2, like other usage errors)."""
+from stoker.names import validate_name
 
 
 def _value(args: argparse.Namespace) -> bytes:
@@ -22,7 +18,7 @@ def _value(args: argparse.Namespace) -> bytes:
     if args.from_file:
         return Path(args.from_file).read_bytes()
     if sys.stdin.isatty():
-        raise SecretUsageError("give the value with --from-literal, --from-file or on stdin")
+        raise UsageError("give the value with --from-literal, --from-file or on stdin")
     return sys.stdin.buffer.read()
 
 
@@ -30,12 +26,12 @@ def run_secret(client: Client, args: argparse.Namespace) -> int:
     if args.action in ("list", "ls"):
         names = client.secrets(args.namespace)
         if args.json:
-            print(json.dumps(names))
+            output.print_json(names)
         else:
             print(output.table(("NAME",), [(n,) for n in names]))
         return 0
     if not args.name:
-        raise SecretUsageError(f"'stoker secret {args.action}' needs a secret NAME")
+        raise UsageError(f"'stoker secret {args.action}' needs a secret NAME")
     validate_name(args.name, "secret")
     if args.action in ("remove", "rm"):
         client.remove_secret(args.name, args.namespace)

@@ -18,20 +18,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from stoker import bundle, output
+from stoker import bundle
+from stoker.cli import output
+from stoker.cli.output import UsageError
+from stoker.cli.scaffold import ScaffoldError, new_function
 from stoker.client import Client, GatewayError, error_text
 from stoker.config import ConfigError
 from stoker.errors import InvalidRequest, StokerError
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, split_qualified, validate_name
-from stoker.scaffold import ScaffoldError, new_function
 from stoker.spec import parse_duration
 from stoker.stack import Stack, StackError, StackFunction, load_stack
 
 PROG = "stoker"
-
-
-class UsageError(Exception):
-    """A command line that cannot be run as given (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-literal", metavar="VALUE", help="the value (else --from-file, else stdin)")
     p.add_argument("--from-file", metavar="FILE", help="read the value from a file")
 
-    from stoker import cli_queue
+    from stoker.cli import queue as cli_queue
 
     cli_queue.add_arguments(
         command(
@@ -162,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         command("trigger", _trigger, "queue triggers: create FUNCTION STREAM, ls, rm FUNCTION STREAM"),
         command("result", _result, "print the result of an async call (stoker invoke --async prints its id)"),
     )
-    from builder import cli as build_cli
+    from stoker.cli import build as build_cli
 
     build_cli.add_arguments(
         command("build", _build, "build function images from a stack file on the local Docker Engine"),
@@ -177,37 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _queue(args: argparse.Namespace) -> int:
-    from stoker.cli_queue import run_queue
+    from stoker.cli.queue import run_queue
 
     return run_queue(_client(args), args)
 
 
 def _trigger(args: argparse.Namespace) -> int:
-    from stoker.cli_queue import run_trigger
+    from stoker.cli.queue import run_trigger
 
     return run_trigger(_client(args), args)
 
 
 def _result(args: argparse.Namespace) -> int:
-    from stoker.cli_queue import run_result
+    from stoker.cli.queue import run_result
 
     return run_result(_client(args), args)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from builder.cli import run_build
+    from stoker.cli.build import run_build
 
     return run_build(args)
 
 
 def _base_image(args: argparse.Namespace) -> int:
-    from builder.cli import run_base_image
+    from stoker.cli.build import run_base_image
 
     return run_base_image(args)
 
 
 def _secret(args: argparse.Namespace) -> int:
-    from stoker.cli_secret import run_secret
+    from stoker.cli.secret import run_secret
 
     return run_secret(_client(args), args)
 
@@ -247,7 +245,7 @@ def _new(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     if args.app:  # the SDK: deploy the functions of the App(s) an app.py defines
-        from stoker.sdk.command import deploy_app_file
+        from stoker.cli.appfile import deploy_app_file
 
         return deploy_app_file(args.app, _gateway_url(args), args.namespace, args.json)
     functions, stack = _functions_to_deploy(args)
@@ -286,7 +284,7 @@ def _deploy(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"Deployed {fn.name} ({namespace}). URL: {url}", flush=True)
     if args.json:
-        _print_json(results)
+        output.print_json(results)
     return 1 if failed else 0
 
 
@@ -324,7 +322,7 @@ def _functions_to_deploy(args: argparse.Namespace) -> tuple[list[StackFunction],
 def _list(args: argparse.Namespace) -> int:
     functions = sorted(_client(args).list_functions(args.namespace), key=lambda f: str(f.get("name")))
     if args.json:
-        return _print_json(functions)
+        return output.print_json(functions)
     counts = ("invocationCount", "replicas", "availableReplicas")
     rows = [(f.get("name"), *(f.get(k) or 0 for k in counts), _origin(f)) for f in functions]
     print(output.table(("NAME", "INVOCATIONS", "REPLICAS", "AVAILABLE", "IMAGE/SOURCE"), rows))
@@ -336,7 +334,7 @@ def _describe(args: argparse.Namespace) -> int:
     name, namespace = _qualified(args.name, args.namespace)
     fn = client.get_function(name, namespace)
     if args.json:
-        return _print_json(fn)
+        return output.print_json(fn)
     ready = (fn.get("availableReplicas") or 0) > 0
     ns = fn.get("namespace") or namespace or DEFAULT_NAMESPACE
     pairs = [
@@ -434,7 +432,7 @@ def _remove(args: argparse.Namespace) -> int:
 def _namespaces(args: argparse.Namespace) -> int:
     names = _client(args).namespaces()
     if args.json:
-        return _print_json(names)
+        return output.print_json(names)
     print("\n".join(names))
     return 0
 
@@ -443,7 +441,7 @@ def _info(args: argparse.Namespace) -> int:
     client = _client(args)
     data = client.info()
     if args.json:
-        return _print_json(data)
+        return output.print_json(data)
     print(output.fields([("gateway", client.gateway), *output.flatten(data)]))
     return 0
 
@@ -504,11 +502,6 @@ def _count(raw: str) -> int:
 
 def _origin(fn: dict[str, Any]) -> str:
     return str(fn.get("image") or "(source)")
-
-
-def _print_json(data: Any) -> int:
-    print(json.dumps(data, indent=2, sort_keys=True))
-    return 0
 
 
 if __name__ == "__main__":

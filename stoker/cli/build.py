@@ -1,15 +1,16 @@
 """``stoker build`` and ``stoker base-image``: function images and the runtime base image, from the command line.
 
-Registered by :mod:`stoker.cli`; this module imports only ``argparse`` at load time so the CLI starts fast.
+Registered by :mod:`stoker.cli.main`; this module imports only ``argparse`` at load time so the CLI starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
+
+from stoker.cli import output
 
 
 def add_arguments(build: argparse.ArgumentParser, base_image: argparse.ArgumentParser) -> None:
@@ -70,7 +71,7 @@ def run_build(args: argparse.Namespace) -> int:
     if not registry and any(r["built"] for r in results):
         out("no registry given (--registry or STOKER_DOCKER_REGISTRY): images stay on this Docker Engine")
     if quiet:
-        print(json.dumps(results, indent=2))
+        output.print_json(results)
     else:
         for r in results:
             state = f"built in {r['seconds']:.1f}s" if r["built"] else "up to date"
