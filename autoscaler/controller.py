@@ -28,9 +28,9 @@ from events.service import QueueService, open_queue
 from events.worker import WorkerSettings
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
-from stoker.config import Config, ConfigError
+from stoker.config import Config
 from stoker.credentials import platform_key
-from stoker.errors import StokerError
+from stoker.errors import ConfigError, StokerError
 from stoker.statehome import prepare as prepare_home
 
 

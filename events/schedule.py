@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 
 from croniter import croniter
 
+from stoker.errors import InvalidRequest
+
 SCHEDULE = "com.stoker.schedule"
 MAX_CATCH_UP = 1  # after a pause (restart), run only the latest missed tick, not every one of them
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InvalidRequest, ValueError):
     """A cron expression that cannot be used; the message says which and why."""
 
 

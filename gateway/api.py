@@ -89,10 +89,6 @@ def check_schedule(dep: FunctionDeployment) -> None:
     check_streams(dep)
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
@@ -117,10 +113,7 @@ def _from_body_or_query(body: dict[str, Any], request: Request, key: str) -> str
 
 
 def _namespace(value: Any) -> str:
-    try:
-        return validate_name(value or DEFAULT_NAMESPACE, "namespace")
-    except InvalidName as exc:
-        raise InvalidRequest(str(exc)) from None
+    return validate_name(value or DEFAULT_NAMESPACE, "namespace")
 
 
 class ManagementAPI:
@@ -240,10 +233,7 @@ class ManagementAPI:
         body = _object(await read_json(request, self.limits, {}), "with functionName")
         name = _from_body_or_query(body, request, "functionName")
         namespace = _namespace(_from_body_or_query(body, request, "namespace"))
-        try:
-            validate_name(name)
-        except InvalidName as exc:
-            raise InvalidRequest(str(exc)) from None
+        validate_name(name)
         assert isinstance(name, str)
         await self.backend.remove(name, namespace)
         self.metrics.forget(f"{name}.{namespace}")
@@ -290,10 +280,7 @@ class ManagementAPI:
         """OpenFaaS's Secret: ``{name, namespace, value}`` or ``rawValue`` (base64) for binary values."""
         body = _object(await read_json(request, self.limits, {}), "with name and value")
         name = body.get("name")
-        try:
-            validate_name(name, "secret")
-        except InvalidName as exc:
-            raise InvalidRequest(str(exc)) from None
+        validate_name(name, "secret")
         assert isinstance(name, str)
         namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         value = b""
@@ -333,10 +320,7 @@ class ManagementAPI:
     async def logs(self, request: Request) -> Response:
         q = request.query_params
         name = q.get("name", "")
-        try:
-            validate_name(name)
-        except InvalidName as exc:
-            raise InvalidRequest(str(exc)) from None
+        validate_name(name)
         namespace = _namespace(q.get("namespace"))
         tail = _int_param(q.get("tail"), "tail")
         since = _since(q.get("since"))

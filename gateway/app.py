@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from autoscaler.loop import AutoscalerLoop
@@ -22,10 +22,11 @@ from events.service import QueueService, open_queue
 from events.worker import WorkerSettings
 from gateway import openapi
 from gateway.activator import Activator
-from gateway.api import ManagementAPI, error
+from gateway.api import ManagementAPI
 from gateway.async_api import ASYNC_PREFIX, AsyncAPI, ProxyInvoker
 from gateway.auth import RequireAuth
 from gateway.budget import BodyBudget
+from gateway.jsonbody import error
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
 from gateway.resources import resource
@@ -121,7 +122,7 @@ class GatewayApp:
 
     async def _queue_unavailable(self, request: Request, exc: Exception) -> Response:
         message = f"the queue is unavailable: {exc}"
-        return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "1"})
+        return error(503, message, {"Retry-After": "1"})
 
     async def _stoker_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StokerError)
@@ -136,7 +137,7 @@ class GatewayApp:
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return error(exc.status_code, exc.detail, exc.headers)
 
 
 def worker_settings(config: Config) -> WorkerSettings:

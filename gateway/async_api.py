@@ -18,7 +18,6 @@ a longer answer is read to its end but not kept, and the result holds the functi
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -34,7 +33,7 @@ from events.messages import CallStatus, Invocation, Result, fields_from_json
 from events.queue import Fields, QueueUnavailable, stream_problem
 from events.service import QueueService
 from gateway.budget import BodyBudget
-from gateway.jsonbody import json_limits, parse, read_body, read_json
+from gateway.jsonbody import error, json_limits, parse, read_body, read_json
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
 from gateway.resources import resource
 from gateway.upstream import UpstreamError
@@ -42,8 +41,8 @@ from gateway.wire import as_target
 from runtime.backends.base import Backend, FunctionRecord
 from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
-from stoker.errors import InvalidRequest, NotFound
-from stoker.names import InvalidName, split_qualified, validate_name
+from stoker.errors import InvalidRequest, NotFound, error_body
+from stoker.names import split_qualified, validate_name
 
 ASYNC_PREFIX = "/async-function/"
 # A user's stream a trigger reads: printable, and never one of stoker's own (stoker:*), whose entries are not calls.
@@ -103,12 +102,12 @@ class ProxyInvoker:
             body = b"".join(chunks)
         except _ResultTooLarge:
             message = f"the function's answer is over {self.max_result_bytes} bytes (STOKER_MAX_BODY_BYTES); not kept"
-            body = json.dumps({"error": message}).encode()
+            body = error_body(message)
             out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
             out_headers.append((b"content-type", b"application/json"))
         except (UpstreamError, TimeoutError) as exc:  # the replica broke off a streamed answer: a failed attempt
             status = 502
-            body = json.dumps({"error": f"function {name!r}: its answer was cut off: {exc}"}).encode()
+            body = error_body(f"function {name!r}: its answer was cut off: {exc}")
             out_headers = [(b"content-type", b"application/json")]
         chunks.clear()
         keep = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out_headers if k.lower() not in _RESULT_DROP]
@@ -197,7 +196,7 @@ class AsyncAPI:
         call_id = request.path_params["call_id"]
         record = await self.service.call(call_id)
         if record is None:
-            return JSONResponse({"error": f"no call {call_id!r} (unknown, or its result expired)"}, status_code=404)
+            return error(404, f"no call {call_id!r} (unknown, or its result expired)")
         if record.status != CallStatus.DONE or record.result is None:
             return JSONResponse({"callId": call_id, "status": record.status}, status_code=202)
         result = Result.decode(record.result)
@@ -286,8 +285,5 @@ class AsyncAPI:
         return JSONResponse({"stream": stream, "id": msg_id}, status_code=201)
 
     def _function(self, qualified: str) -> str:
-        try:
-            name, namespace = split_qualified(qualified)
-            return f"{validate_name(name)}.{validate_name(namespace, 'namespace')}"
-        except InvalidName as exc:
-            raise InvalidRequest(str(exc)) from None
+        name, namespace = split_qualified(qualified)
+        return f"{validate_name(name)}.{validate_name(namespace, 'namespace')}"

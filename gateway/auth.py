@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stoker.credentials import USERNAME
+from stoker.errors import error_body
 
 
 def authorized(header: bytes | None, password: str) -> bool:
@@ -42,7 +42,7 @@ class RequireAuth:
         if scope["type"] == "http":
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             if not authorized(header, self.password):
-                body = json.dumps({"error": "authentication required: HTTP basic (admin) or a bearer token"})
+                body = error_body("authentication required: HTTP basic (admin) or a bearer token")
                 await send(
                     {
                         "type": "http.response.start",
@@ -54,6 +54,6 @@ class RequireAuth:
                         ],
                     }
                 )
-                await send({"type": "http.response.body", "body": body.encode()})
+                await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

@@ -1,4 +1,5 @@
-"""Reading a JSON request body on the management API, the one way every route does it.
+"""Reading a JSON request body on the management API, the one way every route does it; and the one JSON error
+answer every route gives (:func:`error`).
 
 Every body is hostile until parsed: it is read up to a size limit (413 beyond it, checked on ``Content-Length``
 first), its structure is measured on the raw bytes before anything is built from it, and it becomes Python objects
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from stoker.config import Config
-from stoker.errors import InvalidRequest, PayloadTooLarge
+from stoker.errors import InvalidRequest, PayloadTooLarge, error_body
 
 # A JSON string (escapes included), matched in C: the bytes that cannot hold structure.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -146,3 +149,8 @@ def _has_lone_surrogate(value: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The JSON error answer of every management route (:func:`stoker.errors.error_body`)."""
+    return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")

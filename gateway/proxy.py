@@ -15,7 +15,6 @@ client (see :mod:`gateway.upstream`), and the replica keeps counting as busy unt
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -31,7 +30,7 @@ from gateway.upstream import Upstream, UpstreamError, UpstreamResponse
 from gateway.wire import problem
 from runtime.backends.base import Backend, Endpoint, FunctionRecord
 from stoker.config import Config
-from stoker.errors import Busy, InvalidRequest, PayloadTooLarge, StokerError
+from stoker.errors import Busy, InvalidRequest, PayloadTooLarge, StokerError, error_body
 from stoker.names import DEFAULT_NAMESPACE
 
 logger = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ async def admit(
 
 
 async def send_error(send: Send, status: int, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = json.dumps({"error": message}).encode()
+    body = error_body(message)
     await send(
         {
             "type": "http.response.start",
@@ -316,4 +315,4 @@ def _error(status: int, message: str, retry_after: bool = False) -> tuple[int, l
     headers = [(b"content-type", b"application/json")]
     if retry_after:
         headers.append((b"retry-after", b"1"))
-    return status, headers, json.dumps({"error": message}).encode()
+    return status, headers, error_body(message)

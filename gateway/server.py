@@ -31,15 +31,15 @@ from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
 from stoker import bundle
 from stoker.atomicfile import private_dir
-from stoker.config import Config, ConfigError
+from stoker.config import Config
 from stoker.credentials import load_or_create_password, platform_key
-from stoker.errors import StokerError
+from stoker.errors import ConfigError, StokerError
 from stoker.spec import FunctionDeployment, check_values
 from stoker.statehome import UMASK
 from stoker.statehome import prepare as prepare_home
 
 
-class PlatformError(Exception):
+class PlatformError(ConfigError):
     """The platform cannot start; the message says why in one line."""
 
 

@@ -26,6 +26,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from stoker.errors import InvalidRequest
+
 BUNDLE_VAR = "STOKER_BUNDLE"
 KEY_VAR = "STOKER_BUNDLE_KEY"
 SIGNATURE_VAR = "STOKER_BUNDLE_SIGNATURE"
@@ -34,7 +36,7 @@ UNPACK_VAR = "STOKER_UNPACK_BUNDLE"
 _CONTEXT = b"stoker-replica-bundle\0"
 
 
-class CodeSignatureError(Exception):
+class CodeSignatureError(InvalidRequest):
     """The bundle is missing, unreadable, or its signature does not verify; nothing of it may run."""
 
 

@@ -21,13 +21,13 @@ streams), and both go out in one write.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from runtime.edgelimits import EdgeLimits
+from stoker.errors import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 
 def _refusal(status: int, message: str, retry_after: bool = False) -> bytes:
-    body = json.dumps({"error": message}).encode()
+    body = error_body(message)
     extra = b"retry-after: 1\r\n" if retry_after else b""
     return b"".join(
         [

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from stoker import config, credentials
+from stoker.errors import StokerError
 
 DEFAULT_TIMEOUT_S = 30.0
 NDJSON = "application/x-ndjson"
@@ -34,7 +35,7 @@ _MAX_ERROR_CHARS = 500
 Query = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
-class GatewayError(Exception):
+class GatewayError(StokerError):
     """The gateway refused a request (``status``: its HTTP status) or could not be reached (``status`` 0)."""
 
     def __init__(self, message: str, status: int = 0) -> None:

@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from stoker.callback_policy import CallbackPolicy
+from stoker.errors import ConfigError
 
 BACKENDS = ("local", "docker", "swarm", "kubernetes")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the variable."""
 
 
 def default_home(environ: Mapping[str, str] = os.environ) -> Path:

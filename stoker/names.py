@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+from stoker.errors import InvalidRequest
+
 DEFAULT_NAMESPACE = "openfaas-fn"
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_LEN = 63
 
 
-class InvalidName(ValueError):
-    """A function, namespace or secret name that is not a DNS-1123 label."""
+class InvalidName(InvalidRequest, ValueError):
+    """A function, namespace or secret name that is not a DNS-1123 label (a 400 where it reaches a client)."""
 
 
 def validate_name(name: object, kind: str = "function") -> str:

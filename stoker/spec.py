@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from stoker.errors import InvalidRequest
-from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
+from stoker.names import DEFAULT_NAMESPACE, validate_name
 
 # Labels and annotations read by stoker (OpenFaaS names first, then stoker's own).
 SCALE_MIN = "com.openfaas.scale.min"
@@ -133,12 +133,9 @@ class FunctionDeployment:
         the bundle is kept apart)."""
         if not isinstance(body, dict):
             raise InvalidRequest("the deployment must be a JSON object")
-        try:
-            service = validate_name(body.get("service"))
-            namespace = validate_name(text_field(body, "namespace") or DEFAULT_NAMESPACE, "namespace")
-            secrets = [validate_name(s, "secret") for s in _texts(body, "secrets")]
-        except InvalidName as exc:
-            raise InvalidRequest(str(exc)) from None
+        service = validate_name(body.get("service"))
+        namespace = validate_name(text_field(body, "namespace") or DEFAULT_NAMESPACE, "namespace")
+        secrets = [validate_name(s, "secret") for s in _texts(body, "secrets")]
         read_only = body.get("readOnlyRootFilesystem")
         if read_only is not None and not isinstance(read_only, bool):
             raise InvalidRequest("readOnlyRootFilesystem must be true or false")

@@ -41,7 +41,7 @@ _MERGE = "tag:yaml.org,2002:merge"
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$\{")
 
 
-class StackError(ValueError):
+class StackError(InvalidRequest, ValueError):
     """A stack file that cannot be used; the message starts with ``file:line:`` and says what is wrong."""
 
     def __init__(self, message: str, path: str = "", line: int = 0) -> None:

@@ -19,8 +19,7 @@ from typing import Any
 
 from builder.base import pinned_requirements
 from runtime.backends.quantities import memory_size
-from stoker.config import ConfigError
-from stoker.errors import InvalidRequest
+from stoker.errors import ConfigError, InvalidRequest
 from stoker.spec import FunctionDeployment
 
 # Container labels: what a restarted platform needs to adopt its containers without any other state.

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from stoker.atomicfile import is_temporary, private_dir, write_atomic
 from stoker.errors import Conflict, InvalidRequest, NotFound
-from stoker.names import InvalidName, validate_name
+from stoker.names import validate_name
 
 MAX_SECRET_BYTES = 512 * 1024  # Kubernetes' limit is 1 MiB; OpenFaaS functions read small values
 
@@ -33,10 +33,7 @@ class SecretStore(Protocol):
 
 def check_secret(name: str, value: bytes | None = None) -> None:
     """InvalidRequest unless ``name`` is a DNS-1123 label and ``value`` (when given) is within the size limit."""
-    try:
-        validate_name(name, "secret")
-    except InvalidName as exc:
-        raise InvalidRequest(str(exc)) from None
+    validate_name(name, "secret")
     if value is not None and len(value) > MAX_SECRET_BYTES:
         raise InvalidRequest(f"secret {name!r} is {len(value)} bytes; at most {MAX_SECRET_BYTES} are allowed")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from runtime.contract import PORT, SECRETS_DIR
 from runtime.edgelimits import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_REPLICA_MAX_HEADER_BYTES
-from stoker.errors import InvalidRequest
+from stoker.errors import ConfigError, InvalidRequest
 from stoker.names import InvalidName, validate_name
 from stoker.spec import parse_duration
 
@@ -36,10 +36,6 @@ DEFAULT_EXEC_TIMEOUT_S = 60.0
 DEFAULT_SECRETS_DIR = SECRETS_DIR
 DEFAULT_PORT = PORT
 DEFAULT_THREADS = 64  # sync handler threads when max_inflight is unlimited
-
-
-class ConfigError(ValueError):
-    """A setting the replica cannot use; the message names the variable and says what is wrong."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from types import FrameType
 import uvicorn
 
 from runtime import codesign, edgelimits
-from runtime.codesign import UNPACK_VAR, CodeSignatureError
+from runtime.codesign import UNPACK_VAR
 from runtime.contract import (
     DIR_VAR,
     EXIT_BAD_CONFIG,
@@ -43,14 +43,14 @@ from runtime.contract import (
 )
 from runtime.httpserver import CoalescingHttpToolsProtocol
 from runtime.replica.app import ReplicaApp
-from runtime.replica.config import ConfigError, ReplicaConfig
+from runtime.replica.config import ReplicaConfig
 from runtime.replica.invoke import STOP_GRACE_S, Invoker
 from runtime.replica.loader import Handler, LoadError, load_handler
 from runtime.replica.logs import function_logger
 from runtime.replica.specialize import GenericApp, read_key
 from runtime.replica.threads import fit_stacks_to_limit
 from stoker import bundle
-from stoker.errors import StokerError
+from stoker.errors import ConfigError, StokerError
 
 # Longer than the gateway's idle pool timeout, so the gateway, not us, closes idle connections.
 KEEP_ALIVE_S = 65
@@ -66,7 +66,7 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     if environ.get(UNPACK_VAR) == "1":
         try:
             environ = {**environ, "STOKER_FUNCTION_DIR": str(_unpack_signed_bundle(environ))}
-        except (CodeSignatureError, StokerError) as exc:
+        except StokerError as exc:
             print(load_error_line(exc), file=sys.stderr)
             return EXIT_CANNOT_LOAD
     try:

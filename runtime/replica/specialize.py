@@ -43,13 +43,13 @@ from runtime.contract import (
     load_error_line,
 )
 from runtime.replica.app import Receive, ReplicaApp, Scope, Send, _read_body, _respond
-from runtime.replica.config import ConfigError, ReplicaConfig
+from runtime.replica.config import ReplicaConfig
 from runtime.replica.loader import Handler, LoadError, load_handler
 from runtime.replica.logs import CallLog
 from runtime.replica.responses import text
 from stoker import bundle
 from stoker.atomicfile import write_atomic
-from stoker.errors import StokerError
+from stoker.errors import ConfigError, StokerError
 
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 

@@ -23,8 +23,7 @@ from stoker.cli import output
 from stoker.cli.output import UsageError
 from stoker.cli.scaffold import ScaffoldError, new_function
 from stoker.client import Client, GatewayError, error_text
-from stoker.config import ConfigError
-from stoker.errors import InvalidRequest, StokerError
+from stoker.errors import ConfigError, InvalidRequest, StokerError
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, split_qualified, validate_name
 from stoker.spec import parse_duration
 from stoker.stack import Stack, StackError, StackFunction, load_stack

@@ -67,11 +67,8 @@ class App:
         password: str | None = None,
         token: str | None = None,
     ) -> None:
-        try:
-            self.name = validate_name(name, "app name")
-            self.namespace = validate_name(namespace, "namespace") if namespace else None
-        except InvalidName as exc:
-            raise ValueError(str(exc)) from None
+        self.name = validate_name(name, "app name")
+        self.namespace = validate_name(namespace, "namespace") if namespace else None
         self.functions: dict[str, Function[..., Any]] = {}
         self._gateway, self._password, self._token = gateway, password, token
         self._client: Client | None = None
@@ -83,10 +80,7 @@ class App:
             self._gateway = gateway
             self._client = self._transport = None
         if namespace:
-            try:
-                self.namespace = validate_name(namespace, "namespace")
-            except InvalidName as exc:
-                raise ValueError(str(exc)) from None
+            self.namespace = validate_name(namespace, "namespace")
             for function in self.functions.values():
                 function.retarget()
 

@@ -300,7 +300,7 @@ async def test_secrets_are_kubernetes_secrets_mounted_read_only(
 
 def test_the_backend_is_chosen_by_config_and_its_namespace_checked(tmp_path: Path) -> None:
     from runtime.backends import create_backend
-    from stoker.config import ConfigError
+    from stoker.errors import ConfigError
 
     with pytest.raises(ConfigError, match="STOKER_K8S_NAMESPACE"):
         Config.from_env({"STOKER_K8S_NAMESPACE": "Not_A_Namespace"}, home=tmp_path)

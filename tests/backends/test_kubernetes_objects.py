@@ -271,7 +271,7 @@ def test_tending_refills_replaces_the_dead_and_retires_bridges_whose_function_is
 
 
 def test_kubernetes_settings_are_read_and_checked_with_a_clear_message() -> None:
-    from stoker.config import ConfigError
+    from stoker.errors import ConfigError
 
     assert KubeSettings.from_env({}) == KubeSettings(runtime_image="stoker/runtime:latest")
     settings = KubeSettings.from_env(

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.replica.config import ConfigError, ReplicaConfig
+from runtime.replica.config import ReplicaConfig
+from stoker.errors import ConfigError
 from tests.runtime.conftest import StartReplica
 
 

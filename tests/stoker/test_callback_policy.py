@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from stoker.callback_policy import CallbackPolicy, refusal
-from stoker.config import Config, ConfigError
+from stoker.config import Config
+from stoker.errors import ConfigError
 
 REFUSED = {
     "0.0.0.0": "unspecified",

@@ -72,8 +72,8 @@ from runtime.backends.slots import (
     stop_all,
 )
 from runtime.contract import SECRETS_DIR
-from stoker.config import Config, ConfigError
-from stoker.errors import DeployFailed, StateNotSaved, StokerError
+from stoker.config import Config
+from stoker.errors import ConfigError, DeployFailed, StateNotSaved, StokerError
 from stoker.spec import FunctionDeployment
 
 

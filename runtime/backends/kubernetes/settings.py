@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stoker.config import ConfigError
+from stoker.errors import ConfigError
 
 DEFAULT_RUNTIME_IMAGE = "stoker/runtime:latest"  # what `stoker base-image` tags; push it and pin a tag in production
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")

@@ -60,8 +60,8 @@ from runtime.backends.swarm.tasks import (
     node_address,
     task_version,
 )
-from stoker.config import Config, ConfigError
-from stoker.errors import DeployFailed, InvalidRequest, NotFound, StokerError
+from stoker.config import Config
+from stoker.errors import ConfigError, DeployFailed, InvalidRequest, NotFound, StokerError
 from stoker.names import DEFAULT_NAMESPACE
 from stoker.spec import FunctionDeployment
 

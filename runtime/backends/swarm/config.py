@@ -47,7 +47,7 @@ from runtime.contract import (
     SECRETS_DIR,
     function_environment,
 )
-from stoker.config import ConfigError
+from stoker.errors import ConfigError
 from stoker.spec import FunctionDeployment
 
 PLATFORM = "com.stoker.platform"  # which stoker platform owns a service or secret (several may share a swarm)
