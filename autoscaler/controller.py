@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import uvicorn
 
@@ -28,23 +29,23 @@ from events.service import QueueService, open_queue
 from events.worker import WorkerSettings
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
+from stoker import logconfig
 from stoker.config import Config
 from stoker.credentials import platform_key
 from stoker.errors import ConfigError, StokerError
 from stoker.statehome import prepare as prepare_home
 
+logger = logging.getLogger(__name__)
+
 
 class Controller:
     """One tick: elect, then (the leader only) read the shared load and let the autoscaler decide and apply."""
 
-    def __init__(
-        self, config: Config, backend: Backend, elector: Elector, load: SharedLoad, out: TextIO = sys.stdout
-    ) -> None:
+    def __init__(self, config: Config, backend: Backend, elector: Elector, load: SharedLoad) -> None:
         self.config = config
         self.backend = backend
         self.elector = elector
         self.load = load
-        self.out = out
         self.leading = False
         self.autoscaler: AutoscalerLoop | None = None
         # Queue lag only: no workers run here (QueueService.load reads each function's async stream).
@@ -61,7 +62,7 @@ class Controller:
         if leading and not self.leading:
             self._log(f"leading as {self.elector.holder}")
             # A fresh loop: what an earlier term saw is stale; the first tick takes a baseline per function.
-            self.autoscaler = AutoscalerLoop(self.config, self.backend, self.load, out=self.out, backlog=self._lag)
+            self.autoscaler = AutoscalerLoop(self.config, self.backend, self.load, backlog=self._lag)
         elif not leading and self.leading:
             self._log(f"standing by ({self.elector.holder} lost the leadership)")
             self.autoscaler = None
@@ -112,7 +113,7 @@ class Controller:
             yield from self.autoscaler.render_metrics()
 
     def _log(self, text: str) -> None:
-        print(f"stoker: controller: {text}", file=self.out, flush=True)
+        logger.info("controller: %s", text)
 
 
 async def _no_invoke(*args: Any, **kwargs: Any) -> Any:  # pragma: no cover - the controller runs no worker
@@ -210,7 +211,7 @@ async def run(config: Config) -> None:
             try:
                 await controller.tick(time.time(), time.monotonic())
             except Exception as exc:  # Redis or the orchestrator away for a moment: the next tick tries again
-                print(f"stoker: controller: tick failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                logger.warning("controller: tick failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
     finally:
@@ -223,6 +224,7 @@ async def run(config: Config) -> None:
 
 def run_controller(config: Config) -> int:
     """Run until SIGINT/SIGTERM; return the exit status."""
+    logconfig.configure(config.log_format)
     try:
         asyncio.run(run(config))
     except (ConfigError, StokerError) as exc:

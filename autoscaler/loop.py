@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Protocol
 
 from autoscaler.decider import Decider, DeciderSpec, Decision
 from runtime.backends.base import Backend, FunctionRecord
 from stoker.config import Config
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 
 class LoadCounters(Protocol):
@@ -58,7 +60,6 @@ class AutoscalerLoop:
         backend: Backend,
         metrics: LoadCounters,
         clock: Callable[[], float] = time.monotonic,
-        out: TextIO = sys.stdout,
         backlog: Backlog | None = None,
     ) -> None:
         self.config = config
@@ -66,7 +67,6 @@ class AutoscalerLoop:
         self.metrics = metrics
         self.backlog = backlog
         self.clock = clock
-        self.out = out
         self.scale_events: dict[tuple[str, str, str], int] = {}  # (function, direction, source) -> count
         self._states: dict[str, _State] = {}
         self._task: asyncio.Task[None] | None = None
@@ -90,7 +90,7 @@ class AutoscalerLoop:
             try:
                 await self.tick(self.clock())
             except Exception as exc:  # one bad tick must not end autoscaling for good
-                self._log(f"tick failed: {type(exc).__name__}: {exc}")
+                self._log(f"tick failed: {type(exc).__name__}: {exc}", logging.WARNING)
 
     # --- deciding ------------------------------------------------------------------------------------------
     async def tick(self, now: float) -> list[Decision]:
@@ -139,7 +139,7 @@ class AutoscalerLoop:
         try:
             await tend()
         except Exception as exc:  # an orchestrator hiccup: the pool is tended again next tick
-            self._log(f"warm pool: {type(exc).__name__}: {str(exc)[:200]}")
+            self._log(f"warm pool: {type(exc).__name__}: {str(exc)[:200]}", logging.WARNING)
 
     async def _lag(self, fn: str) -> int:
         if self.backlog is None:
@@ -164,7 +164,7 @@ class AutoscalerLoop:
         try:
             await self.backend.scale(record.deployment.service, record.deployment.namespace, replicas)
         except StokerError as exc:  # removed meanwhile, or the backend refused: the next tick looks again
-            self._log(f"{fn}: scaling to {replicas} failed: {exc}")
+            self._log(f"{fn}: scaling to {replicas} failed: {exc}", logging.WARNING)
 
     def _state(self, record: FunctionRecord, now: float) -> _State:
         fn = _fn(record)
@@ -186,8 +186,8 @@ class AutoscalerLoop:
             self._states[fn] = state
         return state
 
-    def _log(self, text: str) -> None:
-        print(f"stoker: autoscaler: {text}", file=self.out, flush=True)
+    def _log(self, text: str, level: int = logging.INFO) -> None:
+        logger.log(level, "autoscaler: %s", text)
 
     # --- metrics -------------------------------------------------------------------------------------------
     def render_metrics(self) -> Iterable[str]:

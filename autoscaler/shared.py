@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+
+logger = logging.getLogger(__name__)
 
 GATEWAYS_KEY = "stoker:load:gateways"
 SNAPSHOT_PREFIX = "stoker:load:gw:"
@@ -161,11 +163,11 @@ class CounterPublisher:
             try:
                 await self.flush()
                 if self._failing:
-                    print("stoker: load counters: publishing to Redis again", file=sys.stderr, flush=True)
+                    logger.info("load counters: publishing to Redis again")
                 self._failing = False
             except Exception as exc:  # Redis down: the gateway keeps serving; the controller sees stale load
                 if not self._failing:
-                    print(f"stoker: load counters: cannot publish: {exc}", file=sys.stderr, flush=True)
+                    logger.warning("load counters: cannot publish: %s", exc)
                 self._failing = True
             await asyncio.sleep(self.interval_s)
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import logging
 import time
 
 from events.queue import Message, Queue, QueueUnavailable
 
+logger = logging.getLogger(__name__)
+
 
 def log(message: str) -> None:
-    print(f"stoker: queue: {message}", file=sys.stderr, flush=True)
+    """A queue worker's trouble (being retried): a warning."""
+    logger.warning("queue: %s", message)
 
 
 class StreamConsumer:

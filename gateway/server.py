@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -29,7 +30,7 @@ from runtime import edgelimits
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
-from stoker import bundle
+from stoker import bundle, logconfig
 from stoker.atomicfile import private_dir
 from stoker.config import Config
 from stoker.credentials import load_or_create_password, platform_key
@@ -37,6 +38,8 @@ from stoker.errors import ConfigError, StokerError
 from stoker.spec import FunctionDeployment, check_values
 from stoker.statehome import UMASK
 from stoker.statehome import prepare as prepare_home
+
+logger = logging.getLogger(__name__)
 
 
 class PlatformError(ConfigError):
@@ -193,7 +196,7 @@ async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url
     try:
         names = await deploy_stack(backend, stack, config.max_bundle_bytes, subscribe, config.max_bundle_files)
     except (StokerError, ValueError, OSError) as exc:
-        print(f"stoker: deploying {stack} failed: {exc}", file=sys.stderr, flush=True)
+        logger.error("deploying %s failed: %s", stack, exc)
         return
     print(f"stoker: deployed {', '.join(names)} from {stack}. Try:", flush=True)
     for name in names:
@@ -203,6 +206,7 @@ async def _deploy_and_explain(backend: Backend, stack: Path, config: Config, url
 
 def run_platform(config: Config, stack: Path | None = None) -> int:
     """Run until SIGINT/SIGTERM; return the process exit code."""
+    logconfig.configure(config.log_format)
     try:
         import uvloop
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from stoker.callback_policy import CallbackPolicy
 from stoker.errors import ConfigError
+from stoker.logconfig import FORMATS
 
 BACKENDS = ("local", "docker", "swarm", "kubernetes")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -58,6 +59,7 @@ class Config:
     # The bundle-signing key, hex, from this file (a Docker or Kubernetes secret shared by every gateway replica);
     # empty: $STOKER_HOME/platform.key, created on first start.
     platform_key_file: str = ""
+    log_format: str = "text"  # text | json: how diagnostics are written to stderr (stoker/logconfig.py)
     # Autoscaling (see docs/autoscaling.md); per-function target, bounds and scale to zero come from labels.
     autoscale: bool = True  # run the autoscaler loop (scale from zero on a request happens either way)
     autoscale_tick_s: float = 1.0  # how often the loop reads the counters and decides
@@ -105,6 +107,8 @@ class Config:
     def validate(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"STOKER_BACKEND: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.log_format not in FORMATS:
+            raise ConfigError(f"STOKER_LOG_FORMAT: {self.log_format!r} is not one of {', '.join(FORMATS)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"STOKER_PORT: {self.port} is not a TCP port (0-65535)")
         for name in (
@@ -161,11 +165,6 @@ class Config:
         for name in ("max_scale_up_rate", "max_scale_down_rate"):
             if getattr(self, name) <= 1:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than 1, got {getattr(self, name):g}")
-
-    def with_(self, **changes: Any) -> Config:
-        config = replace(self, **changes)
-        config.validate()
-        return config
 
 
 def _parse(var: str, raw: str, type_name: str) -> Any:

@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
-import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from runtime.backends.readiness import open_replica
 from runtime.contract import SIGNATURE_HEADER, SPECIALIZE_PATH, envelope
 from stoker import bundle
+
+logger = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 _REPLICA_CONTEXT = b"stoker-pool-replica\0"
@@ -139,8 +141,7 @@ class WarmPool:
             except Exception as exc:  # a pool that cannot start must not take the platform down; retry slowly
                 failures += 1
                 delay = min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S)
-                print(f"stoker: warm pool: cannot start a generic {self._what}: {exc}; retry in {delay:g}s",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                logger.warning("warm pool: cannot start a generic %s: %s; retry in %gs", self._what, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             failures = 0

@@ -16,6 +16,7 @@ load the handler, 4 a handler hung and the replica must be replaced.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -49,8 +50,10 @@ from runtime.replica.loader import Handler, LoadError, load_handler
 from runtime.replica.logs import function_logger
 from runtime.replica.specialize import GenericApp, read_key
 from runtime.replica.threads import fit_stacks_to_limit
-from stoker import bundle
+from stoker import bundle, logconfig
 from stoker.errors import ConfigError, StokerError
+
+logger = logging.getLogger(__name__)
 
 # Longer than the gateway's idle pool timeout, so the gateway, not us, closes idle connections.
 KEEP_ALIVE_S = 65
@@ -63,6 +66,9 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     for stream in (sys.stdout, sys.stderr):
         # Line-buffered so the supervising backend sees each line as it is written, even through a pipe.
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Diagnostics on stderr; STOKER_LOG_FORMAT=json as on the platform (a deployment may set it in envVars). The
+    # load-error line stays a plain print: it is part of the contract (runtime.contract.LOAD_ERROR_PREFIX).
+    logconfig.configure("json" if environ.get("STOKER_LOG_FORMAT") == "json" else "text")
     if environ.get(UNPACK_VAR) == "1":
         try:
             environ = {**environ, "STOKER_FUNCTION_DIR": str(_unpack_signed_bundle(environ))}
@@ -74,7 +80,7 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
         if environ.get(POOL_VAR) == "1":
             return _generic(config, environ)
     except ConfigError as exc:
-        print(f"stoker: bad configuration: {exc}", file=sys.stderr)
+        logger.error("bad configuration: %s", exc)
         return EXIT_BAD_CONFIG
     try:
         handler = load_handler(config)
@@ -208,11 +214,11 @@ class Replica:
         c = self.config
         where = f"fd {c.listen_fd}" if c.listen_fd is not None else f"{c.host}:{c.port}"
         if self.handler is None:
-            print(f"stoker: generic replica (warm pool) on {where}; waiting for a function")
+            logger.info("generic replica (warm pool) on %s; waiting for a function", where)
             return
         kind = "async" if self.handler.is_async else "sync"
-        print(
-            f"stoker: serving {c.function_name} ({self.handler.source}, {kind}) on {where}; "
+        logger.info(
+            f"serving {c.function_name} ({self.handler.source}, {kind}) on {where}; "
             f"exec_timeout={c.exec_timeout_s:g}s max_inflight={c.max_inflight} "
             f"drain_timeout={c.drain_timeout_s:g}s"
         )
@@ -225,10 +231,7 @@ class Replica:
             # the kernel would still queue connections no one accepts (clients hang instead of being refused).
             sockets = [socket.socket(fileno=c.listen_fd)] if c.listen_fd is not None else None
         except OSError as exc:
-            print(
-                f"stoker: bad configuration: STOKER_LISTEN_FD: {c.listen_fd} is not a socket ({exc})",
-                file=sys.stderr,
-            )
+            logger.error("bad configuration: STOKER_LISTEN_FD: %s is not a socket (%s)", c.listen_fd, exc)
             return EXIT_BAD_CONFIG
         # Until uvicorn installs its own handlers a signal must still stop us; and uvicorn re-raises the
         # signal once its graceful shutdown is done, which with the default action would kill us with -15
@@ -240,7 +243,7 @@ class Replica:
             self.server.run(sockets=sockets)
         except SystemExit as exc:
             # uvicorn exits 3 when it cannot listen, and 3 means "cannot load the handler" to the backend.
-            print(f"stoker: cannot serve (uvicorn exit {exc.code}); see the error above", file=sys.stderr)
+            logger.error("cannot serve (uvicorn exit %s); see the error above", exc.code)
             return EXIT_SERVE_FAILED
         self.app.call_log.flush()
         code = EXIT_HUNG if self.app.broken else EXIT_OK
@@ -249,7 +252,7 @@ class Replica:
         if self.invoker is not None and not self.invoker.close():
             # A handler is still running (stuck in C, or cut off by the drain timeout): skip interpreter
             # shutdown, which would tear down modules under that thread's feet.
-            print(f"stoker: exiting with code {code} while a handler is still running", file=sys.stderr)
+            logger.error("exiting with code %s while a handler is still running", code)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
@@ -266,10 +269,10 @@ class Replica:
             f"its exec timeout (blocked outside Python?); it is stuck at:\n{stack}"
         )
         if not self.app.broken:
-            print(
-                f"stoker: replica broken: finishing the other calls, then exiting with code {EXIT_HUNG} "
-                "so that a fresh replica replaces it",
-                file=sys.stderr,
+            logger.error(
+                "replica broken: finishing the other calls, then exiting with code %s so that a fresh replica "
+                "replaces it",
+                EXIT_HUNG,
             )
         self.app.broken = True
         self.server.should_exit = True

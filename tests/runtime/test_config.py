@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,14 @@ def test_listen_fd_that_is_not_a_socket_exits_2(start_replica: StartReplica) -> 
     replica = start_replica("def handle(e, c):\n    return 1\n", env={"STOKER_LISTEN_FD": "999"})
     assert replica.wait_exit() == 2
     assert replica.stderr[-1].startswith("stoker: bad configuration: STOKER_LISTEN_FD: 999 is not a socket")
+
+
+def test_diagnostics_as_json_lines(start_replica: StartReplica) -> None:
+    """STOKER_LOG_FORMAT=json: the same diagnostic as one JSON object, with its level."""
+    env = {"max_inflight": "lots", "STOKER_LOG_FORMAT": "json"}
+    replica = start_replica("def handle(e, c):\n    return 1\n", env=env)
+    assert replica.wait_exit() == 2
+    [line] = replica.stderr
+    entry = json.loads(line)
+    assert (entry["level"], entry["logger"]) == ("error", "runtime.replica.server")
+    assert entry["message"] == "bad configuration: max_inflight: 'lots' is not a whole number"

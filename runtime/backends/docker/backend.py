@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import replace
@@ -75,6 +76,8 @@ from runtime.contract import SECRETS_DIR
 from stoker.config import Config
 from stoker.errors import ConfigError, DeployFailed, StateNotSaved, StokerError
 from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 
 class _Function(FunctionEntry):
@@ -129,7 +132,7 @@ class DockerBackend(SlotBackend[_Function]):
             groups.setdefault((c.labels.get(FUNCTION, ""), c.labels.get(NAMESPACE, "")), []).append(c)
         saved, problems = await asyncio.to_thread(self.files.load_all)
         for problem in problems:
-            print(f"stoker: {problem}", flush=True)
+            logger.warning("%s", problem)
         for state in saved:
             dep = state.deployment
             record = FunctionRecord(dep, state.created_at, state.replicas)
@@ -151,7 +154,7 @@ class DockerBackend(SlotBackend[_Function]):
             try:
                 dep = FunctionDeployment.from_json(json.loads(newest.labels[DEPLOYMENT]), require_code=False)
             except (KeyError, ValueError, StokerError) as exc:
-                print(f"stoker: cannot adopt the containers of {key[0]}.{key[1]}: {exc}", flush=True)
+                logger.warning("cannot adopt the containers of %s.%s: %s", key[0], key[1], exc)
                 continue
             record = FunctionRecord(dep, float(newest.labels.get(CREATED, time.time())), len(current))
             mounts = {m.get("Destination"): m.get("Name", "") for m in newest.attrs.get("Mounts", [])}
@@ -163,7 +166,7 @@ class DockerBackend(SlotBackend[_Function]):
                 self._add_slot(fn, adopt=c.id)
             unsaved = self._try_save(fn)
             if unsaved is not None:  # it runs; the next change that saves will write it
-                print(f"stoker: {unsaved}", flush=True)
+                logger.error("%s", unsaved)
         if self.config.pool_size > 0:
             memory = memory_bytes(self.settings.memory, "STOKER_DOCKER_MEMORY")
             starter = ContainerStarter(self.client, self.settings, self._base_image, self.owner, memory)
@@ -322,7 +325,7 @@ class DockerBackend(SlotBackend[_Function]):
                 await self._update(fn, fn.record.deployment, fn.code)
             except StokerError as exc:
                 fn.note(f"the updated secret could not be rolled out; the old replicas keep serving: {exc}")
-                print(f"stoker: {fn.record.message}", flush=True)
+                logger.warning("%s", fn.record.message)
 
     async def remove(self, name: str, namespace: str) -> None:
         fn = self._existing(name, namespace)

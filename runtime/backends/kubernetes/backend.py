@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
@@ -60,6 +60,8 @@ from runtime.backends.kubernetes.watch import Obj, Watcher
 from stoker.config import Config
 from stoker.errors import BackendUnavailable, Conflict, DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 _FUNCTIONS = objects.FUNCTION_LABEL  # selects every function's Deployments and pods
 _SLICES = "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
@@ -505,7 +507,7 @@ class KubernetesBackend:
             try:
                 bridge = await self.pool.claim(fn.obj)
             except Exception as exc:  # the pool is an optimisation: the Deployment scales either way
-                print(f"stoker: kubernetes warm pool: claim for {name}: {exc}", file=sys.stderr, flush=True)
+                logger.warning("kubernetes warm pool: claim for %s: %s", name, exc)
                 bridge = None
             if bridge is not None and self._functions.get((name, namespace)) is fn:
                 fn.bridges[bridge.instance] = bridge

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import sys
+import logging
 from collections import OrderedDict
 from typing import Any, Protocol
 
@@ -21,6 +21,8 @@ from runtime.backends.kubernetes.clients import status_of as _status
 from runtime.backends.kubernetes.objects import CODE_LABEL
 from runtime.backends.kubernetes.settings import KubeSettings
 
+logger = logging.getLogger(__name__)
+
 Obj = dict[str, Any]
 SPECIALISE_TIMEOUT_S = 20.0
 SECRET_SWEEP_S = 60.0  # how often tending lists the pool Secrets to find orphans
@@ -33,10 +35,6 @@ def _rv(obj: Obj) -> int:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
     except ValueError:
         return 0
-
-
-def _log(message: str) -> None:
-    print(f"stoker: kubernetes warm pool: {message}", file=sys.stderr, flush=True)
 
 
 class PoolHost(Protocol):
@@ -132,7 +130,7 @@ class WarmPods:
             key = pool.replica_key(b.key, name)
             problem = await pool.specialise(host, b.replica_port, key, target.env, code, SPECIALISE_TIMEOUT_S)
             if problem:
-                _log(f"{name} for {target.function}: {problem}; deleting it")
+                logger.warning("kubernetes warm pool: %s for %s: %s; deleting it", name, target.function, problem)
                 await self.delete(name)
                 return None
             self.claimed += 1
@@ -157,9 +155,11 @@ class WarmPods:
         key = codesign.function_key(b.key, b.namespace, target.function)
         expected = target.env.get(codesign.SIGNATURE_VAR, "")
         if data is None or not hmac.compare_digest(codesign.sign(key, data), expected):
-            _log(
-                f"the code of {target.function} ({target.configmap}) does not match its signature: not claiming "
-                "(do every gateway and the controller share one platform key, STOKER_PLATFORM_KEY_FILE?)"
+            logger.error(
+                "kubernetes warm pool: the code of %s (%s) does not match its signature: not claiming (do every "
+                "gateway and the controller share one platform key, STOKER_PLATFORM_KEY_FILE?)",
+                target.function,
+                target.configmap,
             )
             return None
         self._bundles[target.configmap] = data
@@ -180,12 +180,12 @@ class WarmPods:
             self._swept = now
             code = await b.clients.call(core.list_namespaced_config_map, b.namespace, label_selector=CODE_LABEL)
             for name in k8s_code.stale(list(code.get("items") or []), code_in_use, now):
-                _log(f"deleting code ConfigMap {name}: no Deployment uses it")
+                logger.info("kubernetes warm pool: deleting code ConfigMap %s: no Deployment uses it", name)
                 await self._ignore_404(core.delete_namespaced_config_map, name)
         self._pending = {n: t for n, t in self._pending.items() if n not in self.pods and now - t < PENDING_S}
         plan = kp.plan(list(self.pods.values()), secrets, functions, size, now, len(self._pending))
         for name, why in plan.delete.items():
-            _log(f"deleting {name}: {why}")
+            logger.info("kubernetes warm pool: deleting %s: %s", name, why)
             await self.delete(name)
         for name in plan.orphans:
             await self._ignore_404(b.clients.core.delete_namespaced_secret, name)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -83,7 +86,7 @@ class Watcher:
                 rv = self._watch_from(rv)
             except Exception as exc:  # any failure: start over from a fresh list, after a pause
                 if getattr(exc, "status", None) != 410:
-                    print(f"stoker: kubernetes watch ({self.namespace}): {exc}; listing again", flush=True)
+                    logger.warning("kubernetes watch (%s): %s; listing again", self.namespace, exc)
                     self._stop.wait(self.retry_s)
                 rv = None
 

@@ -101,7 +101,7 @@ class LocalBackend(SlotBackend[_Function]):
                 self._materialize(state["digest"], state["signature"])
             except (OSError, ValueError, KeyError, StokerError) as exc:
                 # One unreadable function must not keep the others down; it is reported in the log.
-                print(f"stoker: cannot restore {path}: {exc}", flush=True)
+                logger.warning("cannot restore %s: %s", path, exc)
                 continue
             record = FunctionRecord(dep, float(state["created_at"]), int(state["replicas"]))
             fn = _Function(record, state["digest"], state["signature"], self._log(dep))

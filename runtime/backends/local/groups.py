@@ -21,12 +21,17 @@ docker backend for code you do not trust; docs/security.md).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from stoker import logconfig
+
+logger = logging.getLogger("runtime.backends.local.groups")  # by name: this module also runs as __main__
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -151,10 +156,10 @@ def watch(folder: Path) -> int:
             pass
     killed = GroupRecords(folder).reap()
     if killed:
-        print(f"stoker: the platform ended without stopping its replicas; killed {len(killed)} leftover process(es)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        logger.warning("the platform ended without stopping its replicas; killed %d leftover process(es)", len(killed))
     return 0
 
 
 if __name__ == "__main__":
+    logconfig.configure()
     sys.exit(watch(Path(sys.argv[1])))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -64,6 +65,8 @@ from stoker.config import Config
 from stoker.errors import ConfigError, DeployFailed, InvalidRequest, NotFound, StokerError
 from stoker.names import DEFAULT_NAMESPACE
 from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 _NODES_EVERY_S = 10.0
 
@@ -151,7 +154,7 @@ class SwarmBackend:
             try:
                 await self._poll()
             except Exception as exc:  # the engine restarting: keep routing to what we know, say it once per poll
-                print(f"stoker: swarm backend cannot read the services: {str(exc)[:200]}", flush=True)
+                logger.warning("swarm backend cannot read the services: %s", str(exc)[:200])
 
     async def _poll(self, ended: bool = False) -> None:
         """Read the platform's services and their tasks: those Swarm wants running, or with ``ended`` every task it
@@ -475,7 +478,7 @@ class SwarmBackend:
         try:
             code = self._code.get(fn.code, b"") or await asyncio.to_thread(swarm_code.read, self.api, fn.code)
         except Exception as exc:  # the config is gone (a redeploy just now): the service's own tasks serve
-            print(f"stoker: warm pool: cannot read the code of {dep.service}: {str(exc)[:200]}", flush=True)
+            logger.warning("warm pool: cannot read the code of %s: %s", dep.service, str(exc)[:200])
             return
         if len(self._code) > 64:  # one entry per version deployed: bounded, the next claim reads it again
             self._code.clear()

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import secrets
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +48,8 @@ from runtime.backends.swarm.config import (
 )
 from runtime.backends.swarm.tasks import Candidate
 from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 SPECIALISE_TIMEOUT_S = 30.0
 START_GRACE_S = 120.0  # a generic replica with no running task this long after its creation is replaced
@@ -162,7 +164,10 @@ class SwarmPool:
             problem = await pool.specialise(cand.host, cand.port, key, env, code, SPECIALISE_TIMEOUT_S)
             if not problem:
                 return Claimed(spec["Name"], cand)
-            _log(f"pool replica {spec['Name']} could not become {dep.service}: {problem}; removing it")
+            name = spec["Name"]
+            logger.warning(
+                "warm pool: pool replica %s could not become %s: %s; removing it", name, dep.service, problem
+            )
             await asyncio.to_thread(self._remove, service["ID"])
         return None
 
@@ -194,7 +199,7 @@ class SwarmPool:
         if died:  # a node without the runtime image, or a replica that cannot start: back off, do not churn
             self.failures += 1
             self.resume_at = now + min(RETRY_FIRST_S * 2 ** (self.failures - 1), RETRY_MAX_S)
-            _log(f"{died} pool replica(s) died; starting new ones in {self.resume_at - now:g}s")
+            logger.warning("warm pool: %d pool replica(s) died; starting new ones in %gs", died, self.resume_at - now)
         elif generic and all(running.get(s["ID"]) for s in generic):
             self.failures = 0
         for _ in range(size - len(generic) if now >= self.resume_at else 0):
@@ -240,7 +245,3 @@ class SwarmPool:
     def _remove(self, service_id: str) -> None:
         with contextlib.suppress(Exception):
             self.api.remove_service(service_id)
-
-
-def _log(text: str) -> None:
-    print(f"stoker: warm pool: {text}", file=sys.stderr, flush=True)
