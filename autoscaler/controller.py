@@ -28,7 +28,7 @@ from autoscaler.shared import SharedLoad, gateway_id
 from events.service import QueueService, open_queue
 from events.worker import WorkerSettings
 from runtime.backends import create_backend
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, WarmReplicas
 from stoker import logconfig
 from stoker.config import Config
 from stoker.credentials import platform_key
@@ -104,11 +104,10 @@ class Controller:
         yield "# TYPE stoker_controller_started gauge"
         for fn, n in sorted(totals.started_now.items()):
             yield f'stoker_controller_started{{function_name="{fn}"}} {n}'
-        warm = getattr(self.backend, "warm_replicas", None)  # a backend whose warm pool the leader tends
-        if callable(warm):
+        if isinstance(self.backend, WarmReplicas):  # a backend whose warm pool the leader tends
             yield "# HELP stoker_warm_pool_ready Generic replicas ready in the warm pool (the leader keeps it full)"
             yield "# TYPE stoker_warm_pool_ready gauge"
-            yield f"stoker_warm_pool_ready {warm()}"
+            yield f"stoker_warm_pool_ready {self.backend.warm_replicas()}"
         if self.autoscaler is not None:
             yield from self.autoscaler.render_metrics()
 

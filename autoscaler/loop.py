@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autoscaler.decider import Decider, DeciderSpec, Decision
-from runtime.backends.base import Backend, FunctionRecord
+from runtime.backends.base import Backend, FunctionRecord, TendsPool
 from stoker.config import Config
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment
@@ -133,11 +133,10 @@ class AutoscalerLoop:
     async def _tend_pool(self) -> None:
         """Let a backend whose warm pool lives in the orchestrator (Swarm, Kubernetes) refill it and retire the
         pool replicas that bridged a cold start: once a tick, by the one process that autoscales."""
-        tend = getattr(self.backend, "tend_pool", None)
-        if tend is None:
+        if not isinstance(self.backend, TendsPool):
             return
         try:
-            await tend()
+            await self.backend.tend_pool()
         except Exception as exc:  # an orchestrator hiccup: the pool is tended again next tick
             self._log(f"warm pool: {type(exc).__name__}: {str(exc)[:200]}", logging.WARNING)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.routing import choose
-from runtime.backends.base import Backend, Endpoint, FunctionRecord
+from runtime.backends.base import Endpoint, FunctionLookup, FunctionRecord
 
 POLL_S = 0.002  # how often a dispatcher looks for capacity while requests wait (only then)
 
@@ -47,7 +47,7 @@ class _Line:
 class Activator:
     """Per-function wait lines in front of the backend's replicas."""
 
-    def __init__(self, backend: Backend, queue_size: int, scale_up: ScaleUp) -> None:
+    def __init__(self, backend: FunctionLookup, queue_size: int, scale_up: ScaleUp) -> None:
         self.backend = backend
         self.queue_size = queue_size
         self.scale_up = scale_up

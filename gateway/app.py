@@ -31,7 +31,7 @@ from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
 from gateway.resources import resource
 from gateway.upstream import Upstream
-from runtime.backends.base import Backend, Endpoint
+from runtime.backends.base import Backend, Endpoint, ReportsGoneReplicas, WarmReplicas
 from stoker.atomicfile import is_full
 from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
@@ -44,7 +44,8 @@ class GatewayApp:
         self.backend = backend
         self.metrics = Metrics()
         self.upstream = Upstream()
-        Endpoint.gone_hook = self._replica_gone
+        if isinstance(backend, ReportsGoneReplicas):
+            backend.on_replica_gone = self._replica_gone
         self.autoscaler = AutoscalerLoop(config, backend, self.metrics)
         self.activator = Activator(backend, config.wait_queue_size, self.autoscaler.scale_to)
         self.budget = BodyBudget(config.max_inflight_body_bytes)
@@ -114,8 +115,7 @@ class GatewayApp:
             yield f'stoker_function_waiting{{function_name="{name}.{namespace}"}} {n}'
         yield "# HELP stoker_warm_pool_ready Generic replicas ready in the warm pool"
         yield "# TYPE stoker_warm_pool_ready gauge"
-        warm = getattr(self.backend, "warm_replicas", None)  # optional: only backends with a warm pool have it
-        yield f"stoker_warm_pool_ready {warm() if callable(warm) else 0}"
+        yield f"stoker_warm_pool_ready {self.backend.warm_replicas() if isinstance(self.backend, WarmReplicas) else 0}"
 
     async def openapi(self, request: Request) -> Response:
         return Response(openapi.document_json(), media_type="application/json")

@@ -38,7 +38,7 @@ from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
 from gateway.resources import resource
 from gateway.upstream import UpstreamError
 from gateway.wire import as_target
-from runtime.backends.base import Backend, FunctionRecord
+from runtime.backends.base import FunctionLookup, FunctionRecord
 from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound, error_body
@@ -122,7 +122,7 @@ _RESULT_DROP = frozenset((b"content-length", b"x-call-id", b"x-start-time", b"x-
 
 
 class AsyncAPI:
-    def __init__(self, config: Config, backend: Backend, service: QueueService, budget: BodyBudget) -> None:
+    def __init__(self, config: Config, backend: FunctionLookup, service: QueueService, budget: BodyBudget) -> None:
         self.config = config
         self.backend = backend
         self.service = service

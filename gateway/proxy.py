@@ -28,7 +28,7 @@ from gateway.metrics import Metrics
 from gateway.routing import choose
 from gateway.upstream import Upstream, UpstreamError, UpstreamResponse
 from gateway.wire import problem
-from runtime.backends.base import Backend, Endpoint, FunctionRecord
+from runtime.backends.base import Endpoint, FunctionLookup, FunctionRecord
 from stoker.config import Config
 from stoker.errors import Busy, InvalidRequest, PayloadTooLarge, StokerError, error_body
 from stoker.names import DEFAULT_NAMESPACE
@@ -58,7 +58,7 @@ Admitted = tuple[FunctionRecord, bytes, bytes, bytes]
 
 
 async def admit(
-    scope: Scope, receive: Receive, send: Send, backend: Backend, prefix: str, limit: int, budget: BodyBudget
+    scope: Scope, receive: Receive, send: Send, backend: FunctionLookup, prefix: str, limit: int, budget: BodyBudget
 ) -> Admitted | None:
     """The front of ``/function/`` and ``/async-function/``: the path must start with the prefix as it is (else
     400), the function exist (else 404), the path, query and headers be safe to forward (else 400) and the body fit
@@ -142,7 +142,7 @@ class FunctionProxy:
     def __init__(
         self,
         config: Config,
-        backend: Backend,
+        backend: FunctionLookup,
         upstream: Upstream,
         metrics: Metrics,
         activator: Activator,

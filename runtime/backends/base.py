@@ -7,24 +7,37 @@ to reach zero, then stops it, so scale-down and redeploys lose nothing.
 
 Scaling: ``scale`` returns once the change is under way, not when new replicas are ready; they appear in
 ``endpoints`` when they are (the gateway's activator holds requests meanwhile). A backend with a warm pool
-(:mod:`runtime.backends.pool`) should take replicas from it when scaling up, and may report its size through an optional
-``warm_replicas() -> int`` method (exported as ``stoker_warm_pool_ready``). A backend whose pool lives in the
-orchestrator (Swarm, Kubernetes: every gateway may take from it) has an optional ``async tend_pool()``, which the
-process that autoscales (a gateway running the autoscaler, or the leading ``stoker controller``) calls once a tick
-to refill the pool and retire pool replicas that bridged a cold start; the autoscaler needs nothing else.
+(:mod:`runtime.backends.pool`) should take replicas from it when scaling up.
+
+Optional capabilities are named Protocols, checked with ``isinstance`` where they are used, never probed with
+``getattr``: :class:`WarmReplicas` (the pool's size, exported as ``stoker_warm_pool_ready``), :class:`TendsPool` (a
+pool that lives in the orchestrator, Swarm and Kubernetes, where every gateway may take from it: the process that
+autoscales calls ``tend_pool`` once a tick to refill it and retire pool replicas that bridged a cold start) and
+:class:`ReportsGoneReplicas` (a backend that sees a replica exit tells the gateway, which fails the calls in flight
+on it at once: a killed container sends no reset, so they would otherwise hang until their timeout).
+
+The invoke path needs one method, :class:`FunctionLookup` (``get``), and depends on nothing more.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from runtime.backends.secrets import SecretStore
 from stoker.errors import NotFound
 from stoker.spec import FunctionDeployment
 
 T = TypeVar("T")
+
+
+class HasRecord(Protocol):
+    @property
+    def record(self) -> FunctionRecord: ...
+
+
+R = TypeVar("R", bound=HasRecord)
 
 
 def known(functions: Mapping[tuple[str, str], T], name: str, namespace: str) -> T:
@@ -40,22 +53,11 @@ class Endpoint:
 
     __slots__ = ("host", "inflight", "instance", "port")
 
-    #: Set by the gateway of this process: called when a backend reports a replica dead (its process or container
-    #: exited). A killed container sends no reset, so without this the calls in flight on it would hang until
-    #: their timeout; the gateway closes their connections and answers 502 at once.
-    gone_hook: ClassVar[Callable[[Endpoint], None] | None] = None
-
     def __init__(self, instance: str, host: str, port: int) -> None:
         self.instance = instance
         self.host = host
         self.port = port
         self.inflight = 0  # maintained by the gateway
-
-    def mark_gone(self) -> None:
-        """The replica behind this endpoint has exited (not drained): fail what is in flight on it."""
-        hook = Endpoint.gone_hook
-        if hook is not None:
-            hook(self)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.instance} {self.host}:{self.port} inflight={self.inflight})"
@@ -120,3 +122,46 @@ class Backend(Protocol):
     ) -> AsyncIterator[LogLine]:
         """Log lines of a function's replicas, oldest first; with ``follow``, new lines as they come."""
         ...
+
+
+class FunctionLookup(Protocol):
+    """All the invoke path needs of a backend: the record (with its ready endpoints) of one function."""
+
+    def get(self, name: str, namespace: str) -> FunctionRecord | None: ...
+
+
+@runtime_checkable
+class WarmReplicas(Protocol):
+    """A backend with a warm pool that can say how many generic replicas are ready in it."""
+
+    def warm_replicas(self) -> int: ...
+
+
+@runtime_checkable
+class TendsPool(Protocol):
+    """A backend whose warm pool lives in the orchestrator; the process that autoscales tends it once a tick."""
+
+    async def tend_pool(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsGoneReplicas(Protocol):
+    """A backend that sees its replicas exit; the gateway sets ``on_replica_gone`` to fail their calls in flight."""
+
+    on_replica_gone: Callable[[Endpoint], None] | None
+
+
+class FunctionTable(Generic[R]):
+    """The reads a backend answers from its table of functions by ``(name, namespace)``."""
+
+    _functions: dict[tuple[str, str], R]
+
+    def get(self, name: str, namespace: str) -> FunctionRecord | None:
+        fn = self._functions.get((name, namespace))
+        return fn.record if fn is not None else None
+
+    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
+        return [fn.record for key, fn in sorted(self._functions.items()) if namespace in (None, key[1])]
+
+    def _known(self, name: str, namespace: str) -> R:
+        return known(self._functions, name, namespace)

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
+from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLine, known
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import SecretStore
 from stoker.errors import InvalidRequest
@@ -43,8 +43,10 @@ class Published:
         endpoints: list[Endpoint],
         on_problem: Callable[[str], None],
         drain_timeout_s: float,
+        on_gone: Callable[[Endpoint], None] | None = None,
     ) -> None:
         self.instance = instance
+        self.on_gone = on_gone
         self.log = log
         self.endpoints = endpoints  # the function's routing list, shared with the gateway
         self.on_problem = on_problem
@@ -67,8 +69,8 @@ class Published:
         if self.endpoint is not None:
             with contextlib.suppress(ValueError):
                 self.endpoints.remove(self.endpoint)
-            if gone:
-                self.endpoint.mark_gone()
+            if gone and self.on_gone is not None:
+                self.on_gone(self.endpoint)
                 self.endpoint = None  # its address may be reused by another replica soon
 
     async def _leave_and_drain(self) -> float:
@@ -85,6 +87,8 @@ class Published:
 class Function(Protocol):
     record: FunctionRecord
     log: FunctionLog
+    lock: asyncio.Lock
+    slots: list[Any]  # the backend's own slot type
 
 
 class FunctionEntry:
@@ -181,19 +185,18 @@ async def replace_when_ready(new: Sequence[Slot], old: Sequence[Slot], wait_s: f
     await stop_all(old)
 
 
-class SlotBackend(Generic[F]):
+class SlotBackend(FunctionTable[F]):
     """The function table, the Backend reads, and background work of a slot-supervising backend."""
 
     def __init__(self) -> None:
         self._functions: dict[tuple[str, str], F] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.on_replica_gone: Callable[[Endpoint], None] | None = None  # set by the gateway (ReportsGoneReplicas)
 
-    def get(self, name: str, namespace: str) -> FunctionRecord | None:
-        fn = self._functions.get((name, namespace))
-        return fn.record if fn is not None else None
-
-    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
-        return [fn.record for key, fn in sorted(self._functions.items()) if namespace is None or key[1] == namespace]
+    def _replica_gone(self, endpoint: Endpoint) -> None:
+        """A slot's replica exited: tell the gateway, which fails the calls in flight on it."""
+        if self.on_replica_gone is not None:
+            self.on_replica_gone(endpoint)
 
     def namespaces(self) -> list[str]:
         return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
@@ -204,8 +207,24 @@ class SlotBackend(Generic[F]):
         async for line in known(self._functions, name, namespace).log.read(tail, since, follow):
             yield line
 
-    def _existing(self, name: str, namespace: str) -> F:
-        return known(self._functions, name, namespace)
+    async def scale(self, name: str, namespace: str, replicas: int) -> None:
+        fn = self._known(name, namespace)
+        async with fn.lock:
+            self._save(fn, replicas)  # saved first: a change that cannot be kept is not made either
+            fn.record.replicas = replicas
+            while len(fn.slots) < replicas:
+                self._add_slot(fn, warm=True)
+            if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
+                fn.slots, retired = retire_least_busy(fn.slots, replicas)
+                self._in_background(stop_all(retired))
+
+    def _save(self, fn: F, replicas: int | None = None) -> None:
+        """Keep the function's state (its desired replicas) where a restarted platform finds it."""
+        raise NotImplementedError
+
+    def _add_slot(self, fn: F, *, warm: bool = False) -> None:
+        """Start one more replica slot (from the warm pool when ``warm`` and one fits)."""
+        raise NotImplementedError
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.create_task(coro)

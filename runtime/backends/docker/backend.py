@@ -69,8 +69,6 @@ from runtime.backends.slots import (
     first_outcome,
     replace_when_ready,
     require_secrets,
-    retire_least_busy,
-    stop_all,
 )
 from runtime.contract import SECRETS_DIR
 from stoker.config import Config
@@ -328,7 +326,7 @@ class DockerBackend(SlotBackend[_Function]):
                 logger.warning("%s", fn.record.message)
 
     async def remove(self, name: str, namespace: str) -> None:
-        fn = self._existing(name, namespace)
+        fn = self._known(name, namespace)
         async with fn.lock:
             self._functions.pop(fn.key, None)
             self.files.delete(name, namespace)
@@ -337,17 +335,6 @@ class DockerBackend(SlotBackend[_Function]):
             for volume in (fn.secrets_volume, fn.code.volume):
                 if volume:
                     await asyncio.to_thread(remove_volume, self.client, volume)
-
-    async def scale(self, name: str, namespace: str, replicas: int) -> None:
-        fn = self._existing(name, namespace)
-        async with fn.lock:
-            self._save(fn, replicas)  # saved first: a change that cannot be kept is not made either
-            fn.record.replicas = replicas
-            while len(fn.slots) < replicas:
-                self._add_slot(fn, warm=True)
-            if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
-                fn.slots, retired = retire_least_busy(fn.slots, replicas)
-                self._in_background(stop_all(retired))
 
     # --- internals -----------------------------------------------------------------------------------------
     @property
@@ -390,7 +377,16 @@ class DockerBackend(SlotBackend[_Function]):
         instance = f"stoker-{dep.namespace}-{dep.service}-{secrets.token_hex(3)}"
         problem = fn.reporter(instance)
         slot = ContainerSlot(
-            instance, self.client, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, adopt, start
+            instance,
+            self.client,
+            spec,
+            fn.log,
+            fn.record.endpoints,
+            problem,
+            self.config.drain_timeout_s,
+            adopt,
+            start,
+            self._replica_gone,
         )
         fn.slots.append(slot)
 

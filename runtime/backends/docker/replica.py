@@ -77,8 +77,9 @@ class ContainerSlot(Published):
         drain_timeout_s: float,
         adopt: str = "",
         warm: WarmContainer | None = None,
+        on_gone: Callable[[Endpoint], None] | None = None,
     ) -> None:
-        super().__init__(instance, log, endpoints, on_problem, drain_timeout_s)
+        super().__init__(instance, log, endpoints, on_problem, drain_timeout_s, on_gone)
         self.client = client
         self.spec = spec
         self.container_id = ""

@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 from runtime import contract
-from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
+from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLine
 from runtime.backends.kubernetes import code as k8s_code
 from runtime.backends.kubernetes import objects
 from runtime.backends.kubernetes import pool as k8s_pool
@@ -79,7 +79,7 @@ class _Function:
         self.bridges: dict[str, Endpoint] = {}  # pool pods this gateway claimed, routed to until a slice lists them
 
 
-class KubernetesBackend:
+class KubernetesBackend(FunctionTable[_Function]):
     name = "kubernetes"
 
     def __init__(
@@ -252,13 +252,6 @@ class KubernetesBackend:
         fn.by_instance = {i: e for i, e in fn.by_instance.items() if i in addresses or e.inflight > 0}
 
     # --- reads ---------------------------------------------------------------------------------------------
-    def get(self, name: str, namespace: str) -> FunctionRecord | None:
-        fn = self._functions.get((name, namespace))
-        return fn.record if fn is not None else None
-
-    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
-        return [fn.record for key, fn in sorted(self._functions.items()) if namespace in (None, key[1])]
-
     def namespaces(self) -> list[str]:
         return [self.namespace]
 
@@ -268,9 +261,6 @@ class KubernetesBackend:
         self._known(name, namespace)
         async for line in read_logs(self, name, namespace, tail, since, follow):
             yield line
-
-    def _known(self, name: str, namespace: str) -> _Function:
-        return known(self._functions, name, namespace)
 
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:

@@ -42,8 +42,6 @@ from runtime.backends.slots import (
     first_outcome,
     replace_when_ready,
     require_secrets,
-    retire_least_busy,
-    stop_all,
 )
 from runtime.contract import function_environment
 from stoker import bundle
@@ -199,24 +197,13 @@ class LocalBackend(SlotBackend[_Function]):
         self._in_background(replace_when_ready(fn.slots, previous[3], self.config.ready_wait_s))
 
     async def remove(self, name: str, namespace: str) -> None:
-        fn = self._existing(name, namespace)
+        fn = self._known(name, namespace)
         async with fn.lock:
             self._functions.pop(fn.key, None)
             (self.root / "functions" / namespace / f"{name}.json").unlink(missing_ok=True)
             await asyncio.gather(*(slot.stop() for slot in fn.slots))
             fn.log.delete()
         await self._collect_garbage()
-
-    async def scale(self, name: str, namespace: str, replicas: int) -> None:
-        fn = self._existing(name, namespace)
-        async with fn.lock:
-            self._save(fn, replicas)  # saved first: a change that cannot be kept is not made either
-            fn.record.replicas = replicas
-            while len(fn.slots) < replicas:
-                self._add_slot(fn, warm=True)
-            if len(fn.slots) > replicas:  # the least busy go; the rest keep serving while these drain
-                fn.slots, retired = retire_least_busy(fn.slots, replicas)
-                self._in_background(stop_all(retired))
 
     # --- internals -----------------------------------------------------------------------------------------
     def _base_env(self) -> dict[str, str]:
@@ -244,7 +231,16 @@ class LocalBackend(SlotBackend[_Function]):
         start = self._warm_start(fn, {k: v for k, v in env.items() if base.get(k) != v}) if warm else None
         problem = fn.reporter(instance)
         fn.slots.append(
-            ReplicaSlot(instance, spec, fn.log, fn.record.endpoints, problem, self.config.drain_timeout_s, start)
+            ReplicaSlot(
+                instance,
+                spec,
+                fn.log,
+                fn.record.endpoints,
+                problem,
+                self.config.drain_timeout_s,
+                start,
+                self._replica_gone,
+            )
         )
 
     def _warm_start(self, fn: _Function, env: dict[str, str]) -> WarmStart | None:

@@ -81,8 +81,9 @@ class ReplicaSlot(Published):
         on_problem: Callable[[str], None],
         drain_timeout_s: float,
         warm: WarmStart | None = None,
+        on_gone: Callable[[Endpoint], None] | None = None,
     ) -> None:
-        super().__init__(instance, log, endpoints, on_problem, drain_timeout_s)
+        super().__init__(instance, log, endpoints, on_problem, drain_timeout_s, on_gone)
         self.spec = spec
         self._transport: asyncio.SubprocessTransport | None = None
         self._warm = warm

@@ -34,7 +34,7 @@ from builder.function import build_function, push
 from builder.reference import validate_reference
 from builder.stream import build_output
 from runtime import codesign
-from runtime.backends.base import Endpoint, FunctionRecord, LogLine, known
+from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLine
 from runtime.backends.containers import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, VERSION, check_resources
 from runtime.backends.readiness import probe
 from runtime.backends.swarm import code as swarm_code
@@ -89,7 +89,7 @@ class _Function:
         return sum(1 for t, v in self.versions.items() if v == self.version and t in ready and t not in self.bridges)
 
 
-class SwarmBackend:
+class SwarmBackend(FunctionTable[_Function]):
     name = "swarm"
 
     def __init__(self, config: Config, key: bytes) -> None:
@@ -259,13 +259,6 @@ class SwarmBackend:
             self._probing.pop(c.task, None)
 
     # --- reads ---------------------------------------------------------------------------------------------
-    def get(self, name: str, namespace: str) -> FunctionRecord | None:
-        fn = self._functions.get((name, namespace))
-        return fn.record if fn is not None else None
-
-    def functions(self, namespace: str | None = None) -> list[FunctionRecord]:
-        return [fn.record for key, fn in sorted(self._functions.items()) if namespace in (None, key[1])]
-
     def namespaces(self) -> list[str]:
         return sorted({DEFAULT_NAMESPACE, *(ns for _, ns in self._functions)})
 
@@ -284,9 +277,6 @@ class SwarmBackend:
 
         async for line in service_logs(self.api, services, name, namespace, tail, since, follow):
             yield line
-
-    def _known(self, name: str, namespace: str) -> _Function:
-        return known(self._functions, name, namespace)
 
     # --- changes -------------------------------------------------------------------------------------------
     async def deploy(self, deployment: FunctionDeployment, bundle: bytes | None) -> None:
