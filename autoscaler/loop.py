@@ -10,7 +10,6 @@ deploy), which it holds for one stable window.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,6 +18,7 @@ from typing import Protocol
 
 from autoscaler.decider import Decider, DeciderSpec, Decision
 from runtime.backends.base import Backend, FunctionRecord, TendsPool
+from stoker.background import BackgroundLoop
 from stoker.config import Config
 from stoker.errors import StokerError
 from stoker.spec import FunctionDeployment
@@ -69,20 +69,16 @@ class AutoscalerLoop:
         self.clock = clock
         self.scale_events: dict[tuple[str, str, str], int] = {}  # (function, direction, source) -> count
         self._states: dict[str, _State] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(self._run, "autoscaler")
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Run :meth:`tick` every ``autoscale_tick_s`` in the background (when autoscaling is on)."""
-        if self.config.autoscale and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="autoscaler")
+        if self.config.autoscale:
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         while True:

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from stoker.background import BackgroundLoop
+
 logger = logging.getLogger(__name__)
 
 GATEWAYS_KEY = "stoker:load:gateways"
@@ -131,19 +133,14 @@ class CounterPublisher:
         self.ttl_s = max(5.0, 5 * interval_s)  # a few missed flushes (a busy host) do not drop the gateway
         self.gateway = gateway or gateway_id()
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(self._run, "counter publisher")
         self._failing = False
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="counter publisher")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         with contextlib.suppress(Exception):  # leaving cleanly: the controller stops counting us at once
             await self.redis.zrem(GATEWAYS_KEY, self.gateway)
             await self.redis.delete(SNAPSHOT_PREFIX + self.gateway)

@@ -14,8 +14,6 @@ from typing import Any
 
 import msgpack
 
-FIELD = b"m"
-
 
 class CallStatus(StrEnum):
     """Where an async call is; ``done`` also covers a call that failed after its last attempt."""

@@ -9,7 +9,6 @@ backends; ``invoke`` runs one invocation through the gateway's own proxy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -36,6 +35,7 @@ from events.queue import (
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
 from events.worker import FunctionWorker, Invoke, WorkerSettings, log
+from stoker.background import BackgroundLoop
 from stoker.callback_policy import CallbackPolicy
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
@@ -110,7 +110,7 @@ class QueueService:
         self.workers: dict[str, tuple[list[str], FunctionWorker, asyncio.Task[None]]] = {}
         self._cron_after: dict[tuple[str, str], float] = {}
         self._cron_broken: set[tuple[str, str]] = set()  # schedules whose failure was logged (once each)
-        self._loop: asyncio.Task[None] | None = None
+        self._supervisor = BackgroundLoop(self._supervise, "queue supervisor")
         self.outbox = CallbackOutbox(
             queue, self.consumer, settings.concurrency, settings.claim_idle_s, settings.block_s, callback_policy
         )
@@ -118,14 +118,11 @@ class QueueService:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._loop = asyncio.create_task(self._supervise())
+        self._supervisor.start()
         self._outbox_task = asyncio.create_task(self.outbox.run())
 
     async def stop(self, grace_s: float) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        await self._supervisor.stop()
         await asyncio.gather(self.outbox.stop(grace_s), *(w.stop(grace_s) for _, w, _ in self.workers.values()))
         for _, _, task in self.workers.values():
             task.cancel()

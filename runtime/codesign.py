@@ -26,6 +26,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from stoker import bundle
 from stoker.errors import InvalidRequest
 
 BUNDLE_VAR = "STOKER_BUNDLE"
@@ -43,11 +44,6 @@ class CodeSignatureError(InvalidRequest):
 def function_key(platform_key: bytes, namespace: str, name: str) -> bytes:
     """The key one function's replicas verify their bundle with (never the platform key itself)."""
     return hmac.new(platform_key, _CONTEXT + f"{namespace}/{name}".encode(), hashlib.sha256).digest()
-
-
-def sign(key: bytes, data: bytes) -> str:
-    """HMAC-SHA256 of ``data`` under ``key``, hex."""
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 def replica_env(
@@ -82,7 +78,7 @@ def replica_env_for_bytes(
     """:func:`replica_env` for a backend that holds the bundle's bytes (just received and signed, so there is no file
     to re-check) and copies them to ``replica_path`` inside the replica (a volume, a container's own folder)."""
     key = function_key(platform_key, namespace, name)
-    return {BUNDLE_VAR: replica_path, KEY_VAR: key.hex(), SIGNATURE_VAR: sign(key, data)}
+    return {BUNDLE_VAR: replica_path, KEY_VAR: key.hex(), SIGNATURE_VAR: bundle.sign(key, data)}
 
 
 @functools.lru_cache(maxsize=64)
@@ -90,9 +86,9 @@ def _signature(platform_key: bytes, key: bytes, path: str, size: int, mtime_ns: 
     # Cached by file identity, so several replicas of one version read the bundle once. A cached value always
     # signs the bytes that verified, so a later change to the file still fails in the replica.
     data = Path(path).read_bytes()
-    if not hmac.compare_digest(sign(platform_key, data), expected):
+    if not hmac.compare_digest(bundle.sign(platform_key, data), expected):
         return "tampered"
-    return sign(key, data)
+    return bundle.sign(key, data)
 
 
 def read_verified_bundle(environ: Mapping[str, str] = os.environ) -> bytes:
@@ -114,6 +110,6 @@ def read_verified_bundle(environ: Mapping[str, str] = os.environ) -> bytes:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise CodeSignatureError(f"cannot read the bundle {path}: {exc.strerror or exc}") from None
-    if not hmac.compare_digest(sign(key, data), signature):
+    if not hmac.compare_digest(bundle.sign(key, data), signature):
         raise CodeSignatureError(f"the bundle {path} does not match its signature; refusing to run it")
     return data

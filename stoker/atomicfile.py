@@ -25,8 +25,10 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 TMP_MARK = ".tmp-"  # temporary files are ``.<name>.tmp-<random>``: hidden, and never taken for state
 
 
-def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
-    """Replace ``path`` with ``data`` (file mode ``mode``), creating its folder (0700) if needed."""
+def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``), creating its folder (0700) if needed. ``durable=False``
+    skips the fsyncs, for records that only have to outlive the process, not the machine (nothing is left of them
+    after a reboot anyway)."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
     try:
         private_dir(path.parent)
@@ -36,11 +38,13 @@ def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)  # whatever the umask
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

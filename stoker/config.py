@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stoker.callback_policy import CallbackPolicy
+from stoker.envsettings import from_environ
 from stoker.errors import ConfigError
 from stoker.logconfig import FORMATS
 
@@ -94,11 +95,7 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
         """Build from the environment, then apply non-None ``overrides`` (CLI flags), then validate."""
         values: dict[str, Any] = {"home": default_home(environ)}
-        parsers = {f.name: f.type for f in fields(cls)}
-        for f in fields(cls):
-            var = f"STOKER_{f.name.upper()}"
-            if f.name != "home" and environ.get(var):
-                values[f.name] = _parse(var, environ[var], str(parsers[f.name]))
+        values |= from_environ(cls, environ, "STOKER_", skip=("home",), strip=False)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         config.validate()
@@ -165,20 +162,3 @@ class Config:
         for name in ("max_scale_up_rate", "max_scale_down_rate"):
             if getattr(self, name) <= 1:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than 1, got {getattr(self, name):g}")
-
-
-def _parse(var: str, raw: str, type_name: str) -> Any:
-    try:
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-        if type_name == "Path":
-            return Path(raw).expanduser()
-        if type_name == "bool":
-            if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-    except ValueError:
-        raise ConfigError(f"{var}: {raw!r} is not a valid {type_name}") from None
-    return raw

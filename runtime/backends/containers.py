@@ -15,10 +15,10 @@ import re
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from builder.base import pinned_requirements
 from runtime.backends.quantities import memory_size
+from stoker.envsettings import from_environ
 from stoker.errors import ConfigError, InvalidRequest
 from stoker.spec import FunctionDeployment
 
@@ -49,17 +49,9 @@ class DockerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DockerSettings:
-        values: dict[str, Any] = {}
-        for name in ("base_image", "network", "on_shutdown", "registry", "memory", "tmpfs_size"):
-            raw = environ.get(f"STOKER_DOCKER_{name.upper()}", "").strip()
-            if raw:
-                values[name] = raw
-        pids = environ.get("STOKER_DOCKER_PIDS", "").strip()
-        if pids:
-            if not pids.isdigit() or int(pids) < 16:
-                raise ConfigError(f"STOKER_DOCKER_PIDS: {pids!r} is not a whole number of at least 16")
-            values["pids"] = int(pids)
-        settings = cls(**values)
+        settings = cls(**from_environ(cls, environ, "STOKER_DOCKER_"))
+        if settings.pids < 16:
+            raise ConfigError(f"STOKER_DOCKER_PIDS: must be at least 16, got {settings.pids}")
         if settings.on_shutdown not in ("remove", "leave"):
             raise ConfigError(f"STOKER_DOCKER_ON_SHUTDOWN: {settings.on_shutdown!r} is not 'remove' or 'leave'")
         try:

@@ -19,7 +19,6 @@ one replica only, which accepts one specialisation: a function that reads its ow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 from runtime.backends.readiness import open_replica
 from runtime.contract import SIGNATURE_HEADER, SPECIALIZE_PATH, envelope
 from stoker import bundle
+from stoker.background import BackgroundLoop
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class WarmPool:
         self._start = start
         self._what = what
         self._ready: deque[WarmReplica] = deque()
-        self._refill: asyncio.Task[None] | None = None
+        self._refill = BackgroundLoop(self._fill, "warm pool")
         self._wake = asyncio.Event()
         self._closed = False
         self.taken = 0  # replicas handed out so far (for metrics and tests)
@@ -108,8 +108,8 @@ class WarmPool:
         return len(self._ready)
 
     def start(self) -> None:
-        if self.size > 0 and self._refill is None:
-            self._refill = asyncio.create_task(self._fill(), name="warm pool")
+        if self.size > 0:
+            self._refill.start()
 
     def take(self) -> WarmReplica | None:
         """A ready generic replica, or None when the pool is empty (the caller starts a regular replica)."""
@@ -122,10 +122,7 @@ class WarmPool:
 
     async def close(self) -> None:
         self._closed = True
-        if self._refill is not None:
-            self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill
+        await self._refill.stop()
         replicas, self._ready = list(self._ready), deque()
         await asyncio.gather(*(r.discard() for r in replicas), return_exceptions=True)
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLine, known
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import SecretStore
+from stoker.background import Background
 from stoker.errors import InvalidRequest
 from stoker.names import DEFAULT_NAMESPACE
 from stoker.spec import FunctionDeployment
@@ -190,7 +191,7 @@ class SlotBackend(FunctionTable[F]):
 
     def __init__(self) -> None:
         self._functions: dict[tuple[str, str], F] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self.on_replica_gone: Callable[[Endpoint], None] | None = None  # set by the gateway (ReportsGoneReplicas)
 
     def _replica_gone(self, endpoint: Endpoint) -> None:
@@ -227,10 +228,7 @@ class SlotBackend(FunctionTable[F]):
         raise NotImplementedError
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(coro)
 
     def _cancel_background(self) -> None:
-        for task in list(self._background):
-            task.cancel()
+        self._background.cancel()

@@ -77,7 +77,7 @@ async def test_a_source_deploy_runs_the_runtime_image_with_its_signed_bundle_fro
     function_key = codesign.function_key(KEY, NS, "hello")
     assert env[codesign.BUNDLE_VAR] == "/var/stoker/bundle/bundle.tar.gz"
     assert env[codesign.KEY_VAR] == function_key.hex() and KEY.hex() not in str(deployment)
-    assert env[codesign.SIGNATURE_VAR] == codesign.sign(function_key, data)
+    assert env[codesign.SIGNATURE_VAR] == bundle.sign(function_key, data)
     assert env[codesign.UNPACK_VAR] == "1" and env["STOKER_ENTRYPOINT"] == "handler:handle"
     assert deployment["metadata"]["annotations"][objects.CODE_ANNOTATION] == name
     # The pod started (the fake checks the bundle against its signature, as the replica does) and is routed to.

@@ -127,7 +127,6 @@ _HOST_KEYS = (
     "restart_policy",
     "init",
 )
-_SPEC_KEYS = {*_HOST_KEYS, "image", "user", "environment", "labels", "network", "detach"}
 
 
 def _start_with_key(client: Any, cid: str, key: bytes) -> None:

@@ -27,7 +27,6 @@ retires bridges.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -57,6 +56,7 @@ from runtime.backends.kubernetes.status import (
 )
 from runtime.backends.kubernetes.warm import WarmPods
 from runtime.backends.kubernetes.watch import Obj, Watcher
+from stoker.background import Background
 from stoker.config import Config
 from stoker.errors import BackendUnavailable, Conflict, DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment
@@ -101,7 +101,7 @@ class KubernetesBackend(FunctionTable[_Function]):
         self._slices: dict[str, tuple[str, list[Address]]] = {}  # slice name -> (service, ready addresses)
         self._removing: set[tuple[str, str]] = set()
         self._watchers: list[Watcher] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self.replica_port = contract.PORT  # where pool pods listen (the tests run them on one loopback port)
         self.pool = WarmPods(self)
 
@@ -128,9 +128,7 @@ class KubernetesBackend(FunctionTable[_Function]):
         await self.pool.tend(functions, self.config.pool_size, time.time() if now is None else now, in_use)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(work)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -162,11 +160,7 @@ class KubernetesBackend(FunctionTable[_Function]):
 
     async def close(self) -> None:
         """Stop watching. The functions keep running: the cluster, not this process, owns them."""
-        for task in list(self._background):
-            task.cancel()
-        for task in list(self._background):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._background.cancel_and_wait()
         for watcher in self._watchers:
             watcher.stop()
         for watcher in self._watchers:

@@ -8,8 +8,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from stoker.envsettings import from_environ
 from stoker.errors import ConfigError
 
 DEFAULT_RUNTIME_IMAGE = "stoker/runtime:latest"  # what `stoker base-image` tags; push it and pin a tag in production
@@ -29,20 +29,16 @@ class KubeSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> KubeSettings:
-        values: dict[str, Any] = {}
-        image = environ.get("STOKER_K8S_RUNTIME_IMAGE", "").strip()
-        if image:
-            if not _IMAGE.match(image):
-                raise ConfigError(f"STOKER_K8S_RUNTIME_IMAGE: {image!r} is not an image reference")
-            values["runtime_image"] = image
+        settings = cls(**from_environ(cls, environ, "STOKER_K8S_"))
+        if not _IMAGE.match(settings.runtime_image):
+            raise ConfigError(f"STOKER_K8S_RUNTIME_IMAGE: {settings.runtime_image!r} is not an image reference")
         for name in ("pool_memory", "pool_cpu"):
-            var = f"STOKER_K8S_{name.upper()}"
-            raw = environ.get(var, "").strip()
-            if raw:
-                if not _QUANTITY.match(raw):
-                    raise ConfigError(f"{var}: {raw!r} is not a Kubernetes quantity (examples: 256Mi, 500m)")
-                values[name] = raw
-        return cls(**values)
+            raw = getattr(settings, name)
+            if raw and not _QUANTITY.match(raw):
+                raise ConfigError(
+                    f"STOKER_K8S_{name.upper()}: {raw!r} is not a Kubernetes quantity (examples: 256Mi, 500m)"
+                )
+        return settings
 
     def pool_resources(self) -> dict[str, dict[str, str]]:
         """The pool pods' container resources, in the form :func:`k8s_objects.resources` gives a function's."""

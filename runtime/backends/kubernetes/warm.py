@@ -20,6 +20,7 @@ from runtime.backends.kubernetes.clients import KubeClients
 from runtime.backends.kubernetes.clients import status_of as _status
 from runtime.backends.kubernetes.objects import CODE_LABEL
 from runtime.backends.kubernetes.settings import KubeSettings
+from stoker import bundle
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class WarmPods:
         data = k8s_code.bundle_of(obj)
         key = codesign.function_key(b.key, b.namespace, target.function)
         expected = target.env.get(codesign.SIGNATURE_VAR, "")
-        if data is None or not hmac.compare_digest(codesign.sign(key, data), expected):
+        if data is None or not hmac.compare_digest(bundle.sign(key, data), expected):
             logger.error(
                 "kubernetes warm pool: the code of %s (%s) does not match its signature: not claiming (do every "
                 "gateway and the controller share one platform key, STOKER_PLATFORM_KEY_FILE?)",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stoker import logconfig
+from stoker.atomicfile import write_atomic
 
 logger = logging.getLogger("runtime.backends.local.groups")  # by name: this module also runs as __main__
 
@@ -105,9 +106,7 @@ class GroupRecords:
         proc = read_proc(pid)
         if proc is None:
             return  # already gone; its group is killed when its exit is seen
-        tmp = self.folder / f"{pid}.tmp"
-        tmp.write_text(f"{proc.start} {self._boot}\n")
-        os.replace(tmp, self.folder / str(pid))
+        write_atomic(self.folder / str(pid), f"{proc.start} {self._boot}\n".encode(), durable=False)
 
     def ended(self, pid: int) -> None:
         """The leader ``pid`` has exited: kill what is left of its group, then forget it.

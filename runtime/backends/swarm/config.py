@@ -47,6 +47,7 @@ from runtime.contract import (
     SECRETS_DIR,
     function_environment,
 )
+from stoker.envsettings import from_environ
 from stoker.errors import ConfigError
 from stoker.spec import FunctionDeployment
 
@@ -81,22 +82,12 @@ class SwarmSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> SwarmSettings:
-        values: dict[str, Any] = {"docker": DockerSettings.from_env(environ)}
-        for name in ("platform", "network", "route"):
-            raw = environ.get(f"STOKER_SWARM_{name.upper()}", "").strip()
-            if raw:
-                values[name] = raw
+        values = from_environ(cls, environ, "STOKER_SWARM_", skip=("docker",))
+        settings = cls(**values, docker=DockerSettings.from_env(environ))
         for name in ("stop_delay_s", "poll_s", "deploy_timeout_s"):
-            var = f"STOKER_SWARM_{name.upper()}"
-            raw = environ.get(var, "").strip()
-            if raw:
-                try:
-                    values[name] = float(raw)
-                except ValueError:
-                    raise ConfigError(f"{var}: {raw!r} is not a number of seconds") from None
-                if values[name] < 0 or (name != "stop_delay_s" and values[name] == 0):
-                    raise ConfigError(f"{var}: {raw!r} must be greater than zero")
-        settings = cls(**values)
+            value = getattr(settings, name)
+            if value < 0 or (name != "stop_delay_s" and value == 0):
+                raise ConfigError(f"STOKER_SWARM_{name.upper()}: must be greater than zero, got {value:g}")
         if settings.route not in ROUTES:
             raise ConfigError(f"STOKER_SWARM_ROUTE: {settings.route!r} is not one of {', '.join(ROUTES)}")
         if not _SERVICE_NAME.match(settings.platform) or len(settings.platform) > 20:
