@@ -90,7 +90,7 @@ def platform_trials(pool_size: int, trials: int, *args: str, env: dict[str, str]
 
 def swarm_trials(pool_size: int, trials: int) -> list[float]:
     """The swarm backend in a platform of its own (removed again afterwards)."""
-    from tests.backends.test_swarm_support import remove_platform, swarm_engine
+    from tests.runtime.backends.swarm.test_support import remove_platform, swarm_engine
 
     platform = f"bench{uuid.uuid4().hex[:6]}"
     env = {

@@ -3,50 +3,14 @@ and against the controller's manifests: the calls it makes are the verbs its Rol
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from autoscaler.leader import KubeLease
 from stoker.config import Config
 from tests.deploy.test_manifests import K8S, find, granted
+from tests.fakes.kubernetes import FakeLeases
 
 _VERBS = {"read_namespaced_lease": "get", "create_namespaced_lease": "create", "replace_namespaced_lease": "update"}
-
-
-class FakeLeases:
-    """read, create and replace with resourceVersion checks, like the API server."""
-
-    def __init__(self) -> None:
-        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
-        self.calls: list[str] = []
-        self.version = 0
-
-    def read_namespaced_lease(self, name: str, namespace: str) -> dict[str, Any]:
-        self.calls.append("read_namespaced_lease")
-        if (namespace, name) not in self.leases:
-            raise ApiException(status=404)
-        return copy.deepcopy(self.leases[(namespace, name)])
-
-    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> None:
-        self.calls.append("create_namespaced_lease")
-        if (namespace, body["metadata"]["name"]) in self.leases:
-            raise ApiException(status=409)
-        self._store(namespace, body)
-
-    def replace_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> None:
-        self.calls.append("replace_namespaced_lease")
-        if self.leases[(namespace, name)]["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
-            raise ApiException(status=409)
-        self._store(namespace, body)
-
-    def _store(self, namespace: str, body: dict[str, Any]) -> None:
-        self.version += 1
-        body = copy.deepcopy(body)
-        body["metadata"]["resourceVersion"] = str(self.version)
-        self.leases[(namespace, body["metadata"]["name"])] = body
 
 
 def _lease(api: FakeLeases, holder: str) -> KubeLease:

@@ -17,7 +17,7 @@ from runtime.backends.kubernetes.settings import KubeSettings
 from stoker.bundle import pack
 from stoker.config import Config
 from stoker.spec import FunctionDeployment
-from tests.backends.k8s_fake import FakeCluster, validate
+from tests.fakes.kubernetes import FakeCluster, validate
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "kubernetes"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.platform_fixture import PASSWORD, ROOT, Platform, start_platform, write_handler
-from tests.runtime.replica_process import ReplicaProcess, write_function
+from tests.runtime.replica.replica_process import ReplicaProcess, write_function
 from tests.security.rawhttp import Connection, address, request, reset_peak, rss_bytes
 
 SLEEPY = """

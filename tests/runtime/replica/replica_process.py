@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 _OUR_VARS = ("exec_timeout", "max_inflight", "port", "write_timeout", "read_timeout")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import StartReplica
-from tests.runtime.replica_process import ReplicaProcess, write_function
+from tests.runtime.replica.conftest import StartReplica
+from tests.runtime.replica.replica_process import ReplicaProcess, write_function
 
 RETURNS = """
 from stoker import Response

@@ -19,8 +19,8 @@ from runtime.backends.pool import replica_key
 from stoker import bundle
 from stoker.config import Config
 from stoker.spec import FunctionDeployment
-from tests.backends.k8s_fake import FakeCluster, validate
-from tests.backends.test_kubernetes_backend import NS, until
+from tests.fakes.kubernetes import FakeCluster, validate
+from tests.runtime.backends.kubernetes.test_backend import NS, until
 
 KEY = b"p" * 32
 RUNTIME = "registry.example/stoker-runtime:7"

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway.scaling_support import wait_until
+from tests.platform.scaling_support import wait_until
 from tests.platform_fixture import Platform, start_platform, write_handler
 
 pytestmark = [

@@ -19,8 +19,8 @@ from stoker import bundle
 from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest
 from stoker.spec import FunctionDeployment
-from tests.backends.k8s_fake import FakeCluster, validate
-from tests.backends.test_kubernetes_backend import NS, addresses, pod_ips, until
+from tests.fakes.kubernetes import FakeCluster, validate
+from tests.runtime.backends.kubernetes.test_backend import NS, addresses, pod_ips, until
 
 KEY = b"p" * 32
 RUNTIME = "registry.example/stoker-runtime:7"

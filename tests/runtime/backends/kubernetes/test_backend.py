@@ -1,4 +1,4 @@
-"""The Kubernetes backend's logic against the in-memory fake cluster (tests/backends/k8s_fake.py)."""
+"""The Kubernetes backend's logic against the in-memory fake cluster (tests/fakes/kubernetes.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from runtime.backends.kubernetes.backend import KubernetesBackend
 from stoker.config import Config
 from stoker.errors import DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment
-from tests.backends.k8s_fake import FakeCluster
+from tests.fakes.kubernetes import FakeCluster
 
 NS = "openfaas-fn"
 pytestmark = pytest.mark.timeout(60)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from runtime.backends.local.groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
-from tests.gateway.scaling_support import status, wait_until
+from tests.platform.scaling_support import status, wait_until
 from tests.platform_fixture import Platform, start_platform, write_handler
 
 SPAWNER = """

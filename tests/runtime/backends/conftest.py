@@ -12,10 +12,10 @@ import pytest
 
 from runtime.backends.swarm.backend import SwarmBackend
 from stoker.config import Config
-from tests.backends.k8s_fake import FakeCluster
-from tests.backends.test_swarm_support import remove_platform, swarm_engine
 from tests.docker_support import docker_client
+from tests.fakes.kubernetes import FakeCluster
 from tests.platform_fixture import Platform, start_platform
+from tests.runtime.backends.swarm.test_support import remove_platform, swarm_engine
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeCluster]:
-    """The in-memory Kubernetes API of tests/backends/k8s_fake.py; parametrized indirectly with True, its pool pods
+    """The in-memory Kubernetes API of tests/fakes/kubernetes.py; parametrized indirectly with True, its pool pods
     run as real generic replica processes."""
     c = FakeCluster(run_pool=bool(getattr(request, "param", False)), workdir=tmp_path / "pods")
     yield c

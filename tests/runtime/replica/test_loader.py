@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runtime.conftest import StartReplica
+from tests.runtime.replica.conftest import StartReplica
 
 PREFIX = "stoker: cannot load handler: "
 

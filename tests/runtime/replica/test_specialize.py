@@ -17,7 +17,7 @@ import pytest
 from runtime.backends.pool import replica_key, signed_request
 from runtime.replica.specialize import SPECIALIZE_PATH
 from stoker import bundle
-from tests.runtime.replica_process import ROOT, _collect, write_function
+from tests.runtime.replica.replica_process import ROOT, _collect, write_function
 
 KEY = b"k" * 32
 

@@ -16,7 +16,7 @@ import pytest
 
 from stoker import bundle
 from tests.docker_support import docker_client
-from tests.gateway.scaling_support import (
+from tests.platform.scaling_support import (
     PANIC_WINDOW_S,
     SHORT,
     Load,

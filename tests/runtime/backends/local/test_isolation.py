@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway.scaling_support import status, wait_until
+from tests.platform.scaling_support import status, wait_until
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
 
 pytestmark = pytest.mark.slow

@@ -803,3 +803,36 @@ class FakeWatch:
             for event_rv, _, event_type, obj in pending:
                 rv = event_rv
                 yield {"type": event_type, "object": _model(obj, kind), "raw_object": copy.deepcopy(obj)}
+
+
+class FakeLeases:
+    """read, create and replace with resourceVersion checks, like the API server."""
+
+    def __init__(self) -> None:
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.version = 0
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> dict[str, Any]:
+        self.calls.append("read_namespaced_lease")
+        if (namespace, name) not in self.leases:
+            raise ApiException(status=404)
+        return copy.deepcopy(self.leases[(namespace, name)])
+
+    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> None:
+        self.calls.append("create_namespaced_lease")
+        if (namespace, body["metadata"]["name"]) in self.leases:
+            raise ApiException(status=409)
+        self._store(namespace, body)
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+        self.calls.append("replace_namespaced_lease")
+        if self.leases[(namespace, name)]["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
+            raise ApiException(status=409)
+        self._store(namespace, body)
+
+    def _store(self, namespace: str, body: dict[str, Any]) -> None:
+        self.version += 1
+        body = copy.deepcopy(body)
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.leases[(namespace, body["metadata"]["name"])] = body

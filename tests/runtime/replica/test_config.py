@@ -7,7 +7,7 @@ import pytest
 
 from runtime.replica.config import ReplicaConfig
 from stoker.errors import ConfigError
-from tests.runtime.conftest import StartReplica
+from tests.runtime.replica.conftest import StartReplica
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from builder.function import build_function
 from runtime.backends.swarm.config import PLATFORM, POOL_GENERIC
 from runtime.backends.swarm.pool import role
 from stoker import bundle
-from tests.backends.test_swarm_support import remove_platform, swarm_engine, wait_for
 from tests.platform_fixture import ROOT, write_handler
+from tests.runtime.backends.swarm.test_support import remove_platform, swarm_engine, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.runtime.conftest import StartReplica
-from tests.runtime.replica_process import WAIT_FOR_FILE, ReplicaProcess
+from tests.runtime.replica.conftest import StartReplica
+from tests.runtime.replica.replica_process import WAIT_FOR_FILE, ReplicaProcess
 
 
 def _wait_until_ready(replica: ReplicaProcess, timeout: float = 2.0) -> int:

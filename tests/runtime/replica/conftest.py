@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.replica_process import ReplicaProcess, write_function
+from tests.runtime.replica.replica_process import ReplicaProcess, write_function
 
 StartReplica = Callable[..., ReplicaProcess]
 

@@ -8,8 +8,8 @@ import signal
 import httpx
 import pytest
 
-from tests.runtime.conftest import StartReplica
-from tests.runtime.replica_process import WAIT_FOR_FILE
+from tests.runtime.replica.conftest import StartReplica
+from tests.runtime.replica.replica_process import WAIT_FOR_FILE
 
 SLOW = (
     WAIT_FOR_FILE

@@ -12,7 +12,7 @@ from runtime.backends.kubernetes.settings import KubeSettings
 from runtime.backends.kubernetes.status import function_of, rollout_state, slice_addresses
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
-from tests.backends.k8s_fake import validate
+from tests.fakes.kubernetes import validate
 
 RICH = FunctionDeployment.from_json(
     {
