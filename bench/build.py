@@ -1,6 +1,6 @@
 """Builder and docker backend benchmark: build times, image sizes, cold start, requests/s container vs process.
 
-    python bench/build.py [--runs 5] [--duration 5]
+    python -m bench.build [--runs 5] [--duration 5]
 
 Needs a running Docker Engine and wrk. Prints markdown tables (median and p99 over ``--runs``) with ratios to a
 baseline measured in the same run: cold start of a replica beside ``docker run BASE python3 -c pass``; requests/s
@@ -22,14 +22,12 @@ from pathlib import Path
 import httpx
 
 # The repository, not bench/, first on the path: bench modules are imported as bench.*.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from bench.invoke import wrk  # noqa: E402
-from builder import engine  # noqa: E402
-from builder.base import ensure_base_image  # noqa: E402
-from builder.function import build_function  # noqa: E402
-from stoker import bundle  # noqa: E402
-from tests.platform_fixture import FUNCTIONS, start_platform  # noqa: E402
+from bench.invoke import wrk
+from builder import engine
+from builder.base import ensure_base_image
+from builder.function import build_function
+from stoker import bundle
+from tests.platform_fixture import FUNCTIONS, start_platform
 
 
 def pct(values: list[float], p: float) -> float:

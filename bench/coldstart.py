@@ -8,7 +8,7 @@ Docker answers, ``docker run <base image> python3 -c pass``. Each trial
 scales the function to zero through the management API, waits until its replica is gone and the pool is full again,
 then times one ``POST /function/hello`` from send to the last byte.
 
-    python bench/coldstart.py [--trials 20] [--docker-image stoker/runtime:latest] [--backends local,docker,swarm]
+    python -m bench.coldstart [--trials 20] [--docker-image stoker/runtime:latest] [--backends local,docker,swarm]
 
 Prints a markdown table (median, p99, ratio of the median to ``python3 -c pass``).
 """
@@ -29,8 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform

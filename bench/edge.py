@@ -1,6 +1,6 @@
 """The invoke edge under hostile clients: memory, connections and loop stalls, before and after, in one run.
 
-    python bench/edge.py [--baseline DIR] [--only bodies,response,headers,slowloris,fds,deploy]
+    python -m bench.edge [--baseline DIR] [--only bodies,response,headers,slowloris,fds,deploy]
 
 Each scenario starts a fresh ``stoker up`` (local backend, loopback) from this checkout and, with ``--baseline``,
 from another one (for instance ``git worktree add /tmp/base main``), runs one attack and prints what a client and

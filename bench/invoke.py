@@ -1,6 +1,6 @@
 """Invoke throughput and latency: gateway vs. direct replica vs. a bare Starlette app, in one run.
 
-    python bench/invoke.py [--duration 10] [--connections 1,32]
+    python -m bench.invoke [--duration 10] [--connections 1,32]
 
 Every target serves the same "hello" answer on loopback; the load generator is ``wrk`` (a separate process, so it
 does not share the event loop under test). Prints a table with requests/s, p50 and p99 latency, and the ratio of
@@ -31,10 +31,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from stoker import bundle
 
-from stoker import bundle  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BARE_APP = textwrap.dedent(
     """

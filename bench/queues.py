@@ -1,7 +1,7 @@
 """Queue throughput: N messages end to end (XADD/enqueue to acknowledged) for a no-op function, stoker's Redis Streams
 worker beside Celery and RQ on the same redis-server, each with one worker process, in one run.
 
-    python bench/queues.py [--messages 10000] [--rounds 3] [--celery-messages N] [--rq-messages 500]
+    python -m bench.queues [--messages 10000] [--rounds 3] [--celery-messages N] [--rq-messages 500]
 
 Each system has its own message count: ``--messages`` for stoker (and Celery unless ``--celery-messages``), and
 ``--rq-messages`` (default 500) for RQ, which forks a process per job (about 10 jobs/s here: 10,000 would take 17
@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.platform_fixture import start_platform, write_handler
 

@@ -1,7 +1,7 @@
 """SDK overhead: ``.remote()`` latency and ``.map()`` throughput for a trivial function, in one run, beside
 a direct HTTP call of the same deployed function and a local ``ProcessPoolExecutor`` map.
 
-    python bench/sdk.py [--calls 2000] [--items 5000] [--concurrency 32]
+    python -m bench.sdk [--calls 2000] [--items 5000] [--concurrency 32]
 
 Starts ``stoker up`` (local backend) in a temporary home, deploys ``inc(x) = x + 1`` with the SDK, then measures:
 
@@ -15,24 +15,18 @@ Starts ``stoker up`` (local backend) in a temporary home, deploys ``inc(x) = x +
 Prints a Markdown table and ratios to the baselines.
 """
 
-# ruff: noqa: E402 -- the path fix below must run before any other import
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# The project root, not bench/, first on the path: bench modules are imported as bench.*.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 import argparse
 import http.client
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from stoker.sdk import App
@@ -125,7 +119,7 @@ def main() -> int:
             platform.stop()
     pool = bench_pool(args.items)
 
-    print(f"python bench/sdk.py --calls {args.calls} --items {args.items} --concurrency {args.concurrency}\n")
+    print(f"python -m bench.sdk --calls {args.calls} --items {args.items} --concurrency {args.concurrency}\n")
     print("| measure                              |  p50 ms |  p99 ms | calls or items/s | vs baseline |")
     print("|--------------------------------------|---------|---------|------------------|-------------|")
     print(
