@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from stoker.config import Config
 from stoker.spec import FunctionSettings
 
-
 OPENFAAS_CE_WINDOW_S = 30.0  # the longest stable window of a function scaled like OpenFaaS CE
 
 
