@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.backends.memory_floor import DOCKER_MIN_MEMORY, at_least
 from runtime.backends.quantities import memory_size
 from runtime.config import function_environment
 from stoker.config import ConfigError
@@ -74,7 +75,7 @@ class DockerSettings:
 def memory_bytes(value: str, what: str) -> int:
     """A memory size the Docker Engine accepts (see :func:`runtime.backends.quantities.memory_size`)."""
     n = memory_size(value, what)
-    if n < 6 * 1024 * 1024:
+    if n < DOCKER_MIN_MEMORY:
         raise InvalidRequest(f"{what}: {value!r} is below the 6 MiB the Docker Engine allows")
     return n
 
@@ -91,11 +92,17 @@ def nano_cpus(value: str, what: str) -> int:
     return int(cpus * 1e9)
 
 
+def function_memory(value: str, what: str) -> int:
+    """A function's memory limit or request in bytes: below the Engine's 6 MiB, raised to it (OpenFaaS accepts
+    ``5Mi``; the status message says it was raised: :mod:`runtime.backends.memory_floor`)."""
+    return at_least(value, what, DOCKER_MIN_MEMORY)
+
+
 def check_resources(dep: FunctionDeployment) -> None:
     """Raise :class:`InvalidRequest` for a limit or request Docker could not apply (before anything starts)."""
     for field_name, values in (("limits", dep.limits), ("requests", dep.requests)):
         if values.get("memory"):
-            memory_bytes(values["memory"], f"{field_name}.memory")
+            function_memory(values["memory"], f"{field_name}.memory")
         if values.get("cpu"):
             nano_cpus(values["cpu"], f"{field_name}.cpu")
 
@@ -122,12 +129,12 @@ def container_spec(
     """Keyword arguments of ``containers.create`` for one replica (pure: same input, same spec)."""
     env = {**function_environment(dep), "port": str(REPLICA_PORT)}
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else UNPRIVILEGED_USER
-    memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
+    memory = function_memory(dep.limits.get("memory") or settings.memory, "limits.memory")
     spec = _hardened(settings, dep.image, env, container_labels, user, memory)
     if dep.limits.get("cpu"):
         spec["nano_cpus"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
     if dep.requests.get("memory"):
-        spec["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+        spec["mem_reservation"] = min(memory, function_memory(dep.requests["memory"], "requests.memory"))
     if secrets_volume:
         spec["volumes"] = {secrets_volume: {"bind": SECRETS_DIR, "mode": "ro"}}
     return spec
@@ -157,7 +164,7 @@ def generic_spec(settings: DockerSettings, image: str, owner: str, env: dict[str
 
 def limits_update(dep: FunctionDeployment, settings: DockerSettings, current_memory: int) -> dict[str, int]:
     """``docker update`` arguments that give a generic container ``dep``'s limits (empty when it has them)."""
-    memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
+    memory = function_memory(dep.limits.get("memory") or settings.memory, "limits.memory")
     update: dict[str, int] = {}
     if memory != current_memory:
         update |= {"mem_limit": memory, "memswap_limit": memory}
@@ -165,7 +172,7 @@ def limits_update(dep: FunctionDeployment, settings: DockerSettings, current_mem
         period = 100_000
         update |= {"cpu_period": period, "cpu_quota": nano_cpus(dep.limits["cpu"], "limits.cpu") * period // 10**9}
     if dep.requests.get("memory"):
-        update["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+        update["mem_reservation"] = min(memory, function_memory(dep.requests["memory"], "requests.memory"))
     return update
 
 
