@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from stoker.config import Config
 from stoker.spec import FunctionSettings
 
+OPENFAAS_CE_WINDOW_S = 30.0  # the longest stable window of a function scaled like OpenFaaS CE
+
 
 class DeciderError(ValueError):
     """A decider parameter that cannot be used; the message names it and says why."""
@@ -72,15 +74,22 @@ class DeciderSpec:
 
     @classmethod
     def from_settings(cls, settings: FunctionSettings, config: Config) -> DeciderSpec:
-        """A function's spec: its labels for target and bounds, the platform config for windows and rates."""
+        """A function's spec: its labels for target and bounds, the platform config for windows and rates.
+
+        A function scaled like OpenFaaS CE (``settings.openfaas_ce``) looks back at most
+        :data:`OPENFAAS_CE_WINDOW_S`: OpenFaaS CE goes back to the minimum within about half a minute of the load
+        ending (its alert resolves), and clients written for it (the certifier) check a minute after."""
+        stable, panic = config.stable_window_s, config.panic_window_s
+        if settings.openfaas_ce:
+            stable, panic = min(stable, OPENFAAS_CE_WINDOW_S), min(panic, OPENFAAS_CE_WINDOW_S)
         return cls(
             target=float(settings.scale_target),
             min_replicas=settings.min_replicas,
             max_replicas=settings.max_replicas,
             scale_to_zero=settings.scale_to_zero,
             zero_after_s=settings.zero_duration_s,
-            stable_window_s=config.stable_window_s,
-            panic_window_s=config.panic_window_s,
+            stable_window_s=stable,
+            panic_window_s=panic,
             panic_threshold=config.panic_threshold,
             max_scale_up_rate=config.max_scale_up_rate,
             max_scale_down_rate=config.max_scale_down_rate,

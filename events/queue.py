@@ -45,8 +45,8 @@ def stream_problem(stream: str) -> str | None:
         return "give a stream name"
     if len(stream) > MAX_STREAM_NAME:
         return f"stream name is {len(stream)} characters long; the most is {MAX_STREAM_NAME}"
-    if not stream.isprintable() or any(c.isspace() for c in stream):
-        return f"stream {stream!r}: spaces and control characters are not allowed"
+    if not all("!" <= c <= "~" for c in stream):  # what the OpenAPI document's pattern says, exactly
+        return f"stream {stream!r}: only printable ASCII is allowed (no spaces or control characters)"
     if stream.startswith(RESERVED_PREFIX):
         return f"stream {stream!r}: names starting with {RESERVED_PREFIX!r} are stoker's own"
     return None

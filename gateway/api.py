@@ -25,7 +25,9 @@ from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord
+from runtime.backends.memory_floor import floor_note
 from stoker import __version__
+from stoker.buildinfo import build_info
 from stoker.bundle import check as check_bundle
 from stoker.config import Config
 from stoker.errors import Conflict, InvalidRequest, NotFound, StokerError
@@ -126,6 +128,8 @@ class ManagementAPI:
         self.limits = json_limits(config)
         # A deployment may carry a base64 bundle (4/3 of its size) besides what every body may have.
         self.deploy_limits = replace(self.limits, body_bytes=config.max_bundle_bytes * 4 // 3 + config.max_json_bytes)
+        build = build_info()  # now, at startup: it reads files and may run git
+        self._version = {"release": __version__, "sha": build.sha, "commit_message": build.commit_message}
 
     def routes(self) -> list[Route]:
         return [
@@ -166,7 +170,7 @@ class ManagementAPI:
             limits=dep.limits,
             requests=dep.requests,
             readOnlyRootFilesystem=dep.readOnlyRootFilesystem,
-            message=record.message,
+            message="; ".join(m for m in (record.message, floor_note(dep, self.backend.name)) if m),
         ).to_json()
 
     def _record(self, name: str, namespace: str) -> FunctionRecord:
@@ -304,9 +308,9 @@ class ManagementAPI:
                 "provider": {
                     "provider": "stoker",
                     "orchestration": self.backend.name,
-                    "version": {"release": __version__, "sha": "", "commit_message": ""},
+                    "version": self._version,
                 },
-                "version": {"release": __version__, "sha": "", "commit_message": ""},
+                "version": self._version,
                 "arch": platform.machine(),
                 # The SDK refuses to deploy from another Python minor version (cloudpickle is not portable across
                 # them). Known only where replicas run this interpreter: the local backend's default.

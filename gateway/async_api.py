@@ -148,11 +148,16 @@ class AsyncAPI:
         name, namespace = record.deployment.service, record.deployment.namespace
         callback = ""
         headers: list[tuple[str, str]] = []
+        host = ""  # replayed as X-Forwarded-Host (as OpenFaaS sets it) unless the client sent one
         for key, value in scope["headers"]:
             if key == b"x-callback-url":
                 callback = value.decode("latin-1")
+            elif key == b"host":
+                host = value.decode("latin-1")
             elif key not in _DROP:
                 headers.append((key.decode("latin-1"), value.decode("latin-1")))
+        if host and not any(k == "x-forwarded-host" for k, _ in headers):
+            headers.append(("x-forwarded-host", host))
         if callback:
             try:
                 await check_url(callback, self.callback_policy)  # and again at delivery: names can change

@@ -166,12 +166,18 @@ class FunctionProxy:
         reserved = len(body)
         name, namespace = record.deployment.service, record.deployment.namespace
         call_id = ""
+        host = b""  # becomes X-Forwarded-Host (as OpenFaaS sets it) unless the client sent one
+        forwarded = False
         headers: list[tuple[bytes, bytes]] = []
         for key, value in scope["headers"]:
             if key == b"x-call-id":
                 call_id = value.decode("latin-1")
             else:
                 headers.append((key, value))
+                if key == b"host":
+                    host = value
+                elif key == b"x-forwarded-host":
+                    forwarded = True
         call_id = call_id or f"{_random.getrandbits(128):032x}"
         client = scope.get("client")
         headers += (
@@ -179,6 +185,8 @@ class FunctionProxy:
             (b"x-start-time", str(int(started * 1e9)).encode()),
             (b"x-forwarded-for", (client[0] if client else "").encode()),
         )
+        if host and not forwarded:
+            headers.append((b"x-forwarded-host", host))
         target = path + b"?" + query if query else path
         fn = f"{name}.{namespace}"
         self.metrics.call_started(fn)
@@ -308,7 +316,12 @@ class FunctionProxy:
 _SEND_ATTEMPTS = 3
 _RETRY_PAUSE_S = 0.05
 _RETRY_AFTER = ((b"retry-after", b"1"),)
-_DROP_RESPONSE = frozenset((b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"))
+# The gateway sets X-Call-Id, X-Start-Time and X-Duration-Seconds itself: a replica's own (of-watchdog sends
+# X-Duration-Seconds) would make two of each.
+_DROP_RESPONSE = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server",
+     b"x-call-id", b"x-start-time", b"x-duration-seconds")
+)  # fmt: skip
 
 
 def _error(status: int, message: str, retry_after: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -151,6 +151,8 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
                 server_header=False,
                 log_level="warning",
                 timeout_graceful_shutdown=int(config.drain_timeout_s),
+                # uvicorn annotates int, but any number of seconds works (it goes to loop.call_later)
+                timeout_keep_alive=config.keepalive_timeout_s,  # type: ignore[arg-type]
                 limit_concurrency=None,
                 backlog=2048,
             )

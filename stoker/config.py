@@ -52,6 +52,11 @@ class Config:
     max_header_bytes: int = 64 * 1024  # request line and headers (431 beyond)
     max_connections: int = 0  # client connections open at once; 0: derived from the open-files limit at start
     max_inflight_body_bytes: int = 256 * 1024 * 1024  # request bodies held in memory at once (503 beyond)
+    # How long an idle keep-alive client connection stays open. Above Go's 90 s (IdleConnTimeout of its default
+    # client, which faas-cli and the OpenFaaS certifier use) so that such clients close first and never reuse a
+    # connection the gateway is closing; OpenFaaS's own gateway keeps 60 s. Idle connections still make room at
+    # STOKER_MAX_CONNECTIONS (the oldest is closed first).
+    keepalive_timeout_s: float = 120.0
     upstream_timeout_s: float = 300.0  # ceiling for one proxied call; each function's own timeout applies first
     ready_wait_s: float = 30.0  # how long an invocation waits for a ready replica before 503
     drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
@@ -116,6 +121,7 @@ class Config:
             "max_json_depth",
             "log_lines",
             "header_timeout_s",
+            "keepalive_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")

@@ -25,12 +25,16 @@ SCALE_ZERO_DURATION = "com.openfaas.scale.zero-duration"
 TIMEOUT = "com.stoker.timeout"
 CONCURRENCY = "com.stoker.concurrency"
 ENTRYPOINT = "com.stoker.entrypoint"
+FUNCTION_LABEL = "faas_function"  # added to status labels, as OpenFaaS's providers do
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_ENTRYPOINT = "handler:handle"
 DEFAULT_MAX_REPLICAS = 20
 DEFAULT_SCALE_TARGET = 10  # in-flight requests per replica (capacity) or requests per second per replica (rps)
 DEFAULT_ZERO_DURATION_S = 900.0  # 15 minutes without traffic before scaling to zero, as OpenFaaS
+# OpenFaaS CE scales a function up while it gets more than 5 requests per second: a function that carries OpenFaaS's
+# bounds (scale.min / scale.max) but no scale.type or scale.target scales like that here (docs/autoscaling.md).
+OPENFAAS_CE_RPS_TARGET = 5
 SCALE_TYPES = ("capacity", "rps")  # capacity: in-flight requests (Knative's concurrency); rps: requests per second
 _ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
@@ -184,6 +188,7 @@ class FunctionSettings:
     scale_type: str = "capacity"
     scale_to_zero: bool = False  # com.openfaas.scale.zero=true, or min 0
     zero_duration_s: float = DEFAULT_ZERO_DURATION_S  # idle time before scaling to zero
+    openfaas_ce: bool = False  # OpenFaaS bounds, no type or target: scaled on throughput, as OpenFaaS CE does
 
     @classmethod
     def from_deployment(cls, dep: FunctionDeployment) -> FunctionSettings:
@@ -196,7 +201,10 @@ class FunctionSettings:
         entrypoint = values.get(ENTRYPOINT) or DEFAULT_ENTRYPOINT
         if not _ENTRYPOINT_RE.match(entrypoint):
             raise InvalidRequest(f"{ENTRYPOINT}: {entrypoint!r} is not of the form module:function")
-        scale_type = (values.get(SCALE_TYPE) or "capacity").strip().lower()
+        openfaas_ce = not (values.get(SCALE_TYPE) or values.get(SCALE_TARGET)) and bool(
+            values.get(SCALE_MIN) or values.get(SCALE_MAX)
+        )
+        scale_type = (values.get(SCALE_TYPE) or ("rps" if openfaas_ce else "capacity")).strip().lower()
         if scale_type not in SCALE_TYPES:
             raise InvalidRequest(f"{SCALE_TYPE}: {scale_type!r} is not one of {', '.join(SCALE_TYPES)}")
         zero = (values.get(SCALE_ZERO) or "").strip().lower()
@@ -209,12 +217,15 @@ class FunctionSettings:
             timeout_s=parse_duration(timeout, TIMEOUT) if timeout else DEFAULT_TIMEOUT_S,
             concurrency=_int_setting(values, CONCURRENCY, 0, 0),
             entrypoint=entrypoint,
-            scale_target=_int_setting(values, SCALE_TARGET, DEFAULT_SCALE_TARGET, 1),
+            scale_target=_int_setting(
+                values, SCALE_TARGET, OPENFAAS_CE_RPS_TARGET if openfaas_ce else DEFAULT_SCALE_TARGET, 1
+            ),
             scale_type=scale_type,
             scale_to_zero=zero == "true" or min_replicas == 0,
             zero_duration_s=(
                 parse_duration(zero_duration, SCALE_ZERO_DURATION) if zero_duration else DEFAULT_ZERO_DURATION_S
             ),
+            openfaas_ce=openfaas_ce,
         )
 
 
@@ -241,4 +252,16 @@ class FunctionStatus:
     message: str = ""  # why replicas are missing (crash loop, last error), empty when healthy
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """OpenFaaS's shape: ``envVars``, ``constraints``, ``limits`` and ``requests`` are left out when empty (the
+        ``omitempty`` of faas-provider's ``FunctionStatus``), so a client comparing what it deployed with what it
+        reads back sees no empty blocks it never sent; ``labels`` carry ``faas_function`` (the function's name), as
+        OpenFaaS's providers add it."""
+        data = asdict(self)
+        for key in _OMITTED_WHEN_EMPTY:
+            if not data[key]:
+                del data[key]
+        data["labels"] = {**data["labels"], FUNCTION_LABEL: self.name}
+        return data
+
+
+_OMITTED_WHEN_EMPTY = ("envVars", "constraints", "limits", "requests")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from builder.base import pinned_requirements
+from runtime.backends.memory_floor import DOCKER_MIN_MEMORY, at_least
 from runtime.backends.quantities import memory_size
 from stoker.envsettings import from_environ
 from stoker.errors import ConfigError, InvalidRequest
@@ -64,7 +65,7 @@ class DockerSettings:
 def memory_bytes(value: str, what: str) -> int:
     """A memory size the Docker Engine accepts (see :func:`runtime.backends.quantities.memory_size`)."""
     n = memory_size(value, what)
-    if n < 6 * 1024 * 1024:
+    if n < DOCKER_MIN_MEMORY:
         raise InvalidRequest(f"{what}: {value!r} is below the 6 MiB the Docker Engine allows")
     return n
 
@@ -81,11 +82,17 @@ def nano_cpus(value: str, what: str) -> int:
     return int(cpus * 1e9)
 
 
+def function_memory(value: str, what: str) -> int:
+    """A function's memory limit or request in bytes: below the Engine's 6 MiB, raised to it (OpenFaaS accepts
+    ``5Mi``; the status message says it was raised: :mod:`runtime.backends.memory_floor`)."""
+    return at_least(value, what, DOCKER_MIN_MEMORY)
+
+
 def check_resources(dep: FunctionDeployment) -> None:
     """Raise :class:`InvalidRequest` for a limit or request Docker could not apply (before anything starts)."""
     for field_name, values in (("limits", dep.limits), ("requests", dep.requests)):
         if values.get("memory"):
-            memory_bytes(values["memory"], f"{field_name}.memory")
+            function_memory(values["memory"], f"{field_name}.memory")
         if values.get("cpu"):
             nano_cpus(values["cpu"], f"{field_name}.cpu")
 

@@ -49,7 +49,7 @@ def test_function_lifecycle(platform: Platform) -> None:
         status = c.get("/system/function/life").json()
         assert status["name"] == "life" and status["namespace"] == "openfaas-fn"
         assert status["replicas"] == 1 and status["availableReplicas"] == 1
-        assert status["labels"] == {"team": "a"}
+        assert status["labels"] == {"team": "a", "faas_function": "life"}
         assert status["createdAt"].endswith("Z")
         assert "source" not in status
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.backends.containers import BUNDLE_DIR, OWNER, POOL, DockerSettings, memory_bytes, nano_cpus
+from runtime.backends.containers import (
+    BUNDLE_DIR,
+    OWNER,
+    POOL,
+    DockerSettings,
+    function_memory,
+    nano_cpus,
+)
 from runtime.contract import PORT, RUNTIME_USER, SECRETS_DIR, function_environment
 from stoker.spec import FunctionDeployment
 
@@ -25,12 +32,12 @@ def container_spec(
     """Keyword arguments of ``containers.create`` for one replica (pure: same input, same spec)."""
     env = {**function_environment(dep), "port": str(PORT)}
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else RUNTIME_USER
-    memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
+    memory = function_memory(dep.limits.get("memory") or settings.memory, "limits.memory")
     spec = _hardened(settings, dep.image, env, container_labels, user, memory)
     if dep.limits.get("cpu"):
         spec["nano_cpus"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
     if dep.requests.get("memory"):
-        spec["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+        spec["mem_reservation"] = min(memory, function_memory(dep.requests["memory"], "requests.memory"))
     if secrets_volume:
         spec["volumes"] = {secrets_volume: {"bind": SECRETS_DIR, "mode": "ro"}}
     return spec
@@ -60,7 +67,7 @@ def generic_spec(settings: DockerSettings, image: str, owner: str, env: dict[str
 
 def limits_update(dep: FunctionDeployment, settings: DockerSettings, current_memory: int) -> dict[str, int]:
     """``docker update`` arguments that give a generic container ``dep``'s limits (empty when it has them)."""
-    memory = memory_bytes(dep.limits.get("memory") or settings.memory, "limits.memory")
+    memory = function_memory(dep.limits.get("memory") or settings.memory, "limits.memory")
     update: dict[str, int] = {}
     if memory != current_memory:
         update |= {"mem_limit": memory, "memswap_limit": memory}
@@ -68,7 +75,7 @@ def limits_update(dep: FunctionDeployment, settings: DockerSettings, current_mem
         period = 100_000
         update |= {"cpu_period": period, "cpu_quota": nano_cpus(dep.limits["cpu"], "limits.cpu") * period // 10**9}
     if dep.requests.get("memory"):
-        update["mem_reservation"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+        update["mem_reservation"] = min(memory, function_memory(dep.requests["memory"], "requests.memory"))
     return update
 
 

@@ -9,7 +9,8 @@ platforms may create one (cgroup v2 delegation); this works for any user on any 
 (a subprocess of the handler gets one of the same size), and thread stacks count in full, so under a limit the
 replica gives its handler threads 1 MiB stacks instead of 8 MiB (:func:`runtime.replica.threads.fit_stacks_to_limit`).
 
-The runtime itself needs about 60 MiB of it, so a limit under :data:`MIN_MEMORY` is refused at deploy.
+The runtime itself needs about 60 MiB of it, so a limit under :data:`MIN_MEMORY` is raised to it (as OpenFaaS accepts
+any limit; the status message says so: :mod:`runtime.backends.memory_floor`).
 """
 
 from __future__ import annotations
@@ -20,30 +21,27 @@ import resource
 import signal
 from collections.abc import Callable
 
+from runtime.backends.memory_floor import LOCAL_MIN_MEMORY
 from runtime.backends.quantities import memory_size
 from stoker.errors import InvalidRequest
 from stoker.spec import FunctionDeployment
 
 MIB = 1024 * 1024
-MIN_MEMORY = 96 * MIB
+MIN_MEMORY = LOCAL_MIN_MEMORY
 MAX_MEMORY = 2**62  # far above any machine; the kernel's limit is a 64-bit number
 _PR_SET_PDEATHSIG = 1
 
 
 def memory_limit(dep: FunctionDeployment) -> int | None:
-    """The byte limit of ``dep``'s replicas, None when it sets none; InvalidRequest when it cannot be honoured."""
+    """The byte limit of ``dep``'s replicas (at least :data:`MIN_MEMORY`), None when it sets none; InvalidRequest
+    when it is not a memory size or larger than any machine."""
     raw = dep.limits.get("memory")
     if not raw:
         return None
     value = memory_size(raw, "limits.memory")
     if value > MAX_MEMORY:
         raise InvalidRequest(f"limits.memory: {raw!r} is larger than any machine")
-    if value < MIN_MEMORY:
-        raise InvalidRequest(
-            f"limits.memory: {raw!r} is below the {MIN_MEMORY // MIB}Mi a replica of the local backend needs "
-            "(the runtime itself uses about 60Mi)"
-        )
-    return value
+    return max(value, MIN_MEMORY)
 
 
 def limit_memory(pid: int, limit: int) -> None:

@@ -34,6 +34,7 @@ from runtime.backends.containers import (
     POOL,
     VERSION,
     DockerSettings,
+    function_memory,
     memory_bytes,
     nano_cpus,
 )
@@ -174,13 +175,13 @@ def service_spec(
         labels[CODE] = code.config
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else RUNTIME_USER
     uid, _, gid = user.partition(":")
-    memory = memory_bytes(dep.limits.get("memory") or settings.docker.memory, "limits.memory")
+    memory = function_memory(dep.limits.get("memory") or settings.docker.memory, "limits.memory")
     limits: dict[str, Any] = {"MemoryBytes": memory, "Pids": settings.docker.pids}
     if dep.limits.get("cpu"):
         limits["NanoCPUs"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
     reservations: dict[str, Any] = {}
     if dep.requests.get("memory"):
-        reservations["MemoryBytes"] = min(memory, memory_bytes(dep.requests["memory"], "requests.memory"))
+        reservations["MemoryBytes"] = min(memory, function_memory(dep.requests["memory"], "requests.memory"))
     if dep.requests.get("cpu"):
         reservations["NanoCPUs"] = nano_cpus(dep.requests["cpu"], "requests.cpu")
     container = _container(dep.image, env, labels, user, settings, grace_s=settings.stop_delay_s + fn.timeout_s + 5)

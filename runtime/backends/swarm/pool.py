@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.backends import pool
-from runtime.backends.containers import FUNCTION, NAMESPACE, POOL, VERSION, memory_bytes
+from runtime.backends.containers import FUNCTION, NAMESPACE, POOL, VERSION, function_memory, memory_bytes
 from runtime.backends.swarm.code import created_at
 from runtime.backends.swarm.config import (
     PLATFORM,
@@ -67,7 +67,7 @@ def poolable(dep: FunctionDeployment, settings: SwarmSettings) -> bool:
         and not dep.constraints
         and not dep.limits.get("cpu")
         and not dep.requests
-        and memory_bytes(memory, "limits.memory") == memory_bytes(settings.docker.memory, "STOKER_DOCKER_MEMORY")
+        and function_memory(memory, "limits.memory") == memory_bytes(settings.docker.memory, "STOKER_DOCKER_MEMORY")
     )
 
 

@@ -164,9 +164,7 @@ def test_limits_memory_holds_a_handler_that_allocates_too_much(local: Platform, 
 
 
 def test_a_memory_limit_the_local_backend_cannot_honour_is_refused(local: Platform, folder: Path) -> None:
-    r = local.deploy("tiny", folder, limits={"memory": "32Mi"})
-    assert r.status_code == 400
-    assert "limits.memory" in r.json()["error"] and "96Mi" in r.json()["error"]
+    # (One below the 96Mi a replica needs is raised to it: tests/compat/test_openfaas_shapes.py.)
     bad = local.deploy("tiny", folder, limits={"memory": "lots"})
     assert bad.status_code == 400 and "not a memory size" in bad.json()["error"]
     huge = local.deploy("tiny", folder, limits={"memory": "99999999Ti"})
