@@ -15,7 +15,7 @@ import pytest
 from autoscaler.decider import OPENFAAS_CE_WINDOW_S, DeciderSpec
 from stoker.config import Config
 from stoker.spec import FunctionDeployment
-from tests.gateway.scaling_support import SHORT, status, wait_until
+from tests.platform.scaling_support import SHORT, status, wait_until
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform
 
 

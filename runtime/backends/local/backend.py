@@ -52,7 +52,7 @@ from stoker.spec import FunctionDeployment
 
 logger = logging.getLogger(__name__)
 _SCRUBBED_ENV_PREFIXES = ("STOKER_", "OPENFAAS_")  # never hand the platform's secrets to a function
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[3])  # the folder that holds the runtime package
 WATCHER_STOP_S = 5.0
 
 

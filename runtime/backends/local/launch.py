@@ -28,7 +28,7 @@ from runtime.backends.local.limits import child_setup
 from runtime.backends.local.sockets import SocketFolder
 
 logger = logging.getLogger(__name__)
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[3])  # the folder that holds the runtime package
 
 
 class Output(asyncio.SubprocessProtocol):
