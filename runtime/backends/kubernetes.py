@@ -483,9 +483,8 @@ class KubernetesBackend:
                     raise
         # Every version's code, including any an interrupted deploy left behind: listed, then deleted one by one by
         # name, so the Role needs no deletecollection (which could take any ConfigMap of the namespace).
-        listed = await self._call(
-            c.core.list_namespaced_config_map, self.namespace, label_selector=f"{_FUNCTIONS}={name},{objects.CODE_LABEL}"
-        )
+        selector = f"{_FUNCTIONS}={name},{objects.CODE_LABEL}"
+        listed = await self._call(c.core.list_namespaced_config_map, self.namespace, label_selector=selector)
         for item in listed.get("items") or []:
             try:
                 await asyncio.to_thread(c.core.delete_namespaced_config_map, item["metadata"]["name"], self.namespace)
