@@ -99,6 +99,8 @@ def run_install(args: argparse.Namespace) -> int:
         return 0
     admin = os.environ.get("STOKER_ADMIN_PASSWORD", "")
     start = time.monotonic()
+    if values.target != "compose" and not admin:  # kept where this machine's CLI finds it (STOKER_HOME/credentials)
+        admin = _admin_password(install_folder(values))
     if values.target == "compose":
         engines.compose_apply(values, install_folder(values), text, admin)
         url = f"http://{'127.0.0.1' if values.bind in ('0.0.0.0', '') else values.bind}:{values.port}"
@@ -113,10 +115,20 @@ def run_install(args: argparse.Namespace) -> int:
     print(f"stoker ({values.target}, {values.name}) answers on {url} after {time.monotonic() - start:.1f}s.")
     if values.target == "compose":
         print(f"Its passwords are in {install_folder(values) / '.env'}.")
-    elif not admin:
-        print(f"The admin password is in the Docker secret {values.name}-admin-password; set it with "
-              "STOKER_ADMIN_PASSWORD at install time to choose it.")  # fmt: skip
+    else:
+        print(
+            f"The admin password is in {install_folder(values) / 'credentials'} (unless STOKER_ADMIN_PASSWORD set it)."
+        )
     return 0
+
+
+def _admin_password(folder: Path) -> str:
+    """The install's admin password: the one kept in ``folder`` from an earlier apply, else a new one kept there
+    (an existing secret on the engine wins over it; uninstall --functions removes both)."""
+    from stoker.credentials import load_or_create_password, read_password
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return read_password(folder) or load_or_create_password(folder)
 
 
 def run_uninstall(args: argparse.Namespace) -> int:
@@ -127,6 +139,10 @@ def run_uninstall(args: argparse.Namespace) -> int:
         engines.swarm_uninstall(values, args.functions)
     else:
         engines.kube_uninstall(values, kubernetes.render(values), args.functions, args.namespaces)
+    if args.functions and values.target != "compose":
+        import shutil
+
+        shutil.rmtree(install_folder(values), ignore_errors=True)
     kept = "" if args.functions else " (functions kept: --functions removes them too)"
     print(f"Removed stoker ({values.target}, {values.name}){kept}.")
     return 0

@@ -152,7 +152,9 @@ def swarm_uninstall(values: Values, functions: bool, timeout: float = 120) -> No
 
     client = docker.from_env()
     try:
-        run(["docker", "stack", "rm", values.name])
+        # Its services go at once; its networks may be refused while tasks stop (and the functions network while
+        # function services use it): they are removed below, once free.
+        subprocess.run(["docker", "stack", "rm", values.name], capture_output=True, timeout=120, check=False)
         stack = {"label": f"com.docker.stack.namespace={values.name}"}
         _until(lambda: not client.api.containers(all=True, filters=stack), timeout, "the stack's containers to stop")
         install = {"label": f"{INSTALL_LABEL}={values.name}"}
@@ -173,11 +175,20 @@ def swarm_uninstall(values: Values, functions: bool, timeout: float = 120) -> No
                 client.api.remove_secret(secret["ID"])
             for config in client.api.configs(filters=platform):
                 client.api.remove_config(config["ID"])
-            for network in client.api.networks(names=[f"{values.name}-functions"]):
-                _retry(lambda n=network: client.api.remove_network(n["Id"]), timeout)
             for volume in (client.api.volumes(filters=stack) or {}).get("Volumes") or []:
                 _retry(lambda v=volume: client.api.remove_volume(v["Name"]), timeout)
-        for secret in client.api.secrets(filters=install):
+        functions_network = f"{values.name}-functions"
+        for network in client.api.networks(filters=stack):
+            if functions or network["Name"] != functions_network:
+                _retry(lambda n=network: client.api.remove_network(n["Id"]), timeout)
+        # Made by --apply (labelled) or by hand (docs/install.md): found by label and by name.
+        found = client.api.secrets(filters=install) + [
+            secret
+            for name in swarm.secret_names(values).values()
+            for secret in client.api.secrets(filters={"name": name})
+            if secret["Spec"]["Name"] == name
+        ]
+        for secret in {s["ID"]: s for s in found}.values():
             if secret["Spec"]["Name"] not in keep:
                 _retry(lambda s=secret: client.api.remove_secret(s["ID"]), timeout)
     finally:

@@ -125,7 +125,7 @@ def _platform_deployment(values: Values, component: str) -> Obj:
             "periodSeconds": 2 if gateway else 10,
         },
         # Endpoints are removed while this sleeps, so no new call is sent to a pod that stopped accepting.
-        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
         "resources": {
             "requests": {"cpu": "100m" if gateway else "50m", "memory": "128Mi" if gateway else "96Mi"},
             "limits": {"memory": "512Mi" if gateway else "256Mi"},
