@@ -236,11 +236,17 @@ def kube_apply(values: Values, objects: list[dict[str, Any]], admin_password: st
     run(["kubectl", "apply", "-f", "-"], stdin=dump([o for o in objects if o["kind"] != "Namespace"], "install"))
 
 
+def uninstall_objects(objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> list[dict[str, Any]]:
+    """What ``kubectl delete`` gets: never the namespaces (``--namespaces`` deletes them on their own, with all they
+    hold), and Redis's volume (queued calls) only when the functions go too."""
+    keep = {"Namespace"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
+    return [o for o in objects if o["kind"] not in keep]
+
+
 def kube_uninstall(values: Values, objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> None:
     """Everything the install applied but its namespaces and Redis's volume (unless asked); its secrets; with
     ``functions`` the functions' objects in the functions namespace too."""
-    keep = {"Namespace"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
-    text = dump([o for o in objects if o["kind"] not in keep], "uninstall")
+    text = dump(uninstall_objects(objects, functions, namespaces), "uninstall")
     run(["kubectl", "delete", "--ignore-not-found", "--wait=false", "-f", "-"], stdin=text)
     run(["kubectl", "-n", values.name, "delete", "secret", "--ignore-not-found",
          *kubernetes.secret_names(values).values()])  # fmt: skip
