@@ -115,7 +115,7 @@ class KubeLease:
     """Leadership as a ``coordination.k8s.io/v1`` Lease (what client-go's leaderelection does, in short).
 
     ``api`` is a ``kubernetes.client.CoordinationV1Api``; the RBAC it needs is get, create and update on leases
-    in ``namespace`` (deploy/kubernetes/rbac.yaml, Role ``stoker-controller-lease``).
+    in ``namespace`` (stoker/install/kubernetes.py, Role ``<install>-controller-lease``).
     """
 
     def __init__(self, api: Any, to_dict: Any, name: str, namespace: str, holder: str, ttl_s: float) -> None:

@@ -26,6 +26,7 @@ from gateway.api import ManagementAPI
 from gateway.async_api import ASYNC_PREFIX, AsyncAPI, ProxyInvoker
 from gateway.auth import RequireAuth
 from gateway.budget import BodyBudget
+from gateway.health import HealthCheck
 from gateway.jsonbody import error
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
@@ -57,11 +58,13 @@ class GatewayApp:
             settings=worker_settings(config),
             callback_policy=CallbackPolicy.parse(config.callback_allow),
         )
+        self.health = HealthCheck(self.queue.queue.ping)
         self.api = ManagementAPI(config, backend, self.metrics, self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue, self.budget)
         routes = [
             resource("/healthz", GET=self.healthz),
+            resource("/readyz", GET=self.healthz),
             resource("/metrics", GET=self.prometheus),
             resource(openapi.PATH, GET=self.openapi),
             *self.api.routes(),
@@ -99,6 +102,10 @@ class GatewayApp:
         self.upstream.abort(endpoint.host, endpoint.port)
 
     async def healthz(self, request: Request) -> Response:
+        """``/healthz`` and ``/readyz``: 200 ``OK``, or 503 naming why the gateway cannot work (gateway/health.py)."""
+        problem = await self.health.problem()
+        if problem:
+            return error(503, problem, {"Retry-After": "1"})
         return PlainTextResponse("OK")
 
     async def prometheus(self, request: Request) -> Response:

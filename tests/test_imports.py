@@ -132,3 +132,35 @@ def test_the_checker_sees_a_circle() -> None:
     """The checker itself: a circle of three, and a package that imports its own subpackage back."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+FAMILIES = ("local", "docker", "swarm", "kubernetes")
+
+
+def test_backend_families_do_not_import_each_other() -> None:
+    """What two orchestrators share lives in a shared module of runtime/backends, not in one of them."""
+    crossing = [
+        f"{module} -> {target}"
+        for module, targets in module_graph().items()
+        for family in FAMILIES
+        if module.startswith(f"runtime.backends.{family}.")
+        for target in targets
+        for other in FAMILIES
+        if other != family and target.startswith(f"runtime.backends.{other}")
+    ]
+    assert not crossing, f"backend families import each other: {crossing}"
+
+
+def test_the_replica_side_imports_nothing_the_image_leaves_out() -> None:
+    """The base image carries runtime/ without backends/ and stoker/ without cli/ (builder/base.py): a replica's
+    modules, and what they import in turn, must not need those."""
+    graph = module_graph()
+    seen: set[str] = set()
+    todo = ["runtime.__main__", "runtime.replica.server", "stoker.sdk.shim"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    left_out = sorted(m for m in seen if m.startswith(("runtime.backends", "stoker.cli", "gateway", "builder")))
+    assert not left_out, f"the replica imports modules that are not in its image: {left_out}"

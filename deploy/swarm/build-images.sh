@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Build the images the Swarm stack runs, offline (no registry): the platform image and, when asked, a Redis image.
-#   deploy/swarm/build-images.sh            -> stoker/platform:swarm
-#   deploy/swarm/build-images.sh --redis    -> also stoker/redis:local (the redis-server installed on this host)
+# Build the images an install runs, offline (no registry): the runtime image, the platform image and, when asked, a
+# Redis image.
+#   deploy/swarm/build-images.sh            -> stoker/runtime:0.1.0 (STOKER_RUNTIME_IMAGE names another tag)
+#   deploy/swarm/build-images.sh            -> stoker/platform:0.1.0 (STOKER_PLATFORM_IMAGE names another tag)
+#   deploy/swarm/build-images.sh --redis    -> also stoker/redis:7.0.15 (the redis-server installed on this host;
+#                                              STOKER_REDIS_IMAGE names another tag)
+# Used by every install target (docs/install.md).
 # Both start from the runtime's root filesystem (stoker/runtime-rootfs:bookworm, made by `stoker base-image` with
 # debootstrap when no registry is reachable). Python packages are installed here with pip --target, as the builder
 # does for functions, so nothing inside a build needs the network. With a registry, build from
@@ -9,8 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOTFS="${STOKER_ROOTFS:-stoker/runtime-rootfs:bookworm}"
-PLATFORM_IMAGE="${STOKER_PLATFORM_IMAGE:-stoker/platform:swarm}"
-docker image inspect "$ROOTFS" >/dev/null 2>&1 || python3 -m stoker base-image >/dev/null
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)"
+PLATFORM_IMAGE="${STOKER_PLATFORM_IMAGE:-stoker/platform:$VERSION}"
+# The runtime image (what function replicas and the warm pool run), tagged with the pinned name installs use.
+RUNTIME_IMAGE="${STOKER_RUNTIME_IMAGE:-stoker/runtime:$VERSION}"
+runtime="$(python3 -m stoker base-image --name stoker/runtime | sed -n 's/^base image \([^ ]*\) .*/\1/p' | tail -1)"
+[ -n "$runtime" ] || { echo "stoker base-image failed" >&2; exit 1; }
+docker tag "$runtime" "$RUNTIME_IMAGE"
+echo "$RUNTIME_IMAGE"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -25,6 +35,8 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "com.stoker.source"}}' "
   cat >"$work/Dockerfile" <<DOCKERFILE
 FROM $ROOTFS
 COPY lib/ /opt/stoker/platform/
+# The state folder of Compose installs: a new volume mounted here starts owned by the platform's user.
+RUN mkdir -p /var/lib/stoker && chown 10001:10001 /var/lib/stoker && chmod 0700 /var/lib/stoker
 ENV PYTHONPATH=/opt/stoker/platform PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 WORKDIR /tmp
 USER 10001:10001
@@ -38,7 +50,7 @@ fi
 echo "$PLATFORM_IMAGE"
 
 if [ "${1:-}" = "--redis" ]; then
-  REDIS_IMAGE="${STOKER_REDIS_IMAGE:-stoker/redis:local}"
+  REDIS_IMAGE="${STOKER_REDIS_IMAGE:-stoker/redis:7.0.15}"
   if ! docker image inspect "$REDIS_IMAGE" >/dev/null 2>&1; then
     server="$(command -v redis-server)"
     mkdir -p "$work/redis/usr/local/bin"

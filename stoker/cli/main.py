@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         command("build", _build, "build function images from a stack file on the local Docker Engine"),
         command("base-image", _base_image, "build the runtime base image (offline with debootstrap if need be)"),
     )
+    from stoker.cli import install as install_cli
+
+    install_cli.add_arguments(
+        command("install", _install, "render (or --apply) the platform for compose, swarm or kubernetes"),
+        command("uninstall", _uninstall, "remove what `stoker install` created (functions kept unless asked)"),
+    )
     command("namespaces", _namespaces, "list namespaces")
     command("info", _info, "show the gateway's provider and version")
     return parser
@@ -189,6 +195,18 @@ def _result(args: argparse.Namespace) -> int:
     from stoker.cli.queue import run_result
 
     return run_result(_client(args), args)
+
+
+def _install(args: argparse.Namespace) -> int:
+    from stoker.cli.install import run_install
+
+    return run_install(args)
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    from stoker.cli.install import run_uninstall
+
+    return run_uninstall(args)
 
 
 def _build(args: argparse.Namespace) -> int:

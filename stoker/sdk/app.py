@@ -238,6 +238,8 @@ class Function(Generic[P, R]):
             "labels": {
                 "com.openfaas.scale.min": str(o.min_replicas),
                 "com.openfaas.scale.max": str(o.max_replicas),
+                # stoker's own model, stated: bounds alone would mean OpenFaaS CE's rule (docs/autoscaling.md)
+                "com.openfaas.scale.type": "capacity",
                 APP_LABEL: self.app.name,
             },
             "annotations": {

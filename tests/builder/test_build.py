@@ -89,3 +89,15 @@ def test_a_missing_engine_is_one_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "cannot reach the Docker Engine" in proc.stderr
+
+
+def test_the_base_image_holds_the_replica_side_only(client: Any, base: str) -> None:
+    """runtime/replica, runtime/contract.py and the SDK shim are in the image; the orchestrator side
+    (runtime/backends) and the command line (stoker/cli) are not, and the replica imports without them."""
+    probe = (
+        "import os, runtime.replica.server, runtime.contract, stoker.sdk.shim; lib = '/opt/stoker/lib'; "
+        "print(*(os.path.exists(os.path.join(lib, p)) for p in "
+        "('runtime/replica/server.py', 'runtime/contract.py', 'runtime/backends', 'stoker/cli')))"
+    )
+    out = client.containers.run(base, ["python3", "-c", probe], remove=True, network_disabled=True)
+    assert out.decode().split() == ["True", "True", "False", "False"]

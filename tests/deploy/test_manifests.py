@@ -1,5 +1,5 @@
-"""deploy/: the Kubernetes manifests validate against the official schemas and grant exactly what the code calls;
-the compose file has the services and the one socket mount it should."""
+"""The Kubernetes install (`stoker install kubernetes`, also deploy/kubernetes) validates against the official schemas
+and grants exactly what the code calls; the compose file has the services and the one socket mount it should."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from runtime.backends.kubernetes.backend import KubernetesBackend
 from runtime.backends.kubernetes.settings import KubeSettings
 from stoker.bundle import pack
 from stoker.config import Config
+from stoker.install import compose, kubernetes
+from stoker.install.values import Values
 from stoker.spec import FunctionDeployment
 from tests.fakes.kubernetes import FakeCluster, validate
 
@@ -52,11 +54,7 @@ _RULES = {
 
 
 def manifests() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name != "kustomization.yaml":
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    return kubernetes.render(Values(target="kubernetes"))
 
 
 def find(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -80,11 +78,10 @@ def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
         validate(doc)
 
 
-def test_kustomization_lists_every_manifest() -> None:
+def test_kustomization_applies_the_rendered_install() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == files
-    assert all((K8S / name).is_file() for name in kustomization["resources"])
+    assert kustomization["resources"] == ["stoker.yaml"]
+    assert {i["name"] for i in kustomization["images"]} == {"stoker/platform", "stoker/redis"}
 
 
 async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(tmp_path: Path) -> None:
@@ -172,21 +169,24 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
     assert not [d for d in manifests() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 
-def test_the_controller_holds_its_lease_only_in_its_own_namespace() -> None:
-    assert granted(find("Role", "stoker-controller-lease", "stoker")) == {
-        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
-    }
+def test_the_controller_holds_its_lease_only_in_its_own_namespace_and_by_name() -> None:
+    role = find("Role", "stoker-controller-lease", "stoker")
+    assert granted(role) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+    named = [r for r in role["rules"] if "get" in r["verbs"] or "update" in r["verbs"]]
+    assert all(r["resourceNames"] == [kubernetes.LEASE] for r in named)
 
 
 def test_only_the_gateway_reaches_function_pods() -> None:
-    policy = find("NetworkPolicy", "only-gateway", "openfaas-fn")["spec"]
+    policy = find("NetworkPolicy", "functions-from-gateway", "openfaas-fn")["spec"]
     assert policy["podSelector"] == {"matchExpressions": [{"key": "faas_function", "operator": "Exists"}]}
     assert policy["policyTypes"] == ["Ingress"]
     (rule,) = policy["ingress"]
     assert rule["from"] == [
         {
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "stoker"}},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}},
+            "podSelector": {
+                "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["gateway"]}]
+            },
         }
     ]
     gateway = find("Deployment", "gateway", "stoker")
@@ -204,18 +204,21 @@ def test_pool_pods_take_calls_from_the_platform_only() -> None:
 
 
 def test_the_gateways_and_the_controller_share_one_platform_key_and_runtime_image() -> None:
-    envs, mounts = [], []
+    envs = []
     for name in ("gateway", "controller"):
         pod = find("Deployment", name, "stoker")["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         envs.append({k: env[k] for k in ("STOKER_PLATFORM_KEY_FILE", "STOKER_K8S_RUNTIME_IMAGE")})
-        mount = next(m for m in container["volumeMounts"] if m["name"] == "platform-key")
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets")
         assert mount["readOnly"] is True and env["STOKER_PLATFORM_KEY_FILE"].startswith(mount["mountPath"] + "/")
-        volume = next(v for v in pod["volumes"] if v["name"] == "platform-key")
-        mounts.append(volume["secret"]["secretName"])
-        assert volume["secret"]["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
-    assert envs[0] == envs[1] and mounts == ["stoker-platform-key"] * 2
+        volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
+        sources = {s["secret"]["name"] for s in volume["projected"]["sources"]}
+        assert "stoker-platform-key" in sources
+        assert volume["projected"]["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
+        # No password in an environment variable: read from the secret files by the entrypoint.
+        assert not [e for e in container["env"] if "PASSWORD" in e["name"] or "REDIS_URL" in e["name"]]
+    assert envs[0] == envs[1] and envs[0]["STOKER_K8S_RUNTIME_IMAGE"] == "stoker/runtime:0.1.0"
     controller = find("Deployment", "controller", "stoker")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "STOKER_POOL_SIZE", "value": "2"} in controller["env"]
 
@@ -224,8 +227,9 @@ def test_the_platform_runs_hardened_with_two_gateways() -> None:
     gateway = find("Deployment", "gateway", "stoker")
     assert gateway["spec"]["replicas"] == 2
     assert find("Service", "gateway", "stoker")["spec"]["selector"] == {"app.kubernetes.io/name": "gateway"}
-    env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["STOKER_AUTOSCALE"] == "false" and env["STOKER_REDIS_URL"].startswith("redis://redis.")
+    container = gateway["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["STOKER_AUTOSCALE"] == "false" and 'STOKER_REDIS_URL="redis://:$(cat ' in container["command"][-1]
     for doc in manifests():
         if doc["kind"] != "Deployment":
             continue
@@ -239,14 +243,17 @@ def test_the_platform_runs_hardened_with_two_gateways() -> None:
 
 
 def test_compose_runs_gateway_and_redis_with_the_socket_in_the_gateway_only() -> None:
-    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
-    services = compose["services"]
+    rendered = compose.render(Values(target="compose"))
+    assert rendered == yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    assert "name" not in rendered  # docker-compose 1.29 refuses a top-level name
+    services = rendered["services"]
     assert set(services) == {"gateway", "redis"}
     gateway = services["gateway"]
-    assert gateway["command"][:4] == ["stoker", "up", "--backend", "docker"]
+    assert gateway["command"][:3] == ["up", "--backend", "docker"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in gateway["volumes"]
     assert not any("docker.sock" in v for v in services["redis"].get("volumes", []))
     assert all(p.startswith("127.0.0.1:") for p in gateway["ports"])  # not on every interface by default
     assert "DOCKER_HOST" not in gateway["environment"]  # the local socket, never the API over TCP
-    assert gateway["environment"]["STOKER_REDIS_URL"] == "redis://redis:6379/0"
-    assert compose["networks"]["functions"]["name"] == "stoker-functions"
+    assert gateway["environment"]["STOKER_REDIS_URL"].endswith("@redis:6379/0")
+    assert "--requirepass" in services["redis"]["command"][-1]
+    assert rendered["networks"]["functions"]["name"] == "stoker-functions"

@@ -467,12 +467,16 @@ class KubernetesBackend(FunctionTable[_Function]):
             except Exception as exc:
                 if _status(exc) != 404:
                     raise
-        # Every version's code, including any an interrupted deploy left behind.
-        await asyncio.to_thread(
-            c.core.delete_collection_namespaced_config_map,
-            self.namespace,
-            label_selector=f"{_FUNCTIONS}={name},{objects.CODE_LABEL}",
-        )
+        # Every version's code, including any an interrupted deploy left behind: listed, then deleted one by one by
+        # name, so the Role needs no deletecollection (which could take any ConfigMap of the namespace).
+        selector = f"{_FUNCTIONS}={name},{objects.CODE_LABEL}"
+        listed = await self.clients.call(c.core.list_namespaced_config_map, self.namespace, label_selector=selector)
+        for item in listed.get("items") or []:
+            try:
+                await asyncio.to_thread(c.core.delete_namespaced_config_map, item["metadata"]["name"], self.namespace)
+            except Exception as exc:
+                if _status(exc) != 404:
+                    raise
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._known(name, namespace)

@@ -4,10 +4,10 @@ overlay network; deploy, scale, and a rolling update under load with zero failed
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import secrets
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,61 +22,48 @@ from builder.function import build_function
 from runtime.backends.swarm.config import PLATFORM, POOL_GENERIC
 from runtime.backends.swarm.pool import role
 from stoker import bundle
+from tests.install.install_support import free_port
 from tests.platform_fixture import ROOT, write_handler
-from tests.runtime.backends.swarm.test_support import remove_platform, swarm_engine, wait_for
+from tests.runtime.backends.swarm.test_support import swarm_engine, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-STACK = "stokertest"
-AUTH = ("admin", "swarm-test-password")
-URL = ""  # the first gateway task's published port, set by the fixture
+STACK = f"stk{secrets.token_hex(3)}"  # the install's name: stack, platform, secrets, networks (unique to the run)
+PASSWORD = secrets.token_hex(16)
+AUTH = ("admin", PASSWORD)
+URL = ""  # the gateway's stable entrypoint (a fixed host port), set by the fixture
 
 
-KEY_SECRET = "stoker_platform_key"
-
-
-def _cleanup(engine: Any) -> None:
-    subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, check=False, timeout=120)
-    # The controller tends the warm pool until its task stops: wait for the stack's containers, then remove the
-    # function and pool services, secrets and configs the platform made (they are not part of the stack).
-    with contextlib.suppress(AssertionError):
-        wait_for(
-            lambda: not engine.api.containers(all=True, filters={"label": f"com.docker.stack.namespace={STACK}"}),
-            timeout=90,
-            what="the stack's containers to stop",
-        )
-    remove_platform(engine, "stoker")
-    for secret in engine.api.secrets(filters={"name": KEY_SECRET}):
-        with contextlib.suppress(Exception):  # still in use until the stack's tasks are gone; the next run replaces it
-            engine.api.remove_secret(secret["ID"])
+def _uninstall(home: Path) -> None:
+    cmd = [sys.executable, "-m", "stoker", "uninstall", "swarm", "--name", STACK, "--functions"]
+    subprocess.run(cmd, env={**os.environ, "STOKER_HOME": str(home)}, capture_output=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Any]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The platform installed with `stoker install swarm --apply`, as docs/install.md has an operator do it."""
     engine = swarm_engine()
-    built = subprocess.run(
-        [str(ROOT / "deploy/swarm/build-images.sh"), "--redis"], capture_output=True, text=True, timeout=900
-    )
+    tag = f"test-{STACK}"
+    images = {"STOKER_RUNTIME_IMAGE": f"stoker/runtime:{tag}", "STOKER_PLATFORM_IMAGE": f"stoker/platform:{tag}",
+              "STOKER_REDIS_IMAGE": f"stoker/redis:{tag}"}  # fmt: skip
+    built = subprocess.run([str(ROOT / "deploy/swarm/build-images.sh"), "--redis"], capture_output=True, text=True,
+                           env={**os.environ, **images}, timeout=900, check=False)  # fmt: skip
     assert built.returncode == 0, built.stderr
-    env = {
-        **os.environ,
-        "STOKER_ADMIN_PASSWORD": AUTH[1],
-        "STOKER_REDIS_IMAGE": "stoker/redis:local",
-        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
-    }
-    # The key every gateway and controller shares, as the stack expects it (docs/swarm.md).
-    for old in engine.api.secrets(filters={"name": KEY_SECRET}):  # left by an interrupted run
-        engine.api.remove_secret(old["ID"])
-    engine.api.create_secret(KEY_SECRET, secrets.token_hex(32).encode())
-    cmd = ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "deploy/swarm/stack.yml"), STACK]
-    deployed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert deployed.returncode == 0, deployed.stderr
+    home = tmp_path_factory.mktemp("home")
+    port = free_port()
+    cmd = [sys.executable, "-m", "stoker", "install", "swarm", "--name", STACK, "--port", str(port), "--apply",
+           "--platform-image", images["STOKER_PLATFORM_IMAGE"], "--runtime-image", images["STOKER_RUNTIME_IMAGE"],
+           "--redis-image", images["STOKER_REDIS_IMAGE"]]  # fmt: skip
+    env = {**os.environ, "STOKER_HOME": str(home), "STOKER_ADMIN_PASSWORD": PASSWORD}
     try:
+        deployed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert deployed.returncode == 0, deployed.stderr
         global URL
-        URL = wait_for(lambda: _healthy_gateways(engine)[:1], 240, "the gateway of the stack")[0]
+        URL = f"http://127.0.0.1:{port}"
         yield engine
     finally:
-        _cleanup(engine)
+        _uninstall(home)
+        subprocess.run(["docker", "rmi", *images.values()], capture_output=True, check=False, timeout=120)
         engine.close()
 
 
@@ -107,18 +94,14 @@ def _status(name: str) -> dict[str, Any]:
 
 def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_path: Path) -> None:
     gateways = stack.api.services(filters={"name": f"{STACK}_gateway"})
-    assert gateways[0]["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
+    assert "Global" in gateways[0]["Spec"]["Mode"]  # --entrypoint host: one gateway per manager, a fixed port
     v1, v2 = _image(stack, tmp_path, "v1"), _image(stack, tmp_path, "v2")
 
     reply = httpx.post(f"{URL}/system/functions", json={"service": "sw-roll", "image": v1}, auth=AUTH, timeout=300)
     assert reply.status_code in (200, 202), reply.text
 
     # Every gateway replica knows the function: the engine holds its metadata.
-    def two_gateways() -> list[str] | None:
-        found = _healthy_gateways(stack)
-        return found if len(found) == 2 else None
-
-    for url in wait_for(two_gateways, 120, "2 gateways"):
+    for url in wait_for(lambda: _healthy_gateways(stack), 120, "the gateway"):
 
         def routed(u: str = url) -> bool:
             return httpx.get(f"{u}/function/sw-roll", timeout=60).text == "v1"
@@ -152,7 +135,7 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
         assert update.status_code in (200, 202), update.text
 
         def rolled() -> bool:
-            service = stack.api.services(filters={"name": "stoker-sw-roll"})[0]
+            service = stack.api.services(filters={"name": f"{STACK}-sw-roll"})[0]
             done = (service.get("UpdateStatus") or {}).get("State") == "completed"
             return done and all(text == "v2" for _, text in results[-20:])
 
@@ -169,12 +152,12 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
 
     removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-roll"}, auth=AUTH)
     assert removed.status_code in (200, 202), removed.text
-    wait_for(lambda: not stack.api.services(filters={"name": "stoker-sw-roll"}), 60, "the service to go")
+    wait_for(lambda: not stack.api.services(filters={"name": f"{STACK}-sw-roll"}), 60, "the service to go")
 
 
 def test_the_controller_keeps_a_warm_pool_that_gateways_claim_for_a_cold_start(stack: Any, tmp_path: Path) -> None:
     def generic() -> int:
-        services = stack.api.services(filters={"label": f"{PLATFORM}=stoker"})
+        services = stack.api.services(filters={"label": f"{PLATFORM}={STACK}"})
         ids = [s["ID"] for s in services if role(s) == POOL_GENERIC]
         tasks = stack.api.tasks(filters={"service": ids, "desired-state": "running"}) if ids else []
         return sum(1 for t in tasks if t["Status"]["State"] == "running")
@@ -194,9 +177,9 @@ def test_the_controller_keeps_a_warm_pool_that_gateways_claim_for_a_cold_start(s
 
     # The gateway (on the overlay) claims a pool replica and specialises it: the first call is served by it.
     first = httpx.get(f"{URL}/function/sw-cold", timeout=120)
-    assert first.status_code == 200 and first.text.startswith("stoker-pool-"), first.text
+    assert first.status_code == 200 and first.text.startswith(f"{STACK}-pool-"), first.text
     # The controller retires that bridge once the function's own replica is ready, and refills the pool.
-    wait_for(lambda: not httpx.get(f"{URL}/function/sw-cold", timeout=60).text.startswith("stoker-pool-"), 180, "own")
+    wait_for(lambda: not httpx.get(f"{URL}/function/sw-cold", timeout=60).text.startswith(f"{STACK}-pool-"), 180, "own")
     wait_for(lambda: generic() == 2, 180, "the pool to be refilled")
     removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-cold"}, auth=AUTH)
     assert removed.status_code in (200, 202), removed.text

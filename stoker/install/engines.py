@@ -1,0 +1,259 @@
+"""Apply and remove an install on a real engine: ``docker-compose``, ``docker stack`` and ``kubectl`` run as an operator
+would run them, plus the secrets an install needs (random values made here, never printed)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.backends.containers import OWNER
+from runtime.backends.swarm.config import PLATFORM
+from stoker.errors import StokerError
+from stoker.install import kubernetes, swarm
+from stoker.install.render import dump
+from stoker.install.values import INSTALL_LABEL, Values
+
+logger = logging.getLogger(__name__)
+
+
+class InstallError(StokerError):
+    """An engine refused a step of an install or uninstall (the message names the step)."""
+
+    status = 500
+
+
+def run(cmd: list[str], stdin: str = "", env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    done = subprocess.run(
+        cmd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise InstallError(f"{' '.join(cmd[:3])} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    return done.stdout
+
+
+def docker_gid() -> str:
+    try:
+        return str(os.stat("/var/run/docker.sock").st_gid)
+    except OSError:
+        return "999"
+
+
+def wait_healthy(url: str, timeout: float) -> float:
+    """Seconds until ``url`` answered 200 (raises after ``timeout``)."""
+    import httpx
+
+    start = time.monotonic()
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise InstallError(f"{url} did not answer 200 within {timeout:g}s")
+        time.sleep(0.5)
+
+
+# --- compose ------------------------------------------------------------------------------------------------
+
+
+def compose_command() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]
+
+
+def compose_owner(values: Values) -> str:
+    """The docker backend's owner id of the install's gateway: a hash of its STOKER_HOME (runtime/backends/docker)."""
+    return hashlib.sha256(f"/var/lib/stoker/{values.name}".encode()).hexdigest()[:12]
+
+
+def compose_apply(values: Values, folder: Path, text: str, admin_password: str) -> None:
+    """Write the file and its ``.env`` (passwords kept from an earlier install) into ``folder``, then ``up -d``."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env_file = folder / ".env"
+    env: dict[str, str] = {}
+    if env_file.is_file():
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    env.setdefault("STOKER_REDIS_PASSWORD", secrets.token_hex(24))
+    env["STOKER_ADMIN_PASSWORD"] = admin_password or env.get("STOKER_ADMIN_PASSWORD") or secrets.token_hex(16)
+    env["DOCKER_GID"] = docker_gid()
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+    (folder / "compose.yaml").write_text(text)
+    run([*compose_command(), "-p", values.name, "-f", str(folder / "compose.yaml"), "up", "-d"])
+
+
+def compose_uninstall(values: Values, folder: Path, functions: bool) -> None:
+    """``down`` (the gateway removes its function containers as it stops); with ``functions`` also every volume:
+    the platform's state, Redis's data, and the functions' code and secret volumes."""
+    import docker
+
+    cmd = [*compose_command(), "-p", values.name, "-f", str(folder / "compose.yaml"), "down"]
+    run([*cmd, "-v", "--remove-orphans"] if functions else cmd)
+    if functions:
+        client = docker.from_env()
+        try:
+            owner = {"label": f"{OWNER}={compose_owner(values)}"}
+            for container in client.containers.list(all=True, filters=owner):
+                container.remove(force=True)
+            for volume in client.volumes.list(filters=owner):
+                volume.remove(force=True)
+        finally:
+            client.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- swarm --------------------------------------------------------------------------------------------------
+
+
+def swarm_secrets(values: Values, admin_password: str) -> None:
+    """Create the install's secrets that do not exist yet (an existing one is kept: its key signs the code)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        existing = {s.name for s in client.secrets.list(filters={"label": f"{INSTALL_LABEL}={values.name}"})}
+        labels = {INSTALL_LABEL: values.name, PLATFORM: values.name}
+        for role, name in swarm.secret_names(values).items():
+            if name in existing:
+                continue
+            value = admin_password if role == "admin-password" and admin_password else secrets.token_hex(32)
+            client.secrets.create(name=name, data=value.encode(), labels=labels)
+    finally:
+        client.close()
+
+
+def swarm_apply(values: Values, text: str, admin_password: str) -> None:
+    swarm_secrets(values, admin_password)
+    run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", "-", values.name], stdin=text,
+        env={"DOCKER_GID": docker_gid()})  # fmt: skip
+
+
+def swarm_uninstall(values: Values, functions: bool, timeout: float = 120) -> None:
+    """``docker stack rm``, then (``functions``) the function and pool services, secrets, code configs, network and
+    volumes the platform made; without it those stay (with the platform key, which their code is signed with) for
+    an install of the same name to take over."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        # Its services go at once; its networks may be refused while tasks stop (and the functions network while
+        # function services use it): they are removed below, once free.
+        subprocess.run(["docker", "stack", "rm", values.name], capture_output=True, timeout=120, check=False)
+        stack = {"label": f"com.docker.stack.namespace={values.name}"}
+        _until(lambda: not client.api.containers(all=True, filters=stack), timeout, "the stack's containers to stop")
+        install = {"label": f"{INSTALL_LABEL}={values.name}"}
+        keep = set() if functions else {swarm.secret_names(values)["platform-key"]}
+        if functions:
+            platform = {"label": f"{PLATFORM}={values.name}"}
+            names = set()
+            for service in client.api.services(filters=platform):
+                names.add(service["Spec"]["Name"])
+                client.api.remove_service(service["ID"])
+
+            def gone() -> bool:
+                found = client.api.containers(all=True, filters={"label": "com.docker.swarm.service.name"})
+                return not any(c["Labels"].get("com.docker.swarm.service.name") in names for c in found)
+
+            _until(gone, timeout, "the function services' containers to stop")
+            for secret in client.api.secrets(filters=platform):
+                client.api.remove_secret(secret["ID"])
+            for config in client.api.configs(filters=platform):
+                client.api.remove_config(config["ID"])
+            for volume in (client.api.volumes(filters=stack) or {}).get("Volumes") or []:
+                _retry(lambda v=volume: client.api.remove_volume(v["Name"]), timeout)
+        functions_network = f"{values.name}-functions"
+        for network in client.api.networks(filters=stack):
+            if functions or network["Name"] != functions_network:
+                _retry(lambda n=network: client.api.remove_network(n["Id"]), timeout)
+        # Made by --apply (labelled) or by hand (docs/install.md): found by label and by name.
+        found = client.api.secrets(filters=install) + [
+            secret
+            for name in swarm.secret_names(values).values()
+            for secret in client.api.secrets(filters={"name": name})
+            if secret["Spec"]["Name"] == name
+        ]
+        for secret in {s["ID"]: s for s in found}.values():
+            if secret["Spec"]["Name"] not in keep:
+                _retry(lambda s=secret: client.api.remove_secret(s["ID"]), timeout)
+    finally:
+        client.close()
+
+
+def _until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise InstallError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _retry(action: Any, timeout: float) -> None:
+    """Removals the Engine refuses while a task that used the object is still being torn down: retried."""
+    import docker.errors
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            action()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+# --- kubernetes ---------------------------------------------------------------------------------------------
+
+
+def kube_apply(values: Values, objects: list[dict[str, Any]], admin_password: str) -> None:
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    run(["kubectl", "apply", "-f", "-"], stdin=dump(namespaces, "namespaces"))
+    for role, name in kubernetes.secret_names(values).items():
+        found = subprocess.run(["kubectl", "-n", values.name, "get", "secret", name], capture_output=True, check=False)
+        if found.returncode == 0:
+            continue
+        value = admin_password if role == "admin-password" and admin_password else secrets.token_hex(32)
+        run(["kubectl", "-n", values.name, "create", "secret", "generic", name, f"--from-literal={role}={value}"])
+        run(["kubectl", "-n", values.name, "label", "secret", name, f"app.kubernetes.io/instance={values.name}"])
+    run(["kubectl", "apply", "-f", "-"], stdin=dump([o for o in objects if o["kind"] != "Namespace"], "install"))
+
+
+def uninstall_objects(objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> list[dict[str, Any]]:
+    """What ``kubectl delete`` gets: never the namespaces (``--namespaces`` deletes them on their own, with all they
+    hold), and Redis's volume (queued calls) only when the functions go too."""
+    keep = {"Namespace"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
+    return [o for o in objects if o["kind"] not in keep]
+
+
+def kube_uninstall(values: Values, objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> None:
+    """Everything the install applied but its namespaces and Redis's volume (unless asked); its secrets; with
+    ``functions`` the functions' objects in the functions namespace too."""
+    text = dump(uninstall_objects(objects, functions, namespaces), "uninstall")
+    run(["kubectl", "delete", "--ignore-not-found", "--wait=false", "-f", "-"], stdin=text)
+    run(["kubectl", "-n", values.name, "delete", "secret", "--ignore-not-found",
+         *kubernetes.secret_names(values).values()])  # fmt: skip
+    if functions:
+        fns = values.functions_namespace
+        for selector in ("app.kubernetes.io/managed-by=stoker", "stoker.dev/pool"):
+            run(["kubectl", "-n", fns, "delete", "deployment,service,configmap,secret,pod", "-l", selector,
+                 "--ignore-not-found"])  # fmt: skip
+    if namespaces:
+        run(["kubectl", "delete", "namespace", "--ignore-not-found", values.name, values.functions_namespace])
