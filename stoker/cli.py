@@ -452,11 +452,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _gateway_url(args: argparse.Namespace, from_stack: str = "") -> str:
-    """--gateway, then STOKER_GATEWAY / OPENFAAS_URL, then the stack's provider.gateway, then the default."""
+    """--gateway, then STOKER_GATEWAY / OPENFAAS_URL, then where `stoker up` recorded it in STOKER_HOME, then the
+    stack's provider.gateway, then the default."""
     from stoker.config import gateway_url
 
-    env = os.environ.get("STOKER_GATEWAY") or os.environ.get("OPENFAAS_URL")
-    return str(args.gateway or (gateway_url() if env else "") or from_stack or gateway_url())
+    return str(args.gateway or gateway_url(fallback=from_stack))
 
 
 def _client(args: argparse.Namespace, from_stack: str = "") -> Client:

@@ -392,13 +392,17 @@ class Client:
             text = (
                 f"the gateway at {self.gateway} refused the credentials ({self._auth_source}): set "
                 "STOKER_ADMIN_PASSWORD (or OPENFAAS_PASSWORD), or point STOKER_HOME at the folder where "
-                "'stoker up' wrote its credentials file"
+                "'stoker up' wrote its credentials file; if this is not your platform, give --gateway URL or set "
+                "STOKER_GATEWAY"
             )
         raise GatewayError(text, resp.status)
 
     def _unreachable(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, ConnectionRefusedError):
-            reason = "connection refused (is 'stoker up' running?)"
+            reason = (
+                "connection refused (is 'stoker up' running? If it listens elsewhere, give --gateway URL or set "
+                "STOKER_GATEWAY)"
+            )
         elif isinstance(exc, socket.gaierror):
             reason = f"unknown host {self._host!r}"
         elif isinstance(exc, TimeoutError):
