@@ -4,7 +4,7 @@
 Each page runs in a fresh working folder holding a copy of ``functions/``, with ``HOME`` there too, so ``~/.stoker``
 is new and nothing the developer has set (``STOKER_*``, ``OPENFAAS_*``) leaks in. ``STOKER_PORT=0`` lets every
 ``stoker up`` take a free port; the pages say ``127.0.0.1:8080``, which the runner replaces by the port the platform
-recorded in ``~/.stoker`` (the CLI and SDK find it there themselves). A page that starts no platform itself gets one
+recorded in ``~/.stoker`` (the CLI and SDK find it there themselves), and ``/home/you`` by that ``HOME``. A page that starts no platform itself gets one
 started for it (``stoker up --stack functions/stack.yml``). Pages' Docker blocks form a second scenario, run with
 ``STOKER_TEST_DOCKER=1`` against the real engine.
 """
@@ -95,6 +95,7 @@ class Scenario:
         return f"{self.page.relative_to(ROOT)}:{block.line}" if block.line else "(the platform started for the page)"
 
     def substitute(self, text: str) -> str:
+        text = text.replace("/home/you", str(self.home))
         if not self.address:
             return text
         return text.replace("127.0.0.1:8080", self.address).replace("localhost:8080", self.address)
@@ -149,17 +150,14 @@ class Scenario:
         record = self.home / RECORD
         deadline = time.monotonic() + block.timeout
         while True:
-            up = record.is_file() and (block.expect is None or matches(block.expect.text, proc.text()))
-            if up:
-                break
+            if record.is_file():
+                self.address = json.loads(record.read_text())["url"].split("://", 1)[1]
+                if block.expect is None or matches(self.substitute(block.expect.text), proc.text()):
+                    break
             if proc.proc.poll() is not None or time.monotonic() > deadline:
-                expected = block.expect.text if block.expect else "(a gateway recorded in ~/.stoker)"
+                expected = self.substitute(block.expect.text) if block.expect else "(a gateway recorded in ~/.stoker)"
                 pytest.fail(f"{self.where(block)}: printed\n{proc.text()}\n--- the page shows\n{expected}")
             time.sleep(0.1)
-        url = json.loads(record.read_text())["url"]
-        self.address = url.split("://", 1)[1]
-        if block.expect is not None:  # now with the port known
-            assert matches(self.substitute(block.expect.text), proc.text()), proc.text()
 
     def stop(self) -> None:
         """Ctrl-C every platform, as a user would: each stops cleanly and takes its record with it."""
