@@ -2,7 +2,8 @@
 
 ``stoker up --port 8094`` writes ``{"url": "http://127.0.0.1:8094", "pid": ...}`` (atomically, 0600) once its port
 is bound and removes it when it stops; a record whose process is gone (the platform was killed) is ignored. The
-CLI and SDK look here after ``--gateway``, ``STOKER_GATEWAY`` and ``OPENFAAS_URL`` (see :func:`stoker.config.gateway_url`).
+CLI and SDK look here after ``--gateway``, ``STOKER_GATEWAY`` and ``OPENFAAS_URL``
+(see :func:`stoker.config.gateway_url`).
 """
 
 from __future__ import annotations

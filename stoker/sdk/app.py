@@ -180,12 +180,16 @@ class App:
                 self.client.remove(function.name, self.namespace)
             except GatewayError as exc:
                 if exc.status != 404:
-                    raise
+                    raise DeployError(f"{function.name}: {exc.message}") from None
 
 
 def check_python(client: Client) -> None:
     """Refuse to deploy when the runtime's Python minor version differs from ours (where the gateway says it)."""
-    problem = python_mismatch(packaging.python_version(), str(client.info().get("python") or ""))
+    try:
+        info = client.info()
+    except GatewayError as exc:  # unreachable or refused: an SDKError like every other deploy failure
+        raise DeployError(exc.message) from None
+    problem = python_mismatch(packaging.python_version(), str(info.get("python") or ""))
     if problem:
         raise DeployError(f"{problem} (runtime at {client.gateway})")
 

@@ -154,7 +154,10 @@ def test_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
     result = run_cli("list", "--gateway", url, cwd=tmp_path)
     assert result.returncode == 1
     line = one_line(result.stderr)
-    assert line == f"stoker: cannot reach the gateway at {url}: connection refused (is 'stoker up' running?)"
+    assert line == (
+        f"stoker: cannot reach the gateway at {url}: connection refused (is 'stoker up' running? If it listens "
+        "elsewhere, give --gateway URL or set STOKER_GATEWAY)"
+    )
 
 
 def test_gateway_flag_before_the_command(tmp_path: Path) -> None:
