@@ -2,14 +2,14 @@
 
 A block is marked by an HTML comment on the line just before its fence (GitHub renders nothing for it):
 
-- ``<!-- run -->``: run this ``sh`` block with bash (``set -e``), or this ``python`` block with the virtualenv's
-  Python, in the scenario's working folder. Words after ``run`` are tags: ``background`` (start it and leave it
-  running until the scenario ends: ``stoker up``), ``docker`` (the page's Docker scenario, run with
-  ``STOKER_TEST_DOCKER=1``), ``install`` (creates the virtualenv: run only with ``STOKER_TEST_DOCS_INSTALL=1``,
-  else the test's own virtualenv stands in), ``alone`` (the scenario needs no platform started for it), ``fails`` (the example shows an error: a non-zero exit status is
-  expected, and ``set -e`` is off), ``timeout=SECONDS``.
-- ``<!-- output -->``: what the block run just before prints (standard output and error together). A line
-  ``...`` stands for any number of lines, ``...`` inside a line for any text.
+- ``<!-- run -->``: run this ``sh`` block with bash (``set -e``), or this ``python`` block with the virtualenv's Python,
+  in the scenario's working folder. Words after ``run`` are tags: ``background`` (start it and leave it running until
+  the scenario ends: ``stoker up``), ``docker`` (the page's Docker scenario, run with ``STOKER_TEST_DOCKER=1``),
+  ``install`` (creates the virtualenv: run only with ``STOKER_TEST_DOCS_INSTALL=1``, else the test's own virtualenv
+  stands in), ``alone`` (the scenario needs no platform started for it), ``fails`` (the example shows an error: a
+  non-zero exit status is expected, and ``set -e`` is off), ``timeout=SECONDS``.
+- ``<!-- output -->``: what the block run just before prints (standard output and error together). A line ``...`` stands
+  for any number of lines, ``...`` inside a line for any text.
 - ``<!-- file PATH -->``: write this block to ``PATH`` in the working folder (``docker`` tag: in that scenario).
 
 This module only reads; tests/docs/test_docs_run.py runs what it finds.

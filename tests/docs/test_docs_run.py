@@ -1,13 +1,12 @@
 """The docs are executed: every marked block of README.md and docs/*.md runs, in page order, as a user would type it
 (see tests/docs/docblocks.py for the markers), and what a page shows a command printing is checked.
 
-Each page runs in a fresh working folder holding a copy of ``functions/``, with ``HOME`` there too, so ``~/.stoker``
-is new and nothing the developer has set (``STOKER_*``, ``OPENFAAS_*``) leaks in. ``STOKER_PORT=0`` lets every
-``stoker up`` take a free port; the pages say ``127.0.0.1:8080``, which the runner replaces by the port the platform
-recorded in ``~/.stoker`` (the CLI and SDK find it there themselves), and ``/home/you`` by that ``HOME``. A page
-that starts no platform itself gets one started for it (``stoker up --stack functions/stack.yml``) unless a block says ``alone``. Pages' Docker
-blocks form a second scenario, run with ``STOKER_TEST_DOCKER=1`` against the real engine.
-"""
+Each page runs in a fresh working folder holding a copy of ``functions/``, with ``HOME`` there too, so ``~/.stoker`` is
+new and nothing the developer has set (``STOKER_*``, ``OPENFAAS_*``) leaks in. ``STOKER_PORT=0`` lets every ``stoker
+up`` take a free port; the pages say ``127.0.0.1:8080``, which the runner replaces by the port the platform recorded in
+``~/.stoker`` (the CLI and SDK find it there themselves), and ``/home/you`` by that ``HOME``. A page that starts no
+platform itself gets one started for it (``stoker up --stack functions/stack.yml``) unless a block says ``alone``.
+Pages' Docker blocks form a second scenario, run with ``STOKER_TEST_DOCKER=1`` against the real engine."""
 
 from __future__ import annotations
 
