@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--from-literal", metavar="VALUE", help="the value (else --from-file, else stdin)")
     p.add_argument("--from-file", metavar="FILE", help="read the value from a file")
+    p.add_argument("--force", action="store_true", help="remove: even when functions use it")
 
     from stoker import cli_queue
 

@@ -169,12 +169,12 @@ class Client:
             body["namespace"] = namespace
         self._call("PUT" if update else "POST", "/system/secrets", body)
 
-    def remove_secret(self, name: str, namespace: str | None = None) -> None:
-        """``DELETE /system/secrets`` with ``{"name", "namespace"}``."""
+    def remove_secret(self, name: str, namespace: str | None = None, force: bool = False) -> None:
+        """``DELETE /system/secrets`` with ``{"name", "namespace"}``; ``force`` even when functions use it."""
         body: dict[str, Any] = {"name": name}
         if namespace:
             body["namespace"] = namespace
-        self._call("DELETE", "/system/secrets", body)
+        self._call("DELETE", "/system/secrets", body, query={"force": "true"} if force else None)
 
     def info(self) -> dict[str, Any]:
         """``GET /system/info``: provider, orchestration and version."""
