@@ -180,6 +180,10 @@ def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scenari
     if name == "docker" and not os.environ.get("STOKER_TEST_DOCKER"):
         pytest.skip("the Docker blocks run with STOKER_TEST_DOCKER=1")
     s = Scenario(page, name, tmp_path)
+    # Images the page builds for its own function folders (stoker-fn/<folder>): those made meanwhile go after.
+    folders = {Path(b.path).parts[0] for b in parse(page) if b.kind == "file" and b.scenario == name and "/" in b.path}
+    built = sorted(f"stoker-fn/{folder}" for folder in folders)
+    before = _images(built) if name == "docker" else set()
     try:
         yield s
     finally:
@@ -192,6 +196,9 @@ def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scenari
                     os.killpg(proc.proc.pid, signal.SIGKILL)
         if name == "docker":
             _remove_docker_objects(s.home / ".stoker")
+            made = _images(built) - before
+            if made:
+                subprocess.run(["docker", "rmi", *sorted(made)], capture_output=True)
 
 
 @pytest.mark.parametrize(
@@ -229,3 +236,11 @@ def _remove_docker_objects(home: Path) -> None:
         if ids:
             remove = ["rm", "-f"] if kind == "container" else ["volume", "rm", "-f"]
             subprocess.run(["docker", *remove, *ids], capture_output=True)
+
+
+def _images(repositories: list[str]) -> set[str]:
+    refs: set[str] = set()
+    for repository in repositories:
+        listing = ["docker", "images", repository, "--format", "{{.Repository}}:{{.Tag}}"]
+        refs.update(subprocess.run(listing, capture_output=True, text=True).stdout.split())
+    return refs
