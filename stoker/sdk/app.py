@@ -10,8 +10,8 @@
     resize.spawn(b"...", 128).get(timeout=60)        # queued call, result later
     for out in resize.map(items, concurrency=32): ...
 
-The gateway and credentials come from ``STOKER_GATEWAY`` and ``STOKER_ADMIN_PASSWORD`` / ``$STOKER_HOME/credentials``
-(as for the CLI, :mod:`stoker.client`). Each function deploys as ``{app}-{function}`` (underscores become dashes),
+The gateway comes from ``STOKER_GATEWAY`` (or where ``stoker up`` recorded it in ``$STOKER_HOME``) and the credentials
+from ``STOKER_ADMIN_PASSWORD`` / ``$STOKER_HOME/credentials``, as for the CLI (:mod:`stoker.client`). Each function deploys as ``{app}-{function}`` (underscores become dashes),
 a source bundle built by :mod:`.packaging`; calling it locally (``resize(...)``) runs the plain function.
 """
 
