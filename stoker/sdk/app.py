@@ -11,8 +11,9 @@
     for out in resize.map(items, concurrency=32): ...
 
 The gateway comes from ``STOKER_GATEWAY`` (or where ``stoker up`` recorded it in ``$STOKER_HOME``) and the credentials
-from ``STOKER_ADMIN_PASSWORD`` / ``$STOKER_HOME/credentials``, as for the CLI (:mod:`stoker.client`). Each function deploys as ``{app}-{function}`` (underscores become dashes),
-a source bundle built by :mod:`.packaging`; calling it locally (``resize(...)``) runs the plain function.
+from ``STOKER_ADMIN_PASSWORD`` / ``$STOKER_HOME/credentials``, as for the CLI (:mod:`stoker.client`). Each function
+deploys as ``{app}-{function}`` (underscores become dashes), a source bundle built by :mod:`.packaging`; calling it
+locally (``resize(...)``) runs the plain function.
 """
 
 from __future__ import annotations
