@@ -21,6 +21,7 @@ from starlette.routing import Route
 from builder.stream import build_output
 from events.schedule import deployment_problem as schedule_problem
 from events.service import check_streams
+from gateway import secret_rules
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
 from gateway.resources import resource
@@ -267,16 +268,22 @@ class ManagementAPI:
 
     async def create_secret(self, request: Request) -> Response:
         name, namespace, value = await self._secret_body(request, with_value=True)
+        secret_rules.check_value(name, value)
         self.backend.secrets.set(name, namespace, value, create=True)
         return Response(status_code=201)
 
     async def update_secret(self, request: Request) -> Response:
         name, namespace, value = await self._secret_body(request, with_value=True)
+        secret_rules.check_value(name, value)
         self.backend.secrets.set(name, namespace, value, create=False)
         return Response(status_code=200)
 
     async def delete_secret(self, request: Request) -> Response:
         name, namespace, _ = await self._secret_body(request, with_value=False)
+        force = secret_rules.truthy(request.query_params.get("force"))
+        if name in self.backend.secrets.names(namespace):  # else the backend's own 404
+            using = secret_rules.users(self.backend.functions(namespace), name)
+            secret_rules.check_delete(name, namespace, using, force)
         self.backend.secrets.delete(name, namespace)
         return Response(status_code=200)
 

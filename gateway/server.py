@@ -30,7 +30,7 @@ from runtime import edgelimits
 from runtime.backends import create_backend
 from runtime.backends.base import Backend
 from runtime.httpserver import CoalescingHttpToolsProtocol
-from stoker import bundle, logconfig
+from stoker import bundle, gatewayrecord, logconfig
 from stoker.atomicfile import private_dir
 from stoker.config import Config
 from stoker.credentials import load_or_create_password, platform_key
@@ -174,6 +174,8 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
                 await asyncio.sleep(0.01)
             url = f"http://{config.host}:{port}"
             where = f"backend: {backend.name}, queue: {app.queue.queue.kind}, state: {config.home}"
+            # The CLI and SDK of this STOKER_HOME find the gateway here, whatever its port.
+            gatewayrecord.write(config.home, gatewayrecord.client_url(config.host, port), os.getpid())
             print(f"stoker: gateway on {url} ({where})", flush=True)
             if stack is not None and not serving.done():
                 await _deploy_and_explain(backend, stack, config, url, app.queue.subscribe)
@@ -181,6 +183,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
                 ready.set()
             await serving
         finally:
+            gatewayrecord.remove(config.home, os.getpid())
             # Queued work still running gets a grace period; what is cut off stays pending and runs after restart.
             await app.queue.stop(grace_s=min(config.drain_timeout_s, 10.0))
             await app.autoscaler.stop()
@@ -223,5 +226,5 @@ def run_platform(config: Config, stack: Path | None = None) -> int:
     except KeyboardInterrupt:
         pass
     with contextlib.suppress(Exception):
-        sys.stdout.flush()
+        print(f"stoker: stopped (state kept in {config.home})", flush=True)
     return 0

@@ -170,12 +170,12 @@ class Client:
             body["namespace"] = namespace
         self._call("PUT" if update else "POST", "/system/secrets", body)
 
-    def remove_secret(self, name: str, namespace: str | None = None) -> None:
-        """``DELETE /system/secrets`` with ``{"name", "namespace"}``."""
+    def remove_secret(self, name: str, namespace: str | None = None, force: bool = False) -> None:
+        """``DELETE /system/secrets`` with ``{"name", "namespace"}``; ``force`` even when functions use it."""
         body: dict[str, Any] = {"name": name}
         if namespace:
             body["namespace"] = namespace
-        self._call("DELETE", "/system/secrets", body)
+        self._call("DELETE", "/system/secrets", body, query={"force": "true"} if force else None)
 
     def info(self) -> dict[str, Any]:
         """``GET /system/info``: provider, orchestration and version."""
@@ -393,13 +393,17 @@ class Client:
             text = (
                 f"the gateway at {self.gateway} refused the credentials ({self._auth_source}): set "
                 "STOKER_ADMIN_PASSWORD (or OPENFAAS_PASSWORD), or point STOKER_HOME at the folder where "
-                "'stoker up' wrote its credentials file"
+                "'stoker up' wrote its credentials file; if this is not your platform, give --gateway URL or set "
+                "STOKER_GATEWAY"
             )
         raise GatewayError(text, resp.status)
 
     def _unreachable(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, ConnectionRefusedError):
-            reason = "connection refused (is 'stoker up' running?)"
+            reason = (
+                "connection refused (is 'stoker up' running? If it listens elsewhere, give --gateway URL or set "
+                "STOKER_GATEWAY)"
+            )
         elif isinstance(exc, socket.gaierror):
             reason = f"unknown host {self._host!r}"
         elif isinstance(exc, TimeoutError):

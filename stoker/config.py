@@ -28,9 +28,14 @@ def default_home(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get("STOKER_HOME") or Path.home() / ".stoker").expanduser()
 
 
-def gateway_url(environ: Mapping[str, str] = os.environ) -> str:
-    """Where the CLI and SDK find the gateway: ``STOKER_GATEWAY``, then ``OPENFAAS_URL``, then the default."""
-    return (environ.get("STOKER_GATEWAY") or environ.get("OPENFAAS_URL") or DEFAULT_GATEWAY).rstrip("/")
+def gateway_url(environ: Mapping[str, str] = os.environ, fallback: str = "") -> str:
+    """Where the CLI and SDK find the gateway: ``STOKER_GATEWAY``, then ``OPENFAAS_URL``, then where a running
+    ``stoker up`` recorded it in ``$STOKER_HOME``, then ``fallback`` (a stack file's ``provider.gateway``), then
+    the default."""
+    from stoker import gatewayrecord
+
+    url = environ.get("STOKER_GATEWAY") or environ.get("OPENFAAS_URL") or gatewayrecord.read(default_home(environ))
+    return (url or fallback or DEFAULT_GATEWAY).rstrip("/")
 
 
 @dataclass(frozen=True)

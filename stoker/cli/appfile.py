@@ -21,6 +21,10 @@ class AppFileError(Exception):
     """The file cannot be imported or defines no App."""
 
 
+class AppDeployFailed(Exception):
+    """The file deploys at import (``app.deploy()`` at module level, outside ``__main__``) and that deploy failed."""
+
+
 def load_apps(path: str | Path) -> list[App]:
     """Import ``path`` and return the :class:`App` objects among its globals, in definition order."""
     file = Path(path).resolve()
@@ -35,6 +39,8 @@ def load_apps(path: str | Path) -> list[App]:
     sys.modules[name] = module  # registered, so that its functions are pickled by value (see packaging.py)
     try:
         spec.loader.exec_module(module)
+    except (SDKError, GatewayError) as exc:  # the file itself called the platform, which refused or was not there
+        raise AppDeployFailed(f"{path}: {exc}") from None
     except Exception as exc:
         raise AppFileError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
     apps: list[App] = []
@@ -53,12 +59,15 @@ def deploy_app_file(path: str, gateway: str | None, namespace: str | None, as_js
     except AppFileError as exc:
         print(f"stoker: {exc}", file=sys.stderr)
         return 2
+    except AppDeployFailed as exc:
+        print(f"stoker: {exc}", file=sys.stderr)
+        return 1
     results = []
     for app in apps:
         app.configure(gateway=gateway, namespace=namespace)
         try:
             names = app.deploy()
-        except (SDKError, GatewayError, ValueError) as exc:
+        except (SDKError, ValueError) as exc:
             print(f"stoker: app {app.name}: {exc}", file=sys.stderr)
             return 1
         ns = app.namespace or DEFAULT_NAMESPACE

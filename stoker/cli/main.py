@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from stoker import bundle
+from stoker import __version__, bundle
 from stoker.cli import output
 from stoker.cli.output import UsageError
 from stoker.cli.scaffold import ScaffoldError, new_function
@@ -34,14 +36,27 @@ PROG = "stoker"
 class _Parser(argparse.ArgumentParser):
     # argparse prints the whole usage and exits; the CLI promises one line and a returned status instead.
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message}{_did_you_mean(message)} (see '{self.prog} --help')")
+
+
+def _did_you_mean(message: str) -> str:
+    """``; did you mean 'list'?`` for argparse's "invalid choice: 'lst' (choose from ...)" (Python 3.11 has none)."""
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return ""
+    choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+    close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``stoker`` command; return its exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named with the subcommand's own help, which lists what it takes
+            where = f"{PROG} {args.command}" if hasattr(args, "command") else PROG
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
         if not hasattr(args, "run"):
             parser.print_help(sys.stderr)
             return 2
@@ -81,24 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     ns = _Parser(add_help=False)
     ns.add_argument("-n", "--namespace", help=f"namespace (default: the gateway's, {DEFAULT_NAMESPACE})")
 
+    json_only = _Parser(add_help=False)
+    json_only.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine output")
+
     parser = _Parser(prog=PROG, description="Serverless Python functions (OpenFaaS-compatible).")
-    parser.add_argument("--gateway", metavar="URL", default=None, help="gateway URL (or STOKER_GATEWAY)")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--gateway", metavar="URL", default=None, help="gateway URL (else STOKER_GATEWAY, else where 'stoker up' runs)"
+    )
     parser.add_argument("--json", action="store_true", default=False, help="machine-readable output")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
-    def command(name: str, run: Any, help: str, *parents: _Parser) -> _Parser:
-        p = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
-        p.set_defaults(run=run)
+    def command(name: str, run: Any, help: str, *parents: _Parser, options: _Parser | None = common) -> _Parser:
+        # options: the shared --gateway/--json, offered only where the command uses them
+        shared = [options] if options is not None else []
+        p = sub.add_parser(name, help=help, description=help, parents=[*shared, *parents])
+        p.set_defaults(run=run, command=name)
         return p
 
-    p = command("up", _up, "run the platform on this machine (gateway, autoscaler, local backend)")
+    p = command("up", _up, "run the platform on this machine (gateway, autoscaler, local backend)", options=None)
     p.add_argument("--port", type=int, help="gateway port (default 8080)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--backend", help="local, docker, swarm or kubernetes (default local)")
     p.add_argument("--stack", metavar="FILE", help="deploy this stack file once the gateway is up")
     p.add_argument("--redis", metavar="URL", help="Redis Streams queue (or STOKER_REDIS_URL); default: embedded")
 
-    p = command("controller", _controller, "run the autoscaler for several gateways (one active instance)")
+    p = command(
+        "controller", _controller, "run the autoscaler for several gateways (one active instance)", options=None
+    )
     p.add_argument("--backend", help="docker, swarm or kubernetes (or STOKER_BACKEND)")
     p.add_argument("--redis", metavar="URL", help="Redis the gateways publish their load to (or STOKER_REDIS_URL)")
     p.add_argument("--port", type=int, default=8081, help="port of /healthz and /metrics (default 8081; 0: any)")
@@ -116,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handler", metavar="DIR", help="its folder (with handler.py)")
     p.add_argument("--image", help="its image, instead of or besides a handler folder")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable")
-    p.add_argument("--label", action="append", default=[], metavar="K=V")
-    p.add_argument("--annotation", action="append", default=[], metavar="K=V")
-    p.add_argument("--secret", action="append", default=[], metavar="NAME")
+    p.add_argument("--label", action="append", default=[], metavar="K=V", help="label (scaling: com.openfaas.scale.*)")
+    p.add_argument("--annotation", action="append", default=[], metavar="K=V", help="annotation (com.stoker.*)")
+    p.add_argument("--secret", action="append", default=[], metavar="NAME", help="secret the function reads")
 
     command("list", _list, "list deployed functions", ns)
     command("describe", _describe, "show one function", ns).add_argument("name")
@@ -147,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--from-literal", metavar="VALUE", help="the value (else --from-file, else stdin)")
     p.add_argument("--from-file", metavar="FILE", help="read the value from a file")
+    p.add_argument("--force", action="store_true", help="remove: even when functions use it")
 
     from stoker.cli import queue as cli_queue
 
@@ -155,15 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
             "queue",
             _queue,
             "queued work: ls (streams, lag, pending, dead), dead FUNCTION, replay FUNCTION, publish STREAM",
+            ns,
         ),
-        command("trigger", _trigger, "queue triggers: create FUNCTION STREAM, ls, rm FUNCTION STREAM"),
+        command("trigger", _trigger, "queue triggers: create FUNCTION STREAM, ls, rm FUNCTION STREAM", ns),
         command("result", _result, "print the result of an async call (stoker invoke --async prints its id)"),
     )
     from stoker.cli import build as build_cli
 
     build_cli.add_arguments(
-        command("build", _build, "build function images from a stack file on the local Docker Engine"),
-        command("base-image", _base_image, "build the runtime base image (offline with debootstrap if need be)"),
+        command(
+            "build", _build, "build function images from a stack file on the local Docker Engine", options=json_only
+        ),
+        command(
+            "base-image",
+            _base_image,
+            "build the runtime base image (offline with debootstrap if need be)",
+            options=None,
+        ),
     )
     from stoker.cli import install as install_cli
 
@@ -467,11 +501,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _gateway_url(args: argparse.Namespace, from_stack: str = "") -> str:
-    """--gateway, then STOKER_GATEWAY / OPENFAAS_URL, then the stack's provider.gateway, then the default."""
+    """--gateway, then STOKER_GATEWAY / OPENFAAS_URL, then where `stoker up` recorded it in STOKER_HOME, then the
+    stack's provider.gateway, then the default."""
     from stoker.config import gateway_url
 
-    env = os.environ.get("STOKER_GATEWAY") or os.environ.get("OPENFAAS_URL")
-    return str(args.gateway or (gateway_url() if env else "") or from_stack or gateway_url())
+    return str(args.gateway or gateway_url(fallback=from_stack))
 
 
 def _client(args: argparse.Namespace, from_stack: str = "") -> Client:

@@ -35,7 +35,16 @@ def add_arguments(queue: argparse.ArgumentParser, trigger: argparse.ArgumentPars
     result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the result")
 
 
+def _qualify(function: str | None, namespace: str | None) -> str | None:
+    """``NAME`` with ``-n NAMESPACE`` as ``NAME.NAMESPACE`` (what the queue routes take)."""
+    if function and namespace and "." not in function:
+        return f"{function}.{namespace}"
+    return function
+
+
 def run_queue(client: Client, args: argparse.Namespace) -> int:
+    if args.action in ("dead", "replay"):
+        args.function = _qualify(args.function, args.namespace)
     if args.action in ("ls", "list"):
         rows = client.queues()
         if args.json:
@@ -55,8 +64,14 @@ def run_queue(client: Client, args: argparse.Namespace) -> int:
         dead_rows = [[e.get(k, "") for k in dead_keys] for e in entries]
         print(output.table(("DEAD ID", "ATTEMPTS", "STREAM", "MESSAGE", "ERROR"), dead_rows))
         return 0
+    name, _, namespace = args.function.partition(".")
+    client.get_function(name, namespace or None)  # an unknown function is a 404 here, not "Replayed 0"
     moved = client.replay(args.function, args.id or None)
     print(f"Replayed {moved} dead letter{'s' if moved != 1 else ''} of {args.function}.")
+    if args.id and moved < len(set(args.id)):
+        print(f"stoker: {len(set(args.id)) - moved} of the ids given are not dead letters of {args.function}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -76,6 +91,7 @@ def _publish(client: Client, args: argparse.Namespace) -> int:
 
 
 def run_trigger(client: Client, args: argparse.Namespace) -> int:
+    args.function = _qualify(args.function, args.namespace)
     if args.action in ("ls", "list"):
         pairs = client.triggers()
         if args.json:

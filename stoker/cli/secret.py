@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stoker.cli import output
 from stoker.cli.output import UsageError
-from stoker.client import Client
+from stoker.client import Client, GatewayError
 from stoker.names import validate_name
 
 
@@ -34,9 +34,19 @@ def run_secret(client: Client, args: argparse.Namespace) -> int:
         raise UsageError(f"'stoker secret {args.action}' needs a secret NAME")
     validate_name(args.name, "secret")
     if args.action in ("remove", "rm"):
-        client.remove_secret(args.name, args.namespace)
+        client.remove_secret(args.name, args.namespace, force=args.force)
         print(f"Removed secret {args.name}.")
         return 0
-    client.set_secret(args.name, _value(args), args.namespace, update=args.action == "update")
+    value = _value(args)
+    if not value:
+        raise UsageError(f"secret {args.name!r}: the value is empty")
+    try:
+        client.set_secret(args.name, value, args.namespace, update=args.action == "update")
+    except GatewayError as exc:
+        if exc.status == 409 and args.action == "create":  # the API says "use PUT"; a CLI user types this
+            raise GatewayError(
+                f"secret {args.name!r} already exists; change its value with: stoker secret update {args.name}", 409
+            ) from None
+        raise
     print(f"{'Updated' if args.action == 'update' else 'Created'} secret {args.name}.")
     return 0

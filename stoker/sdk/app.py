@@ -10,9 +10,10 @@
     resize.spawn(b"...", 128).get(timeout=60)        # queued call, result later
     for out in resize.map(items, concurrency=32): ...
 
-The gateway and credentials come from ``STOKER_GATEWAY`` and ``STOKER_ADMIN_PASSWORD`` / ``$STOKER_HOME/credentials``
-(as for the CLI, :mod:`stoker.client`). Each function deploys as ``{app}-{function}`` (underscores become dashes),
-a source bundle built by :mod:`.packaging`; calling it locally (``resize(...)``) runs the plain function.
+The gateway comes from ``STOKER_GATEWAY`` (or where ``stoker up`` recorded it in ``$STOKER_HOME``) and the credentials
+from ``STOKER_ADMIN_PASSWORD`` / ``$STOKER_HOME/credentials``, as for the CLI (:mod:`stoker.client`). Each function
+deploys as ``{app}-{function}`` (underscores become dashes), a source bundle built by :mod:`.packaging`; calling it
+locally (``resize(...)``) runs the plain function.
 """
 
 from __future__ import annotations
@@ -174,12 +175,16 @@ class App:
                 self.client.remove(function.name, self.namespace)
             except GatewayError as exc:
                 if exc.status != 404:
-                    raise
+                    raise DeployError(f"{function.name}: {exc.message}") from None
 
 
 def check_python(client: Client) -> None:
     """Refuse to deploy when the runtime's Python minor version differs from ours (where the gateway says it)."""
-    problem = python_mismatch(packaging.python_version(), str(client.info().get("python") or ""))
+    try:
+        info = client.info()
+    except GatewayError as exc:  # unreachable or refused: an SDKError like every other deploy failure
+        raise DeployError(exc.message) from None
+    problem = python_mismatch(packaging.python_version(), str(info.get("python") or ""))
     if problem:
         raise DeployError(f"{problem} (runtime at {client.gateway})")
 

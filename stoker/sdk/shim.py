@@ -90,9 +90,8 @@ def check_manifest(manifest: Mapping[str, Any]) -> None:
     missing = missing_requirements([str(r) for r in manifest.get("requirements") or []])
     if missing:
         raise RuntimeMismatch(
-            f"requirement(s) not installed in this runtime: {', '.join(missing)}. The local backend runs the "
-            "gateway host's Python and cannot install packages: install them there, or run the platform with "
-            "--backend docker so that an image is built with them"
+            f"requirement(s) not installed in this runtime: {', '.join(missing)}. The local and docker backends "
+            "install a function's requirements when it is deployed; elsewhere, install them into the runtime image"
         )
 
 

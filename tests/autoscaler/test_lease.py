@@ -41,14 +41,16 @@ async def test_the_lease_calls_are_what_the_role_grants_and_the_manifest_configu
     assert used == granted(find("Role", "stoker-controller-lease", "stoker"))
     controller = find("Deployment", "controller", "stoker")
     container = controller["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:2] == ["stoker", "controller"]
+    # A shell reads the Redis password from its mounted Secret into the URL, then execs the controller.
+    shell, flag, script = container["command"]
+    assert (shell, flag) == ("/bin/sh", "-c") and "exec python3 -m stoker controller --backend kubernetes" in script
+    assert 'export STOKER_REDIS_URL="redis://:$(cat /var/run/stoker/secrets/redis-password)@' in script
     env = {e["name"]: e.get("value", "from-field") for e in container["env"]}
     config = Config.from_env(env)
     assert config.lease_name == "stoker-controller" and config.lease_namespace and config.lease_holder
-    assert config.redis_url.startswith("redis://") and config.backend == "local"  # backend comes from the flag
     gateway_env = {
         e["name"]: e.get("value")
         for e in find("Deployment", "gateway", "stoker")["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert gateway_env["STOKER_AUTOSCALE"] == "false"
-    assert "controller.yaml" in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert "stoker.yaml" in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]

@@ -39,8 +39,14 @@ def test_secret_lifecycle_and_function_reads_it_as_a_file(platform: Platform, tm
         assert c.put("/system/secrets", json={"name": "api-token", "value": "rotated"}).status_code == 200
         assert httpx.get(f"{platform.url}/function/reader").json()["token"] == "rotated"
 
-        assert c.request("DELETE", "/system/secrets", json={"name": "api-token"}).status_code == 200
+        # In use: refused, naming the function, and nothing changes for it.
+        r = c.request("DELETE", "/system/secrets", json={"name": "api-token"})
+        assert r.status_code == 409 and "reader" in r.json()["error"] and "force" in r.json()["error"]
+        assert httpx.get(f"{platform.url}/function/reader").json()["token"] == "rotated"
+        r = c.request("DELETE", "/system/secrets", params={"force": "true"}, json={"name": "api-token"})
+        assert r.status_code == 200
         assert c.request("DELETE", "/system/secrets", json={"name": "api-token"}).status_code == 404
+        assert c.request("DELETE", "/system/functions", json={"functionName": "reader"}).status_code == 202
 
 
 def test_deploy_with_a_missing_secret_is_refused(platform: Platform, tmp_path: Path) -> None:
@@ -54,6 +60,12 @@ def test_bad_secret_bodies(platform: Platform) -> None:
     with platform.client() as c:
         assert c.post("/system/secrets", json={"name": "Bad_Name", "value": "x"}).status_code == 400
         assert c.post("/system/secrets", json={"name": "novalue"}).status_code == 400
+        r = c.post("/system/secrets", json={"name": "empty", "value": ""})
+        assert r.status_code == 400 and "empty" in r.json()["error"]
+        assert "empty" not in [s["name"] for s in c.get("/system/secrets").json()]
+        assert c.post("/system/secrets", json={"name": "full", "value": "x"}).status_code == 201
+        assert c.put("/system/secrets", json={"name": "full", "value": ""}).status_code == 400
+        assert c.request("DELETE", "/system/secrets", json={"name": "full"}).status_code == 200
         assert c.put("/system/secrets", json={"name": "ghost", "value": "x"}).status_code == 404
         assert httpx.get(f"{platform.url}/system/secrets").status_code == 401
 
@@ -67,4 +79,20 @@ def test_secret_cli(platform: Platform) -> None:
     assert "cli-secret" in r.stdout.decode()
     r = _cli(platform, "secret", "create", "cli-secret", "--from-literal", "again")
     assert r.returncode == 1 and b"already exists" in r.stderr
+    assert b"stoker secret update cli-secret" in r.stderr
+    r = _cli(platform, "secret", "create", "cli-empty", "--from-literal", "")
+    assert r.returncode == 2 and b"empty" in r.stderr
     assert _cli(platform, "secret", "rm", "cli-secret").returncode == 0
+
+
+def test_secret_in_use_cli(platform: Platform, tmp_path: Path) -> None:
+    assert _cli(platform, "secret", "create", "used", "--from-literal", "v").returncode == 0
+    write_handler(tmp_path / "user", "def handle(event, context):\n    return context.secret('used')\n")
+    assert platform.deploy("user-a", tmp_path / "user", secrets=["used"]).status_code == 202
+    assert platform.deploy("user-b", tmp_path / "user", secrets=["used"]).status_code == 202
+    r = _cli(platform, "secret", "rm", "used")
+    assert r.returncode == 1
+    assert b"used by user-a, user-b" in r.stderr and b"--force" in r.stderr
+    assert _cli(platform, "secret", "rm", "used", "--force").returncode == 0
+    for name in ("user-a", "user-b"):
+        assert _cli(platform, "remove", name).returncode == 0

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from runtime import codesign
 from runtime.backends.base import FunctionRecord
+from runtime.backends.local import deps as local_deps
 from runtime.backends.local.groups import GroupRecords
 from runtime.backends.local.launch import Launcher
 from runtime.backends.local.limits import memory_limit
@@ -147,6 +148,9 @@ class LocalBackend(SlotBackend[_Function]):
         try:
             async with self._files:
                 signature = await asyncio.to_thread(self._store, digest, bundle_bytes)
+            # Its requirements.txt, installed once per requirement set (in a thread: pip's time, not the loop's).
+            assert self._launcher is not None, "start() first"
+            await asyncio.to_thread(local_deps.ensure, self.root, self.root / "code" / digest, self._launcher.python)
             old = self._functions.get((deployment.service, deployment.namespace))
             if old is None:
                 await self._create(deployment, digest, signature)
@@ -220,12 +224,16 @@ class LocalBackend(SlotBackend[_Function]):
         env = {**base, **function_environment(dep)}
         code_dir = self.root / "code" / fn.digest
         env["STOKER_FUNCTION_DIR"] = str(code_dir)
+        assert self._launcher is not None, "start() first"
+        deps = local_deps.installed(self.root, code_dir, self._launcher.python)
+        if deps is not None:  # its own packages first; a generic pool process started without them cannot serve it
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(deps), env.get("PYTHONPATH", "")) if p)
+            warm = False
         secrets_dir = self.root / "secrets" / dep.namespace / dep.service
         env["STOKER_SECRETS_DIR"] = str(self.secrets.materialize(dep.secrets, dep.namespace, secrets_dir))
         # So the replica can check its own bundle before it unpickles anything (SDK functions; runtime/codesign.py).
         bundle_path = self.root / "bundles" / f"{fn.digest}.tar.gz"
         env.update(codesign.replica_env(self.key, dep.namespace, dep.service, bundle_path, fn.signature))
-        assert self._launcher is not None, "start() first"
         spec = ProcessSpec(self._launcher, env, code_dir, memory_limit(dep))
         instance = f"{dep.service}-{fn.digest[:6]}-{fn.serial}"
         start = self._warm_start(fn, {k: v for k, v in env.items() if base.get(k) != v}) if warm else None

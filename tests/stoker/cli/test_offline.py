@@ -94,7 +94,10 @@ def test_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
     result = run_cli("list", "--gateway", url, cwd=tmp_path)
     assert result.returncode == 1
     line = one_line(result.stderr)
-    assert line == f"stoker: cannot reach the gateway at {url}: connection refused (is 'stoker up' running?)"
+    assert line == (
+        f"stoker: cannot reach the gateway at {url}: connection refused (is 'stoker up' running? If it listens "
+        "elsewhere, give --gateway URL or set STOKER_GATEWAY)"
+    )
 
 
 def test_gateway_flag_before_the_command(tmp_path: Path) -> None:
@@ -476,3 +479,35 @@ def test_client_bearer_token(gateway: FakeGateway) -> None:
 )
 def test_error_text(body: bytes, expected: str) -> None:
     assert error_text(body, 503, "Service Unavailable") == expected
+
+
+# -- polish a new user meets first (issue 14, item 7) ----------------------------------------------
+
+
+def test_version(tmp_path: Path) -> None:
+    r = run_cli("--version", cwd=tmp_path)
+    assert (r.returncode, r.stdout.strip()) == (0, "stoker 0.1.0")
+
+
+def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
+    r = run_cli("lsit", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "did you mean 'list'?" in one_line(r.stderr)
+
+
+def test_an_unknown_flag_points_at_the_subcommand_help(tmp_path: Path) -> None:
+    r = run_cli("deploy", "--nope", cwd=tmp_path)
+    assert r.returncode == 2
+    assert one_line(r.stderr) == "stoker: unrecognized arguments: --nope (see 'stoker deploy --help')"
+
+
+def test_commands_offer_only_the_options_they_use(tmp_path: Path) -> None:
+    for command in ("up", "controller", "base-image"):
+        help_text = run_cli(command, "--help", cwd=tmp_path).stdout
+        assert "--gateway" not in help_text and "--json" not in help_text, command
+    assert "--gateway" not in run_cli("build", "--help", cwd=tmp_path).stdout
+    deploy_help = " ".join(run_cli("deploy", "--help", cwd=tmp_path).stdout.split())
+    for shown in ("--label K=V label (scaling", "--annotation K=V annotation", "--secret NAME secret the function"):
+        assert shown in deploy_help, shown
+    for command in ("queue", "trigger"):
+        assert "-n NAMESPACE" in run_cli(command, "--help", cwd=tmp_path).stdout

@@ -97,3 +97,14 @@ def test_new_scaffold_deploys_and_answers(stack_deployed: Platform, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     r = stoker(stack_deployed, "invoke", "greeter", stdin=b"there")
     assert r.returncode == 0 and r.stdout
+
+
+def test_queue_replay_of_an_unknown_function_or_id_fails(stack_deployed: Platform) -> None:
+    r = stoker(stack_deployed, "queue", "replay", "no-such-fn")
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = stoker(stack_deployed, "queue", "replay", "hello", "--id", "1-0")
+    assert r.returncode == 1 and "not dead letters of hello" in r.stderr
+    r = stoker(stack_deployed, "queue", "replay", "hello")  # a known function without dead letters: nothing to do
+    assert r.returncode == 0 and "Replayed 0 dead letters of hello." in r.stdout
+    r = stoker(stack_deployed, "queue", "dead", "hello", "-n", "openfaas-fn")
+    assert r.returncode == 0, r.stderr

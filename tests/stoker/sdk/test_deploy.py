@@ -106,7 +106,7 @@ def test_another_python_minor_version_is_refused_at_deploy(sdk_platform: Platfor
         assert c.get("/system/function/old-python").status_code == 404  # nothing of it stays
 
 
-def test_missing_requirement_is_refused_with_its_name_and_the_way_out(sdk_platform: Platform) -> None:
+def test_a_requirement_that_cannot_be_installed_is_refused_with_its_name(sdk_platform: Platform) -> None:
     app = App("reqs")
 
     @app.function(requirements=["msgpack>=1.0", "surely-not-installed-pkg==1.2"])
@@ -114,11 +114,9 @@ def test_missing_requirement_is_refused_with_its_name_and_the_way_out(sdk_platfo
         return 1
 
     with pytest.raises(DeployError) as info:
-        app.deploy()
+        app.deploy()  # the local backend tries to install it, and says why it could not
     message = str(info.value)
-    assert "surely-not-installed-pkg==1.2 (not installed)" in message
-    assert "msgpack" not in message.split("not installed in this runtime:")[1].split("(not installed)")[0]
-    assert "--backend docker" in message
+    assert "requirements.txt could not be installed" in message and "surely-not-installed-pkg" in message
 
 
 def test_python_mismatch_message_names_both_versions() -> None:
