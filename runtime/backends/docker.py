@@ -61,6 +61,7 @@ from runtime.backends.docker_pool import ContainerStarter, GenericContainer
 from runtime.backends.docker_replica import ContainerSlot, WarmContainer
 from runtime.backends.docker_state import FunctionFiles, SavedFunction
 from runtime.backends.docker_volumes import FunctionCode, function_code, needs_image, remove_volume, secrets_volume
+from runtime.backends.engine_threads import STOPPING
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
@@ -334,7 +335,7 @@ class DockerBackend(SlotBackend[_Function]):
             fn.log.delete()
             for volume in (fn.secrets_volume, fn.code.volume):
                 if volume:
-                    await asyncio.to_thread(remove_volume, self.client, volume)
+                    await STOPPING.run(remove_volume, self.client, volume)
 
     async def scale(self, name: str, namespace: str, replicas: int) -> None:
         fn = self._existing(name, namespace)

@@ -7,7 +7,8 @@ endpoint leaves the routing list, requests in flight finish, then the container 
 drain timeout) and is removed. A slot may start from a generic container of the warm pool (:class:`WarmContainer`):
 its first run specialises that container instead of creating one; if that fails, and for every restart after, it
 creates containers of the function's own image. Blocking Engine calls (wait, log streams) run in their own daemon
-threads so a slow engine never blocks the gateway's event loop nor starves the default executor.
+threads so a slow engine never blocks the gateway's event loop nor starves the default executor; so do stops
+(:mod:`.engine_threads`), which wait up to the drain timeout for a container that ignores SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from runtime.backends.base import Endpoint
 from runtime.backends.docker_config import REPLICA_PORT
 from runtime.backends.docker_pool import GenericContainer
+from runtime.backends.engine_threads import STOPPING
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import EXIT_LOAD_ERROR, EXIT_STUCK, HEALTHY_AFTER_S, LOAD_ERROR_PREFIX, next_backoff
 from runtime.backends.readiness import wait_ready
@@ -223,14 +225,14 @@ class ContainerSlot(Published):
         if cid:
             grace = max(1, int(deadline - time.monotonic()))
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.client.api.stop, cid, timeout=grace)
+                await STOPPING.run(self.client.api.stop, cid, timeout=grace)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(self._task), 10)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if cid:
-            await asyncio.to_thread(_remove_quietly, self.client, cid)
+            await STOPPING.run(_remove_quietly, self.client, cid)
         if not self.first_outcome.done():
             self.first_outcome.set_result("stopped before it was ready")
         self.on_problem("")  # a stopped replica's problems are not the function's any more
