@@ -1,6 +1,7 @@
 """One replica slot of the docker backend: a container, kept running.
 
 The slot creates and starts a container (or adopts one a previous platform left), waits until ``/_/ready`` answers
+(``/_/health`` for a classic-watchdog image, :func:`~runtime.backends.readiness.ready_path`)
 at the container's address on the functions network, publishes an :class:`Endpoint`, and when the container exits,
 removes it and starts a new one after an exponential backoff (the status message shows it). Stopping drains: the
 endpoint leaves the routing list, requests in flight finish, then the container gets SIGTERM (SIGKILL after the
@@ -27,7 +28,7 @@ from runtime.backends.docker_pool import GenericContainer
 from runtime.backends.engine_threads import STOPPING
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.process import EXIT_LOAD_ERROR, EXIT_STUCK, HEALTHY_AFTER_S, LOAD_ERROR_PREFIX, next_backoff
-from runtime.backends.readiness import wait_ready
+from runtime.backends.readiness import READY, wait_ready
 from runtime.backends.slots import Published
 
 READY_POLL_S = 0.05
@@ -79,10 +80,12 @@ class ContainerSlot(Published):
         drain_timeout_s: float,
         adopt: str = "",
         warm: WarmContainer | None = None,
+        ready_path: str = READY,
     ) -> None:
         super().__init__(instance, log, endpoints, on_problem, drain_timeout_s)
         self.client = client
         self.spec = spec
+        self.ready_path = ready_path
         self.container_id = ""
         self._adopt = adopt
         self._warm = warm
@@ -216,7 +219,7 @@ class ContainerSlot(Published):
             loop_write([partial.decode("utf-8", "replace")])
 
     async def _wait_ready(self, host: str) -> bool:
-        return await wait_ready(host, REPLICA_PORT, lambda: self.stopping, READY_POLL_S)
+        return await wait_ready(host, REPLICA_PORT, lambda: self.stopping, READY_POLL_S, self.ready_path)
 
     async def stop(self) -> None:
         """Drain, stop and remove the container; returns when it is gone."""
