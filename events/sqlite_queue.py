@@ -93,6 +93,22 @@ class SQLiteQueue:
             raise QueueUnavailable(f"{self.path}: {exc}") from None
         return msg_id
 
+    async def enqueue_new_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str | None:
+        now = time.time()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM calls WHERE call_id = ? AND expires <= ?", (call_id, now))
+                taken = self.db.execute(  # not INSERT OR REPLACE: a record of that id stays as it is
+                    "INSERT OR IGNORE INTO calls VALUES (?, 'queued', NULL, ?, NULL)", (call_id, now + ttl_s)
+                )
+                if taken.rowcount == 0:
+                    return None
+                msg_id = self._add(stream, {"m": data})
+        except sqlite3.OperationalError as exc:  # "database or disk is full", I/O errors: rolled back, not stored
+            raise QueueUnavailable(f"{self.path}: {exc}") from None
+        return msg_id
+
     async def ensure_group(self, stream: str, group: str, from_start: bool) -> None:
         start = 0
         if not from_start:

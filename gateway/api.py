@@ -24,6 +24,7 @@ from events.service import check_streams
 from gateway import secret_rules
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
+from gateway.removals import Removals
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord
 from runtime.backends.memory_floor import floor_note
@@ -133,6 +134,8 @@ class ManagementAPI:
         self.metrics = metrics
         self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # A removal holds the deploy lock until done: a deploy of the same name waits for it (gateway/removals.py).
+        self.removals = Removals(backend, self._deploy_locks, lambda name, ns: metrics.forget(f"{name}.{ns}"))
         self.limits = json_limits(config)
         # A deployment may carry a base64 bundle (4/3 of its size) besides what every body may have.
         self.deploy_limits = replace(self.limits, body_bytes=config.max_bundle_bytes * 4 // 3 + config.max_json_bytes)
@@ -250,8 +253,7 @@ class ManagementAPI:
         except InvalidName as exc:
             raise InvalidRequest(str(exc)) from None
         assert isinstance(name, str)
-        await self.backend.remove(name, namespace)
-        self.metrics.forget(f"{name}.{namespace}")
+        await self.removals.remove(name, namespace)  # once it gets no traffic; its replicas drain after
         return Response(status_code=202)
 
     async def scale(self, request: Request) -> Response:

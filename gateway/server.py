@@ -187,6 +187,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             if publisher is not None:
                 await publisher.stop()
             await app.activator.close()
+            await app.api.removals.close(config.drain_timeout_s + 15)
             await backend.close()
             app.upstream.close()
             sock.close()

@@ -201,8 +201,19 @@ def grace_s(timeout_s: float) -> int:
     return PRE_STOP_S + int(timeout_s) + _DRAIN_MARGIN_S
 
 
+# faas-netes's annotation for the path its probes ask (a classic-watchdog image: /_/health, where any other path runs
+# the function). Kubernetes cannot show stoker an image's environment, so it cannot tell such an image by itself.
+HEALTH_PATH_ANNOTATION = "com.openfaas.health.http.path"
+_PROBE_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,200}")
+
+
 def _container(dep: FunctionDeployment, code: Code | None) -> dict[str, Any]:
     container = replica_container(dep.service, dep.image, env(dep, code))
+    path = dep.annotations.get(HEALTH_PATH_ANNOTATION, "")
+    if path:
+        if not _PROBE_PATH.fullmatch(path):
+            raise InvalidRequest(f"annotation {HEALTH_PATH_ANNOTATION}: {path!r} is not a plain absolute path")
+        container["readinessProbe"] = {**READINESS, "httpGet": {"path": path, "port": PORT}}
     limits = resources(dep)
     if limits:
         container["resources"] = limits
