@@ -147,7 +147,8 @@ class ConsoleAPI:
             "message": record.message,
         }
         for f in ("rate", "errors", "p50", "p99"):
-            row["errorsPerSecond" if f == "errors" else f] = series.latest(f) if series else None
+            recent = series.recent(f, self.sampler.book.recent_points) if series else None
+            row["errorsPerSecond" if f == "errors" else f] = recent
         if fields:
             row["series"] = {
                 "t": series.timestamps() if series else [],

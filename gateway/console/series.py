@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from gateway.metrics import BUCKETS, Metrics
 
 WINDOW_S = 900.0  # the charts show the last 15 minutes
+RECENT_S = 10.0  # the numbers beside them are the mean over the last 10 seconds
 MAX_POINTS = 900
 FIELDS = ("rate", "errors", "p50", "p99", "replicas", "desired", "inflight", "lag")
 GAUGES = FIELDS[4:]
@@ -115,10 +116,13 @@ class FunctionSeries:
         n = len(self.times)
         return [round(self.times[i % n], 1) for i in self._order()]
 
-    def latest(self, field: str) -> float | None:
-        if not self.size:
-            return None
-        return _round(self.data[field][(self.head - 1) % len(self.times)])
+    def recent(self, field: str, points: int) -> float | None:
+        """The mean of a field over the last ``points`` samples (those without a value left out): what the overview
+        shows, steadier than one sample."""
+        column, n = self.data[field], len(self.times)
+        values = [column[(self.head - 1 - i) % n] for i in range(min(points, self.size))]
+        values = [v for v in values if not math.isnan(v)]
+        return _round(sum(values) / len(values)) if values else None
 
 
 def _round(value: float) -> float | None:
@@ -133,6 +137,7 @@ class SeriesBook:
     def __init__(self, step_s: float) -> None:
         self.step_s = step_s
         self.points = max(2, min(MAX_POINTS, math.ceil(WINDOW_S / step_s)))
+        self.recent_points = max(1, round(RECENT_S / step_s))
         self.functions: dict[str, FunctionSeries] = {}
         self._last_at: float | None = None
 

@@ -115,8 +115,9 @@ def same_origin(scope: Scope) -> bool:
     ``Host``, or ``Sec-Fetch-Site`` other than same-origin. The scheme is not compared: behind a proxy that ends TLS
     the gateway sees http while the page is https. Requests without either header (curl, old browsers) pass:
     SameSite=Strict and the CSRF token still protect them."""
-    if header(scope, b"sec-fetch-site") in (b"cross-site", b"same-site"):
-        return False
+    site = header(scope, b"sec-fetch-site")
+    if site:  # current browsers: their own word on it ("none" is the user typing the address)
+        return site in (b"same-origin", b"none")
     origin = header(scope, b"origin")
     if not origin:
         return True

@@ -91,9 +91,9 @@ function Logs({ name, namespace }) {
       <label><input type="checkbox" id="log-follow" checked=${follow} onChange=${(e) => setFollow(e.target.checked)} /> Follow</label>
       <button onClick=${() => setLines([])}>Clear</button>
     </div>
-    <pre class="log" id="log" ref=${box} tabindex="0" aria-live="polite">${shown.map(
-      (l) => html`<span class="line"><span class="muted">${l.timestamp.slice(11, 23)} ${l.instance}</span> ${l.text}\n</span>`,
-    )}</pre>
+    <div class="log" id="log" ref=${box} tabindex="0" role="log" aria-label="Live log">${shown.map(
+      (l) => html`<div class="line"><span class="muted">${l.timestamp.slice(11, 23)} ${l.instance}</span> ${l.text}</div>`,
+    )}</div>
   </section>`;
 }
 
