@@ -87,7 +87,7 @@ def test_overview_lists_the_functions_with_live_numbers(browser: Any, console_pl
     for _ in range(6):
         assert httpx.post(console_platform.url + "/function/wordcount", content=b"a b c").status_code == 200
     wait_for(lambda: int(_cell(browser, "wordcount", "calls")) >= before + 6, what="the call count to grow")
-    wait_for(lambda: _cell(browser, "wordcount", "rate") not in ("0", "–"), what="a call rate")
+    wait_for(lambda: _cell(browser, "wordcount", "rate") not in ("0", "\u2013"), what="a call rate")
     browser.find_element(_by("ID"), "filter").send_keys("wordc")
     wait_for(lambda: len(browser.find_elements(_by("CSS_SELECTOR"), "#functions tbody tr")) == 1, what="the filter")
     screenshot(browser, "overview")

@@ -6,6 +6,7 @@ import re
 
 import httpx
 
+from tests.console.browser import wait_for
 from tests.platform_fixture import PASSWORD, Platform
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -124,8 +125,6 @@ def test_stats_count_calls_and_fill_the_series(console_platform: Platform) -> No
             return (
                 one if one["invocations"] >= before["hello"]["invocations"] + 5 and any(one["series"]["rate"]) else None
             )
-
-        from tests.console.browser import wait_for
 
         one = wait_for(counted, what="the calls in /system/stats/hello")
         assert len(one["series"]["t"]) == len(one["series"]["p99"]) == len(one["series"]["replicas"])
