@@ -50,7 +50,12 @@ class RequireAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-            if not authorized(header, self.password):
+            ok = authorized(header, self.password)
+            if ok and _cross_site_change(scope):
+                # A browser that remembers basic credentials sends them with another site's form too: refused.
+                await _refuse(send, 403, "cross-site request refused", challenge=False)
+                return
+            if not ok:
                 refused = (401, "authentication required: HTTP basic (admin) or a bearer token")
                 if self.session is not None:
                     refused = self.session(scope) or (0, "")
@@ -58,13 +63,26 @@ class RequireAuth:
                         await self.app(scope, receive, send)
                         return
                 status, message = refused
-                body = json.dumps({"error": message})
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 # The console's own requests (they carry X-CSRF-Token) go back to its login page on a 401; a
                 # challenge would make the browser pop up its password dialog first.
-                if status == 401 and not any(k == b"x-csrf-token" for k, _ in scope["headers"]):
-                    headers.append((b"www-authenticate", b'Basic realm="stoker"'))
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body.encode()})
+                challenge = status == 401 and not any(k == b"x-csrf-token" for k, _ in scope["headers"])
+                await _refuse(send, status, message, challenge)
                 return
         await self.app(scope, receive, send)
+
+
+def _cross_site_change(scope: Scope) -> bool:
+    """A change (not GET/HEAD/OPTIONS) that the browser says another site's page made (``Sec-Fetch-Site``)."""
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return False
+    site = next((v for k, v in scope["headers"] if k == b"sec-fetch-site"), b"")
+    return site in (b"cross-site", b"same-site")
+
+
+async def _refuse(send: Send, status: int, message: str, challenge: bool) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if challenge:
+        headers.append((b"www-authenticate", b'Basic realm="stoker"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -88,9 +88,9 @@ def test_overview_lists_the_functions_with_live_numbers(browser: Any, console_pl
         assert httpx.post(console_platform.url + "/function/wordcount", content=b"a b c").status_code == 200
     wait_for(lambda: int(_cell(browser, "wordcount", "calls")) >= before + 6, what="the call count to grow")
     wait_for(lambda: _cell(browser, "wordcount", "rate") not in ("0", "\u2013"), what="a call rate")
+    screenshot(browser, "overview")
     browser.find_element(_by("ID"), "filter").send_keys("wordc")
     wait_for(lambda: len(browser.find_elements(_by("CSS_SELECTOR"), "#functions tbody tr")) == 1, what="the filter")
-    screenshot(browser, "overview")
 
 
 def test_invoke_form_calls_the_function_and_shows_its_answer(browser: Any, console_platform: Platform) -> None:

@@ -84,6 +84,14 @@ def test_basic_and_bearer_still_work_for_the_console(console_platform: Platform)
     assert httpx.get(console_platform.url + "/ui/", auth=("admin", "wrong")).status_code == 303
 
 
+def test_a_change_another_site_makes_with_remembered_basic_credentials_is_refused(console_platform: Platform) -> None:
+    body = {"serviceName": "echo", "replicas": 1}
+    url = console_platform.url + "/system/scale-function/echo"
+    cross = httpx.post(url, json=body, auth=("admin", PASSWORD), headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403 and cross.json() == {"error": "cross-site request refused"}
+    assert httpx.post(url, json=body, auth=("admin", PASSWORD)).status_code == 202  # curl, the CLI: as before
+
+
 def test_logout_needs_the_csrf_token_and_ends_the_cookie(console_platform: Platform) -> None:
     token, csrf = _session(console_platform)
     jar = {"stoker_session": token}
