@@ -356,6 +356,10 @@ class ManagementAPI:
         follow = _bool_param(q.get("follow"), "follow")
         self._record(name, namespace)
 
+        # Server-sent events (what a browser's EventSource asks for: the console's live log): the same objects, one
+        # per ``data:`` line.
+        sse = "text/event-stream" in request.headers.get("accept", "")
+
         async def lines() -> AsyncIterator[bytes]:
             async for line in self.backend.logs(name, namespace, tail, since, follow):
                 item = {
@@ -365,8 +369,11 @@ class ManagementAPI:
                     "timestamp": _iso(line.timestamp),
                     "text": line.text,
                 }
-                yield json.dumps(item).encode() + b"\n"
+                data = json.dumps(item).encode()
+                yield b"data: " + data + b"\n\n" if sse else data + b"\n"
 
+        if sse:
+            return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.platform_fixture import FUNCTIONS, Platform, start_platform
+
+
+@pytest.fixture(scope="module")
+def console_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A platform with the example functions, charts sampled every half second, and one attempt per queued call
+    (a failing async call becomes a dead letter at once)."""
+    env = {"STOKER_CONSOLE_SAMPLE_S": "0.5", "STOKER_QUEUE_ATTEMPTS": "1"}
+    p = start_platform(tmp_path_factory.mktemp("console-home"), "--stack", str(FUNCTIONS / "stack.yml"), env=env)
+    yield p
+    p.stop()
