@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
@@ -73,6 +74,9 @@ class _Function:
         self.obj = obj  # its Deployment as last seen
         self.by_instance: dict[str, Endpoint] = {}
         self.bridges: dict[str, Endpoint] = {}  # pool pods this gateway claimed, routed to until a slice lists them
+        # resourceVersions the watch delivered: a write's answer the watch already passed is older than fn.obj
+        # (resourceVersions are opaque: they may be compared for equality only).
+        self.watched: deque[str] = deque(maxlen=64)
 
 
 class KubernetesBackend:
@@ -183,7 +187,8 @@ class KubernetesBackend:
         for key in [k for k in self._functions if k not in seen]:
             del self._functions[key]
 
-    def _on_deployment(self, kind: str, obj: Obj) -> tuple[str, str] | None:
+    def _on_deployment(self, kind: str, obj: Obj, written: bool = False) -> tuple[str, str] | None:
+        """A Deployment as the watch delivers it, or (``written``) as a write of this gateway answered it."""
         dep = function_of(obj)
         if dep is None:
             return None
@@ -194,12 +199,17 @@ class KubernetesBackend:
         if key in self._removing:
             return None
         fn = self._functions.get(key)
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if written and fn is not None and rv in fn.watched:
+            return key  # the watch is past this answer already: fn.obj is newer (status included)
         created = parse_time((obj.get("metadata") or {}).get("creationTimestamp")) or time.time()
         if fn is None:
             fn = self._functions[key] = _Function(FunctionRecord(dep, created, desired_replicas(obj)), obj)
         else:
             fn.record.deployment, fn.record.replicas, fn.record.created_at = dep, desired_replicas(obj), created
             fn.obj = obj
+        if not written:
+            fn.watched.append(rv)
         fn.record.message = deployment_problem(obj)
         self._refresh(key)
         return key
@@ -359,7 +369,7 @@ class KubernetesBackend:
             if _status(exc) == 409:
                 raise Conflict(f"function {dep.service!r} is being created by someone else; retry") from None
             raise
-        self._on_deployment("ADDED", created)
+        self._on_deployment("ADDED", created, written=True)
         failure = await self._wait_ready(dep, code)
         if failure:
             self._removing.add((dep.service, dep.namespace))
@@ -380,7 +390,7 @@ class KubernetesBackend:
             apps.replace_namespaced_deployment, dep.service, self.namespace, objects.deployment(dep, replicas, code)
         )
         await self._apply_service(dep)
-        self._on_deployment("MODIFIED", updated)
+        self._on_deployment("MODIFIED", updated, written=True)
         failure = await self._wait_ready(dep, code)
         if failure:
             # The old pods never stopped (maxUnavailable 0); put their Deployment back as it was.
@@ -393,7 +403,7 @@ class KubernetesBackend:
                 "spec": old["spec"],
             }
             restored = await self._call(apps.replace_namespaced_deployment, dep.service, self.namespace, previous)
-            self._on_deployment("MODIFIED", restored)
+            self._on_deployment("MODIFIED", restored, written=True)
             if new_code and new_code != old_code:  # the old version keeps its own
                 await self._drop_code(new_code)
             raise DeployFailed(

@@ -338,7 +338,8 @@ def _data_problems(obj: Obj) -> list[tuple[str, str]]:
             out.append(
                 (
                     f"data[{key}]",
-                    f"Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                    f'Invalid value: "{key}": a valid config key must consist of alphanumeric characters, '
+                    "'-', '_' or '.'",
                 )
             )
         total += len(base64.b64decode(value)) if secret else len(value.encode())
@@ -390,9 +391,9 @@ def _immutable(collection: str, old: Obj, new: Obj) -> list[tuple[str, str]]:
         "selector"
     ):
         out.append(("spec.selector", f"Invalid value: {json.dumps(new['spec'].get('selector'))}: field is immutable"))
-    if collection == "configmaps" and old.get("immutable"):
-        if any(old.get(k) != new.get(k) for k in ("data", "binaryData", "immutable")):
-            out.append(("data", "Forbidden: field is immutable when `immutable` is set"))
+    frozen = ("data", "binaryData", "immutable")
+    if collection == "configmaps" and old.get("immutable") and any(old.get(k) != new.get(k) for k in frozen):
+        out.append(("data", "Forbidden: field is immutable when `immutable` is set"))
     if collection == "secrets":
         if old.get("immutable") and any(old.get(k) != new.get(k) for k in ("data", "immutable")):
             out.append(("data", "Forbidden: field is immutable when `immutable` is set"))
@@ -588,6 +589,18 @@ class FakeCluster:
         pods = self.objects["pods"].values()
         return not any(_terminating(p) and p["metadata"]["name"] not in self.processes for p in pods)
 
+    def slice_of(self, service: str) -> Obj | None:
+        """The EndpointSlice of a Service (found by its label, as a client would: its name is generated)."""
+        with self.cond:
+            return next(
+                (
+                    copy.deepcopy(s)
+                    for s in self.objects["slices"].values()
+                    if s["metadata"]["labels"]["kubernetes.io/service-name"] == service
+                ),
+                None,
+            )
+
     def before_next_pod_patch(self, action: Callable[[str], None]) -> None:
         """Run ``action(pod name)`` (as another client would) just before the next pod patch is applied."""
         self._before_patch.append(action)
@@ -641,6 +654,10 @@ class FakeCluster:
         with self.cond:
             self.watch_errors.append((collection, code))
             self.cond.notify_all()
+
+    def writes(self) -> list[str]:
+        """The methods called so far that change something (not get, list or watch)."""
+        return [name for name, _ in self.calls if method_rule(name)[1] not in ("get", "list", "watch")]
 
     def called(self, method: str) -> list[tuple[Any, ...]]:
         return [args for name, args in self.calls if name == method]
@@ -1223,7 +1240,7 @@ class FakeCluster:
         self._put("slices", endpoint_slice, "ADDED" if current is None else "MODIFIED")
 
     def _drop_orphan_slices(self) -> None:
-        for name, endpoint_slice in list(self.objects["slices"].items()):
+        for endpoint_slice in list(self.objects["slices"].values()):
             owner = endpoint_slice["metadata"]["labels"]["kubernetes.io/service-name"]
             service = self.objects["services"].get(owner)
             if service is None or endpoint_slice["metadata"]["ownerReferences"][0]["uid"] != service["metadata"]["uid"]:
