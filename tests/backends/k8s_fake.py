@@ -369,6 +369,8 @@ def _deployment_problems(obj: Obj) -> list[tuple[str, str]]:
 
 def _check(collection: str, obj: Obj, name: str) -> None:
     """The schema (strict) and the server's own rules for one object; 422 Invalid listing every problem."""
+    if not obj.get("kind") or not obj.get("apiVersion"):
+        raise bad_request(f"Object 'Kind' is missing in '{json.dumps(obj)[:200]}'")
     try:
         validate(obj)
     except kubernetes_validate.ValidationError as exc:
@@ -537,7 +539,8 @@ class FakeCluster:
         self.replica_port = self.pool_port if run_pool else 8080  # the port EndpointSlices list
         self._kubelet: threading.Thread | None = None
         self._closed = False
-        self._before_patch: list[Callable[[str], None]] = []
+        self._before: dict[str, list[Callable[[str], None]]] = {}
+        self._late: dict[str, float] = {}
         self._busy = False
         self._controllers = threading.Thread(target=self._run_controllers, name="fake controllers", daemon=True)
         self._controllers.start()
@@ -603,7 +606,16 @@ class FakeCluster:
 
     def before_next_pod_patch(self, action: Callable[[str], None]) -> None:
         """Run ``action(pod name)`` (as another client would) just before the next pod patch is applied."""
-        self._before_patch.append(action)
+        self.before_next("patch_namespaced_pod", action)
+
+    def before_next(self, method: str, action: Callable[[str], None]) -> None:
+        """Run ``action(name)`` (as another client would) just before the next ``method`` call is applied."""
+        self._before.setdefault(method, []).append(action)
+
+    def answer_late(self, method: str, seconds: float) -> None:
+        """The answers of ``method`` arrive ``seconds`` after the write was applied (a slow network): the watch
+        may deliver what happened since before the caller reads the answer."""
+        self._late[method] = seconds
 
     def deny(self, method: str) -> None:
         """RBAC refuses ``method`` from now on (403 Forbidden)."""
@@ -1447,6 +1459,9 @@ class _Api:
     def _record(self, method: str, *args: Any) -> None:
         self.cluster.calls.append((method, copy.deepcopy(args)))
         self.cluster.calls_by.setdefault(self.who, []).append(method)
+        actions = self.cluster._before.get(method) or []
+        while actions:
+            actions.pop(0)(next((a for a in args if isinstance(a, str)), ""))
         if method in self.cluster.denied:
             collection, verb = method_rule(method)
             raise forbidden(collection, verb, next((a for a in args if isinstance(a, str) and a), "default"))
@@ -1502,7 +1517,9 @@ class FakeApps(_Api):
     def replace_namespaced_deployment(self, name: str, namespace: str, body: Obj) -> Any:
         with self.cluster.cond:
             self._record("replace_namespaced_deployment", name, namespace, body)
-            return _model(self.cluster._update("deployments", name, namespace, body), "V1Deployment")
+            answer = _model(self.cluster._update("deployments", name, namespace, body), "V1Deployment")
+        time.sleep(self.cluster._late.get("replace_namespaced_deployment", 0.0))
+        return answer
 
     def delete_namespaced_deployment(self, name: str, namespace: str) -> Any:
         with self.cluster.cond:
@@ -1582,8 +1599,6 @@ class FakeCore(_Api):
         """A strategic merge patch of labels; a resourceVersion in it is a precondition (409 Conflict)."""
         with self.cluster.cond:
             self._record("patch_namespaced_pod", name, namespace, body)
-            while self.cluster._before_patch:
-                self.cluster._before_patch.pop(0)(name)
             pod = self.cluster.objects["pods"].get(name)
             if pod is None:
                 raise not_found("pods", name)
