@@ -27,12 +27,15 @@ from tests.platform_fixture import ROOT, write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-STACK = "stokertest"
+RUN = secrets.token_hex(4)  # every name is this run's own: nothing of a developer's platform is ever touched
+STACK = f"stokertest{RUN}"
+NAME = f"t{RUN}"  # the platform (STOKER_SWARM_PLATFORM): label and prefix of what the gateways create
+NETWORK = f"{NAME}-functions"
 AUTH = ("admin", "swarm-test-password")
 URL = ""  # the first gateway task's published port, set by the fixture
 
 
-KEY_SECRET = "stoker_platform_key"
+KEY_SECRET = f"{NAME}_platform_key"
 
 
 def _cleanup(engine: Any) -> None:
@@ -45,7 +48,7 @@ def _cleanup(engine: Any) -> None:
             timeout=90,
             what="the stack's containers to stop",
         )
-    remove_platform(engine, "stoker")
+    remove_platform(engine, NAME, NETWORK)
     for secret in engine.api.secrets(filters={"name": KEY_SECRET}):
         with contextlib.suppress(Exception):  # still in use until the stack's tasks are gone; the next run replaces it
             engine.api.remove_secret(secret["ID"])
@@ -63,10 +66,11 @@ def stack() -> Iterator[Any]:
         "STOKER_ADMIN_PASSWORD": AUTH[1],
         "STOKER_REDIS_IMAGE": "stoker/redis:local",
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        "STOKER_SWARM_PLATFORM": NAME,
+        "STOKER_SWARM_NETWORK": NETWORK,
+        "STOKER_PLATFORM_KEY_SECRET": KEY_SECRET,
     }
     # The key every gateway and controller shares, as the stack expects it (docs/swarm.md).
-    for old in engine.api.secrets(filters={"name": KEY_SECRET}):  # left by an interrupted run
-        engine.api.remove_secret(old["ID"])
     engine.api.create_secret(KEY_SECRET, secrets.token_hex(32).encode())
     cmd = ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "deploy/swarm/stack.yml"), STACK]
     deployed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -152,7 +156,7 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
         assert update.status_code in (200, 202), update.text
 
         def rolled() -> bool:
-            service = stack.api.services(filters={"name": "stoker-sw-roll"})[0]
+            service = stack.api.services(filters={"name": f"{NAME}-sw-roll"})[0]
             done = (service.get("UpdateStatus") or {}).get("State") == "completed"
             return done and all(text == "v2" for _, text in results[-20:])
 
@@ -169,12 +173,12 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
 
     removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-roll"}, auth=AUTH)
     assert removed.status_code in (200, 202), removed.text
-    wait_for(lambda: not stack.api.services(filters={"name": "stoker-sw-roll"}), 60, "the service to go")
+    wait_for(lambda: not stack.api.services(filters={"name": f"{NAME}-sw-roll"}), 60, "the service to go")
 
 
 def test_the_controller_keeps_a_warm_pool_that_gateways_claim_for_a_cold_start(stack: Any, tmp_path: Path) -> None:
     def generic() -> int:
-        services = stack.api.services(filters={"label": f"{PLATFORM}=stoker"})
+        services = stack.api.services(filters={"label": f"{PLATFORM}={NAME}"})
         ids = [s["ID"] for s in services if role(s) == POOL_GENERIC]
         tasks = stack.api.tasks(filters={"service": ids, "desired-state": "running"}) if ids else []
         return sum(1 for t in tasks if t["Status"]["State"] == "running")
@@ -194,9 +198,9 @@ def test_the_controller_keeps_a_warm_pool_that_gateways_claim_for_a_cold_start(s
 
     # The gateway (on the overlay) claims a pool replica and specialises it: the first call is served by it.
     first = httpx.get(f"{URL}/function/sw-cold", timeout=120)
-    assert first.status_code == 200 and first.text.startswith("stoker-pool-"), first.text
+    assert first.status_code == 200 and first.text.startswith(f"{NAME}-pool-"), first.text
     # The controller retires that bridge once the function's own replica is ready, and refills the pool.
-    wait_for(lambda: not httpx.get(f"{URL}/function/sw-cold", timeout=60).text.startswith("stoker-pool-"), 180, "own")
+    wait_for(lambda: not httpx.get(f"{URL}/function/sw-cold", timeout=60).text.startswith(f"{NAME}-pool-"), 180, "own")
     wait_for(lambda: generic() == 2, 180, "the pool to be refilled")
     removed = httpx.request("DELETE", f"{URL}/system/functions", json={"functionName": "sw-cold"}, auth=AUTH)
     assert removed.status_code in (200, 202), removed.text
