@@ -3,11 +3,12 @@ place: tests/backends/k8s_fake.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stoker.errors import BackendUnavailable
+from stoker.errors import BackendUnavailable, InvalidRequest, StokerError
 
 
 @dataclass
@@ -47,3 +48,31 @@ class KubeClients:
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status of a failed API call (None when it is not an API error)."""
     return getattr(exc, "status", None)
+
+
+def status_message(exc: BaseException) -> str:
+    """What the API server said: the ``message`` of the Status body of a failed call, else the exception's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, (str, bytes)) and body:
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str) and message:
+            return message
+    return str(getattr(exc, "reason", None) or exc).strip()
+
+
+def refusal(exc: BaseException, what: str) -> StokerError | None:
+    """The error to answer with when the API server refused a call for a reason the user or operator must fix:
+    400/422 (the object is invalid: the request) and 403 (RBAC: the gateway's service account may not). None for
+    any other failure, which the caller handles (404, 409) or lets through."""
+    status = status_of(exc)
+    if status in (400, 422):
+        return InvalidRequest(f"kubernetes refused {what}: {status_message(exc)}")
+    if status == 403:
+        return BackendUnavailable(
+            f"kubernetes refused {what}: {status_message(exc)} (grant it in the gateway's Role: "
+            "deploy/kubernetes/rbac.yaml)"
+        )
+    return None

@@ -241,6 +241,9 @@ def deployment(dep: FunctionDeployment, replicas: int, code: Code | None = None)
     ``dep.image`` is the runtime image and whose signed bundle comes from a ConfigMap."""
     if not dep.image:
         raise InvalidRequest(f"function {dep.service!r}: Kubernetes runs images; no image given")
+    if not dep.service[:1].isalpha():
+        # Its Service's name is a DNS-1035 label: the API server refuses one that starts with a digit.
+        raise InvalidRequest(f"function {dep.service!r}: on Kubernetes a function name must start with a letter")
     labels = _labels(dep)
     annotations = _annotations(dep)
     template_labels = {**labels, VERSION_LABEL: version(dep, code)}
