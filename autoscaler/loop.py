@@ -68,6 +68,8 @@ class AutoscalerLoop:
         self.backlog = backlog
         self.clock = clock
         self.scale_events: dict[tuple[str, str, str], int] = {}  # (function, direction, source) -> count
+        # Told of every replica change applied: (function, before, after, source, reason); the console's markers.
+        self.on_scale: Callable[[str, int, int, str, str], None] | None = None
         self._states: dict[str, _State] = {}
         self._loop = BackgroundLoop(self._run, "autoscaler")
 
@@ -156,6 +158,8 @@ class AutoscalerLoop:
         key = (fn, direction, source)
         self.scale_events[key] = self.scale_events.get(key, 0) + 1
         self._log(f"{fn}: {before} -> {replicas} replicas ({source}: {reason})")
+        if self.on_scale is not None:
+            self.on_scale(fn, before, replicas, source, reason)
         try:
             await self.backend.scale(record.deployment.service, record.deployment.namespace, replicas)
         except StokerError as exc:  # removed meanwhile, or the backend refused: the next tick looks again
@@ -180,6 +184,11 @@ class AutoscalerLoop:
             )
             self._states[fn] = state
         return state
+
+    def desired(self, fn: str) -> int | None:
+        """The replicas the last decision for ``fn`` (name.namespace) wanted; None before the first one."""
+        state = self._states.get(fn)
+        return state.last.desired if state is not None and state.last is not None else None
 
     def _log(self, text: str, level: int = logging.INFO) -> None:
         logger.log(level, "autoscaler: %s", text)

@@ -9,7 +9,6 @@ still holds is never started twice here, even when a reclaim hands it back (afte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -88,6 +87,10 @@ class StreamConsumer:
                     log(f"{self.name}: {exc}; retrying in 1 s")
                     ready = False
                     await asyncio.sleep(1.0)
+                except Exception as exc:  # a bug must not end the consumer for good: its messages would wait forever
+                    log(f"{self.name}: {type(exc).__name__}: {exc}; retrying in 1 s")
+                    ready = False
+                    await asyncio.sleep(1.0)
         finally:
             renew.cancel()
 
@@ -126,8 +129,12 @@ class StreamConsumer:
             for msg_id, stream in list(self.held.items()):
                 by_stream.setdefault(stream, []).append(msg_id)
             for stream, ids in by_stream.items():
-                with contextlib.suppress(QueueUnavailable):
+                try:
                     await self.queue.renew(stream, self.group, self.consumer, ids)
+                except QueueUnavailable:
+                    pass  # renewed at the next turn, or reclaimed: at least once either way
+                except Exception as exc:  # never ends the loop: held messages would be reclaimed while running
+                    log(f"{self.name}: renewing {len(ids)} messages: {type(exc).__name__}: {exc}")
 
     async def _handle(self, msg: Message) -> None:
         try:

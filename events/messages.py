@@ -7,6 +7,7 @@ message on a user's stream (a queue trigger) is turned into an invocation by :fu
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +28,16 @@ class CallStatus(StrEnum):
 def new_call_id() -> str:
     """An unguessable call id (128 random bits): knowing one must not reveal another's result."""
     return secrets.token_hex(16)
+
+
+# A caller's own X-Call-Id kept for an async call (as OpenFaaS does): it names a Redis key and a database row, so a
+# strict set (a UUID, a hex digest, a dotted or dashed name) and a bounded length; anything else gets a new id.
+_CALLER_CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def caller_call_id(value: str) -> str:
+    """``value`` when it is a safe call id to keep, else ``""``."""
+    return value if _CALLER_CALL_ID.fullmatch(value) else ""
 
 
 @dataclass

@@ -109,7 +109,13 @@ class Queue(Protocol):
         """Append a message; return its id."""
 
     async def enqueue_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str:
-        """Append an encoded invocation and record its call as queued, both or neither."""
+        """Append an encoded invocation and record its call as queued, both or neither (a replayed dead letter: its
+        call's record is replaced)."""
+
+    async def enqueue_new_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str | None:
+        """As :meth:`enqueue_call`, only if no call ``call_id`` is recorded (queued, running or with its result kept):
+        checked and stored in one transaction. None, storing nothing, when one is: a caller's chosen id never
+        overwrites or reveals another call's record."""
 
     async def ensure_group(self, stream: str, group: str, from_start: bool) -> None:
         """Create the group (and the stream) unless it exists; new groups read from the start or only new entries."""

@@ -25,6 +25,18 @@ end
 return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 """
 
+# Append an async call and record it as queued, unless a record of that call id exists (a caller's chosen id).
+# KEYS: stream, call record. ARGV: encoded invocation, record ttl ms.
+_ENQUEUE_NEW = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    return false
+end
+local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+redis.call('HSET', KEYS[2], 'status', 'queued')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return id
+"""
+
 # Settle a message in one step (Redis runs a script atomically, and persists its effects as one MULTI in the AOF):
 # ack it, and only if this ack was the one that took it off the pending list, store the call's result, the callback's
 # outbox entry and the dead letter. A second delivery that finishes later (the message was reclaimed while its first
@@ -98,6 +110,7 @@ class RedisQueue:
             url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=5
         )
         self._add_once = self.redis.register_script(_ADD_ONCE)
+        self._enqueue_new = self.redis.register_script(_ENQUEUE_NEW)
         self._finish = self.redis.register_script(_FINISH)
         self._progress = self.redis.register_script(_PROGRESS)
         self._note = self.redis.register_script(_NOTE)
@@ -122,6 +135,11 @@ class RedisQueue:
             pipe.expire(_CALL + call_id, _ms(ttl_s) // 1000 or 1)
             msg_id, *_ = await pipe.execute()
             return _text(msg_id)
+
+    async def enqueue_new_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str | None:
+        async with _guard("enqueue"):
+            msg_id = await self._enqueue_new(keys=[stream, _CALL + call_id], args=[data, _ms(ttl_s) or 1])
+        return None if msg_id is None else _text(msg_id)
 
     async def ensure_group(self, stream: str, group: str, from_start: bool) -> None:
         async with _guard("group"):

@@ -37,7 +37,7 @@ from events.sqlite_queue import SQLiteQueue
 from events.worker import FunctionWorker, Invoke, WorkerSettings, log
 from stoker.background import BackgroundLoop
 from stoker.callback_policy import CallbackPolicy
-from stoker.errors import InvalidRequest
+from stoker.errors import Conflict, InvalidRequest
 from stoker.spec import FunctionDeployment
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ STREAM_ANNOTATION = "com.stoker.queue.stream"
 CONCURRENCY_ANNOTATION = "com.stoker.queue.concurrency"
 CALL_PENDING_TTL_S = 7 * 24 * 3600.0  # a queued call stays known this long, however long the queue is
 TICK_KEY_TTL_S = 24 * 3600.0
+
+
+class CallIdInUse(Conflict):
+    """An async call's chosen id names a call the queue already knows (409): its record is left as it is."""
 
 
 def open_queue(redis_url: str, home: Path) -> Queue:
@@ -132,11 +136,15 @@ class QueueService:
         await self.queue.close()
 
     # -- async calls ----------------------------------------------------------------------------------------
-    async def accept(self, inv: Invocation) -> str:
-        """Persist an async call; return its call id. Raises QueueUnavailable, having stored nothing."""
-        inv.call_id = new_call_id()
+    async def accept(self, inv: Invocation, call_id: str = "") -> str:
+        """Persist an async call under ``call_id`` (the caller's, checked with
+        :func:`~events.messages.caller_call_id`) or a new one; return the id. Raises QueueUnavailable, having stored
+        nothing, and CallIdInUse when a call of that id is known (queued, running, or its result still kept)."""
+        inv.call_id = call_id or new_call_id()
         inv.enqueued_at = time.time()
-        await self.queue.enqueue_call(async_stream(inv.function), inv.encode(), inv.call_id, CALL_PENDING_TTL_S)
+        stream = async_stream(inv.function)
+        if await self.queue.enqueue_new_call(stream, inv.encode(), inv.call_id, CALL_PENDING_TTL_S) is None:
+            raise CallIdInUse(f"call id {inv.call_id!r} is in use; send another X-Call-Id, or none for a new one")
         return inv.call_id
 
     async def call(self, call_id: str) -> CallRecord | None:

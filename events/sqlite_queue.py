@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -89,6 +93,22 @@ class SQLiteQueue:
                 self.db.execute(
                     "INSERT OR REPLACE INTO calls VALUES (?, 'queued', NULL, ?, NULL)", (call_id, time.time() + ttl_s)
                 )
+        except sqlite3.OperationalError as exc:  # "database or disk is full", I/O errors: rolled back, not stored
+            raise QueueUnavailable(f"{self.path}: {exc}") from None
+        return msg_id
+
+    async def enqueue_new_call(self, stream: str, data: bytes, call_id: str, ttl_s: float) -> str | None:
+        now = time.time()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM calls WHERE call_id = ? AND expires <= ?", (call_id, now))
+                taken = self.db.execute(  # not INSERT OR REPLACE: a record of that id stays as it is
+                    "INSERT OR IGNORE INTO calls VALUES (?, 'queued', NULL, ?, NULL)", (call_id, now + ttl_s)
+                )
+                if taken.rowcount == 0:
+                    return None
+                msg_id = self._add(stream, {"m": data})
         except sqlite3.OperationalError as exc:  # "database or disk is full", I/O errors: rolled back, not stored
             raise QueueUnavailable(f"{self.path}: {exc}") from None
         return msg_id
@@ -285,3 +305,23 @@ class SQLiteQueue:
         else:
             cur = self.db.execute("DELETE FROM triggers WHERE function = ? AND stream = ?", (function, stream))
         return cur.rowcount == 1
+
+
+def _unavailable_on_database_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with SQLite's operational errors (a full disk, an I/O error, a locked file) raised as
+    QueueUnavailable: what every caller already handles (retried, or 503 with Retry-After). Every change is one
+    statement or one transaction, rolled back on such an error, so nothing is half done."""
+
+    @functools.wraps(method)
+    async def wrapper(self: SQLiteQueue, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise QueueUnavailable(f"{self.path}: {exc}") from None
+
+    return wrapper
+
+
+for _name, _method in list(vars(SQLiteQueue).items()):
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_method):
+        setattr(SQLiteQueue, _name, _unavailable_on_database_errors(_method))

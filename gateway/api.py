@@ -24,6 +24,7 @@ from events.service import check_streams
 from gateway import secret_rules
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
+from gateway.removals import Removals
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord
 from runtime.backends.memory_floor import floor_note
@@ -126,6 +127,8 @@ class ManagementAPI:
         self.metrics = metrics
         self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # A removal holds the deploy lock until done: a deploy of the same name waits for it (gateway/removals.py).
+        self.removals = Removals(backend, self._deploy_locks, lambda name, ns: metrics.forget(f"{name}.{ns}"))
         self.limits = json_limits(config)
         # A deployment may carry a base64 bundle (4/3 of its size) besides what every body may have.
         self.deploy_limits = replace(self.limits, body_bytes=config.max_bundle_bytes * 4 // 3 + config.max_json_bytes)
@@ -240,8 +243,7 @@ class ManagementAPI:
         namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         validate_name(name)
         assert isinstance(name, str)
-        await self.backend.remove(name, namespace)
-        self.metrics.forget(f"{name}.{namespace}")
+        await self.removals.remove(name, namespace)  # once it gets no traffic; its replicas drain after
         return Response(status_code=202)
 
     async def scale(self, request: Request) -> Response:
@@ -338,6 +340,10 @@ class ManagementAPI:
         follow = _bool_param(q.get("follow"), "follow")
         self._record(name, namespace)
 
+        # Server-sent events (what a browser's EventSource asks for: the console's live log): the same objects, one
+        # per ``data:`` line.
+        sse = "text/event-stream" in request.headers.get("accept", "")
+
         async def lines() -> AsyncIterator[bytes]:
             async for line in self.backend.logs(name, namespace, tail, since, follow):
                 item = {
@@ -347,8 +353,11 @@ class ManagementAPI:
                     "timestamp": _iso(line.timestamp),
                     "text": line.text,
                 }
-                yield json.dumps(item).encode() + b"\n"
+                data = json.dumps(item).encode()
+                yield b"data: " + data + b"\n\n" if sse else data + b"\n"
 
+        if sse:
+            return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 

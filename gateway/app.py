@@ -1,7 +1,8 @@
 """The gateway's ASGI application: one dispatcher in front of the invoke path and the management API.
 
 ``/function/`` goes straight to the raw :class:`~gateway.proxy.FunctionProxy` (the hot path); ``/system/`` passes
-authentication first; ``/healthz`` and ``/metrics`` are open, like OpenFaaS's (docs/security.md says why). Every
+authentication first; ``/ui`` is the web console (:mod:`gateway.console`); ``/healthz`` and ``/metrics`` are open,
+like OpenFaaS's (docs/security.md says why). Every
 route is described in ``gateway/openapi.yaml``, served at ``/system/openapi.json``.
 """
 
@@ -26,6 +27,8 @@ from gateway.api import ManagementAPI
 from gateway.async_api import ASYNC_PREFIX, AsyncAPI, ProxyInvoker
 from gateway.auth import RequireAuth
 from gateway.budget import BodyBudget
+from gateway.console import PREFIX as CONSOLE_PREFIX
+from gateway.console import Console
 from gateway.health import HealthCheck
 from gateway.jsonbody import error
 from gateway.metrics import Metrics
@@ -62,6 +65,7 @@ class GatewayApp:
         self.api = ManagementAPI(config, backend, self.metrics, self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue, self.budget)
+        self.console = Console(config, backend, self.metrics, self.autoscaler, self.queue, password)
         routes = [
             resource("/healthz", GET=self.healthz),
             resource("/readyz", GET=self.healthz),
@@ -69,6 +73,7 @@ class GatewayApp:
             resource(openapi.PATH, GET=self.openapi),
             *self.api.routes(),
             *self.async_api.routes(),
+            *self.console.api.routes(),
         ]
         self.starlette = Starlette(
             routes=routes,
@@ -79,7 +84,7 @@ class GatewayApp:
                 OSError: self._os_error,
             },
         )
-        self.system = RequireAuth(self.starlette, password)
+        self.system = RequireAuth(self.starlette, password, self.console.sessions.check)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -92,6 +97,9 @@ class GatewayApp:
                 return
             if path.startswith("/system/"):
                 await self.system(scope, receive, send)
+                return
+            if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+                await self.console.pages(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
 

@@ -1,8 +1,10 @@
 """Async invocations and the queue's management routes.
 
 ``/async-function/{name}[.{namespace}][/{path}]`` (open, like ``/function/``): 404 for an unknown function, else the
-request (method, path, query, headers, body) is persisted on the queue and answered 202 with ``X-Call-Id``; when the
-queue cannot store it, 503, never a 202 for something that was not stored.
+request (method, path, query, headers, body) is persisted on the queue and answered 202 with ``X-Call-Id``: the
+caller's own when it sent a safe one (as OpenFaaS keeps it), else a new one; 409 when the caller's names a call the
+queue knows (never overwritten nor revealed). When the queue cannot store it, 503, never a 202 for something that was
+not stored.
 
 Under ``/system/`` (authenticated): ``GET /system/async-result/{call_id}``, ``GET /system/queues``,
 ``GET /system/queue/{function}/dead``, ``POST /system/queue/{function}/replay``, ``GET/POST/DELETE /system/triggers``,
@@ -29,9 +31,9 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from events.callbacks import CallbackRefused, callback_headers, check_url
-from events.messages import CallStatus, Invocation, Result, fields_from_json
+from events.messages import CallStatus, Invocation, Result, caller_call_id, fields_from_json
 from events.queue import Fields, QueueUnavailable, stream_problem
-from events.service import QueueService
+from events.service import CallIdInUse, QueueService
 from gateway.budget import BodyBudget
 from gateway.jsonbody import error, json_limits, parse, read_body, read_json
 from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
@@ -149,9 +151,12 @@ class AsyncAPI:
         callback = ""
         headers: list[tuple[str, str]] = []
         host = ""  # replayed as X-Forwarded-Host (as OpenFaaS sets it) unless the client sent one
+        call_id = ""  # the caller's, kept when safe (events.messages.caller_call_id), as OpenFaaS does
         for key, value in scope["headers"]:
             if key == b"x-callback-url":
                 callback = value.decode("latin-1")
+            elif key == b"x-call-id":
+                call_id = caller_call_id(value.decode("latin-1"))
             elif key == b"host":
                 host = value.decode("latin-1")
             elif key not in _DROP:
@@ -174,9 +179,12 @@ class AsyncAPI:
             callback_url=callback,
         )
         try:
-            call_id = await self.service.accept(inv)
+            call_id = await self.service.accept(inv, call_id)
         except QueueUnavailable as exc:
             await send_error(send, 503, f"the queue cannot accept the call: {exc}", ((b"retry-after", b"1"),))
+            return
+        except CallIdInUse as exc:
+            await send_error(send, 409, str(exc))
             return
         await send(
             {

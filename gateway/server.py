@@ -163,6 +163,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         await backend.start()
         await app.queue.start()  # workers, triggers and cron; a Redis that is down is waited for, not fatal
         app.autoscaler.start()
+        app.console.start()
         # With Redis, this gateway's load counters go there once a tick for a `stoker controller` to add up.
         publisher = None
         if config.redis_url:
@@ -187,9 +188,11 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             # Queued work still running gets a grace period; what is cut off stays pending and runs after restart.
             await app.queue.stop(grace_s=min(config.drain_timeout_s, 10.0))
             await app.autoscaler.stop()
+            await app.console.stop()
             if publisher is not None:
                 await publisher.stop()
             await app.activator.close()
+            await app.api.removals.close(config.drain_timeout_s + 15)
             await backend.close()
             app.upstream.close()
             sock.close()

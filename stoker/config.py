@@ -100,6 +100,9 @@ class Config:
     lease_name: str = ""  # Kubernetes Lease to elect through (empty: the Redis lock)
     lease_namespace: str = ""
     lease_holder: str = ""  # this controller's identity (empty: hostname-pid)
+    # The web console at /ui/ (docs/console.md)
+    console_sample_s: float = 10.0  # how often the gateway samples its counters into each function's chart ring
+    console_session_s: float = 43200.0  # how long a console login lasts (12 h: a working day)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Config:
@@ -160,6 +163,10 @@ class Config:
             raise ConfigError("STOKER_LEADER_TTL_S: must be greater than zero")
         if self.lease_name and not self.lease_namespace:
             raise ConfigError("STOKER_LEASE_NAMESPACE: needed with STOKER_LEASE_NAME (the namespace of the Lease)")
+        if not 0.1 <= self.console_sample_s <= 60:
+            raise ConfigError(f"STOKER_CONSOLE_SAMPLE_S: must be 0.1 to 60 seconds, got {self.console_sample_s:g}")
+        if self.console_session_s <= 0:
+            raise ConfigError("STOKER_CONSOLE_SESSION_S: must be greater than zero")
         if self.pool_size < 0:
             raise ConfigError(f"STOKER_POOL_SIZE: must be 0 or more, got {self.pool_size}")
         # The same checks as the decider's own (autoscaler.decider.DeciderSpec), named by variable here.

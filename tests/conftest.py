@@ -1,11 +1,58 @@
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
 from tests.platform_fixture import Platform, start_platform
+
+# The services scripts/setup.d installs and starts, each announced by a variable the tests read. Where one is missing
+# a test skips (a developer may run the suite without Docker); in CI nothing may skip for that reason.
+CI_SERVICES = {
+    "STOKER_TEST_DOCKER": "Docker Engine (scripts/setup.d/20-docker.sh)",
+    "STOKER_TEST_SWARM": "the local swarm (scripts/setup.d/25-swarm.sh)",
+    "STOKER_TEST_REDIS_URL": "redis-server (scripts/setup.d/30-redis.sh)",
+}
+
+
+def in_ci(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    return env.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def missing_ci_services(env: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """What the suite needs but does not have, in CI: unset variables, and a Redis that does not answer."""
+    missing = [f"{var} ({what})" for var, what in CI_SERVICES.items() if not env.get(var)]
+    url = env.get("STOKER_TEST_REDIS_URL", "")
+    if url:
+        parsed = urlparse(url)
+        try:
+            with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=5) as sock:
+                sock.sendall(b"PING\r\n")
+                if not sock.recv(16).startswith(b"+PONG"):
+                    missing.append(f"STOKER_TEST_REDIS_URL: {url} does not answer PING")
+        except OSError as exc:
+            missing.append(f"STOKER_TEST_REDIS_URL: {url} unreachable ({exc})")
+    return missing
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if in_ci():
+        missing = missing_ci_services()
+        if missing:
+            pytest.exit("CI=true but services the suite installs are missing: " + "; ".join(missing), returncode=3)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In CI a test skipped for a missing service fails instead: its service should have been there."""
+    if in_ci() and report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if any(var in reason for var in CI_SERVICES) or "Docker" in reason or "docker" in reason:
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI, where every service must be there: {reason}"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The probes backends run against replicas: ``GET /_/ready`` before routing to one, ``/_/health`` for the pool.
+"""The probes backends run against replicas: ``GET /_/ready`` before routing to one (``/_/health`` for OpenFaaS
+classic-watchdog images, :func:`ready_path`), ``/_/health`` for the pool.
 
 For readiness 200 means ready and 429 ready but at its in-flight limit (it still counts: the gateway skips full
 replicas itself); for health only 200 counts. A replica address is a host and port, or the path of a Unix socket
@@ -9,12 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from runtime.contract import READY_PATH
+from runtime.contract import HEALTH_PATH, READY_PATH
+
+READY, HEALTH = READY_PATH, HEALTH_PATH  # what ready_path answers
 
 READY_POLL_S = 0.02
 _PROBE_TIMEOUT_S = 2.0  # a replica on loopback or a bridge answers in milliseconds; a vanished address never does
+
+
+def ready_path(image_env: Iterable[str]) -> str:
+    """The path to probe before routing to a replica of an image with environment ``image_env`` (``NAME=value``
+    entries, as the image's config lists them): ``/_/ready``, except for an OpenFaaS classic-watchdog image
+    (``fprocess`` set and no of-watchdog ``mode``), whose watchdog runs the function for every path but
+    ``/_/health``: probing ``/_/ready`` there would fork the function once per replica start."""
+    names = {entry.partition("=")[0] for entry in image_env}
+    return HEALTH if "fprocess" in names and "mode" not in names else READY
 
 
 async def open_replica(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -40,10 +52,12 @@ async def probe(host: str, port: int, path: str = READY_PATH) -> bool:
     return False
 
 
-async def wait_ready(host: str, port: int, stopping: Callable[[], bool], poll_s: float = READY_POLL_S) -> bool:
-    """Probe ``/_/ready`` until the replica is ready (True) or ``stopping()`` says to give up (False)."""
+async def wait_ready(
+    host: str, port: int, stopping: Callable[[], bool], poll_s: float = READY_POLL_S, path: str = READY
+) -> bool:
+    """Probe ``path`` until the replica is ready (True) or ``stopping()`` says to give up (False)."""
     while not stopping():
-        if await probe(host, port):
+        if await probe(host, port, path):
             return True
         await asyncio.sleep(poll_s)
     return False

@@ -144,6 +144,13 @@ def test_cli_invoke_async_prints_the_call_id_and_result_fetches_it(platform: Pla
 
 
 def test_cli_queue_ls_shows_the_functions_stream(platform: Platform) -> None:
-    out = _cli(platform, "queue", "ls")
-    assert out.returncode == 0, out.stderr
-    assert b"stoker:async:hello.openfaas-fn" in out.stdout and b"PENDING" in out.stdout
+    # A deployed function's stream is listed once the queue's workers have synced with the deploy (about a second;
+    # this test may be the first of the module to run).
+    deadline = time.monotonic() + 30
+    while True:
+        out = _cli(platform, "queue", "ls")
+        assert out.returncode == 0, out.stderr
+        if b"stoker:async:hello.openfaas-fn" in out.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert b"stoker:async:hello.openfaas-fn" in out.stdout and b"PENDING" in out.stdout, out.stdout

@@ -138,9 +138,14 @@ def test_logs_are_ndjson_with_openfaas_fields(platform: Platform, tmp_path: Path
 
         with c.stream("GET", "/system/logs", params={"name": "talk", "follow": "true", "tail": 0}) as stream:
             httpx.post(f"{platform.url}/function/talk", content=b"live-456")
+            followed = []
             for line in stream.iter_lines():
+                followed.append(json.loads(line))
                 if "live-456" in line:
                     break
+            # The stream ending (or only old lines) is a failure: the new line must come while following.
+            assert followed and followed[-1]["text"] == "said live-456", followed
+            assert all("marker-123" not in item["text"] for item in followed)  # tail=0: nothing from before
 
 
 def test_namespaces(platform: Platform) -> None:

@@ -60,8 +60,10 @@ from runtime.backends.docker.pool import ContainerStarter, GenericContainer
 from runtime.backends.docker.replica import ContainerSlot, WarmContainer
 from runtime.backends.docker.state import FunctionFiles, SavedFunction
 from runtime.backends.docker.volumes import FunctionCode, function_code, remove_volume, secrets_volume
+from runtime.backends.engine_threads import STOPPING
 from runtime.backends.logstore import FunctionLog
 from runtime.backends.pool import WarmPool
+from runtime.backends.readiness import ready_path
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
     FunctionEntry,
@@ -334,7 +336,7 @@ class DockerBackend(SlotBackend[_Function]):
             fn.log.delete()
             for volume in (fn.secrets_volume, fn.code.volume):
                 if volume:
-                    await asyncio.to_thread(remove_volume, self.client, volume)
+                    await STOPPING.run(remove_volume, self.client, volume)
 
     # --- internals -----------------------------------------------------------------------------------------
     @property
@@ -357,7 +359,7 @@ class DockerBackend(SlotBackend[_Function]):
     def _add_slot(self, fn: _Function, adopt: str = "", warm: bool = False) -> None:
         """Start one more replica (or adopt container ``adopt``); with ``warm``, from the pool when it can."""
         dep = fn.record.deployment
-        image_user = self._image_user(dep.image)
+        image_user, image_env = self._image_facts(dep.image)
         spec = container_spec(
             dep,
             self.settings,
@@ -387,13 +389,16 @@ class DockerBackend(SlotBackend[_Function]):
             adopt,
             start,
             self._replica_gone,
+            ready_path(image_env),
         )
         fn.slots.append(slot)
 
-    def _image_user(self, ref: str) -> str:
+    def _image_facts(self, ref: str) -> tuple[str, list[str]]:
+        """The image's user and environment (``NAME=value``), empty when the engine cannot say."""
         with contextlib.suppress(Exception):
-            return str(self.client.images.get(ref).attrs.get("Config", {}).get("User") or "")
-        return ""
+            config = self.client.images.get(ref).attrs.get("Config") or {}
+            return str(config.get("User") or ""), [str(e) for e in config.get("Env") or []]
+        return "", []
 
     def _log(self, dep: FunctionDeployment) -> FunctionLog:
         path = self.root / "logs" / dep.namespace / f"{dep.service}.log"

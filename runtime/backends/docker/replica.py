@@ -1,13 +1,15 @@
 """One replica slot of the docker backend: a container, kept running.
 
 The slot creates and starts a container (or adopts one a previous platform left), waits until ``/_/ready`` answers
+(``/_/health`` for a classic-watchdog image, :func:`~runtime.backends.readiness.ready_path`)
 at the container's address on the functions network, publishes an :class:`Endpoint`, and when the container exits,
 removes it and starts a new one after an exponential backoff (the status message shows it). Stopping drains: the
 endpoint leaves the routing list, requests in flight finish, then the container gets SIGTERM (SIGKILL after the
 drain timeout) and is removed. A slot may start from a generic container of the warm pool (:class:`WarmContainer`):
 its first run specialises that container instead of creating one; if that fails, and for every restart after, it
 creates containers of the function's own image. Blocking Engine calls (wait, log streams) run in their own daemon
-threads so a slow engine never blocks the gateway's event loop nor starves the default executor.
+threads so a slow engine never blocks the gateway's event loop nor starves the default executor; so do stops
+(:mod:`.engine_threads`), which wait up to the drain timeout for a container that ignores SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any, TypeVar
 
 from runtime.backends.base import Endpoint
 from runtime.backends.docker.pool import GenericContainer
+from runtime.backends.engine_threads import STOPPING
 from runtime.backends.logstore import FunctionLog
-from runtime.backends.readiness import wait_ready
+from runtime.backends.readiness import READY, wait_ready
 from runtime.backends.restarts import exit_reason, failure_text, failures_after, restart_delay
 from runtime.backends.slots import Published
 from runtime.contract import PORT
@@ -78,10 +81,12 @@ class ContainerSlot(Published):
         adopt: str = "",
         warm: WarmContainer | None = None,
         on_gone: Callable[[Endpoint], None] | None = None,
+        ready_path: str = READY,
     ) -> None:
         super().__init__(instance, log, endpoints, on_problem, drain_timeout_s, on_gone)
         self.client = client
         self.spec = spec
+        self.ready_path = ready_path
         self.container_id = ""
         self._adopt = adopt
         self._warm = warm
@@ -207,7 +212,7 @@ class ContainerSlot(Published):
             loop_write([partial.decode("utf-8", "replace")])
 
     async def _wait_ready(self, host: str) -> bool:
-        return await wait_ready(host, PORT, lambda: self.stopping, READY_POLL_S)
+        return await wait_ready(host, PORT, lambda: self.stopping, READY_POLL_S, self.ready_path)
 
     async def stop(self) -> None:
         """Drain, stop and remove the container; returns when it is gone."""
@@ -216,14 +221,14 @@ class ContainerSlot(Published):
         if cid:
             grace = max(1, int(deadline - time.monotonic()))
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.client.api.stop, cid, timeout=grace)
+                await STOPPING.run(self.client.api.stop, cid, timeout=grace)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(self._task), 10)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if cid:
-            await asyncio.to_thread(_remove_quietly, self.client, cid)
+            await STOPPING.run(_remove_quietly, self.client, cid)
         if not self.first_outcome.done():
             self.first_outcome.set_result("stopped before it was ready")
         self.on_problem("")  # a stopped replica's problems are not the function's any more

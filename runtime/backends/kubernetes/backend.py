@@ -27,9 +27,11 @@ retires bridges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -52,6 +54,7 @@ from runtime.backends.kubernetes.status import (
     parse_time,
     rollout_complete,
     rollout_state,
+    same_version,
     slice_addresses,
 )
 from runtime.backends.kubernetes.warm import WarmPods
@@ -65,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 _FUNCTIONS = objects.FUNCTION_LABEL  # selects every function's Deployments and pods
 _SLICES = "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
+_REPLACE_TRIES = 5  # conflicts from status or scale changes retried before giving up
+_PULL_GRACE_S = 30.0  # an image pull failing this long (at most half the deploy timeout) fails the deploy
 _WATCH_LAG_S = 5.0  # a pod Kubernetes calls ready counts as deployed this long after, even if no slice showed it
 
 
@@ -77,6 +82,9 @@ class _Function:
         self.obj = obj  # its Deployment as last seen
         self.by_instance: dict[str, Endpoint] = {}
         self.bridges: dict[str, Endpoint] = {}  # pool pods this gateway claimed, routed to until a slice lists them
+        # resourceVersions the watch delivered: a write's answer the watch already passed is older than fn.obj
+        # (resourceVersions are opaque: they may be compared for equality only).
+        self.watched: deque[str] = deque(maxlen=64)
 
 
 class KubernetesBackend(FunctionTable[_Function]):
@@ -177,7 +185,8 @@ class KubernetesBackend(FunctionTable[_Function]):
         for key in [k for k in self._functions if k not in seen]:
             del self._functions[key]
 
-    def _on_deployment(self, kind: str, obj: Obj) -> tuple[str, str] | None:
+    def _on_deployment(self, kind: str, obj: Obj, written: bool = False) -> tuple[str, str] | None:
+        """A Deployment as the watch delivers it, or (``written``) as a write of this gateway answered it."""
         dep = function_of(obj)
         if dep is None:
             return None
@@ -188,12 +197,17 @@ class KubernetesBackend(FunctionTable[_Function]):
         if key in self._removing:
             return None
         fn = self._functions.get(key)
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if written and fn is not None and rv in fn.watched:
+            return key  # the watch is past this answer already: fn.obj is newer (status included)
         created = parse_time((obj.get("metadata") or {}).get("creationTimestamp")) or time.time()
         if fn is None:
             fn = self._functions[key] = _Function(FunctionRecord(dep, created, desired_replicas(obj)), obj)
         else:
             fn.record.deployment, fn.record.replicas, fn.record.created_at = dep, desired_replicas(obj), created
             fn.obj = obj
+        if not written:
+            fn.watched.append(rv)
         fn.record.message = deployment_problem(obj)
         self._refresh(key)
         return key
@@ -342,8 +356,10 @@ class KubernetesBackend(FunctionTable[_Function]):
         except Exception as exc:
             if _status(exc) == 409:
                 raise Conflict(f"function {dep.service!r} is being created by someone else; retry") from None
+            with contextlib.suppress(Exception):  # refused: leave nothing behind (the Service was ours)
+                await asyncio.to_thread(c.core.delete_namespaced_service, dep.service, self.namespace)
             raise
-        self._on_deployment("ADDED", created)
+        self._on_deployment("ADDED", created, written=True)
         failure = await self._wait_ready(dep, code)
         if failure:
             self._removing.add((dep.service, dep.namespace))
@@ -354,32 +370,53 @@ class KubernetesBackend(FunctionTable[_Function]):
                 self._removing.discard((dep.service, dep.namespace))
             raise DeployFailed(f"function {dep.service!r} failed to start: {failure}")
 
+    async def _replace(self, name: str, current: Obj, body: Callable[[Obj], Obj]) -> Obj | None:
+        """Replace a Deployment read as ``current`` with ``body(current)``, with its resourceVersion as a
+        precondition, so a change made meanwhile by someone else is never silently overwritten. On 409 it reads
+        again: a change of status or scale only (the controller's, the autoscaler's) is retried; a new version
+        (another gateway's deploy) gives None."""
+        apps = self.clients.apps
+        for _ in range(_REPLACE_TRIES):
+            new = body(current)
+            new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                result: Obj = await self.clients.call(apps.replace_namespaced_deployment, name, self.namespace, new)
+                return result
+            except Exception as exc:
+                if _status(exc) != 409:
+                    raise
+            latest = await self._read(name)
+            if latest is None or not same_version(latest, current):
+                return None
+            current = latest
+        return None
+
     async def _update(self, dep: FunctionDeployment, old: Obj, code: objects.Code | None) -> None:
         settings = dep.settings
-        replicas = min(max(desired_replicas(old), settings.min_replicas, 1), settings.max_replicas)
-        apps = self.clients.apps
         old_code = code_configmap(old)
         new_code = code.configmap if code is not None else ""
-        updated = await self.clients.call(
-            apps.replace_namespaced_deployment, dep.service, self.namespace, objects.deployment(dep, replicas, code)
-        )
+
+        def new_version(current: Obj) -> Obj:
+            replicas = min(max(desired_replicas(current), settings.min_replicas, 1), settings.max_replicas)
+            return objects.deployment(dep, replicas, code)
+
+        updated = await self._replace(dep.service, old, new_version)
+        if updated is None:
+            raise Conflict(f"function {dep.service!r} was changed by someone else during this deploy; retry")
         await self._apply_service(dep)
-        self._on_deployment("MODIFIED", updated)
+        self._on_deployment("MODIFIED", updated, written=True)
         failure = await self._wait_ready(dep, code)
         if failure:
-            # The old pods never stopped (maxUnavailable 0); put their Deployment back as it was.
-            previous = {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {
-                    k: v for k, v in old["metadata"].items() if k in ("name", "namespace", "labels", "annotations")
-                },
-                "spec": old["spec"],
-            }
-            restored = await self.clients.call(
-                apps.replace_namespaced_deployment, dep.service, self.namespace, previous
-            )
-            self._on_deployment("MODIFIED", restored)
+            # The old pods never stopped (maxUnavailable 0); put their Deployment back as it was (at today's scale),
+            # unless someone deployed another version meanwhile.
+            def previous(current: Obj) -> Obj:
+                meta = {k: v for k, v in old["metadata"].items() if k in ("name", "namespace", "labels", "annotations")}
+                spec = {**old["spec"], "replicas": desired_replicas(current)}
+                return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": dict(meta), "spec": spec}
+
+            restored = await self._replace(dep.service, updated, previous)
+            if restored is not None:
+                self._on_deployment("MODIFIED", restored, written=True)
             if new_code and new_code != old_code:  # the old version keeps its own
                 await self._drop_code(new_code)
             raise DeployFailed(
@@ -403,6 +440,7 @@ class KubernetesBackend(FunctionTable[_Function]):
         selector = f"{_FUNCTIONS}={dep.service},{objects.VERSION_LABEL}={objects.version(dep, code)}"
         deadline = time.monotonic() + self.deploy_timeout_s
         ready_since: float | None = None
+        pull_since: float | None = None  # an image pull failing since (the kubelet retries: it may recover)
         progress = ""
         while True:
             pods = (
@@ -415,14 +453,24 @@ class KubernetesBackend(FunctionTable[_Function]):
                 return ""
             if state.ready and ready_since is None:
                 ready_since = time.monotonic()
+            problem = deployment_problem(fn.obj) if fn is not None else ""
+            if problem and not state.ready:
+                return problem  # pods cannot be created (quota), or the rollout is past its progress deadline
             if state.failure and not state.ready:
-                return state.failure + await self._last_words(state.failure.partition(":")[0], dep.service)
+                pull_since = pull_since if pull_since is not None else time.monotonic()
+                if not state.retrying or time.monotonic() - pull_since >= self._pull_grace_s():
+                    return state.failure + await self._last_words(state.failure.partition(":")[0], dep.service)
+            else:
+                pull_since = None
             progress = state.progress or progress
             if time.monotonic() >= deadline:
                 return f"no replica became ready within {self.deploy_timeout_s:g}s" + (
                     f" ({progress})" if progress else ""
                 )
             await asyncio.sleep(self.poll_s)
+
+    def _pull_grace_s(self) -> float:
+        return min(_PULL_GRACE_S, self.deploy_timeout_s / 2)
 
     async def _last_words(self, pod: str, container: str) -> str:
         """The end of a crashed container's log (an import error says which line), or nothing if unavailable."""

@@ -4,11 +4,12 @@ place: tests/fakes/kubernetes.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stoker.errors import BackendUnavailable
+from stoker.errors import BackendUnavailable, InvalidRequest, StokerError
 
 
 @dataclass
@@ -22,8 +23,16 @@ class KubeClients:
     watch: Callable[[], Any]  # kubernetes.watch.Watch
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One blocking API call off the loop; the answer in its JSON form."""
-        return self.to_dict(await asyncio.to_thread(fn, *args, **kwargs))
+        """One blocking API call off the loop; the answer in its JSON form. An invalid object (400, 422) or a call
+        RBAC forbids (403) becomes the error to answer with, carrying the API server's message."""
+        try:
+            return self.to_dict(await asyncio.to_thread(fn, *args, **kwargs))
+        except Exception as exc:
+            what = getattr(fn, "__name__", "a call").replace("_namespaced_", " ").replace("_", " ")
+            error = refusal(exc, what)
+            if error is not None:
+                raise error from None
+            raise
 
     @classmethod
     def connect(cls) -> KubeClients:
@@ -52,3 +61,31 @@ class KubeClients:
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status of a failed API call (None when it is not an API error)."""
     return getattr(exc, "status", None)
+
+
+def status_message(exc: BaseException) -> str:
+    """What the API server said: the ``message`` of the Status body of a failed call, else the exception's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, (str, bytes)) and body:
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str) and message:
+            return message
+    return str(getattr(exc, "reason", None) or exc).strip()
+
+
+def refusal(exc: BaseException, what: str) -> StokerError | None:
+    """The error to answer with when the API server refused a call for a reason the user or operator must fix:
+    400/422 (the object is invalid: the request) and 403 (RBAC: the gateway's service account may not). None for
+    any other failure, which the caller handles (404, 409) or lets through."""
+    status = status_of(exc)
+    if status in (400, 422):
+        return InvalidRequest(f"kubernetes refused {what}: {status_message(exc)}")
+    if status == 403:
+        return BackendUnavailable(
+            f"kubernetes refused {what}: {status_message(exc)} (grant it in the gateway's Role: "
+            "deploy/kubernetes/rbac.yaml)"
+        )
+    return None

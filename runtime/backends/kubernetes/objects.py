@@ -200,8 +200,19 @@ def grace_s(timeout_s: float) -> int:
     return PRE_STOP_S + int(timeout_s) + _DRAIN_MARGIN_S
 
 
+# faas-netes's annotation for the path its probes ask (a classic-watchdog image: /_/health, where any other path runs
+# the function). Kubernetes cannot show stoker an image's environment, so it cannot tell such an image by itself.
+HEALTH_PATH_ANNOTATION = "com.openfaas.health.http.path"
+_PROBE_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,200}")
+
+
 def _container(dep: FunctionDeployment, code: Code | None) -> dict[str, Any]:
     container = replica_container(dep.service, dep.image, env(dep, code))
+    path = dep.annotations.get(HEALTH_PATH_ANNOTATION, "")
+    if path:
+        if not _PROBE_PATH.fullmatch(path):
+            raise InvalidRequest(f"annotation {HEALTH_PATH_ANNOTATION}: {path!r} is not a plain absolute path")
+        container["readinessProbe"] = {**READINESS, "httpGet": {"path": path, "port": PORT}}
     limits = resources(dep)
     if limits:
         container["resources"] = limits
@@ -229,6 +240,9 @@ def deployment(dep: FunctionDeployment, replicas: int, code: Code | None = None)
     ``dep.image`` is the runtime image and whose signed bundle comes from a ConfigMap."""
     if not dep.image:
         raise InvalidRequest(f"function {dep.service!r}: Kubernetes runs images; no image given")
+    if not dep.service[:1].isalpha():
+        # Its Service's name is a DNS-1035 label: the API server refuses one that starts with a digit.
+        raise InvalidRequest(f"function {dep.service!r}: on Kubernetes a function name must start with a letter")
     labels = _labels(dep)
     annotations = _annotations(dep)
     template_labels = {**labels, VERSION_LABEL: version(dep, code)}

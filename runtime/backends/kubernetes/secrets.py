@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from runtime.backends.kubernetes.clients import refusal
 from runtime.backends.kubernetes.objects import MANAGED_BY
 from runtime.backends.secrets import check_secret
 from stoker.errors import Conflict, InvalidRequest, NotFound
@@ -62,6 +63,9 @@ class KubeSecretStore:
                 raise Conflict(f"secret {name!r} already exists in {namespace!r}; use PUT to update it") from None
             if status == 404:
                 raise NotFound(f"secret {name!r} not found in namespace {namespace!r}") from None
+            error = refusal(exc, f"secret {name!r}")
+            if error is not None:
+                raise error from None
             raise
 
     def delete(self, name: str, namespace: str) -> None:

@@ -18,6 +18,10 @@ from stoker.spec import FunctionDeployment
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # set by the EndpointSlice controller on every slice
 
+# Image pull failures: the kubelet retries them (the image may be pushed late, the registry briefly down), so a
+# deploy gives them a grace period before it calls them fatal.
+PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff"})
+
 # Container states that will not fix themselves: a deploy stops waiting and reports them.
 FATAL_WAITING = frozenset(
     {
@@ -128,6 +132,7 @@ class RolloutState:
     ready: list[str]  # names of ready pods
     failure: str  # a state that will not fix itself ("" when none)
     progress: str  # what the pods are doing, for a timeout message
+    retrying: bool = False  # the failure is an image pull the kubelet retries
 
 
 def _is_ready(pod: dict[str, Any]) -> bool:
@@ -140,6 +145,7 @@ def rollout_state(pods: list[dict[str, Any]]) -> RolloutState:
     """Ready pods, or why none is: a fatal container state (crash loop, image pull failure) or what is pending."""
     ready = [pod["metadata"]["name"] for pod in pods if _is_ready(pod)]
     failure = ""
+    retrying = False
     progress: list[str] = []
     for pod in pods:
         name = dig(pod, "metadata", "name")
@@ -157,15 +163,22 @@ def rollout_state(pods: list[dict[str, Any]]) -> RolloutState:
                         f" ({last['reason']})" if last.get("reason") else ""
                     )
                 failure = f"{name}: {reason}" + (f": {detail}" if detail else "")
+                retrying = reason in PULL_FAILURES
             elif reason:
                 progress.append(f"{name}: {reason}")
         if dig(pod, "status", "phase") == "Failed":
             failure = f"{name}: failed: {dig(pod, 'status', 'message') or dig(pod, 'status', 'reason')}"
-    return RolloutState(ready, failure, "; ".join(progress))
+            retrying = False
+    return RolloutState(ready, failure, "; ".join(progress), retrying)
 
 
 def deployment_problem(obj: dict[str, Any]) -> str:
-    """Why a Deployment lacks replicas, as its conditions say (quota exceeded, a failed rollout), else ""."""
+    """Why a Deployment lacks replicas, as its conditions say (quota exceeded, a failed rollout), else "". Conditions
+    the controller wrote before it saw the current spec (``observedGeneration`` behind) are about an earlier
+    version, and say nothing yet."""
+    generation = dig(obj, "metadata", "generation")
+    if generation is not None and (dig(obj, "status", "observedGeneration") or 0) < generation:
+        return ""
     for condition in (obj.get("status") or {}).get("conditions") or []:
         bad = condition.get("type") == "ReplicaFailure" and condition.get("status") == "True"
         stuck = condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded"
@@ -187,3 +200,12 @@ def rollout_complete(deployment: dict[str, Any]) -> bool:
         return False
     desired = desired_replicas(deployment)
     return int(status.get("updatedReplicas") or 0) >= desired and int(status.get("replicas") or 0) <= desired
+
+
+def same_version(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two reads of a Deployment run the same version (pod template and function spec): they may differ
+    in status, scale and resourceVersion only."""
+    annotation = (dig(a, "metadata", "annotations") or {}).get(SPEC_ANNOTATION)
+    return dig(a, "spec", "template") == dig(b, "spec", "template") and annotation == (
+        dig(b, "metadata", "annotations") or {}
+    ).get(SPEC_ANNOTATION)

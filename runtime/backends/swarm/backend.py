@@ -36,7 +36,7 @@ from builder.stream import build_output
 from runtime import codesign
 from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLine
 from runtime.backends.containers import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, VERSION, check_resources
-from runtime.backends.readiness import probe
+from runtime.backends.readiness import READY, probe, ready_path
 from runtime.backends.swarm import code as swarm_code
 from runtime.backends.swarm.code import SwarmCode, runs_without_image
 from runtime.backends.swarm.config import (
@@ -44,6 +44,7 @@ from runtime.backends.swarm.config import (
     PLATFORM,
     POOL_CLAIMED,
     POOL_GENERIC,
+    READY_PATH,
     STOKER_IMAGE,
     SwarmSettings,
     replica_environment,
@@ -79,6 +80,7 @@ class _Function:
         self.service_id = service_id
         self.version = ""  # of the service's spec
         self.code = ""  # the config holding its code ("" when its image holds it)
+        self.ready_path = READY  # what its own tasks are probed on (readiness.ready_path)
         self.by_task: dict[str, Endpoint] = {}
         self.versions: dict[str, str] = {}  # task -> version, of the routed tasks
         self.bridges: dict[str, Candidate] = {}  # task -> pool replica serving this function (pool.py)
@@ -205,6 +207,7 @@ class SwarmBackend(FunctionTable[_Function]):
                 fn.service_id = service["ID"]
             labels = service["Spec"].get("Labels") or {}
             fn.version, fn.code = labels.get(VERSION, ""), labels.get(CODE, "")
+            fn.ready_path = labels.get(READY_PATH, READY)
             pool = bridges.get((*key, fn.version), [])
             recent = time.monotonic() - 5.0  # claimed here just now: routed even if this poll began before
             pool += [c for t, c in fn.bridges.items() if fn.claimed_at.get(t, 0) > recent and c not in pool]
@@ -219,7 +222,8 @@ class SwarmBackend(FunctionTable[_Function]):
         current = {c.task: c for c in candidates}
         for task, c in current.items():
             if task not in self._ready and task not in self._probing:
-                self._probing[task] = asyncio.create_task(self._probe(c), name=f"probe {task}")
+                path = READY if task in fn.bridges else fn.ready_path  # pool replicas run stoker's runtime
+                self._probing[task] = asyncio.create_task(self._probe(c, path), name=f"probe {task}")
         endpoints: list[Endpoint] = []
         for task, c in sorted(current.items()):
             if self._ready.get(task) != c:
@@ -246,12 +250,12 @@ class SwarmBackend(FunctionTable[_Function]):
             if probe is not None:
                 probe.cancel()
 
-    async def _probe(self, c: Candidate) -> None:
-        """Wait until the task answers /_/ready (200, or 429: busy but up), then mark it routable."""
+    async def _probe(self, c: Candidate, path: str = READY) -> None:
+        """Wait until the task answers ``path`` (/_/ready: 200, or 429: busy but up), then mark it routable."""
         deadline = time.monotonic() + self.settings.deploy_timeout_s
         try:
             while time.monotonic() < deadline:
-                if await probe(c.host, c.port):
+                if await probe(c.host, c.port, path):
                     self._ready[c.task] = c  # routed from the next poll on
                     return
                 await asyncio.sleep(0.1)
@@ -299,7 +303,7 @@ class SwarmBackend(FunctionTable[_Function]):
             dep = replace(dep, image=await self._build(dep, bundle))
         else:
             validate_reference(dep.image)
-        stoker_image, user = await asyncio.to_thread(self._image_facts, dep.image)
+        stoker_image, user, image_env = await asyncio.to_thread(self._image_facts, dep.image)
         key = (dep.service, dep.namespace)
         async with self._locks.setdefault(key, asyncio.Lock()):
             name = service_name(self.settings, dep.service, dep.namespace)
@@ -315,7 +319,7 @@ class SwarmBackend(FunctionTable[_Function]):
                 now = current[1] if current else now
             spec = service_spec(
                 dep, self.settings, version=version, created=now, replicas=replicas,
-                stoker_image=stoker_image, image_user=user, secrets=refs, code=code,
+                stoker_image=stoker_image, image_user=user, secrets=refs, code=code, ready_path=ready_path(image_env),
             )  # fmt: skip
             if old is None:
                 created = await asyncio.to_thread(self.api.create_service, **spec)
@@ -355,12 +359,14 @@ class SwarmBackend(FunctionTable[_Function]):
             await asyncio.to_thread(push, self.client, image.ref)
         return image.ref
 
-    def _image_facts(self, ref: str) -> tuple[bool, str]:
-        """(built on stoker's base image, the image's user), from the local engine when it has the image."""
+    def _image_facts(self, ref: str) -> tuple[bool, str, list[str]]:
+        """(built on stoker's base image, the image's user, its environment), from the local engine when it has the
+        image."""
         with contextlib.suppress(Exception):
             config = self.client.images.get(ref).attrs.get("Config") or {}
-            return (config.get("Labels") or {}).get(STOKER_IMAGE) == "true", str(config.get("User") or "")
-        return False, ""
+            env = [str(e) for e in config.get("Env") or []]
+            return (config.get("Labels") or {}).get(STOKER_IMAGE) == "true", str(config.get("User") or ""), env
+        return False, "", []
 
     def _inspect(self, name: str) -> dict[str, Any] | None:
         import docker.errors

@@ -55,6 +55,7 @@ from stoker.spec import FunctionDeployment
 PLATFORM = "com.stoker.platform"  # which stoker platform owns a service or secret (several may share a swarm)
 # Values of the POOL label on a warm pool replica's service: waiting, serving a function, stopped (kept for its logs).
 POOL_GENERIC, POOL_CLAIMED, POOL_RETIRED = "generic", "claimed", "retired"
+READY_PATH = "com.stoker.ready-path"  # on a service of a classic-watchdog image: /_/health (readiness.ready_path)
 CODE = "com.stoker.code"  # on a service: the config holding its code (code.py); on such a config: "1"
 STOKER_IMAGE = "com.stoker.base"  # set on the base image, inherited by every function image the builder makes
 ROUTES = ("overlay", "published")
@@ -163,6 +164,7 @@ def service_spec(
     image_user: str,
     secrets: list[dict[str, Any]],
     code: MountedCode | None = None,
+    ready_path: str = "/_/ready",
 ) -> dict[str, Any]:
     """Keyword arguments of ``APIClient.create_service`` for one function (pure: same input, same spec).
 
@@ -173,6 +175,8 @@ def service_spec(
     env = {**replica_environment(dep, settings), **(code.service_env() if code else {})}
     if code:
         labels[CODE] = code.config
+    if ready_path != "/_/ready":
+        labels[READY_PATH] = ready_path
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else RUNTIME_USER
     uid, _, gid = user.partition(":")
     memory = function_memory(dep.limits.get("memory") or settings.docker.memory, "limits.memory")

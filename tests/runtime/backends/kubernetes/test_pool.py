@@ -174,7 +174,7 @@ async def test_scaling_from_zero_claims_a_pool_pod_that_answers_at_once_then_ret
     assert cluster.objects["deployments"]["hello"]["spec"]["replicas"] == 1  # the bridge is only a bridge
     assert backend.warm_replicas() == 1
     # Its readiness probe passes: the Service's EndpointSlice lists it too (other gateways route to it).
-    await until(lambda: endpoint.instance in str(cluster.objects["slices"]["hello-x7k2p"]["endpoints"]), timeout=10)
+    await until(lambda: endpoint.instance in str((cluster.slice_of("hello") or {}).get("endpoints")), timeout=10)
     await backend.tend_pool()
     assert endpoint.instance in cluster.objects["pods"]  # still bridging
     assert len(cluster.pool_pods("generic")) == 2  # refilled
@@ -230,7 +230,7 @@ async def test_a_claim_that_loses_the_race_for_a_pod_takes_the_next(
 
     def another_gateway_claims(pod: str) -> None:
         taken.append(pod)
-        cluster.relabel(pod, {"stoker.dev/pool": "claimed", "faas_function": "other"})
+        cluster.relabel("pods", pod, {"stoker.dev/pool": "claimed", "faas_function": "other"})
 
     cluster.before_next_pod_patch(another_gateway_claims)
     await backend.scale("hello", NS, 1)

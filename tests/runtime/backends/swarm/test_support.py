@@ -2,16 +2,23 @@
 
 ``scripts/setup.d/25-swarm.sh`` runs ``docker swarm init`` when the engine is in no swarm and exports
 ``STOKER_TEST_SWARM_CREATED=1``; a direct ``pytest`` run does the same here. The swarm is left again when the test
-process exits, and only when this run created it: a swarm that existed before is never touched.
+process exits, and only when this run created it: a swarm that existed before is never touched. Exits that skip
+``atexit`` are covered too: SIGTERM and SIGHUP leave it first, and a run killed outright (SIGKILL, ``os._exit``) left
+a marker naming its swarm, which the next run leaves if that very swarm (same cluster ID) is still there.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import signal
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.docker_support import docker_client
@@ -20,23 +27,65 @@ T = TypeVar("T")
 _state: dict[str, bool] = {}
 
 
+MARKER = Path(tempfile.gettempdir()) / "stoker-test-swarm-created.json"  # {"pid", "cluster"} of the run that made it
+
+
 def _leave() -> None:
     subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False, timeout=120)
+    MARKER.unlink(missing_ok=True)
+
+
+def _cluster_id(client: Any) -> str:
+    return str(((client.info().get("Swarm") or {}).get("Cluster") or {}).get("ID") or "")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leave_a_killed_runs_swarm(client: Any) -> None:
+    """A run that made a swarm and was killed before it could leave: leave that swarm now (and only that one)."""
+    try:
+        marker = json.loads(MARKER.read_text())
+    except (OSError, ValueError):
+        return
+    if _alive(int(marker.get("pid", 0))):
+        return  # still running: its swarm is in use
+    if marker.get("cluster") and marker["cluster"] == _cluster_id(client):
+        _leave()
+    MARKER.unlink(missing_ok=True)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    _leave()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def swarm_engine() -> Any:
     """A client on a local engine that is a swarm manager (made one when needed)."""
     client = docker_client()
     if not _state:
+        _leave_a_killed_runs_swarm(client)
         created = os.environ.get("STOKER_TEST_SWARM_CREATED") == "1"
         if client.info()["Swarm"]["LocalNodeState"] != "active":
             address = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True).stdout.split()
             cmd = ["docker", "swarm", "init"] + (["--advertise-addr", address[0]] if address else [])
             subprocess.run(cmd, capture_output=True, check=True, timeout=120)
+            MARKER.write_text(json.dumps({"pid": os.getpid(), "cluster": _cluster_id(client)}))
             created = True
         _state["created"] = created
         if created:
             atexit.register(_leave)
+            if threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(signum, _on_signal)
     return client
 
 
