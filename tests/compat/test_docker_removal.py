@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.backends.docker.config import FUNCTION, OWNER
+from runtime.backends.containers import FUNCTION, OWNER
 from tests.compat import watchdog_image
 from tests.docker_support import docker_client
 from tests.platform_fixture import Platform, start_platform

@@ -50,7 +50,7 @@ CMD ["python3", "/srv/server.py"]
 def build(client: Any) -> str:
     """Build the image under a tag unique to this run; the caller removes it."""
     from builder.base import ensure_base_image
-    from runtime.backends.docker.config import DockerSettings
+    from runtime.backends.containers import DockerSettings
 
     base = ensure_base_image(client, DockerSettings.from_env().base_image, out=lambda _: None).ref
     tag = f"stoker-test-watchdog-{uuid.uuid4().hex[:8]}:1"
