@@ -26,7 +26,7 @@ from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
 from gateway.removals import Removals
 from gateway.resources import resource
-from runtime.backends.base import Backend, FunctionRecord
+from runtime.backends.base import Backend, FunctionRecord, LogLine
 from runtime.backends.memory_floor import floor_note
 from stoker import __version__
 from stoker.buildinfo import build_info
@@ -128,6 +128,7 @@ class ManagementAPI:
         self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # A removal holds the deploy lock until done: a deploy of the same name waits for it (gateway/removals.py).
+        self.closing = asyncio.Event()  # set when the platform stops: followed logs end then
         self.removals = Removals(backend, self._deploy_locks, lambda name, ns: metrics.forget(f"{name}.{ns}"))
         self.limits = json_limits(config)
         # A deployment may carry a base64 bundle (4/3 of its size) besides what every body may have.
@@ -345,7 +346,8 @@ class ManagementAPI:
         sse = "text/event-stream" in request.headers.get("accept", "")
 
         async def lines() -> AsyncIterator[bytes]:
-            async for line in self.backend.logs(name, namespace, tail, since, follow):
+            source = self.backend.logs(name, namespace, tail, since, follow)
+            async for line in _until_set(source, self.closing) if follow else source:
                 item = {
                     "name": line.name,
                     "namespace": line.namespace,
@@ -359,6 +361,25 @@ class ManagementAPI:
         if sse:
             return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+async def _until_set(source: AsyncIterator[LogLine], closing: asyncio.Event) -> AsyncIterator[LogLine]:
+    """``source``'s items until ``closing`` is set: a followed log ends when the platform stops, instead of holding
+    the shutdown for the whole drain timeout (it is not work in flight)."""
+    stop = asyncio.ensure_future(closing.wait())
+    try:
+        while True:
+            item = asyncio.ensure_future(anext(source))
+            await asyncio.wait((item, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():
+                item.cancel()
+                return
+            try:
+                yield item.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stop.cancel()
 
 
 _WHOLE = re.compile(r"-?[0-9]{1,19}")

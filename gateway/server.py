@@ -60,6 +60,11 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+def _on_signal(app: GatewayApp, server: _Server) -> None:
+    app.api.closing.set()  # followed logs end now: they are not work in flight, the drain would wait for them
+    server.request_exit()
+
+
 def _lock_home(home: Path) -> IO[str]:
     try:
         os.umask(UMASK)
@@ -159,7 +164,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.request_exit)
+            loop.add_signal_handler(sig, _on_signal, app, server)
         await backend.start()
         await app.queue.start()  # workers, triggers and cron; a Redis that is down is waited for, not fatal
         app.autoscaler.start()

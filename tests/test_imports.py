@@ -5,7 +5,9 @@ from Python, not from a reader. Package level: a module belongs to the package t
 shared modules may be imported by its subpackages, so the parent's modules must not import the subpackages back (a
 name -> "module:Class" table, as :mod:`runtime.backends` has, is not an import). Two edges are not circles at package
 level: a package's ``__init__`` re-exporting its own subpackages (its public face, as ``stoker`` does with the SDK;
-the module-level check still sees through it) and a ``__main__`` entry point, which nothing imports.
+the module-level check still sees through it), a ``__main__`` entry point, which nothing imports, and a composition
+root (:data:`COMPOSITION_ROOTS`: the module that assembles a package and its subpackages into one application, as
+``gateway.app`` builds the proxy, the API and the console); a test checks that nothing below a root imports it back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("stoker", "gateway", "builder", "runtime", "autoscaler", "events", "bench")
+COMPOSITION_ROOTS = frozenset({"gateway.app", "gateway.server"})
 
 
 def project_modules() -> dict[str, Path]:
@@ -104,7 +107,7 @@ def package_graph(modules: dict[str, set[str]]) -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for module, targets in modules.items():
-        if module.endswith(".__main__"):
+        if module.endswith(".__main__") or module in COMPOSITION_ROOTS:
             continue
         edges = graph.setdefault(package(module), set())
         facade = is_package(known[module])
@@ -164,3 +167,15 @@ def test_the_replica_side_imports_nothing_the_image_leaves_out() -> None:
             todo.extend(graph.get(module, ()))
     left_out = sorted(m for m in seen if m.startswith(("runtime.backends", "stoker.cli", "gateway", "builder")))
     assert not left_out, f"the replica imports modules that are not in its image: {left_out}"
+
+
+def test_nothing_imports_a_composition_root_from_below() -> None:
+    graph = module_graph()
+    for root in COMPOSITION_ROOTS:
+        package = root.rpartition(".")[0]
+        below = sorted(
+            m
+            for m, targets in graph.items()
+            if root in targets and m.startswith(package + ".") and m.count(".") > root.count(".")
+        )
+        assert not below, f"{root} assembles {package}; these modules below it import it back: {below}"

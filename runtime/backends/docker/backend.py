@@ -115,6 +115,9 @@ class DockerBackend(SlotBackend[_Function]):
         self.root = config.home / "docker"
         self.secrets = FileSecretStore(config.home / "secrets", on_update=self._secret_updated)
         self.files = FunctionFiles(self.root / "functions")
+        # Image user and environment by reference, looked up off the loop at deploy and start: a replica added by
+        # a scale-up or a restart never waits on the engine in the event loop (a stalled engine would stall calls).
+        self._facts: dict[str, tuple[str, list[str]]] = {}
         self._base: str = ""
         self._pool: WarmPool | None = None
 
@@ -136,6 +139,7 @@ class DockerBackend(SlotBackend[_Function]):
         for state in saved:
             dep = state.deployment
             record = FunctionRecord(dep, state.created_at, state.replicas)
+            await self._learn_image(dep.image)
             fn = _Function(record, state.version, self._log(dep), state.secrets_volume, state.code)
             self._functions[fn.key] = fn
             containers = groups.pop(fn.key, [])
@@ -160,6 +164,7 @@ class DockerBackend(SlotBackend[_Function]):
             mounts = {m.get("Destination"): m.get("Name", "") for m in newest.attrs.get("Mounts", [])}
             env = dict(e.partition("=")[::2] for e in newest.attrs.get("Config", {}).get("Env") or [])
             code = FunctionCode(mounts.get(BUNDLE_DIR, ""), {v: env[v] for v in _CODESIGN_VARS if v in env})
+            await self._learn_image(dep.image)
             fn = _Function(record, newest.labels.get(VERSION, ""), self._log(dep), mounts.get(SECRETS_DIR, ""), code)
             self._functions[fn.key] = fn
             for c in current:
@@ -259,6 +264,7 @@ class DockerBackend(SlotBackend[_Function]):
         replicas = max(dep.settings.min_replicas, 1)
         now = time.time()
         volume = await asyncio.to_thread(secrets_volume, self.client, self.config.home, self.owner, dep)
+        await self._learn_image(dep.image)
         fn = _Function(FunctionRecord(dep, now, replicas), _version(now), self._log(dep), volume, code)
         self._functions[fn.key] = fn
         async with fn.lock:
@@ -280,6 +286,7 @@ class DockerBackend(SlotBackend[_Function]):
         settings = dep.settings
         replicas = min(max(fn.record.replicas, settings.min_replicas, 1), settings.max_replicas)
         volume = await asyncio.to_thread(secrets_volume, self.client, self.config.home, self.owner, dep)
+        await self._learn_image(dep.image)
         previous = (fn.record.deployment, fn.version, fn.slots, fn.secrets_volume, fn.code)
         fn.record.deployment, fn.version, fn.slots, fn.secrets_volume = dep, _version(time.time()), [], volume
         fn.code = code
@@ -393,7 +400,17 @@ class DockerBackend(SlotBackend[_Function]):
         )
         fn.slots.append(slot)
 
+    async def _learn_image(self, ref: str) -> None:
+        self._facts[ref] = await asyncio.to_thread(self._image_facts_now, ref)
+
     def _image_facts(self, ref: str) -> tuple[str, list[str]]:
+        """What :meth:`_learn_image` found (asked of the engine now only for an image never learnt)."""
+        facts = self._facts.get(ref)
+        if facts is None:
+            facts = self._facts[ref] = self._image_facts_now(ref)
+        return facts
+
+    def _image_facts_now(self, ref: str) -> tuple[str, list[str]]:
         """The image's user and environment (``NAME=value``), empty when the engine cannot say."""
         with contextlib.suppress(Exception):
             config = self.client.images.get(ref).attrs.get("Config") or {}

@@ -191,7 +191,9 @@ async def test_a_status_change_between_read_and_replace_is_retried(
     cluster.before_next("replace_namespaced_deployment", lambda name: cluster.relabel("deployments", name, {"x": "1"}))
     await backend.deploy(spec(image="registry.example/hello:2"), None)
     replaces = cluster.called("replace_namespaced_deployment")
-    assert len(replaces) == 2  # the first one got 409 Conflict (its resourceVersion was stale)
+    # The first one got 409 Conflict (its resourceVersion was stale) and was retried; the fake's controllers update
+    # status in their own thread, as a real one does, which may cost another retry (at most _REPLACE_TRIES in all).
+    assert 2 <= len(replaces) <= 5, replaces
     image = cluster.objects["deployments"]["hello"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example/hello:2"
 
