@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.disk_support import small_disk  # noqa: F401 (a fixture: a real small tmpfs for full-disk tests)
 from tests.platform_fixture import Platform, start_platform
 
 # The services scripts/setup.d installs and starts, each announced by a variable the tests read. Where one is missing

@@ -13,14 +13,12 @@ answering while functions are called and scaled. Real load, every call counted t
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,40 +26,13 @@ import httpx
 import pytest
 
 from tests.chaos.chaos_support import HANDLER, REPORTS, Load, wait_until
+from tests.disk_support import fill
 from tests.platform_fixture import Platform, start_platform, write_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 # --- the disk fills up ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for STOKER_HOME needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Write a file until the file system has no byte left; return it (remove it to free the space)."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as fh:
-        for size in (1 << 20, 1 << 12, 1):
-            while True:
-                try:
-                    fh.write(b"\0" * size)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    return filler
 
 
 class AsyncLoad:
@@ -106,7 +77,7 @@ def test_the_disk_filling_up_under_load_loses_no_accepted_call(small_disk: Path,
         queued = AsyncLoad(f"{p.url}/async-function/{name}")
         try:
             wait_until(lambda: len(queued.accepted) > 50 and len(sync.snapshot()) > 50, 60, "load before the fill")
-            filler = _fill(small_disk)
+            filler = fill(small_disk)
             full_at = len(queued.refused)
             wait_until(lambda: len(queued.refused) > full_at + 20, 60, "async calls refused while the disk is full")
             time.sleep(2)  # the disk stays full under load for a while

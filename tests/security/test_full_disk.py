@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import json
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,38 +20,13 @@ import pytest
 from stoker import bundle
 from stoker.atomicfile import is_temporary, write_atomic
 from stoker.errors import StorageFull
+from tests.disk_support import fill
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs for STOKER_HOME needs root"),
 ]
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Write a file until the file system has no byte left; return it (remove it to free the space)."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as fh:
-        for size in (1 << 20, 1 << 12, 1):
-            while True:
-                try:
-                    fh.write(b"\0" * size)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    return filler
 
 
 def _leftovers(home: Path) -> list[str]:
@@ -64,7 +36,7 @@ def _leftovers(home: Path) -> list[str]:
 def test_write_atomic_on_a_full_disk_keeps_the_old_file_and_leaves_nothing(small_disk: Path) -> None:
     path = small_disk / "state" / "function.json"
     write_atomic(path, b"old")
-    filler = _fill(small_disk)
+    filler = fill(small_disk)
     with pytest.raises(StorageFull, match="No space left on device") as info:
         write_atomic(path, b"new" * 100_000)
     assert info.value.status == 507 and str(path) in str(info.value)
@@ -87,7 +59,7 @@ def test_a_full_disk_refuses_changes_cleanly_and_keeps_serving(small_disk: Path,
         assert p.deploy("hello", FUNCTIONS / "hello").status_code == 202
         state = home / "local" / "functions" / "openfaas-fn" / "hello.json"
         saved = state.read_bytes()
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         write_handler(tmp_path / "other", "def handle(event, context):\n    return 'x' * 100000\n")
 
         with p.client() as c:
