@@ -202,7 +202,7 @@ class AsyncAPI:
             resource("/system/queue/{function}/dead", GET=self.dead),
             resource("/system/queue/{function}/replay", POST=self.replay),
             resource("/system/triggers", GET=self.list_triggers, POST=self.create_trigger, DELETE=self.delete_trigger),
-            resource("/system/streams/{stream:path}", POST=self.publish),
+            resource("/system/streams/{stream:anything}", POST=self.publish),
         ]
 
     async def result(self, request: Request) -> Response:

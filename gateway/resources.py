@@ -9,11 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Anything(Convertor[str]):
+    """Like Starlette's ``path``, but also across line breaks (its ``.*`` stops at one): a name holding a CR or LF
+    then reaches the handler, which refuses it with a clear 400, instead of matching no route at all (404)."""
+
+    regex = "[\\s\\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _Anything())
 
 
 def resource(path: str, **handlers: Handler) -> Route:

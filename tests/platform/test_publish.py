@@ -93,6 +93,7 @@ def test_published_messages_fire_a_trigger_on_the_embedded_queue(platform: Platf
     [
         ("/system/streams/stoker:async:x.openfaas-fn", b"x", {}, 400, "stoker's own"),
         ("/system/streams/a%01b", b"x", {}, 400, "control characters"),
+        ("/system/streams/%0As", b"x", {}, 400, "control characters"),  # a line break too (was 404: no route)
         ("/system/streams/caf%C3%A9", b"x", {}, 400, "printable ASCII"),  # as the OpenAPI pattern says
         ("/system/streams/" + "s" * 300, b"x", {}, 400, "the most is 256"),
         ("/system/streams/s", b"[1, 2]", {"content-type": "application/json"}, 400, "an object"),
