@@ -15,7 +15,9 @@ Nothing unsafe is written: :func:`encode_head` refuses a request line or header 
 At most once: once a request's bytes are written, a failure is reported with ``sent=True`` and never retried here
 (the replica may have run it). Only a request that never left (the connection could not be made, the pooled
 connection was already closed, or writing it failed with EPIPE because the replica had closed it) is ``sent=False``,
-which the proxy retries on another replica. :meth:`Upstream.abort`
+which the proxy retries on another replica. A pooled connection is checked before it is reused (one zero-timeout
+poll, as urllib3 does): one with anything to read while idle has been closed by its replica (or broke the protocol),
+even if the event loop has not yet seen it, and is dropped rather than written to. :meth:`Upstream.abort`
 closes every connection to a replica that died, so calls in flight on it fail at once instead of hanging (a killed
 container sends no reset).
 """
@@ -23,6 +25,7 @@ container sends no reset).
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -250,6 +253,16 @@ class _Connection(asyncio.Protocol):
             stream._fail(f"{message} (after {stream.received} bytes of its answer)")
         self.close()
 
+    def dropped(self) -> bool:
+        """True when this idle connection has something to read (the replica's FIN or RST, which the event loop may
+        not have processed yet): it must not carry another request."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
     def pause(self) -> None:
         if self.transport is not None and not self.closed:
             self.paused = True
@@ -293,7 +306,7 @@ class _Pool:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()  # most recently used first: warm and least likely timed out
-            if not conn.closed and now - conn.idle_since < IDLE_TTL_S:
+            if not conn.closed and now - conn.idle_since < IDLE_TTL_S and not conn.dropped():
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
