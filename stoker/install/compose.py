@@ -17,6 +17,17 @@ from stoker.install.values import Values
 HEALTHCHECK = "import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/healthz', timeout=3)"
 
 
+def healthcheck(port: int, interval: str, timeout: str) -> dict[str, Any]:
+    """A Compose/stack healthcheck that asks a platform process's /healthz (the images have python3, not curl)."""
+    return {
+        "test": ["CMD", "python3", "-c", HEALTHCHECK.format(port=port)],
+        "interval": interval,
+        "timeout": timeout,
+        "retries": 3,
+        "start_period": "30s",
+    }
+
+
 def redis_url(values: Values, host: str, password: str) -> str:
     return values.redis_url or f"redis://:{password}@{host}:6379/0"
 
@@ -54,13 +65,7 @@ def render(values: Values) -> dict[str, Any]:
         "group_add": [values.docker_gid],
         "volumes": ["/var/run/docker.sock:/var/run/docker.sock", "home:/var/lib/stoker"],
         "networks": ["platform", "functions"],
-        "healthcheck": {
-            "test": ["CMD", "python3", "-c", HEALTHCHECK.format(port=8080)],
-            "interval": "10s",
-            "timeout": "5s",
-            "retries": 3,
-            "start_period": "30s",
-        },
+        "healthcheck": healthcheck(8080, "10s", "5s"),
         "stop_grace_period": "45s",  # in-flight calls drain (STOKER_DRAIN_TIMEOUT_S), then replicas are removed
         "restart": "unless-stopped",
     }

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.backends.swarm.config import PLATFORM
-from stoker.install.compose import HEALTHCHECK, redis_command
+from stoker.install.compose import healthcheck, redis_command
 from stoker.install.values import Values
 
 SECRETS_DIR = "/run/secrets"
@@ -78,13 +78,7 @@ def render(values: Values) -> dict[str, Any]:
         "volumes": ["/var/run/docker.sock:/var/run/docker.sock"],
         "user": user,
         "networks": ["platform", "functions"],
-        "healthcheck": {
-            "test": ["CMD", "python3", "-c", HEALTHCHECK.format(port=8080)],
-            "interval": "5s",
-            "timeout": "4s",
-            "retries": 3,
-            "start_period": "30s",
-        },
+        "healthcheck": healthcheck(8080, "5s", "4s"),
         "stop_grace_period": "45s",
         "deploy": {
             **({"replicas": values.gateway_replicas} if mesh else {"mode": "global"}),
@@ -107,13 +101,7 @@ def render(values: Values) -> dict[str, Any]:
         "volumes": ["/var/run/docker.sock:/var/run/docker.sock"],
         "user": user,
         "networks": ["platform", "functions"],
-        "healthcheck": {
-            "test": ["CMD", "python3", "-c", HEALTHCHECK.format(port=8081)],
-            "interval": "10s",
-            "timeout": "5s",
-            "retries": 3,
-            "start_period": "30s",
-        },
+        "healthcheck": healthcheck(8081, "10s", "5s"),
         "deploy": {
             "replicas": values.controller_replicas,
             "endpoint_mode": "dnsrr",
