@@ -117,6 +117,17 @@ def test_a_request_not_signed_with_the_replicas_key_is_refused_before_anything_i
     assert httpx.get(generic.url + "/_/ready").status_code == 503  # still generic
 
 
+def test_a_signature_header_that_is_not_ascii_is_refused_and_the_key_still_works(
+    generic: Generic, tmp_path: Path
+) -> None:
+    folder = write_function(tmp_path / "fn", HANDLER)
+    body, _ = signed_request(KEY, {}, bundle.pack(folder))
+    httpx.get(generic.url + "/_/health", timeout=10)
+    r = httpx.post(generic.url + SPECIALIZE_PATH, content=body, headers={"x-stoker-signature": b"\xe9" * 64})
+    assert (r.status_code, r.text) == (403, "the specialisation request is not signed with this replica's key")
+    assert generic.specialise(folder, {}).status_code == 200  # the refusal used nothing up
+
+
 def test_a_handler_that_cannot_load_fails_the_specialisation_and_the_replica_exits(
     generic: Generic, tmp_path: Path
 ) -> None:
