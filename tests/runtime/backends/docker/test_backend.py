@@ -71,6 +71,22 @@ def test_replicas_are_hardened(docker_platform: Platform, docker_engine: Any, tm
     probe = "import os\ntry:\n    open('/x', 'w'); w = 'writable'\nexcept OSError:\n    w = 'ro'\nprint(os.getuid(), w)"
     code, out = container.exec_run(["python3", "-c", probe])
     assert code == 0 and out.decode().split() == [out.decode().split()[0], "ro"] and out.decode().split()[0] != "0"
+    # What docs/docker.md promises besides: docker-init as PID 1, a noexec 64 MB /tmp, 512 pids, no swap.
+    assert host["Init"] is True and host["PidsLimit"] == 512
+    assert host["MemorySwap"] == host["Memory"]  # swap limit = memory limit: no extra swap
+    tmp_options = host["Tmpfs"]["/tmp"].split(",")
+    assert "noexec" in tmp_options and "size=64m" in tmp_options, tmp_options
+    probe = (
+        "import os\n"
+        "print(open('/proc/1/cmdline', 'rb').read().split(b'\\0')[0].decode())\n"
+        "print([m.split()[3] for m in open('/proc/mounts') if m.split()[1] == '/tmp'][0])\n"
+        "print(os.statvfs('/tmp').f_blocks * os.statvfs('/tmp').f_frsize)"
+    )
+    code, out = container.exec_run(["python3", "-c", probe])
+    init, mount_options, tmp_bytes = out.decode().split()
+    assert code == 0 and init.endswith("docker-init"), out
+    assert "noexec" in mount_options.split(","), mount_options
+    assert tmp_bytes == str(64 * 1024 * 1024)
 
 
 def test_a_function_with_a_third_party_requirement(docker_platform: Platform, tmp_path: Path) -> None:
