@@ -162,5 +162,6 @@ async def post_callback(
             if status < 500:
                 return None if status < 400 else f"callback {url} answered {status}"
             problem = f"answered {status}"
-        await asyncio.sleep(0.5 * 2**attempt)
+        if attempt + 1 < ATTEMPTS:  # no pause after the last try: the failure is noted at once
+            await asyncio.sleep(0.5 * 2**attempt)
     return f"callback {url} failed after {ATTEMPTS} attempts: {problem}"

@@ -117,6 +117,11 @@ def unpack(
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(target, filter=_owner_only)
+            # A folder that is not a member of its own (pack() adds none) is created by tarfile with the umask's
+            # mode, not through the filter.
+            for dirpath, dirnames, _ in os.walk(target):
+                for name in dirnames:
+                    os.chmod(os.path.join(dirpath, name), 0o700)
             return target
         # Python before 3.11.4 (Debian bookworm's 3.11.2, in the base image) has no extraction filters. check() has
         # refused everything but plain files and folders inside the folder, so writing them one by one is safe.
@@ -144,5 +149,10 @@ def sign(key: bytes, data: bytes) -> str:
 
 
 def verify(key: bytes, data: bytes, signature: str) -> bool:
-    """True when ``signature`` is this bundle's signature under ``key`` (constant-time comparison)."""
-    return hmac.compare_digest(sign(key, data), signature)
+    """True when ``signature`` is this bundle's signature under ``key`` (constant-time comparison). A signature that
+    is not even ASCII (it can come from a request header) is simply wrong: compare_digest raises on such a str."""
+    try:
+        given = signature.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(sign(key, data).encode("ascii"), given)

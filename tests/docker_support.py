@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,3 +21,12 @@ def docker_client() -> Any:
         if os.environ.get("STOKER_TEST_DOCKER"):
             raise
         pytest.skip(f"no Docker Engine: {exc}")
+
+
+def platform_containers(engine: Any, home: Path, function: str) -> list[Any]:
+    """The containers of ``function`` that the platform whose state is ``home`` made (its owner label is a digest of
+    its STOKER_HOME), running or not: never another run's on the same engine."""
+    from runtime.backends.containers import FUNCTION, OWNER
+
+    owner = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    return list(engine.containers.list(all=True, filters={"label": [f"{FUNCTION}={function}", f"{OWNER}={owner}"]}))

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from events.messages import Invocation, Result
-from events.queue import Queue
+from events.queue import Queue, group_of
 from events.retry import RetryPolicy
 from events.service import QueueService
 from events.worker import WorkerSettings
@@ -44,7 +44,12 @@ async def test_messages_published_right_after_subscribe_reach_a_worker_started_l
     await service.start()  # the worker starts afterwards (on main: at the next sync, at the end of the stream)
     try:
         await _until(lambda: len(seen) >= len(sent))
-        await asyncio.sleep(0.2)
+        # Everything the group will ever be given has been: nothing left to deliver, nothing unacknowledged (a
+        # redelivery or the history would show up in ``seen`` by then).
+        deadline = time.monotonic() + 20
+        while (info := await queue.info(stream, group_of(name))).lag or info.pending:
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.02)
         assert sorted(seen) == sorted(sent)
     finally:
         await service.stop(1)

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 from events.messages import Invocation, Result
-from events.queue import Queue, async_stream, dead_stream
+from events.queue import Queue, async_stream, dead_stream, group_of
 from events.retry import RetryPolicy
 from events.worker import FunctionWorker, WorkerSettings
 
@@ -34,17 +34,21 @@ async def test_failures_are_retried_then_dead_lettered_with_the_attempt_count(qu
 
     worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(), "w1")
     task = asyncio.create_task(worker.run())
-    await queue.enqueue_call(async_stream(name), Invocation(name, call_id="c1").encode(), "c1", 60)
+    call_id = f"c-{name}"  # call records are keyed by id on a shared redis-server: one of this run's own
+    await queue.enqueue_call(async_stream(name), Invocation(name, call_id=call_id).encode(), call_id, 60)
     try:
-        await _until(lambda: calls["c1"] == 3 and worker.inflight == 0)
+        await _until(lambda: calls[call_id] == 3 and worker.inflight == 0)
         (dead,) = await queue.entries(dead_stream(name), 10)
         assert dead.fields[b"attempts"] == b"3" and b"poison" in dead.fields[b"error"]
-        assert Invocation.decode(dead.fields[b"m"]).call_id == "c1"
-        record = await queue.get_call("c1")
+        assert Invocation.decode(dead.fields[b"m"]).call_id == call_id
+        record = await queue.get_call(call_id)
         assert record is not None and record.status == "done" and record.result is not None
         assert Result.decode(record.result).status == 500
-        await asyncio.sleep(0.3)
-        assert calls["c1"] == 3  # no attempt after the last
+        # No attempt after the last: the message is acknowledged (nothing pending that could be redelivered or
+        # reclaimed) and its stream is empty.
+        assert (await queue.info(async_stream(name), group_of(name))).pending == 0
+        assert await queue.entries(async_stream(name), 10) == []
+        assert calls[call_id] == 3
     finally:
         await worker.stop(1)
         task.cancel()
@@ -61,13 +65,14 @@ async def test_a_long_invocation_is_not_redelivered_while_it_runs(queue: Queue, 
     settings = _settings(claim_idle_s=0.3)
     workers = [FunctionWorker(queue, name, [async_stream(name)], slow, settings, f"w{i}") for i in (1, 2)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    await queue.enqueue_call(async_stream(name), Invocation(name, call_id="long").encode(), "long", 60)
+    call_id = f"long-{name}"
+    await queue.enqueue_call(async_stream(name), Invocation(name, call_id=call_id).encode(), call_id, 60)
     try:
-        await _until(lambda: runs["long"] >= 1)
+        await _until(lambda: runs[call_id] >= 1)
         await _until(lambda: all(w.inflight == 0 for w in workers))
-        record = await queue.get_call("long")
+        record = await queue.get_call(call_id)
         assert record is not None and record.status == "done"
-        assert runs["long"] == 1
+        assert runs[call_id] == 1
     finally:
         for w, t in zip(workers, tasks, strict=True):
             await w.stop(1)

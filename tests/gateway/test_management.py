@@ -7,6 +7,7 @@ import io
 import json
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -97,6 +98,10 @@ def test_failed_update_keeps_the_old_version(platform: Platform, tmp_path: Path)
         ({"service": "ok", "source": base64.b64encode(b"not a tarball").decode()}, "tar.gz"),
         ({"service": "ok", "labels": ["not", "a", "map"], "image": "x"}, "labels"),
         ({"service": "ok", "image": "x", "labels": {"com.openfaas.scale.min": "many"}}, "com.openfaas.scale.min"),
+        (  # docs/autoscaling.md: OpenFaaS Pro's CPU scaling is not offered
+            {"service": "ok", "image": "x", "labels": {"com.openfaas.scale.type": "cpu"}},
+            "com.openfaas.scale.type: 'cpu' is not one of capacity, rps",
+        ),
     ],
 )
 def test_bad_deployments_are_400_with_the_reason(platform: Platform, body: dict[str, object], needle: str) -> None:
@@ -104,6 +109,22 @@ def test_bad_deployments_are_400_with_the_reason(platform: Platform, body: dict[
         r = c.post("/system/functions", json=body)
     assert r.status_code == 400
     assert needle in r.json()["error"]
+
+
+def test_scaling_above_the_maximum_is_400_and_changes_nothing(platform: Platform, tmp_path: Path) -> None:
+    name = f"capped-{uuid.uuid4().hex[:8]}"
+    labels = {"com.openfaas.scale.max": "2", "com.openfaas.scale.type": "rps"}  # rps: accepted as documented
+    assert platform.deploy(name, write_handler(tmp_path / name, "def handle(e, c):\n    return 'ok'\n"), labels=labels)\
+        .status_code == 202  # fmt: skip
+    with platform.client() as c:
+        r = c.post(f"/system/scale-function/{name}", json={"serviceName": name, "replicas": 3})
+        assert r.status_code == 400
+        assert r.json() == {"error": "replicas 3 is over the function's maximum (2)"}
+        status = c.get(f"/system/function/{name}").json()
+        assert status["replicas"] == 1 and status["labels"]["com.openfaas.scale.type"] == "rps"
+        assert c.post(f"/system/scale-function/{name}", json={"serviceName": name, "replicas": 2}).status_code == 202
+        _wait(lambda: c.get(f"/system/function/{name}").json()["availableReplicas"] == 2)
+        assert c.request("DELETE", "/system/functions", json={"functionName": name}).status_code == 202
 
 
 def test_folder_without_handler_and_escaping_paths_are_refused(platform: Platform, tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def step_from_one_to_twenty_clients(p: Platform, name: str, folder: Path, ready_
         step = Load(url, clients=19, params={"sleep": "0.2"})
         stepped = time.monotonic()
         try:
-            wait_until(lambda: int(str(status(p, name)["replicas"])) >= 4, 30, "replicas for 20 clients")
+            wait_until(lambda: int(str(status(p, name)["replicas"])) >= 4, 60, "replicas for 20 clients")
             raised_after = time.monotonic() - stepped
             wait_until(lambda: int(str(status(p, name)["availableReplicas"])) >= 4, ready_timeout, "4 ready replicas")
         finally:

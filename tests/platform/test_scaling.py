@@ -119,8 +119,10 @@ def test_a_sigkilled_replica_fails_only_its_inflight_requests_and_is_replaced(
 
 def test_a_step_from_one_to_twenty_clients_raises_replicas_in_panic_mode(scaling: Platform, pid_folder: Path) -> None:
     raised_after = step_from_one_to_twenty_clients(scaling, "step", pid_folder)
-    # A loaded 2-core CI machine gets slack for the ticks and the HTTP polling.
-    assert raised_after < PANIC_WINDOW_S + 5, raised_after
+    # Prompt, with room for the ticks and the HTTP polling on a loaded 2-core machine; that the decision comes within
+    # the panic window itself is tested on a fake clock (tests/autoscaler/test_decider.py), and that it was a
+    # panic-mode decision is read from the platform's log by the helper.
+    assert raised_after < PANIC_WINDOW_S + 20, raised_after
 
 
 def test_a_short_zero_duration_holds_after_a_scale_from_zero(fresh_home: Path, pid_folder: Path) -> None:

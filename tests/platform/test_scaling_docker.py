@@ -160,8 +160,10 @@ def test_a_sigkilled_container_fails_only_its_inflight_requests_and_is_replaced(
 def test_a_step_from_one_to_twenty_clients_raises_replicas_in_panic_mode(
     docker_scaling: Platform, host_folder: Path
 ) -> None:
-    # The autoscaler's decision (the desired replicas) must come within the panic window, plus slack for the ticks
-    # and the polling on a loaded 2-core machine; the containers then start (from the warm pool or the image) and
-    # must all be ready and serving, with no failed call, within the helper's ready_timeout.
+    # The containers start (from the warm pool or the image) after the decision and must all be ready and serving,
+    # with no failed call, within the helper's ready_timeout.
     raised_after = step_from_one_to_twenty_clients(docker_scaling, "dstep", host_folder, ready_timeout=120)
-    assert raised_after < PANIC_WINDOW_S + 5, raised_after
+    # Prompt, with room for the ticks and the HTTP polling on a loaded 2-core machine; that the decision comes within
+    # the panic window itself is tested on a fake clock (tests/autoscaler/test_decider.py), and that it was a
+    # panic-mode decision is read from the platform's log by the helper.
+    assert raised_after < PANIC_WINDOW_S + 20, raised_after

@@ -97,7 +97,13 @@ class GenericStarter:
         finally:
             os.close(read_fd)
         process = GenericProcess(instance, spawned, key, workdir)
-        if not await _healthy(spawned):
+        try:
+            healthy = await _healthy(spawned)
+        except BaseException:  # the pool closed (the platform stops) while this one started: it must not outlive it
+            with contextlib.suppress(Exception):
+                await process.discard()
+            raise
+        if not healthy:
             await process.discard()
             raise RuntimeError(f"generic replica {instance} exited or did not answer within {START_TIMEOUT_S:g}s")
         return process

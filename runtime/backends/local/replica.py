@@ -97,6 +97,8 @@ class ReplicaSlot(Published):
             try:
                 outcome = await self._run_warm(warm) if warm is not None else None
                 warm = None
+                if outcome is None and self.stopping:
+                    break  # stopped while specialising: no cold start that nobody would stop
                 code, was_ready = outcome if outcome is not None else await self._run_once()
             except Exception as exc:  # no process could be started (out of fds, memory, processes): retry
                 warm = None

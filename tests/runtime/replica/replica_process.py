@@ -46,11 +46,7 @@ class ReplicaProcess:
             pass_fds=[sock.fileno()],
         )
         sock.close()  # the replica holds its own copy
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        assert self.proc.stdout and self.proc.stderr
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=_collect, args=(stream, lines), daemon=True).start()
+        self.stdout, self.stderr, self._readers = collect_output(self.proc)
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, **kw)
@@ -70,9 +66,8 @@ class ReplicaProcess:
         raise AssertionError(f"no {stream} line contains {text!r}; got:\n{''.join(lines)}")
 
     def wait_exit(self, timeout: float = 5.0) -> int:
-        code = self.proc.wait(timeout)
-        time.sleep(0.05)  # let the reader threads take the last lines
-        return code
+        """The exit code, once the process has ended and every line it wrote has been collected."""
+        return wait_exit(self.proc, self._readers, timeout)
 
     def release(self, name: str = "release") -> None:
         """Create the marker file a test handler waits for (see :data:`WAIT_FOR_FILE`)."""
@@ -82,6 +77,30 @@ class ReplicaProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(5)
+
+
+def collect_output(proc: subprocess.Popen[str]) -> tuple[list[str], list[str], list[threading.Thread]]:
+    """Lists that fill with ``proc``'s stdout and stderr lines as they are written, and the threads filling them."""
+    stdout: list[str] = []
+    stderr: list[str] = []
+    assert proc.stdout and proc.stderr
+    readers = [
+        threading.Thread(target=_collect, args=(stream, lines), daemon=True)
+        for stream, lines in ((proc.stdout, stdout), (proc.stderr, stderr))
+    ]
+    for reader in readers:
+        reader.start()
+    return stdout, stderr, readers
+
+
+def wait_exit(proc: subprocess.Popen[str], readers: list[threading.Thread], timeout: float = 5.0) -> int:
+    """Wait for ``proc`` to exit, then for its readers to reach the end of its output (the pipes close when it
+    exits), so its last lines are in the lists: no guess at how long the reader threads need."""
+    code = proc.wait(timeout)
+    for reader in readers:
+        reader.join(timeout)
+        assert not reader.is_alive(), "the process exited but its output is still open (a child holds it?)"
+    return code
 
 
 def _collect(stream: IO[str], lines: list[str]) -> None:

@@ -6,8 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from runtime.backends.pool import replica_key, signed_request
 from runtime.replica.specialize import SPECIALIZE_PATH
 from stoker import bundle
-from tests.runtime.replica.replica_process import ROOT, _collect, write_function
+from tests.runtime.replica.replica_process import ROOT, collect_output, wait_exit, write_function
 
 KEY = b"k" * 32
 
@@ -52,11 +50,7 @@ class Generic:
         )
         sock.close()
         os.close(read_fd)
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        assert self.proc.stdout and self.proc.stderr
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=_collect, args=(stream, lines), daemon=True).start()
+        self.stdout, self.stderr, self.readers = collect_output(self.proc)
 
     def specialise(self, folder: Path, env: dict[str, str], key: bytes = KEY) -> httpx.Response:
         body, signature = signed_request(key, env, bundle.pack(folder))
@@ -117,6 +111,17 @@ def test_a_request_not_signed_with_the_replicas_key_is_refused_before_anything_i
     assert httpx.get(generic.url + "/_/ready").status_code == 503  # still generic
 
 
+def test_a_signature_header_that_is_not_ascii_is_refused_and_the_key_still_works(
+    generic: Generic, tmp_path: Path
+) -> None:
+    folder = write_function(tmp_path / "fn", HANDLER)
+    body, _ = signed_request(KEY, {}, bundle.pack(folder))
+    httpx.get(generic.url + "/_/health", timeout=10)
+    r = httpx.post(generic.url + SPECIALIZE_PATH, content=body, headers={"x-stoker-signature": b"\xe9" * 64})
+    assert (r.status_code, r.text) == (403, "the specialisation request is not signed with this replica's key")
+    assert generic.specialise(folder, {}).status_code == 200  # the refusal used nothing up
+
+
 def test_a_handler_that_cannot_load_fails_the_specialisation_and_the_replica_exits(
     generic: Generic, tmp_path: Path
 ) -> None:
@@ -148,9 +153,5 @@ def test_on_an_orchestrator_the_generic_replica_takes_its_derived_key_from_a_sec
 
 def test_a_generic_replica_without_a_key_refuses_to_start(tmp_path: Path) -> None:
     g = Generic(tmp_path / "work", key_file=tmp_path / "missing")
-    assert g.proc.wait(10) == 2
-    for _ in range(100):  # the reader thread may still be collecting the last lines
-        if g.stderr:
-            break
-        time.sleep(0.02)
+    assert wait_exit(g.proc, g.readers, 10) == 2
     assert any("STOKER_POOL_KEY_FILE: cannot read the key" in line for line in g.stderr), g.stderr

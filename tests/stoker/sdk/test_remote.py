@@ -182,3 +182,28 @@ def test_remote_error_when_type_is_unknown() -> None:
 
     exc = rebuild({"type": "nowhere.Missing", "message": "m", "traceback": "tb", "pickle": None})
     assert isinstance(exc, RemoteError) and exc.type_name == "nowhere.Missing" and str(exc.__cause__).endswith("tb")
+
+
+def test_the_shim_takes_the_bundle_key_out_of_the_functions_environment(sdk_platform: Platform) -> None:
+    """docs/sdk.md: the shim removes the per-function key and the signature from os.environ before it unpickles the
+    function, so neither the function's code nor what it starts can read them."""
+    app = App("shimenv")
+
+    @app.function
+    def environment() -> tuple[list[str], str]:
+        import os
+        import subprocess
+        import sys
+
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(sorted(k for k in os.environ if k.startswith('STOKER_BUNDLE')))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sorted(k for k in os.environ if k.startswith("STOKER_BUNDLE")), child
+
+    assert app.deploy() == ["shimenv-environment"]
+    seen, child = app.functions["shimenv-environment"].remote()
+    assert seen == ["STOKER_BUNDLE"]  # where the bundle is stays; the key and the signature are gone
+    assert child == "['STOKER_BUNDLE']"

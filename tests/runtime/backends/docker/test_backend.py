@@ -8,23 +8,25 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from runtime.backends.containers import FUNCTION, OWNER
+from runtime.backends.containers import OWNER
 from stoker import bundle
+from tests.docker_support import platform_containers
 from tests.platform_fixture import FUNCTIONS, ROOT, Platform, write_handler
 
 pytestmark = pytest.mark.slow
 
 
-def _containers(docker_engine: Any, name: str) -> list[Any]:
-    return [
-        c for c in docker_engine.containers.list(all=True, filters={"label": f"{FUNCTION}={name}"}) if OWNER in c.labels
-    ]
+def _containers(docker_engine: Any, platform: Platform, name: str) -> list[Any]:
+    """This platform's containers of function ``name``: another run's (or a leftover of an interrupted one) on the
+    same engine do not count."""
+    return platform_containers(docker_engine, platform.home, name)
 
 
 def _wait(predicate: Any, timeout: float = 90, what: str = "condition") -> Any:
@@ -51,13 +53,13 @@ def test_stack_deploys_with_the_cli_and_answers_through_the_gateway(
         status = c.get("/system/function/hello").json()
     # no requirements: no image of its own, the base image runs the signed bundle
     assert status["image"].startswith("stoker/runtime:") and status["availableReplicas"] == 1
-    assert len(_containers(docker_engine, "hello")) == 1
+    assert len(_containers(docker_engine, docker_platform, "hello")) == 1
 
 
 def test_replicas_are_hardened(docker_platform: Platform, docker_engine: Any, tmp_path: Path) -> None:
     folder = write_handler(tmp_path / "hard", "def handle(event, context):\n    return 'ok'\n")
     assert docker_platform.deploy("hard", folder, limits={"memory": "96Mi", "cpu": "0.5"}).status_code == 202
-    (container,) = _containers(docker_engine, "hard")
+    (container,) = _containers(docker_engine, docker_platform, "hard")
     host = container.attrs["HostConfig"]
     assert container.attrs["Config"]["User"] not in ("", "root", "0")
     assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
@@ -71,13 +73,54 @@ def test_replicas_are_hardened(docker_platform: Platform, docker_engine: Any, tm
     probe = "import os\ntry:\n    open('/x', 'w'); w = 'writable'\nexcept OSError:\n    w = 'ro'\nprint(os.getuid(), w)"
     code, out = container.exec_run(["python3", "-c", probe])
     assert code == 0 and out.decode().split() == [out.decode().split()[0], "ro"] and out.decode().split()[0] != "0"
+    # What docs/docker.md promises besides: docker-init as PID 1, a noexec 64 MB /tmp, 512 pids, no swap.
+    assert host["Init"] is True and host["PidsLimit"] == 512
+    assert host["MemorySwap"] == host["Memory"]  # swap limit = memory limit: no extra swap
+    tmp_options = host["Tmpfs"]["/tmp"].split(",")
+    assert "noexec" in tmp_options and "size=64m" in tmp_options, tmp_options
+    probe = (
+        "import os\n"
+        "print(open('/proc/1/cmdline', 'rb').read().split(b'\\0')[0].decode())\n"
+        "print([m.split()[3] for m in open('/proc/mounts') if m.split()[1] == '/tmp'][0])\n"
+        "print(os.statvfs('/tmp').f_blocks * os.statvfs('/tmp').f_frsize)"
+    )
+    code, out = container.exec_run(["python3", "-c", probe])
+    init, mount_options, tmp_bytes = out.decode().split()
+    assert code == 0 and init.endswith("docker-init"), out
+    assert "noexec" in mount_options.split(","), mount_options
+    assert tmp_bytes == str(64 * 1024 * 1024)
+
+
+def _wheel(folder: Path, version: str) -> Path:
+    """A pure-Python wheel of a package ``stoker_testdep`` whose VERSION is ``version``: a requirement that pip
+    installs without a network or a cache an earlier online run filled (the test used six from PyPI)."""
+    name = "stoker_testdep"
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": f"VERSION = {version!r}\n".encode(),
+        f"{dist}/METADATA": b"Metadata-Version: 2.1\nName: stoker-testdep\nVersion: 1.0\n",
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: stoker-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for path, data in files.items()
+    ]
+    files[f"{dist}/RECORD"] = ("\n".join([*record, f"{dist}/RECORD,,"]) + "\n").encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+    return wheel
 
 
 def test_a_function_with_a_third_party_requirement(docker_platform: Platform, tmp_path: Path) -> None:
-    source = "import six\n\ndef handle(event, context):\n    return 'six ' + six.__version__\n"
-    # A comment unique to this run: the code layer is built now, not found from an earlier run on this engine.
-    folder = write_handler(tmp_path / "req", f"{source}# run {uuid.uuid4().hex}\n")
-    (folder / "requirements.txt").write_text("six==1.16.0\n")
+    run = uuid.uuid4().hex
+    source = "import stoker_testdep\n\ndef handle(event, context):\n    return 'dep ' + stoker_testdep.VERSION\n"
+    # A wheel unique to this run (so are the requirements, the cache key of the dependency layer): pip installs it
+    # now, and the code layer is built now, not found from an earlier run on this engine.
+    folder = write_handler(tmp_path / "req", source)
+    (folder / "requirements.txt").write_text(f"{_wheel(tmp_path / 'wheels', run)}\n")
     # `stoker deploy` shows the gateway's build of the image as it happens (streamed by the deploy request).
     proc = subprocess.run(
         [sys.executable, "-m", "stoker", "deploy", "--name", "with-req", "--handler", str(folder)],
@@ -85,9 +128,10 @@ def test_a_function_with_a_third_party_requirement(docker_platform: Platform, tm
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     progress = [line for line in proc.stderr.splitlines() if line.startswith("with-req: ")]
+    assert any(line.startswith("with-req: installing requirements.txt") for line in progress), proc.stderr
     assert any(line.startswith("with-req: Step ") for line in progress), proc.stderr
     assert "with-req: built stoker-fn/with-req:" in progress[-1], proc.stderr
-    assert httpx.get(f"{docker_platform.url}/function/with-req", timeout=30).text == "six 1.16.0"
+    assert httpx.get(f"{docker_platform.url}/function/with-req", timeout=30).text == f"dep {run}"
 
 
 def test_an_import_crash_fails_the_deploy_and_the_gateway_stays_up(
@@ -97,7 +141,7 @@ def test_an_import_crash_fails_the_deploy_and_the_gateway_stays_up(
     reply = docker_platform.deploy("boom", folder)
     assert reply.status_code == 422
     assert "handler.py" in reply.json()["error"] and "no config" in reply.json()["error"]
-    assert _containers(docker_engine, "boom") == []  # nothing half-deployed
+    assert _containers(docker_engine, docker_platform, "boom") == []  # nothing half-deployed
     with docker_platform.client() as c:
         assert c.get("/system/function/boom").status_code == 404
         assert c.get("/healthz").status_code == 200
@@ -155,10 +199,17 @@ def test_a_container_killed_from_outside_is_replaced(
 ) -> None:
     folder = write_handler(tmp_path / "kill", "def handle(event, context):\n    return 'alive'\n")
     assert docker_platform.deploy("killme", folder).status_code == 202
-    (first,) = _containers(docker_engine, "killme")
+    (first,) = _containers(docker_engine, docker_platform, "killme")
     first.kill()
-    _wait(lambda: [c for c in _containers(docker_engine, "killme") if c.id != first.id and c.status == "running"],
-          what="a replacement container")  # fmt: skip
+
+    def replaced() -> list[Any]:
+        return [
+            c
+            for c in _containers(docker_engine, docker_platform, "killme")
+            if c.id != first.id and c.status == "running"
+        ]
+
+    _wait(replaced, what="a replacement container")
     _wait(lambda: httpx.get(f"{docker_platform.url}/function/killme", timeout=30).text == "alive", what="serving again")
 
 
@@ -181,7 +232,7 @@ def test_a_crash_loop_backs_off_and_shows_in_the_status(
     assert delay >= 0.8  # 0.2, 0.4, 0.8, ...: backoff, not a tight loop
     with docker_platform.client() as c:
         assert c.delete("/system/functions", params={"functionName": "flaky"}).status_code == 202
-    _wait(lambda: _containers(docker_engine, "flaky") == [], what="containers removed")
+    _wait(lambda: _containers(docker_engine, docker_platform, "flaky") == [], what="containers removed")
 
 
 def test_remove_deletes_the_containers_and_nothing_else(
@@ -189,11 +240,11 @@ def test_remove_deletes_the_containers_and_nothing_else(
 ) -> None:
     folder = write_handler(tmp_path / "rm", "def handle(event, context):\n    return 'x'\n")
     assert docker_platform.deploy("rmme", folder).status_code == 202
-    image = _containers(docker_engine, "rmme")[0].image.id
+    image = _containers(docker_engine, docker_platform, "rmme")[0].image.id
     with docker_platform.client() as c:
         assert c.delete("/system/functions", params={"functionName": "rmme"}).status_code == 202
     # 202 once it gets no traffic; the containers drain and go in the background (docs/openfaas.md)
-    _wait(lambda: _containers(docker_engine, "rmme") == [], what="containers removed")
+    _wait(lambda: _containers(docker_engine, docker_platform, "rmme") == [], what="containers removed")
     assert docker_engine.images.get(image) is not None  # images stay (rebuilds are free)
     owner = hashlib.sha256(str(docker_platform.home.resolve()).encode()).hexdigest()[:12]
     assert docker_engine.networks.get(f"stoker-fn-{owner}") is not None  # the platform's network stays
@@ -224,7 +275,7 @@ def test_an_updated_secret_rolls_the_functions_that_use_it_without_a_failed_call
         assert docker_platform.deploy("rotating", folder, secrets=["rot-token"]).status_code == 202
         url = f"{docker_platform.url}/function/rotating"
         assert httpx.get(url, timeout=30).text == "first"
-        (before,) = [c.id for c in _containers(docker_engine, "rotating")]
+        (before,) = [c.id for c in _containers(docker_engine, docker_platform, "rotating")]
         volumes = {m["Name"] for m in docker_engine.containers.get(before).attrs["Mounts"] if m.get("Name")}
 
         assert c.put("/system/secrets", json={"name": "rot-token", "value": "second"}).status_code == 200
@@ -238,8 +289,14 @@ def test_an_updated_secret_rolls_the_functions_that_use_it_without_a_failed_call
         assert {text for _, text in answers} <= {"first", "second"}
 
         # The old container and its secrets volume go; the code volume stays with the new container.
-        _wait(lambda: [c.id for c in _containers(docker_engine, "rotating")] not in ([before], []), what="the roll")
-        _wait(lambda: before not in [c.id for c in _containers(docker_engine, "rotating")], what="the old container")
+        _wait(
+            lambda: [c.id for c in _containers(docker_engine, docker_platform, "rotating")] not in ([before], []),
+            what="the roll",
+        )
+        _wait(
+            lambda: before not in [c.id for c in _containers(docker_engine, docker_platform, "rotating")],
+            what="the old container",
+        )
         secrets_volumes = [v for v in volumes if v.startswith("stoker-secrets-")]
         assert secrets_volumes
         _wait(lambda: not docker_engine.volumes.list(filters={"name": secrets_volumes[0]}), what="the old volume")

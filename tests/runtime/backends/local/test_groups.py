@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from runtime.backends.local.groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
 from tests.platform.scaling_support import status, wait_until
-from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
 
 SPAWNER = """
 import os, subprocess
@@ -90,8 +91,9 @@ def _spawn_child(p: Platform, name: str) -> tuple[int, int]:
     return r.json()["pid"], r.json()["child"]
 
 
-def _watcher(p: Platform) -> int:
-    children = Path(f"/proc/{p.proc.pid}/task/{p.proc.pid}/children").read_text().split()
+def _watcher(p: Platform | subprocess.Popen[bytes]) -> int:
+    pid = p.pid if isinstance(p, subprocess.Popen) else p.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     [pid] = [int(c) for c in children if b"local.groups" in Path(f"/proc/{c}/cmdline").read_bytes()]
     return pid
 
@@ -147,3 +149,28 @@ def test_what_survives_a_platform_and_its_watcher_killed_together_goes_at_the_ne
         assert any("left running by the replicas of a previous run" in line for line in p.output)
     finally:
         p.stop()
+
+
+def test_a_platform_stopped_while_its_warm_pool_fills_leaves_nothing_for_its_watcher(fresh_home: Path) -> None:
+    """A clean stop stops every replica itself: the watcher (the safety net of a SIGKILL) finds nothing to kill. The
+    warm pool is still starting its generic replicas right after the platform says it is up; one whose start was
+    cut short by the stop was left running (the watcher killed it and warned that the platform had not stopped it)."""
+    log = fresh_home.parent / "platform.log"
+    env = {**os.environ, "STOKER_HOME": str(fresh_home), "STOKER_POOL_SIZE": "2"}
+    env.pop("STOKER_GATEWAY", None)
+    with open(log, "wb") as out:  # a file, read once every writer (the platform and its watcher) has exited
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stoker", "up", "--port", "0"], stdout=out, stderr=out, env=env, cwd=ROOT
+        )
+    try:
+        wait_until(lambda: b"gateway on " in log.read_bytes(), 30, "the platform to start")
+        watcher = _watcher(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        wait_until(lambda: not _alive(watcher), 30, "the watcher to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "stoker: stopped" in text
+    assert "without stopping its replicas" not in text, text

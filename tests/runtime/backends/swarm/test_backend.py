@@ -168,7 +168,7 @@ def test_secrets_are_docker_secrets_mounted_as_files(make_swarm_backend: Any, tm
                 await asyncio.sleep(0.5)
 
             await backend.remove("sw-secret", "openfaas-fn")
-            await asyncio.sleep(3)  # the task stops after its stop delay; then the secret is free
+            # The task stops after its stop delay; until then the secret is in use (409), then it is free.
             deadline = loop.time() + 60
             while True:
                 try:

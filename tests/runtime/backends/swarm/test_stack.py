@@ -9,7 +9,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,7 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
     for w in workers:
         w.start()
     try:
-        time.sleep(2)
+        wait_for(lambda: len(results) >= 20, 60, "calls to v1 before the update")
         update = httpx.put(f"{URL}/system/functions", json={"service": "sw-roll", "image": v2}, auth=AUTH, timeout=300)
         assert update.status_code in (200, 202), update.text
 
@@ -140,7 +139,12 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
             return done and all(text == "v2" for _, text in results[-20:])
 
         wait_for(rolled, 240, "the rolling update to complete")
-        time.sleep(3)  # the last old task drains after its stop delay
+
+        def drained() -> bool:  # the last old task drains after its stop delay, under load
+            tasks = stack.api.tasks(filters={"service": f"{STACK}-sw-roll"})
+            return sum(t["Status"]["State"] == "running" for t in tasks) == 3
+
+        wait_for(drained, 120, "the old tasks to stop")
     finally:
         stop.set()
         for w in workers:
