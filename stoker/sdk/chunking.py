@@ -107,5 +107,5 @@ class ChunkSizer:
         if left is not None:
             # Guided, but never down to chunks whose work is less than the overhead they pay.
             floor = 1 if item_s <= 0 else math.ceil(overhead_s / item_s)
-            n = min(n, max(math.ceil(left / (2 * self.workers)), floor))
+            n = min(n, max(math.ceil(left / (2 * self.workers)), floor), left)
         return max(1, min(n, p.max_items))
