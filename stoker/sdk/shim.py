@@ -141,6 +141,11 @@ class Adapter:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins and C callables have none: the call itself then checks
             self.signature = None
+        # Positional arguments that always fit, with no keywords: binding them would only say so (and costs more
+        # than a trivial function's whole call). -1 when the signature has defaults, keyword-only or var parameters.
+        params = list(self.signature.parameters.values()) if self.signature else []
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+        self._fits = len(params) if self.signature and plain else -1
 
     def handler(self) -> Callable[[Event, Context], Any]:
         if inspect.iscoroutinefunction(self.fn):
@@ -211,7 +216,7 @@ class Adapter:
     def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """ValueError when the arguments do not fit the function's signature (a caller's mistake, not the
         function's: a 400 rather than the function's own TypeError as a 500)."""
-        if self.signature is None:
+        if self.signature is None or (not kwargs and len(args) == self._fits):
             return
         try:
             self.signature.bind(*args, **kwargs)
