@@ -49,7 +49,9 @@ def test_a_trivial_map_takes_far_fewer_requests_than_items(sdk_platform: Platfor
     app.remove()
 
 
-def test_chunksize_fixes_the_items_per_request_and_starmap(sdk_platform: Platform) -> None:
+def test_chunksize_fixes_the_items_per_request_and_starmap(
+    sdk_platform: Platform, capsys: pytest.CaptureFixture[str]
+) -> None:
     app = App("fixed")
 
     @app.function
@@ -58,8 +60,10 @@ def test_chunksize_fixes_the_items_per_request_and_starmap(sdk_platform: Platfor
 
     app.deploy()
     before = requests_served(sdk_platform, add.name)
-    assert list(add.map(range(50), range(100, 150), chunksize=7)) == [2 * i + 100 for i in range(50)]
+    got = list(add.map(range(50), range(100, 150), chunksize=7, progress=True))
+    assert got == [2 * i + 100 for i in range(50)]
     assert wait_for_count(sdk_platform, add.name, before + 8) == before + 8  # ceil(50 / 7)
+    assert "50/50 100%" in capsys.readouterr().err  # the bar counts items, not requests
     assert list(add.starmap([(1, 2), [3, 4]], chunksize=2)) == [3, 7]
     assert list(add.starmap(((i, i) for i in range(10)), kwargs=None)) == [2 * i for i in range(10)]
     with pytest.raises(ValueError, match="chunksize"):
@@ -173,3 +177,48 @@ def test_chunks_stay_under_the_gateways_body_limit(small_bodies: Platform) -> No
     assert got[0] == 1 and got[2] == 2
     assert isinstance(got[1], CallFailed) and got[1].status == 413
     app.remove()
+
+
+def test_an_async_function_runs_its_chunks_item_by_item(sdk_platform: Platform) -> None:
+    app = App("asyncmap")
+
+    @app.function
+    async def halve(x: int) -> float:
+        if x == 3:
+            raise Odd("three")
+        return x / 2
+
+    app.deploy()
+    got = list(halve.map(range(6), chunksize=6, return_exceptions=True))
+    assert got[:3] == [0, 0.5, 1] and isinstance(got[3], Odd) and got[4:] == [2, 2.5]
+    app.remove()
+
+
+# What the SDK's replica answered before it knew batches: a call body, or 400 for anything else.
+LEGACY_HANDLER = """
+from stoker.handler import Response
+from stoker.sdk import serialization
+
+
+def handle(event, context):
+    try:
+        args, kwargs = serialization.decode_call(event.body, allow_pickle=False)
+    except ValueError as exc:
+        return Response({"error": str(exc)}, 400)
+    body, _ = serialization.dumps({"value": args[0] * 2})
+    return Response(body, 200, {"Content-Type": "application/msgpack"})
+"""
+
+
+def test_a_runtime_without_batches_gets_one_item_per_request(sdk_platform: Platform, tmp_path: Path) -> None:
+    (tmp_path / "handler.py").write_text(LEGACY_HANDLER)
+    assert sdk_platform.deploy("legacy-double", tmp_path).status_code in (200, 202)
+    app = App("legacy")
+
+    @app.function(name="legacy-double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    double.remote(1)  # waits for the replica
+    assert list(double.map(range(100))) == [2 * i for i in range(100)]
+    assert list(double.map(range(10), chunksize=5)) == [2 * i for i in range(10)]
