@@ -1,6 +1,7 @@
 """SDK overhead and ``.map()`` throughput, each beside its baseline measured in the same run.
 
     python -m bench.sdk [--calls 2000] [--items 20000] [--slow-items 500] [--concurrency 32] [--rounds 3]
+                        [--fanout 0]
 
 Starts ``stoker up`` (local backend) in a temporary home, deploys ``inc(x) = x + 1`` and ``nap(x)`` (sleeps 10 ms)
 with the SDK on 2 replicas each, then, ``rounds`` times (the table shows medians):
@@ -16,6 +17,9 @@ with the SDK on 2 replicas each, then, ``rounds`` times (the table shows medians
   has): with its default ``chunksize=1``, the baseline of the goal, and for ``inc`` also with a tuned
   ``chunksize`` (items / (4 x cores), what ``multiprocessing.Pool.map`` picks).
 
+With ``--fanout N``, last, ``.map()`` of ``inc`` over a generator of N items: items/s, and the peak resident memory
+of this client and of the ``stoker up`` process (the gateway) before and after, to show both stay bounded.
+
 Prints a Markdown table and the ratios to the baselines.
 """
 
@@ -25,6 +29,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -109,6 +114,29 @@ def timed_map(run: Callable[[Iterable[int]], Iterable[int]], items: int) -> tupl
     return (*percentiles(latencies), items / elapsed)
 
 
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory of this process, or of ``pid`` (Linux), in MB."""
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_fanout(fn: Any, items: int, concurrency: int, gateway_pid: int) -> str:
+    before = peak_rss_mb(), peak_rss_mb(gateway_pid)
+    started = time.perf_counter()
+    total = sum(fn.map((i for i in range(items)), concurrency=concurrency))
+    elapsed = time.perf_counter() - started
+    assert total == items * (items + 1) // 2
+    after = peak_rss_mb(), peak_rss_mb(gateway_pid)
+    return (
+        f"fan-out: .map() over a generator of {items:,} items: {items / elapsed:,.0f} items/s ({elapsed:.1f} s); "
+        f"peak RSS client {before[0]:.0f} -> {after[0]:.0f} MB, gateway {before[1]:.0f} -> {after[1]:.0f} MB"
+    )
+
+
 def median_row(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     return (
         statistics.median(r[0] for r in rounds),
@@ -124,6 +152,7 @@ def main() -> int:
     parser.add_argument("--slow-items", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fanout", type=int, default=0)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     tuned = max(1, args.items // (4 * cores))
@@ -155,13 +184,15 @@ def main() -> int:
                     add("slowpool1", timed_map(lambda it: pool.map(nap, it), args.slow_items))
                     add("slowmap1", timed_map(lambda it: slow.map(it, concurrency=c, chunksize=1), args.slow_items))
                     add("slowmap", timed_map(lambda it: slow.map(it, concurrency=c), args.slow_items))
+            fanout = bench_fanout(fast, args.fanout, c, platform.proc.pid) if args.fanout else ""
         finally:
             platform.stop()
 
     m = {name: median_row(values) for name, values in rows.items()}
     print(
         f"python -m bench.sdk --calls {args.calls} --items {args.items} --slow-items {args.slow_items} "
-        f"--concurrency {args.concurrency} --rounds {args.rounds}   ({cores} cores; medians of {args.rounds} rounds)\n"
+        f"--concurrency {args.concurrency} --rounds {args.rounds} --fanout {args.fanout}   ({cores} cores; "
+        f"medians of {args.rounds} rounds)\n"
     )
     print("| measure                                             |  p50 ms |  p99 ms |  calls or items/s |   vs base |")
     print("|-----------------------------------------------------|--------:|--------:|------------------:|----------:|")
@@ -184,6 +215,8 @@ def main() -> int:
           f"vs ProcessPoolExecutor.map: {m['map'][2] / m['pool1'][2]:.1f}x (chunksize 1), "
           f"{m['map'][2] / m['pooltuned'][2]:.2f}x (chunksize {tuned})")  # fmt: skip
     print(f"nap .map() automatic vs chunksize=1: {m['slowmap'][2] / m['slowmap1'][2]:.2f}x")
+    if fanout:
+        print(fanout)
     return 0
 
 
