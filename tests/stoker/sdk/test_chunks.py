@@ -194,6 +194,18 @@ def test_an_async_function_runs_its_chunks_item_by_item(sdk_platform: Platform) 
     app.remove()
 
 
+def test_generators_in_a_chunk_come_back_as_generators(sdk_platform: Platform) -> None:
+    app = App("gens")
+
+    @app.function
+    def upto(n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
+    app.deploy()
+    assert [list(g) for g in upto.map([0, 2, 3], chunksize=3)] == [[], [0, 1], [0, 1, 2]]
+    app.remove()
+
+
 # What the SDK's replica answered before it knew batches: a call body, or 400 for anything else.
 LEGACY_HANDLER = """
 from stoker.handler import Response
