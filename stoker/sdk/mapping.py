@@ -1,7 +1,8 @@
 """``.map()``: many calls in parallel, results streamed in input order, transient failures retried.
 
-A bounded window of calls runs on a thread pool; the caller gets results in order as soon as the head of the
-window is done, so memory stays bounded however long the input is. A call that fails in a way another try may fix
+Items go in chunks (many items per request, :mod:`.batching`, sized by :mod:`.chunking`). A bounded window of
+chunks runs on a thread pool; the caller gets results in order as soon as the head of the window is done, so
+memory stays bounded however long the input is. A call that fails in a way another try may fix
 (the replica died mid-call: 502; no replica ready: 503; busy: 429; timed out at the gateway: 504; no answer) is
 sent again after a short backoff, up to ``retries`` times. That makes delivery *at least once*: a function killed
 after it did its work but before it answered runs again. An exception raised by the function itself is not retried;
@@ -10,16 +11,17 @@ it is raised in the caller at that item's place (or returned there, with ``retur
 
 from __future__ import annotations
 
-import functools
 import random
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from stoker.sdk.errors import CallFailed
+
+B = TypeVar("B")
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
@@ -45,46 +47,57 @@ def with_retries(call: Callable[[], Any], retries: int, sleep: Callable[[float],
             sleep(backoff(attempt))
 
 
+class Failed:
+    """An item's exception, in its place among the results of a chunk."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 def ordered_map(
-    call: Callable[[tuple[Any, ...]], Any],
-    items: Iterable[tuple[Any, ...]],
+    run: Callable[[B], list[Any]],
+    chunks: Iterable[B],
     concurrency: int,
-    retries: int,
     return_exceptions: bool = False,
     progress: Progress | None = None,
+    probe: bool = False,
 ) -> Iterator[Any]:
-    """Results of ``call(item)`` for each item, in order, ``concurrency`` calls at a time."""
+    """The results of ``run(chunk)`` for each chunk, item by item, in order, ``concurrency`` chunks at a time.
+
+    ``run`` gives one result per item of its chunk, a :class:`Failed` where the item raised. At most
+    ``2 * concurrency`` chunks are taken from ``chunks`` and not yet consumed; with ``probe``, the first chunk is
+    taken alone and the next ones only once it is done (so that they are sized with what it measured)."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stoker-map")
-    window: deque[Future[Any]] = deque()
-    source = iter(items)
-    # Twice the workers: the pool never idles while the caller consumes the head of the window.
-    limit = concurrency * 2
+    window: deque[Future[list[Any]]] = deque()
+    source = iter(chunks)
+    limit = concurrency * 2  # twice the workers: the pool never idles while the caller consumes the head
 
-    def fill() -> None:
-        while len(window) < limit:
-            item = next(source, _END)
-            if item is _END:
+    def fill(most: int) -> None:
+        while len(window) < most:
+            chunk = next(source, _END)
+            if chunk is _END:
                 return
-            window.append(pool.submit(with_retries, functools.partial(call, item), retries))
+            window.append(pool.submit(run, chunk))
 
     try:
-        fill()
+        fill(1 if probe else limit)
         while window:
-            fut = window.popleft()
-            try:
-                result = fut.result()
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                result = exc
-            fill()
-            if progress is not None:
-                progress.advance()
-            yield result
+            results = window.popleft().result()
+            fill(limit)
+            for result in results:
+                if type(result) is Failed:
+                    if not return_exceptions:
+                        raise result.exc
+                    result = result.exc
+                if progress is not None:
+                    progress.advance()
+                yield result
     finally:
-        # The caller stopped early or a call raised: do not start the rest; wait for the calls in flight.
+        # The caller stopped early or an item raised: do not start the rest; wait for the chunks in flight.
         pool.shutdown(wait=True, cancel_futures=True)
         if progress is not None:
             progress.close()

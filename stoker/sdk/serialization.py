@@ -5,6 +5,13 @@ A call body is ``{"args": [...], "kwargs": {...}}``; a reply body is a one-key m
 :mod:`stoker.sdk.errors`). The reply says what it is in its body, not in headers, so it survives the async result
 store, which keeps only the body.
 
+A *batch* (``.map()`` sends its items in chunks) is ``{"batch": [call, ...]}``, each ``call`` the bytes of one call
+body as above, and its reply ``{"batch": [[status, reply], ...], "seconds": s}``: per item the status and the bytes a
+call of that item alone would have been answered (a reply body as above; for a call refused before it ran, 400 or
+403 with a JSON ``{"error": ...}``), and ``s`` the time the replica spent on the items. Items travel as opaque bytes
+and are decoded one at a time, so each is held to exactly the limits of a single call, and the batch itself adds
+no nesting: it is a flat array of at most :data:`MAX_BATCH_ITEMS` byte strings.
+
 msgpack's own types (None, bool, int, float, str, bytes, list, dict of exactly those types) travel as msgpack.
 Extension types carry the rest:
 
@@ -35,6 +42,8 @@ EXT_PICKLE = 1
 EXT_TUPLE = 2
 MAX_DEPTH = 1024  # nested arrays, maps and tuples in one payload (msgpack's own unpacker stops at this depth too)
 MAX_EXT_DEPTH = 32  # tuples and pickles inside one another
+MAX_BATCH_ITEMS = 10_000  # calls in one batch body (a bound on the replies a replica builds for one request)
+BATCH_KEY = "batch"
 
 
 class PickleRefused(Exception):
@@ -185,7 +194,10 @@ def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, b
 
 def decode_call(data: bytes, allow_pickle: bool) -> tuple[list[Any], dict[str, Any]]:
     """``(args, kwargs)`` of a call body; :class:`MalformedPayload` (a ValueError) when it is not one."""
-    call = loads(data, allow_pickle) if data else {}
+    return _call_parts(loads(data, allow_pickle) if data else {})
+
+
+def _call_parts(call: Any) -> tuple[list[Any], dict[str, Any]]:
     if not isinstance(call, dict) or not all(isinstance(k, str) for k in call) or not call.keys() <= _CALL_KEYS:
         raise MalformedPayload('a msgpack call body is a map {"args": [...], "kwargs": {...}}')
     args, kwargs = call.get("args"), call.get("kwargs")
@@ -200,3 +212,49 @@ def decode_call(data: bytes, allow_pickle: bool) -> tuple[list[Any], dict[str, A
 
 
 _CALL_KEYS = frozenset({"args", "kwargs"})
+
+
+def encode_batch(calls: list[bytes]) -> bytes:
+    """A batch body from call bodies made by :func:`encode_call`."""
+    return msgpack.packb({BATCH_KEY: calls}, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_request(data: bytes, allow_pickle: bool) -> tuple[list[Any], dict[str, Any]] | list[bytes]:
+    """A msgpack body as ``(args, kwargs)`` when it is a call, or as its call bodies when it is a batch (each to be
+    decoded later with :func:`decode_call`); :class:`MalformedPayload` when it is neither."""
+    message = loads(data, allow_pickle) if data else {}
+    if isinstance(message, dict) and BATCH_KEY in message:
+        return _batch_calls(message)
+    return _call_parts(message)
+
+
+def _batch_calls(batch: dict[Any, Any]) -> list[bytes]:
+    calls = batch[BATCH_KEY]
+    if len(batch) != 1 or type(calls) is not list:
+        raise MalformedPayload('a msgpack batch body is a map {"batch": [call, ...]} (only that key)')
+    if len(calls) > MAX_BATCH_ITEMS:
+        raise MalformedPayload(f"a batch holds at most {MAX_BATCH_ITEMS} calls, not {len(calls)}")
+    for call in calls:
+        if type(call) is not bytes:
+            raise MalformedPayload("each call of a batch is the bytes of one msgpack call body")
+    return calls
+
+
+def encode_batch_reply(replies: list[tuple[int, bytes]], seconds: float) -> bytes:
+    """A batch reply: per call its status and reply body, and the time the replica spent on them."""
+    return msgpack.packb({BATCH_KEY: replies, "seconds": seconds}, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_batch_reply(data: bytes, expected: int) -> tuple[list[tuple[int, bytes]], float]:
+    """``(replies, seconds)`` of a batch reply for ``expected`` calls; :class:`MalformedPayload` if it is not one."""
+    reply = loads(data, allow_pickle=False)
+    replies = reply.get(BATCH_KEY) if isinstance(reply, dict) else None
+    seconds = reply.get("seconds") if isinstance(reply, dict) else None
+    if type(replies) is not list or len(replies) != expected or not isinstance(seconds, int | float):
+        raise MalformedPayload(f"not a batch reply for {expected} calls")
+    out: list[tuple[int, bytes]] = []
+    for entry in replies:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not int or type(entry[1]) is not bytes:
+            raise MalformedPayload("each reply of a batch is [status, body]")
+        out.append((entry[0], entry[1]))
+    return out, float(seconds)

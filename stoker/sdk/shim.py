@@ -17,6 +17,11 @@ base64 text, tuples and sets as arrays) or, on error, status 500 with ``{"error"
 A msgpack call holding pickled arguments must carry ``X-Stoker-Token`` (the deployer's token, from the manifest);
 without it the replica answers 403 rather than unpickle a stranger's bytes.
 
+A msgpack *batch* (``.map()``'s chunks; see :mod:`.serialization`) runs its calls one after the other, each decoded,
+checked and answered exactly as if it had come alone (a malformed or refused call gets its 400 or 403 in its place,
+the others still run); the batch is answered 200 with every call's status and reply. The exec timeout covers the
+whole batch, which stops at the first call after it passed.
+
 Every body is hostile until decoded: anything that is not a call (bad msgpack or JSON, nesting beyond the limits of
 :mod:`.serialization`, unknown extension types, wrong shapes, keyword names that are not strings, arguments that do
 not fit the function's signature) is a 400 with ``{"error": ...}`` saying what is wrong, before the function runs.
@@ -34,6 +39,7 @@ import os
 import re
 import sys
 import tarfile
+import time
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -135,15 +141,23 @@ class Adapter:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins and C callables have none: the call itself then checks
             self.signature = None
+        # Positional arguments that always fit, with no keywords: binding them would only say so (and costs more
+        # than a trivial function's whole call). -1 when the signature has defaults, keyword-only or var parameters.
+        params = list(self.signature.parameters.values()) if self.signature else []
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+        self._fits = len(params) if self.signature and plain else -1
 
     def handler(self) -> Callable[[Event, Context], Any]:
         if inspect.iscoroutinefunction(self.fn):
 
             async def handle_async(event: Event, context: Context) -> Response:
                 try:
-                    args, kwargs, msgpack = self.decode(event)
+                    request = self.decode(event)
                 except (ValueError, serialization.PickleRefused) as exc:
                     return self.refused(event, exc)
+                if isinstance(request, _Batch):
+                    return await self.run_batch_async(request, context)
+                args, kwargs, msgpack = request
                 try:
                     result = await self.fn(*args, **kwargs)
                 except Exception as exc:
@@ -154,9 +168,12 @@ class Adapter:
 
         def handle(event: Event, context: Context) -> Response:
             try:
-                args, kwargs, msgpack = self.decode(event)
+                request = self.decode(event)
             except (ValueError, serialization.PickleRefused) as exc:
                 return self.refused(event, exc)
+            if isinstance(request, _Batch):
+                return self.run_batch(request, context)
+            args, kwargs, msgpack = request
             try:
                 result = self.fn(*args, **kwargs)
                 if isinstance(result, types.GeneratorType):
@@ -167,12 +184,15 @@ class Adapter:
 
         return handle
 
-    def decode(self, event: Event) -> tuple[list[Any], dict[str, Any], bool]:
+    def decode(self, event: Event) -> tuple[list[Any], dict[str, Any], bool] | _Batch:
         content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
         if content_type in _MSGPACK_TYPES:
             given = event.headers.get(TOKEN_HEADER) or ""
             allowed = bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
-            args, kwargs = serialization.decode_call(event.body, allow_pickle=allowed)
+            request = serialization.decode_request(event.body, allow_pickle=allowed)
+            if not isinstance(request, tuple):
+                return _Batch(request, allowed)
+            args, kwargs = request
             self.check_arguments(args, kwargs)
             return args, kwargs, True
         if not event.body.strip():
@@ -196,7 +216,7 @@ class Adapter:
     def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """ValueError when the arguments do not fit the function's signature (a caller's mistake, not the
         function's: a 400 rather than the function's own TypeError as a 500)."""
-        if self.signature is None:
+        if self.signature is None or (not kwargs and len(args) == self._fits):
             return
         try:
             self.signature.bind(*args, **kwargs)
@@ -209,28 +229,122 @@ class Adapter:
         return Response({"error": str(exc)}, status)
 
     def success(self, result: Any, msgpack: bool) -> Response:
-        generated = isinstance(result, _Generated)
-        value = result.items if isinstance(result, _Generated) else result
         if msgpack:
-            try:
-                body, _ = serialization.dumps({"generator" if generated else "value": value})
-            except Exception as exc:
-                return self.failure(exc, msgpack)
-            return Response(body, 200, {"Content-Type": serialization.MSGPACK})
+            status, body = self.reply(result)
+            return Response(body, status, {"Content-Type": serialization.MSGPACK})
+        value = result.items if isinstance(result, _Generated) else result
         try:
             text = json.dumps(value, default=_json_default, ensure_ascii=False)
         except (TypeError, ValueError, RecursionError) as exc:
             return self.failure(TypeError(f"the result cannot be sent as JSON ({exc}); call with msgpack"), False)
         return Response(text.encode(), 200, {"Content-Type": "application/json"})
 
+    def reply(self, result: Any) -> tuple[int, bytes]:
+        """A msgpack reply body for a result, with its status (500 with the error when it cannot be encoded)."""
+        generated = isinstance(result, _Generated)
+        try:
+            body, _ = serialization.dumps({"generator": result.items} if generated else {"value": result})
+        except Exception as exc:
+            return 500, self.error_reply(exc)
+        return 200, body
+
     def failure(self, exc: Exception, msgpack: bool) -> Response:
+        if msgpack:
+            return Response(self.error_reply(exc), 500, {"Content-Type": serialization.MSGPACK})
         info = errors.describe(exc)
         print(info["traceback"], end="", file=sys.stderr)  # the function's log keeps the traceback too
-        if msgpack:
-            body, _ = serialization.dumps({"error": info})
-            return Response(body, 500, {"Content-Type": serialization.MSGPACK})
         info.pop("pickle")
         return Response({"error": info}, 500)
+
+    def error_reply(self, exc: Exception) -> bytes:
+        info = errors.describe(exc)
+        print(info["traceback"], end="", file=sys.stderr)  # the function's log keeps the traceback too
+        body, _ = serialization.dumps({"error": info})
+        return body
+
+    # -- batches (``.map()`` sends its items in chunks) ----------------------------------------------------
+    def run_batch(self, batch: _Batch, context: Context) -> Response:
+        """Each call of the batch in turn, as if it had come alone; one reply holding every call's reply."""
+        started = time.perf_counter()
+        replies: list[tuple[int, bytes]] = []
+        for data in batch.calls:
+            _check_deadline(context)
+            try:
+                args, kwargs = self.decode_item(data, batch.allowed)
+            except (ValueError, serialization.PickleRefused) as exc:
+                replies.append(_refusal(exc))
+                continue
+            try:
+                result = self.fn(*args, **kwargs)
+                if isinstance(result, types.GeneratorType):
+                    result = _Generated(list(result))
+            except Exception as exc:
+                replies.append((500, self.error_reply(exc)))
+                continue
+            except SystemExit as exc:  # fails this call, as it fails a call that came alone, not the batch
+                replies.append((500, _exited(context, exc)))
+                continue
+            replies.append(self.reply(result))
+        return self.batch_response(replies, started)
+
+    async def run_batch_async(self, batch: _Batch, context: Context) -> Response:
+        """:meth:`run_batch` for a coroutine function: the calls are awaited one after the other."""
+        started = time.perf_counter()
+        replies: list[tuple[int, bytes]] = []
+        for data in batch.calls:
+            _check_deadline(context)
+            try:
+                args, kwargs = self.decode_item(data, batch.allowed)
+            except (ValueError, serialization.PickleRefused) as exc:
+                replies.append(_refusal(exc))
+                continue
+            try:
+                result = await self.fn(*args, **kwargs)
+            except Exception as exc:
+                replies.append((500, self.error_reply(exc)))
+                continue
+            except SystemExit as exc:
+                replies.append((500, _exited(context, exc)))
+                continue
+            replies.append(self.reply(result))
+        return self.batch_response(replies, started)
+
+    def decode_item(self, data: bytes, allowed: bool) -> tuple[list[Any], dict[str, Any]]:
+        args, kwargs = serialization.decode_call(data, allow_pickle=allowed)
+        self.check_arguments(args, kwargs)
+        return args, kwargs
+
+    def batch_response(self, replies: list[tuple[int, bytes]], started: float) -> Response:
+        body = serialization.encode_batch_reply(replies, time.perf_counter() - started)
+        return Response(body, 200, {"Content-Type": serialization.MSGPACK})
+
+
+class _Batch:
+    """A batch body's calls (still encoded) and whether its caller may send pickles."""
+
+    __slots__ = ("allowed", "calls")
+
+    def __init__(self, calls: list[bytes], allowed: bool) -> None:
+        self.calls = calls
+        self.allowed = allowed
+
+
+def _refusal(exc: Exception) -> tuple[int, bytes]:
+    """What a call refused before it ran is answered when it comes alone: 403 or 400 with a JSON error."""
+    status = 403 if isinstance(exc, serialization.PickleRefused) else 400
+    return status, json.dumps({"error": str(exc)}).encode()
+
+
+def _exited(context: Context, exc: SystemExit) -> bytes:
+    message = f"function {context.function_name} failed: SystemExit"
+    return (f"{message}: {exc}" if str(exc) else message).encode()
+
+
+def _check_deadline(context: Context) -> None:
+    """Stop a batch past its exec timeout. The replica has answered 504 and told the handler to stop, but a
+    function that catches the exception it was given would only end its own call: the batch must not go on."""
+    if time.time() > context.deadline:
+        raise TimeoutError("the batch passed its exec timeout")
 
 
 class _Generated:

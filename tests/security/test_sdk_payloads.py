@@ -8,6 +8,7 @@ alongside must succeed.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -69,6 +70,15 @@ HOSTILE: dict[str, tuple[bytes, dict[str, str], str]] = {
     "wrong keyword": (_call([1], {"nope": 2}), MSGPACK, "do not fit"),
     "too many arguments": (_call([1, 2, 3, 4]), MSGPACK, "do not fit"),
     "no arguments": (b"", {}, "do not fit"),
+    "batch of something else than call bodies": (msgpack.packb({"batch": [1, 2]}), MSGPACK, "bytes of one"),
+    "batch of a non-array": (msgpack.packb({"batch": b"x"}), MSGPACK, "batch body is a map"),
+    "batch of calls with another key": (msgpack.packb({"batch": [], "args": [1]}), MSGPACK, "only that key"),
+    "batch of too many calls": (
+        msgpack.packb({"batch": [_call([1])] * (serialization.MAX_BATCH_ITEMS + 1)}, use_bin_type=True),
+        MSGPACK,
+        "at most",
+    ),
+    "batch nested 1100 arrays deep": (b"\x81\xa5batch" + b"\x91" * 1100 + b"\xc0", MSGPACK, "1024"),
     "deep JSON": (b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"}, "nests too deeply"),
     "bad JSON": (b'{"args": [1,', {"Content-Type": "application/json"}, "neither msgpack"),
     "JSON args not an array": (b'{"args": 1}', {"Content-Type": "application/json"}, "args must be an array"),
@@ -146,3 +156,26 @@ def test_the_decoder_keeps_every_type_the_sdk_sends() -> None:
     out = serialization.loads(data)
     assert out == value and list(out["order"]) == ["z", (0,), "a"]
     assert type(out["t"][1][1]) is tuple and type(out["t"][2][1]) is tuple
+
+
+def test_each_call_of_a_batch_is_held_to_the_limits_of_a_single_call(target: tuple[Platform, str]) -> None:
+    """A hostile call inside a batch gets the 400 (or 403) it would get alone, in its place; the calls around it
+    run; the replica stays the same process."""
+    url = target[1]
+    _, pid = _add(url, 0)
+    hostile = [HOSTILE[case][0] for case in sorted(HOSTILE) if HOSTILE[case][1] is MSGPACK]
+    calls = [_call([1]), *hostile, _call([2], {"y": 5})]
+    r = httpx.post(url, content=msgpack.packb({"batch": calls}, use_bin_type=True), headers=MSGPACK, timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    replies = serialization.loads(r.content)["batch"]
+    assert len(replies) == len(calls)
+    first, last = replies[0], replies[-1]
+    assert first[0] == 200 and serialization.loads(first[1])["value"][0] == 2
+    assert last[0] == 200 and serialization.loads(last[1])["value"][0] == 7
+    for (status, body), data in zip(replies[1:-1], hostile, strict=True):
+        case = next(c for c in HOSTILE if HOSTILE[c][0] == data)
+        assert status == (403 if case.startswith("pickle") else 400), case
+        # A batch inside a batch is not opened: as a call, it is not one.
+        needle = "a msgpack call body is a map" if case.startswith("batch of") else HOSTILE[case][2]
+        assert needle in json.loads(body)["error"], (case, body[:300])
+    assert _add(url, 1) == (2, pid), "the replica was restarted"

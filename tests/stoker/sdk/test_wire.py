@@ -8,7 +8,7 @@ import enum
 import pytest
 
 from stoker.sdk import CallFailed
-from stoker.sdk.mapping import backoff, ordered_map, with_retries
+from stoker.sdk.mapping import Failed, backoff, ordered_map, with_retries
 from stoker.sdk.serialization import PickleRefused, decode_call, dumps, encode_call, loads
 
 
@@ -78,8 +78,16 @@ def test_retries_only_what_a_retry_can_fix() -> None:
 def test_ordered_map_keeps_input_order_whatever_the_finishing_order() -> None:
     import time
 
-    def call(args: tuple[int]) -> int:
-        time.sleep(0.001 * (args[0] % 5))  # later items often finish first
-        return args[0] * 10
+    def run(chunk: list[int]) -> list[object]:
+        time.sleep(0.001 * (chunk[0] % 5))  # later chunks often finish first
+        return [Failed(ValueError(i)) if i == 57 else i * 10 for i in chunk]
 
-    assert list(ordered_map(call, ((i,) for i in range(100)), concurrency=8, retries=0)) == [i * 10 for i in range(100)]
+    chunks = ([i, i + 1, i + 2] for i in range(0, 99, 3))
+    got = list(ordered_map(run, chunks, concurrency=8, return_exceptions=True))
+    assert [g for i, g in enumerate(got) if i != 57] == [i * 10 for i in range(99) if i != 57]
+    assert isinstance(got[57], ValueError)
+    seen = []
+    with pytest.raises(ValueError):
+        for value in ordered_map(run, ([i] for i in range(99)), concurrency=8, probe=True):
+            seen.append(value)
+    assert seen == [i * 10 for i in range(57)]
