@@ -3,6 +3,11 @@ worker beside Celery (prefork with as many processes as cores, and with one) and
 stoker's embedded queue, in one run.
 
     python -m bench.queues [--messages 10000] [--rounds 3] [--celery-messages N] [--rq-messages 500] [--skip-rq]
+                           [--replicas 1]
+
+At equal cores: stoker's function runs on ``--replicas`` pinned replicas (1: the platform's process and one replica,
+two busy processes on two cores, as Celery's ``-c 2``); the "autoscaled" row leaves the function's default scaling,
+so the queue's lag scales it out (each replica started is a Python start taken from the same cores).
 
 Each system has its own message count: ``--messages`` for stoker (and Celery unless ``--celery-messages``), and
 ``--rq-messages`` (default 500) for RQ, which forks a process per job (about 10 jobs/s here: 10,000 would take 17
@@ -13,7 +18,7 @@ Beside the rate, the CPU time each system spent per message (its processes and t
 shared machine disturbs far less than the rate.
 
 Celery and RQ are installed into a throwaway virtualenv (they are not project dependencies). Prints a markdown table:
-messages/s per round (median, worst), CPU per message (median) and the ratio of stoker's median to each row's.
+messages/s per round (median, worst), CPU per message (median) and the ratio of the first row's median to each row's.
 """
 
 from __future__ import annotations
@@ -106,12 +111,20 @@ STREAM = "bench-stoker"
 GROUP = "stoker:noop.openfaas-fn"
 
 
-def bench_stoker(url: str, n: int, work: Path, redis_pid: int) -> Run:
+# At equal cores the function's replicas are pinned (--replicas, 1: with the platform's own process, as many busy
+# processes as cores, like Celery's -c); the autoscaled row lets the queue's lag scale it out (up to 20 replicas), and
+# on 2 cores every replica started takes CPU (a Python start) from the work.
+def _pinned(replicas: int) -> dict[str, str]:
+    return {"com.openfaas.scale.min": str(replicas), "com.openfaas.scale.max": str(replicas)}
+
+
+def bench_stoker(url: str, n: int, work: Path, redis_pid: int, labels: dict[str, str]) -> Run:
     r = redis.Redis.from_url(url)
     p = start_platform(work / "home", "--redis", url, env={"STOKER_QUEUE_CONCURRENCY": "64", "STOKER_POOL_SIZE": "0"})
     try:
         annotations = {"com.stoker.queue.stream": STREAM}
-        assert p.deploy("noop", write_handler(work / "noop", NOOP), annotations=annotations).status_code == 202
+        folder = write_handler(work / "noop", NOOP)
+        assert p.deploy("noop", folder, annotations=annotations, labels=labels).status_code == 202
         _wait(lambda: any(g["name"] == GROUP.encode() for g in _groups(r, STREAM)), 30)
         pipe = r.pipeline(transaction=False)
         for i in range(n):
@@ -133,13 +146,14 @@ def bench_stoker(url: str, n: int, work: Path, redis_pid: int) -> Run:
         p.stop()
 
 
-def bench_embedded(n: int, work: Path) -> Run:
+def bench_embedded(n: int, work: Path, labels: dict[str, str]) -> Run:
     """The embedded queue: filled (in one transaction, from this process) while its worker waits, timed from the first
     delivery to the last ack, read from the queue's own tables."""
     p = start_platform(work / "home", env={"STOKER_QUEUE_CONCURRENCY": "64", "STOKER_POOL_SIZE": "0"})
     try:
         annotations = {"com.stoker.queue.stream": STREAM}
-        assert p.deploy("noop", write_handler(work / "noop", NOOP), annotations=annotations).status_code == 202
+        folder = write_handler(work / "noop", NOOP)
+        assert p.deploy("noop", folder, annotations=annotations, labels=labels).status_code == 202
         db = sqlite3.connect(work / "home" / "queue.db", timeout=30)
         state = "SELECT last_seq, (SELECT COUNT(*) FROM pending WHERE stream = ?1) FROM groups WHERE stream = ?1"
         _wait(lambda: db.execute(state, (STREAM,)).fetchone() is not None, 30)
@@ -235,6 +249,7 @@ def main() -> None:
     parser.add_argument("--rq-messages", type=int, default=500, help="RQ's messages (it forks per job: ~10/s)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-rq", action="store_true", help="leave RQ out")
+    parser.add_argument("--replicas", type=int, default=1, help="stoker's replicas of the function (pinned)")
     args = parser.parse_args()
     celery_n = args.celery_messages or args.messages
     work = Path(tempfile.mkdtemp(prefix="stoker-bench-queue-"))
@@ -247,10 +262,11 @@ def main() -> None:
     url = f"redis://127.0.0.1:{port}/0"
     rpid = server.pid
     rows: dict[str, tuple[int, list[Run]]] = {
-        "stoker, Redis Streams": (args.messages, []),
+        f"stoker, Redis Streams, {args.replicas} replica(s)": (args.messages, []),
+        "stoker, Redis Streams, autoscaled": (args.messages, []),
         f"celery prefork -c {CORES} (= cores)": (celery_n, []),
         "celery prefork -c 1": (celery_n, []),
-        "stoker, embedded queue": (args.messages, []),
+        f"stoker, embedded queue, {args.replicas} replica(s)": (args.messages, []),
     }
     if not args.skip_rq:
         rows["rq (forks per job)"] = (args.rq_messages, [])
@@ -261,17 +277,19 @@ def main() -> None:
             home = work / f"r{round_}"
             home.mkdir()
             runs = iter(rows.values())
-            next(runs)[1].append(bench_stoker(url, args.messages, home / "redis", rpid))
+            pinned = _pinned(args.replicas)
+            next(runs)[1].append(bench_stoker(url, args.messages, home / "redis", rpid, pinned))
+            next(runs)[1].append(bench_stoker(url, args.messages, home / "scaled", rpid, {}))
             next(runs)[1].append(bench_celery(python, url, celery_n, work, CORES, rpid))
             next(runs)[1].append(bench_celery(python, url, celery_n, work, 1, rpid))
-            next(runs)[1].append(bench_embedded(args.messages, home / "embedded"))
+            next(runs)[1].append(bench_embedded(args.messages, home / "embedded", pinned))
             if not args.skip_rq:
                 next(runs)[1].append(bench_rq(python, url, args.rq_messages, work, rpid))
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1].rate:.0f}/s" for k, (_, v) in rows.items()),
                   file=sys.stderr)  # fmt: skip
-        ours = statistics.median(r.rate for r in rows["stoker, Redis Streams"][1])
+        ours = statistics.median(r.rate for r in next(iter(rows.values()))[1])
         print(f"\n{args.rounds} round(s) on {CORES} cores, one redis-server; CPU: its processes + redis-server\n")
-        print("| system | messages | median msg/s | worst msg/s | CPU µs/msg | stoker Redis median / this median |")
+        print("| system | messages | median msg/s | worst msg/s | CPU µs/msg | first row median / this median |")
         print("|---|---|---|---|---|---|")
         for name, (count, runs_) in rows.items():
             med = statistics.median(r.rate for r in runs_)
