@@ -236,7 +236,7 @@ class RedisQueue:
         not undo the others); a script Redis has not cached (it restarted) is loaded and its calls sent again."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
-        async with _guard("finish"):
+        async with _guard("settling messages"):
             for _ in range(2):
                 pipe = self.redis.pipeline(transaction=False)
                 for i in todo:
