@@ -9,12 +9,17 @@ still holds is never started twice here, even when a reclaim hands it back (afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from events.queue import Message, Queue, QueueUnavailable
 
 logger = logging.getLogger(__name__)
+
+# How long a busy consumer waits for more of its slots to free before reading for the few free now: long enough for
+# the calls of one settled batch to finish together, short beside any call.
+REFILL_WAIT_S = 0.005
 
 
 def log(message: str) -> None:
@@ -45,6 +50,7 @@ class StreamConsumer:
         self.held: dict[str, str] = {}  # message id -> stream, for messages this consumer is working on
         self.inflight = 0
         self._free = asyncio.Semaphore(concurrency)
+        self._freed = asyncio.Event()  # set whenever a slot frees
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -68,8 +74,7 @@ class StreamConsumer:
                         for stream in self.streams:
                             await self.queue.ensure_group(stream, self.group, from_start=self.from_start(stream))
                         ready = True
-                    await self._free.acquire()  # wait for a slot before taking messages
-                    self._free.release()
+                    await self._room()
                     now = time.monotonic()
                     if now - last_claim >= self.claim_idle_s / 4:
                         last_claim = now
@@ -94,6 +99,20 @@ class StreamConsumer:
         finally:
             renew.cancel()
 
+    async def _room(self) -> None:
+        """Wait for a free slot, then up to REFILL_WAIT_S for a quarter of them: messages are read (and their calls
+        started, and settled) in groups, not one round trip each as single slots free up under load."""
+        await self._free.acquire()
+        self._free.release()
+        want = max(1, self.concurrency // 4)
+        if self._slots() >= want:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REFILL_WAIT_S):
+                while self._slots() < want:
+                    self._freed.clear()
+                    await self._freed.wait()
+
     def _slots(self) -> int:
         return max(0, self.concurrency - self.inflight)
 
@@ -111,6 +130,7 @@ class StreamConsumer:
         self._tasks.discard(task)
         self.inflight -= 1
         self._free.release()
+        self._freed.set()
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking messages, let the running ones finish for up to ``grace_s``, then cancel them (they stay

@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
+from events.batch import Batcher
 from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, QueueUnavailable, StreamInfo
 
 _CALL = "stoker:call:"
@@ -83,6 +84,9 @@ return 0
 """
 
 
+_ScriptCall = tuple[Any, list[str], list[Any]]  # a registered script, its keys, its arguments
+
+
 @contextlib.asynccontextmanager
 async def _guard(what: str) -> AsyncIterator[None]:
     try:
@@ -114,6 +118,9 @@ class RedisQueue:
         self._finish = self.redis.register_script(_FINISH)
         self._progress = self.redis.register_script(_PROGRESS)
         self._note = self.redis.register_script(_NOTE)
+        # Settling messages and noting calls' progress: the steps of concurrent workers go to Redis together, each
+        # script still atomic on its own (events/batch.py).
+        self._scripts: Batcher[_ScriptCall, Any] = Batcher(self._run_scripts)
 
     async def ping(self) -> None:
         async with _guard("ping"):
@@ -222,8 +229,31 @@ class RedisQueue:
         if done.dead_stream:
             for name, value in done.dead.items():
                 args += [name, value]
-        async with _guard("finish"):
-            return bool(await self._finish(keys=keys, args=args))
+        return bool(await self._scripts.submit((self._finish, keys, args)))
+
+    async def _run_scripts(self, calls: list[_ScriptCall]) -> list[Any]:
+        """One round trip for many script calls (no MULTI: each script is atomic by itself, and one failing must
+        not undo the others); a script Redis has not cached (it restarted) is loaded and its calls sent again."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        async with _guard("settling messages"):
+            for _ in range(2):
+                pipe = self.redis.pipeline(transaction=False)
+                for i in todo:
+                    script, keys, args = calls[i]
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+                missing = []
+                for i, reply in zip(todo, replies, strict=True):
+                    if isinstance(reply, rexc.NoScriptError):
+                        missing.append(i)
+                    results[i] = reply
+                if not missing:
+                    break
+                for script in {calls[i][0] for i in missing}:
+                    await self.redis.script_load(script.script)
+                todo = missing
+        return results
 
     async def entries(self, stream: str, count: int) -> list[Message]:
         async with _guard("range"):
@@ -252,8 +282,7 @@ class RedisQueue:
 
     async def set_call(self, call_id: str, status: str, result: bytes | None, ttl_s: float) -> None:
         if result is None:
-            async with _guard("call"):
-                await self._progress(keys=[_CALL + call_id], args=[status, _ms(ttl_s)])
+            await self._scripts.submit((self._progress, [_CALL + call_id], [status, _ms(ttl_s)]))
             return
         async with _guard("call"):
             pipe = self.redis.pipeline(transaction=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from events.batch import Batcher
 from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, QueueUnavailable, StreamInfo
 
 _SCHEMA = """
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS triggers (function TEXT, stream TEXT, PRIMARY KEY (function, stream));
 """
+
+_Finish = tuple[Message, str, bool, Completion]  # what finish() settles: message, group, delete, completion
 
 
 def _seq(msg_id: str) -> int:
@@ -70,6 +73,7 @@ class SQLiteQueue:
         if "callback" not in columns:  # a queue.db from before callbacks failures were noted
             self.db.execute("ALTER TABLE calls ADD COLUMN callback TEXT")
         self._added = asyncio.Event()
+        self._finishes: Batcher[_Finish, bool] = Batcher(self._finish_many)  # group commit (events/batch.py)
 
     async def ping(self) -> None:
         return None
@@ -229,20 +233,32 @@ class SQLiteQueue:
             self._ack(msg.stream, group, [(_seq(msg.id),)], delete)
 
     async def finish(self, msg: Message, group: str, delete: bool, done: Completion) -> bool:
-        with self.db:  # one transaction: the ack and everything stored with it commit together or not at all
-            self.db.execute("BEGIN IMMEDIATE")
-            if self._ack(msg.stream, group, [(_seq(msg.id),)], delete) == 0:
-                return False  # another delivery finished it first: its result and callback stand
-            if done.dead_stream:
-                self._add(done.dead_stream, done.dead)
-            if done.call_id:
-                self.db.execute(
-                    "INSERT INTO calls VALUES (?, 'done', ?, ?, NULL) ON CONFLICT (call_id) DO UPDATE SET "
-                    "status = 'done', result = excluded.result, expires = excluded.expires",
-                    (done.call_id, done.result, time.time() + done.ttl_s),
-                )
-            if done.callback:
-                self._add(CALLBACK_STREAM, {"m": done.callback})
+        return await self._finishes.submit((msg, group, delete, done))
+
+    async def _finish_many(self, items: list[_Finish]) -> list[bool | BaseException]:
+        """Settle the messages of every worker waiting in one transaction: one commit (a WAL write) where each was
+        one. Each message is settled as on its own (acked, and only if that took it off the pending list, its
+        result, callback and dead letter stored), and all or none of them are."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                return [self._finish_one(*item) for item in items]
+        except sqlite3.OperationalError as exc:  # rolled back: every message stays pending
+            raise QueueUnavailable(f"{self.path}: {exc}") from None
+
+    def _finish_one(self, msg: Message, group: str, delete: bool, done: Completion) -> bool:
+        if self._ack(msg.stream, group, [(_seq(msg.id),)], delete) == 0:
+            return False  # another delivery finished it first: its result and callback stand
+        if done.dead_stream:
+            self._add(done.dead_stream, done.dead)
+        if done.call_id:
+            self.db.execute(
+                "INSERT INTO calls VALUES (?, 'done', ?, ?, NULL) ON CONFLICT (call_id) DO UPDATE SET "
+                "status = 'done', result = excluded.result, expires = excluded.expires",
+                (done.call_id, done.result, time.time() + done.ttl_s),
+            )
+        if done.callback:
+            self._add(CALLBACK_STREAM, {"m": done.callback})
         return True
 
     async def entries(self, stream: str, count: int) -> list[Message]:

@@ -6,6 +6,8 @@ import asyncio
 import time
 
 from events.queue import CALLBACK_STREAM, Completion, Message, Queue, async_stream, dead_stream, group_of
+from events.redis_queue import RedisQueue
+from tests.events.conftest import redis_url
 
 
 async def _wait_reclaim(q: Queue, stream: str, group: str, consumer: str, idle: float) -> list[str]:
@@ -164,3 +166,48 @@ async def _reclaimed(queue: Queue, stream: str, group: str, consumer: str) -> li
             return got
         await asyncio.sleep(0.02)
     raise AssertionError("nothing reclaimed")
+
+
+async def test_concurrent_finishes_each_settle_their_own_message_once(queue: Queue, name: str) -> None:
+    """Workers settle messages together (in batches): each finish still answers for its own message, and a duplicate
+    delivery finishing at the same time stores nothing."""
+    stream, group = async_stream(name), group_of(name)
+    await queue.ensure_group(stream, group, from_start=True)
+    calls = [f"{name}-{i}" for i in range(60)]
+    for call in calls:
+        await queue.enqueue_call(stream, call.encode(), call, 60)
+    msgs = await queue.read([stream], group, "first", 100, 0.1)
+    assert len(msgs) == len(calls)
+    twice = msgs[:10]  # finished by two deliveries at once
+    dones = [queue.finish(m, group, True, Completion(m.fields[b"m"].decode(), m.fields[b"m"], 60)) for m in msgs]
+    dupes = [queue.finish(m, group, True, Completion(m.fields[b"m"].decode(), b"duplicate", 60)) for m in twice]
+    results = await asyncio.gather(*dones, *dupes)
+    for i in range(len(twice)):  # one of the two finishes of each won, the other stored nothing
+        assert sorted([results[i], results[len(msgs) + i]]) == [False, True]
+    assert all(results[len(twice) : len(msgs)])
+    for call in calls[len(twice) :]:
+        record = await queue.get_call(call)
+        assert record is not None and (record.status, record.result) == ("done", call.encode())
+    for call in calls[: len(twice)]:
+        record = await queue.get_call(call)
+        assert record is not None and record.status == "done" and record.result in (call.encode(), b"duplicate")
+    info = await queue.info(stream, group)
+    assert (info.length, info.pending) == (0, 0)
+
+
+async def test_finish_on_a_redis_that_forgot_its_scripts(name: str) -> None:
+    """Redis restarted (or SCRIPT FLUSH): the batched scripts are loaded again and the messages settled."""
+    queue = RedisQueue(redis_url())
+    try:
+        stream, group = async_stream(name), group_of(name)
+        await queue.ensure_group(stream, group, from_start=True)
+        await queue.enqueue_call(stream, b"m", name, 60)
+        (msg,) = await queue.read([stream], group, "c", 10, 0.1)
+        await queue.redis.script_flush()
+        await queue.set_call(name, "running", None, 60)
+        await queue.redis.script_flush()
+        assert await queue.finish(msg, group, True, Completion(name, b"result", 60)) is True
+        record = await queue.get_call(name)
+        assert record is not None and (record.status, record.result) == ("done", b"result")
+    finally:
+        await queue.close()

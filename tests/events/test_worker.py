@@ -4,11 +4,14 @@ tests/gateway/test_async*.py)."""
 from __future__ import annotations
 
 import asyncio
+import random
+import statistics
 import time
 from collections import Counter
+from typing import Any
 
 from events.messages import Invocation, Result
-from events.queue import Queue, async_stream, dead_stream, group_of
+from events.queue import Message, Queue, async_stream, dead_stream, group_of
 from events.retry import RetryPolicy
 from events.worker import FunctionWorker, WorkerSettings
 
@@ -98,6 +101,42 @@ async def test_concurrency_per_function_is_bounded(queue: Queue, name: str) -> N
     try:
         await _until(lambda: done == 12)
         assert peak == 3
+    finally:
+        await worker.stop(1)
+        task.cancel()
+
+
+async def test_a_busy_worker_reads_messages_in_groups_not_one_per_freed_slot(queue: Queue, name: str) -> None:
+    """Under load, calls end one by one; the worker waits a moment for more free slots before reading again, so the
+    queue is asked once per group of messages (a round trip to Redis each), not once per message."""
+    reads: list[int] = []
+    read = queue.read
+
+    async def counted(*args: Any, **kwargs: Any) -> list[Message]:
+        got = await read(*args, **kwargs)
+        if got:
+            reads.append(len(got))
+        return got
+
+    queue.read = counted  # type: ignore[method-assign]  # observes the real queue's reads
+    done: Counter[str] = Counter()
+    spread = random.Random(7)
+
+    async def invoke(inv: Invocation) -> Result:
+        await asyncio.sleep(spread.uniform(0.001, 0.004))  # calls end at different moments
+        done[inv.call_id] += 1
+        return Result(200, [], b"", 0.002, name)
+
+    total = 300
+    for i in range(total):
+        await queue.enqueue_call(async_stream(name), Invocation(name, call_id=f"c{i}").encode(), f"c{i}", 60)
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(concurrency=16), "w1")
+    task = asyncio.create_task(worker.run())
+    try:
+        await _until(lambda: len(done) == total and worker.inflight == 0)
+        assert sum(reads) == total and sum(done.values()) == total
+        # a quarter of the worker's 16 slots at a time, but when calls ended too far apart
+        assert statistics.median(reads) >= 4, f"{len(reads)} reads for {total} messages: {reads}"
     finally:
         await worker.stop(1)
         task.cancel()
