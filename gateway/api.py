@@ -28,6 +28,7 @@ from gateway.removals import Removals
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord, LogLine
 from runtime.backends.memory_floor import floor_note
+from runtime.backends.root_fs import read_only_root, root_note
 from stoker import __version__
 from stoker.buildinfo import build_info
 from stoker.bundle import check as check_bundle
@@ -174,8 +175,10 @@ class ManagementAPI:
             constraints=dep.constraints,
             limits=dep.limits,
             requests=dep.requests,
-            readOnlyRootFilesystem=dep.readOnlyRootFilesystem,
-            message="; ".join(m for m in (record.message, floor_note(dep, self.backend.name)) if m),
+            readOnlyRootFilesystem=read_only_root(dep, self.backend.name),
+            message="; ".join(
+                m for m in (record.message, floor_note(dep, self.backend.name), root_note(dep, self.backend.name)) if m
+            ),
         ).to_json()
 
     def _record(self, name: str, namespace: str) -> FunctionRecord:

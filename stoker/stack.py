@@ -66,7 +66,7 @@ class StackFunction:
     secrets: list[str] = field(default_factory=list)
     limits: dict[str, str] = field(default_factory=dict)
     requests: dict[str, str] = field(default_factory=dict)
-    readonly_root_filesystem: bool = False
+    readonly_root_filesystem: bool | None = None  # None: not given (read-only on the container backends)
     constraints: list[str] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)
     line: int = 0  # where the function is defined, for messages
@@ -371,7 +371,8 @@ class _Reader:
         elif key == "namespace":
             fn.namespace = self.name(self.string(value, key, name), value, "namespace", name)
         elif key == "readonly_root_filesystem":
-            fn.readonly_root_filesystem = self.boolean(value, key, name)
+            given = not (isinstance(value, ScalarNode) and value.tag == _NULL)
+            fn.readonly_root_filesystem = self.boolean(value, key, name) if given else None
 
     def name(self, value: str, node: Node, kind: str, function: str) -> str:
         if kind == "namespace" and not value:

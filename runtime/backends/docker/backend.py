@@ -156,7 +156,7 @@ class DockerBackend(SlotBackend[_Function]):
             for stale in (c for c in containers if c not in current):  # an update interrupted by a crash
                 await asyncio.to_thread(stale.remove, force=True)
             try:
-                dep = FunctionDeployment.from_json(json.loads(newest.labels[DEPLOYMENT]), require_code=False)
+                dep = FunctionDeployment.from_stored(json.loads(newest.labels[DEPLOYMENT]))
             except (KeyError, ValueError, StokerError) as exc:
                 logger.warning("cannot adopt the containers of %s.%s: %s", key[0], key[1], exc)
                 continue

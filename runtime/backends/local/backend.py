@@ -95,7 +95,7 @@ class LocalBackend(SlotBackend[_Function]):
         for path in sorted((self.root / "functions").glob("*/*.json")):
             try:
                 state = json.loads(path.read_text())
-                dep = FunctionDeployment.from_json(state["deployment"], require_code=False)
+                dep = FunctionDeployment.from_stored(state["deployment"])
                 memory_limit(dep)
                 self._materialize(state["digest"], state["signature"])
             except (OSError, ValueError, KeyError, StokerError) as exc:
@@ -310,7 +310,7 @@ class LocalBackend(SlotBackend[_Function]):
         """Write the function's state file (with ``replicas`` instead of the current count when given)."""
         dep = fn.record.deployment
         state = {
-            "deployment": dep.to_json(with_source=False),
+            "deployment": dep.to_stored(),
             "replicas": fn.record.replicas if replicas is None else replicas,
             "created_at": fn.record.created_at,
             "digest": fn.digest,
