@@ -35,6 +35,7 @@ from runtime.backends.local.pool import GenericProcess, GenericStarter
 from runtime.backends.local.replica import ProcessSpec, ReplicaSlot, WarmStart, default_python
 from runtime.backends.local.sockets import SocketFolder
 from runtime.backends.logstore import FunctionLog
+from runtime.backends.namespaces import FileNamespaceStore
 from runtime.backends.pool import WarmPool
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
@@ -77,6 +78,7 @@ class LocalBackend(SlotBackend[_Function]):
         self.key = key
         self.root = config.home / "local"
         self.secrets = FileSecretStore(config.home / "secrets")
+        self.namespace_store = FileNamespaceStore(config.home / "namespaces")
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
         self._files = asyncio.Lock()  # bundles and code on disk change one thread at a time
         self._pool: WarmPool | None = None
