@@ -98,7 +98,7 @@ def test_to_deployment_uses_openfaas_field_names(tmp_path: Path) -> None:
     assert body == {
         "service": "hello",
         "namespace": "team-a",
-        "image": "registry.example/hello:1.0",
+        "image": "",  # with source, no image: the stack's image: is what `stoker build` tags for faas-cli
         "envProcess": "python index.py",
         "envVars": {"RATIO": "1.0", "DEBUG": "true", "EMPTY": ""},
         "constraints": ["node.platform.os == linux"],
@@ -111,6 +111,7 @@ def test_to_deployment_uses_openfaas_field_names(tmp_path: Path) -> None:
         "source": "c291cmNl",
     }
     assert FunctionDeployment.from_json(body).service == "hello"  # what the gateway will accept
+    assert hello.to_deployment()["image"] == "registry.example/hello:1.0"  # no source: the image is deployed
 
 
 def test_default_namespace_in_deployment(tmp_path: Path) -> None:
