@@ -5,6 +5,10 @@ and the status codes of faas-provider's namespace handlers (faasd: 201, 200, 202
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -120,3 +124,24 @@ def test_namespace_routes_need_authentication(platform: Platform) -> None:
     assert r.status_code == 401
     with platform.client() as c:
         assert c.get("/system/namespace/sneaky").status_code == 404
+
+
+def test_the_stoker_cli_manages_namespaces(platform: Platform) -> None:
+    def stoker(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "stoker", "namespaces", *args]
+        return subprocess.run(command, env=platform.env(), capture_output=True, text=True, timeout=60)
+
+    made = stoker("create", "cli-ns", "--label", "env=dev", "--annotation", "owner=ops")
+    assert made.returncode == 0 and "Created namespace cli-ns." in made.stdout, made.stderr
+    got = json.loads(stoker("get", "cli-ns", "--json").stdout)
+    assert got == {"name": "cli-ns", "labels": {"env": "dev", **OPENFAAS}, "annotations": {"owner": "ops", **OPENFAAS}}
+    assert "cli-ns" in stoker().stdout.split()
+    assert stoker("update", "cli-ns", "--label", "env=prod").returncode == 0
+    assert json.loads(stoker("get", "cli-ns", "--json").stdout)["labels"] == {"env": "prod", **OPENFAAS}
+    again = stoker("create", "cli-ns")
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert stoker("remove", "cli-ns").returncode == 0
+    missing = stoker("get", "cli-ns")
+    assert missing.returncode != 0 and "not found" in missing.stderr
+    bad = stoker("create", "Bad_Name")
+    assert bad.returncode != 0 and "namespace" in bad.stderr
