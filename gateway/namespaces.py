@@ -3,8 +3,9 @@
 
 ``POST /system/namespace/`` creates (201; 409 when it exists), ``GET`` reads (200 ``{name, labels, annotations}``;
 404), ``PUT`` replaces labels and annotations (202; 404), ``DELETE`` removes (202; 404; 409 while functions or
-secrets are in it; the default namespace is never removed). Names are DNS-1123 labels, refused with 400 otherwise,
-and a name in the body must match the one in the URL. Where namespaces live: :mod:`runtime.backends.namespaces`.
+secrets are in it, and for the default namespace, which always exists). Names are DNS-1123 labels, refused with 400
+otherwise, and a name in the body must match the one in the URL. Where namespaces live:
+:mod:`runtime.backends.namespaces`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from gateway.jsonbody import JsonLimits, read_json
 from gateway.resources import resource
 from runtime.backends.base import Backend
 from runtime.backends.namespaces import FunctionNamespace, ManagesNamespaces, NamespaceStore, implicit
-from stoker.errors import Conflict, InvalidRequest, NotFound, Unsupported
+from stoker.errors import Conflict, NotFound, Unsupported
 from stoker.names import DEFAULT_NAMESPACE, validate_name
 
 LIST_CAP = 20  # names quoted in a 409 message
@@ -96,7 +97,7 @@ class NamespaceAPI:
             FunctionNamespace.from_json(body, name)  # faas-cli sends {name, labels}: the name must match the URL
         store = self._store()
         if name == DEFAULT_NAMESPACE:
-            raise InvalidRequest(f"the default namespace {DEFAULT_NAMESPACE!r} cannot be removed")
+            raise Conflict(f"the default namespace {DEFAULT_NAMESPACE!r} always exists; it cannot be removed")
         async with self._lock:
             if await self._find(name) is None:
                 raise NotFound(f"namespace {name!r} not found")

@@ -72,13 +72,13 @@ class StackFunction:
     line: int = 0  # where the function is defined, for messages
 
     def deployment(self, source_b64: str = "") -> FunctionDeployment:
-        """The management-API wire type for this function (see :mod:`stoker.spec`). With source, no image: the
-        ``image:`` of a function that has a handler folder names what ``stoker build`` tags and ``faas-cli deploy``
-        sends; stoker itself deploys the folder."""
+        """The management-API wire type for this function (see :mod:`stoker.spec`). With a handler folder, no
+        image: its ``image:`` names what ``stoker build`` tags and ``faas-cli deploy`` sends; stoker itself deploys
+        the folder."""
         return FunctionDeployment(
             service=self.name,
             namespace=self.namespace or DEFAULT_NAMESPACE,
-            image="" if source_b64 else self.image,
+            image="" if self.handler_dir is not None else self.image,
             envProcess=self.env_process,
             envVars=dict(self.env),
             constraints=list(self.constraints),

@@ -44,10 +44,10 @@ class FunctionNamespace:
         if not isinstance(body, dict):
             raise InvalidRequest("the body must be a JSON object with name, labels and annotations")
         name = body.get("name")
-        if name in (None, ""):
+        if name is None:  # absent or null: the URL's
             name = path_name
-        if not name:
-            raise InvalidRequest("namespace not specified: give name in the body")
+            if not name:
+                raise InvalidRequest("namespace not specified: give name in the body")
         name = validate_name(name, "namespace")
         if path_name and name != path_name:
             raise InvalidRequest(f"the namespace in the body ({name!r}) does not match the URL ({path_name!r})")

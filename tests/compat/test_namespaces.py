@@ -60,7 +60,7 @@ def test_labels_are_optional_and_openfaas_is_added(platform: Platform) -> None:
 def test_the_default_and_namespaces_in_use_exist_without_being_created(platform: Platform) -> None:
     with platform.client() as c:
         assert c.get("/system/namespace/openfaas-fn").json() == {"name": "openfaas-fn", "labels": OPENFAAS}
-        assert "default" in _error(c.request("DELETE", "/system/namespace/openfaas-fn"), 400)
+        assert "always exists" in _error(c.request("DELETE", "/system/namespace/openfaas-fn"), 409)
         assert c.get("/system/function/nsfn").status_code == 404
         assert platform.deploy("usedfn", FUNCTIONS / "hello", namespace="in-use").status_code == 202
         assert c.get("/system/namespace/in-use").json() == {"name": "in-use", "labels": OPENFAAS}
@@ -101,6 +101,7 @@ def test_a_namespace_holding_secrets_is_not_removed(platform: Platform) -> None:
         ("POST", "/system/namespace/", {"name": "team-x", "annotations": {"k": "a\nb"}}, "control"),
         ("POST", "/system/namespace/", {"name": "team-x", "labels": {f"k{i}": "v" for i in range(65)}}, "at most 64"),
         ("POST", "/system/namespace/team-y", {"name": "team-x"}, "does not match"),
+        ("PUT", "/system/namespace/openfaas-fn", {"name": ""}, "namespace"),
         ("PUT", "/system/namespace/openfaas-fn", {"name": "team-x"}, "does not match"),
         ("DELETE", "/system/namespace/openfaas-fn", {"name": "team-x"}, "does not match"),
     ],

@@ -93,7 +93,7 @@ def test_full_stack(tmp_path: Path) -> None:
 
 def test_to_deployment_uses_openfaas_field_names(tmp_path: Path) -> None:
     make_handler(tmp_path, "hello")
-    hello = load(tmp_path, FULL).functions[0]
+    hello, figlet = load(tmp_path, FULL).functions
     body = hello.to_deployment("c291cmNl")
     assert body == {
         "service": "hello",
@@ -111,7 +111,7 @@ def test_to_deployment_uses_openfaas_field_names(tmp_path: Path) -> None:
         "source": "c291cmNl",
     }
     assert FunctionDeployment.from_json(body).service == "hello"  # what the gateway will accept
-    assert hello.to_deployment()["image"] == "registry.example/hello:1.0"  # no source: the image is deployed
+    assert figlet.to_deployment()["image"] == "ghcr.io/openfaas/figlet:latest"  # no folder: the image is deployed
 
 
 def test_default_namespace_in_deployment(tmp_path: Path) -> None:
