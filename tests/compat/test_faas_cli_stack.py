@@ -95,8 +95,9 @@ def built(tmp_path: Path, engine: Any) -> Iterator[dict[str, Any]]:
     (result,) = json.loads(done.stdout)
     yield result
     deadline = time.monotonic() + 90  # the function's containers drain after its DELETE answered
-    while engine.containers.list(all=True, filters={"label": f"{FUNCTION}={name}"}) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    mine = {"label": f"{FUNCTION}={name}"}
+    while engine.containers.list(all=True, sparse=True, filters=mine) and time.monotonic() < deadline:  # no inspect:
+        time.sleep(0.2)  # a container removed meanwhile would fail it
     import docker.errors
 
     for ref in filter(None, (result.get("tagged"), result["image"])):
