@@ -17,7 +17,7 @@ from typing import Any
 from builder import pip
 from builder.base import image_exists
 from builder.context import pack_context
-from builder.reference import content_tag, repository_for, validate_reference
+from builder.reference import content_tag, faas_cli_reference, repository_for, validate_reference
 from builder.stream import Output, quiet, run_build
 from stoker import bundle
 
@@ -83,6 +83,15 @@ def build_function(
         run_build(client, context, ref, out, nocache=nocache)
     out(f"{name}: built {ref}")
     return FunctionImage(ref, True, time.monotonic() - started)
+
+
+def tag_as(client: Any, ref: str, image: str, out: Output = quiet) -> str:
+    """Tag the built ``ref`` also as a stack file's ``image:``, the name ``faas-cli deploy`` sends for it; return
+    that name (see :func:`builder.reference.faas_cli_reference`)."""
+    repository, tag = faas_cli_reference(image)
+    client.images.get(ref).tag(repository, tag)
+    out(f"tagged {ref} as {repository}:{tag} (the image faas-cli deploy names)")
+    return f"{repository}:{tag}"
 
 
 def push(client: Any, ref: str, out: Output = quiet) -> None:

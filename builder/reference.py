@@ -51,6 +51,19 @@ def has_tag(ref: str) -> bool:
     return ":" in last or "@" in ref
 
 
+def faas_cli_reference(image: str) -> tuple[str, str]:
+    """The ``(repository, tag)`` that ``faas-cli deploy`` names for a stack file's ``image:`` (its
+    ``schema.BuildImageName`` with the default tag format: ``:latest`` appended when the name holds no ``:``), so
+    ``stoker build`` can tag its image so. InvalidRequest when it is not an image reference, or names a digest."""
+    ref = validate_reference(image if ":" in image else f"{image}:latest", "image")
+    if "@" in ref:
+        raise InvalidRequest(f"image {image!r}: a digest cannot be given to a built image; use a tag")
+    if not has_tag(ref):  # "host:5000/name": the engine's default tag
+        return ref, "latest"
+    repository, _, tag = ref.rpartition(":")
+    return repository, tag
+
+
 def repository_for(function: str, registry: str = "", prefix: str = "stoker-fn") -> str:
     """The repository a function's image is tagged into: ``[registry/]prefix/function``."""
     repo = f"{prefix}/{function}" if prefix else function

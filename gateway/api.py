@@ -24,10 +24,12 @@ from events.service import check_streams
 from gateway import secret_rules
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
+from gateway.namespaces import NamespaceAPI
 from gateway.removals import Removals
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord, LogLine
 from runtime.backends.memory_floor import floor_note
+from runtime.backends.root_fs import read_only_root, root_note
 from stoker import __version__
 from stoker.buildinfo import build_info
 from stoker.bundle import check as check_bundle
@@ -131,6 +133,7 @@ class ManagementAPI:
         self.closing = asyncio.Event()  # set when the platform stops: followed logs end then
         self.removals = Removals(backend, self._deploy_locks, lambda name, ns: metrics.forget(f"{name}.{ns}"))
         self.limits = json_limits(config)
+        self.namespace_api = NamespaceAPI(backend, self.limits)
         # A deployment may carry a base64 bundle (4/3 of its size) besides what every body may have.
         self.deploy_limits = replace(self.limits, body_bytes=config.max_bundle_bytes * 4 // 3 + config.max_json_bytes)
         build = build_info()  # now, at startup: it reads files and may run git
@@ -146,6 +149,7 @@ class ManagementAPI:
             resource("/system/info", GET=self.info),
             resource("/system/logs", GET=self.logs),
             resource("/system/namespaces", GET=self.namespaces),
+            *self.namespace_api.routes(),
             resource(
                 "/system/secrets",
                 GET=self.list_secrets,
@@ -174,8 +178,10 @@ class ManagementAPI:
             constraints=dep.constraints,
             limits=dep.limits,
             requests=dep.requests,
-            readOnlyRootFilesystem=dep.readOnlyRootFilesystem,
-            message="; ".join(m for m in (record.message, floor_note(dep, self.backend.name)) if m),
+            readOnlyRootFilesystem=read_only_root(dep, self.backend.name),
+            message="; ".join(
+                m for m in (record.message, floor_note(dep, self.backend.name), root_note(dep, self.backend.name)) if m
+            ),
         ).to_json()
 
     def _record(self, name: str, namespace: str) -> FunctionRecord:
@@ -329,7 +335,7 @@ class ManagementAPI:
         )
 
     async def namespaces(self, request: Request) -> Response:
-        return JSONResponse(self.backend.namespaces())
+        return JSONResponse(await self.namespace_api.names())
 
     async def logs(self, request: Request) -> Response:
         q = request.query_params

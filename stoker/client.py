@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from stoker import config, credentials
 from stoker.errors import StokerError
+from stoker.names import validate_name
 
 DEFAULT_TIMEOUT_S = 30.0
 NDJSON = "application/x-ndjson"
@@ -186,6 +187,25 @@ class Client:
         """``GET /system/namespaces``."""
         data = self._json("GET", "/system/namespaces")
         return [str(n) for n in data] if isinstance(data, list) else []
+
+    def namespace(self, name: str) -> dict[str, Any]:
+        """``GET /system/namespace/{name}``: ``{name, labels, annotations}``."""
+        data = self._json("GET", f"/system/namespace/{validate_name(name, 'namespace')}")
+        return data if isinstance(data, dict) else {}
+
+    def save_namespace(
+        self, name: str, labels: dict[str, str], annotations: dict[str, str], update: bool = False
+    ) -> None:
+        """``POST /system/namespace/`` (create) or ``PUT /system/namespace/{name}`` (replace labels and
+        annotations), with ``openfaas: "1"`` in both, as faas-cli sends them."""
+        name = validate_name(name, "namespace")
+        body = {"name": name, "labels": {**labels, "openfaas": "1"}, "annotations": {**annotations, "openfaas": "1"}}
+        self._call("PUT" if update else "POST", f"/system/namespace/{name if update else ''}", body)
+
+    def remove_namespace(self, name: str) -> None:
+        """``DELETE /system/namespace/{name}`` (refused while functions or secrets are in it)."""
+        name = validate_name(name, "namespace")
+        self._call("DELETE", f"/system/namespace/{name}", {"name": name, "labels": {"openfaas": "1"}})
 
     def logs(
         self,

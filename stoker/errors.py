@@ -14,6 +14,7 @@ status. The hierarchy::
     ├── Conflict (409): the thing exists already
     ├── PayloadTooLarge (413): a body or bundle over the configured limit
     ├── DeployFailed (422): the function could not start (syntax or import error in the handler, and so on)
+    ├── Unsupported (501): the backend cannot do this (for example create namespaces on Kubernetes)
     ├── BackendUnavailable (503): the orchestrator cannot be reached
     ├── Busy (503): the gateway is at a limit of its own (for example request bodies held in memory); retry shortly
     ├── QueueUnavailable (503): the queue cannot be reached (events.queue)
@@ -55,6 +56,10 @@ class PayloadTooLarge(StokerError):
 
 class DeployFailed(StokerError):
     status = 422
+
+
+class Unsupported(StokerError):
+    status = 501
 
 
 class BackendUnavailable(StokerError):

@@ -36,6 +36,11 @@ DEFAULT_ZERO_DURATION_S = 900.0  # 15 minutes without traffic before scaling to 
 # bounds (scale.min / scale.max) but no scale.type or scale.target scales like that here (docs/autoscaling.md).
 OPENFAAS_CE_RPS_TARGET = 5
 SCALE_TYPES = ("capacity", "rps")  # capacity: in-flight requests (Knative's concurrency); rps: requests per second
+# Stored deployments (labels, annotations, state files) carry this key from format 2 on. Before it, a deployment
+# that did not say readOnlyRootFilesystem was stored as false like one that said false: :meth:`from_stored` reads
+# such a false as not given (read-only), which is how those functions have always run.
+STORED_FORMAT = "storedFormat"
+STORED_FORMAT_VERSION = 2
 _ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
@@ -126,7 +131,9 @@ class FunctionDeployment:
     annotations: dict[str, str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
     requests: dict[str, str] = field(default_factory=dict)
-    readOnlyRootFilesystem: bool = False
+    # None: not given, and the root filesystem is read-only (stoker's hardening); True: read-only; False: writable
+    # (on the container backends; see read_only_root).
+    readOnlyRootFilesystem: bool | None = None
     source: str = ""  # base64 code bundle (stoker's own field)
 
     @classmethod
@@ -155,7 +162,7 @@ class FunctionDeployment:
             annotations=_text_map(body, "annotations"),
             limits=_text_map(body, "limits"),
             requests=_text_map(body, "requests"),
-            readOnlyRootFilesystem=bool(read_only),
+            readOnlyRootFilesystem=read_only,
             source=text_field(body, "source"),
         )
         if require_code and not dep.image and not dep.source:
@@ -163,11 +170,30 @@ class FunctionDeployment:
         dep.settings  # noqa: B018 -- validates the stoker and scaling labels now, not at first use
         return dep
 
+    @classmethod
+    def from_stored(cls, data: Any) -> FunctionDeployment:
+        """A deployment as a backend stored it (:meth:`to_stored`), migrating older formats: before format 2 an
+        absent ``readOnlyRootFilesystem`` was saved as false, so a stored false without the format key is read as
+        absent (a read-only root, as those functions always ran); only a false saved since means writable."""
+        legacy = isinstance(data, dict) and data.get(STORED_FORMAT) != STORED_FORMAT_VERSION
+        if legacy and data.get("readOnlyRootFilesystem") is False:
+            data = {**data, "readOnlyRootFilesystem": None}
+        return cls.from_json(data, require_code=False)
+
     def to_json(self, with_source: bool = True) -> dict[str, Any]:
         data = {f: getattr(self, f) for f in self.__dataclass_fields__}
         if not with_source:
             data.pop("source")
         return data
+
+    def to_stored(self) -> dict[str, Any]:
+        """What a backend keeps of the deployment (no source), read back with :meth:`from_stored`."""
+        return {**self.to_json(with_source=False), STORED_FORMAT: STORED_FORMAT_VERSION}
+
+    @property
+    def read_only_root(self) -> bool:
+        """Whether replicas get a read-only root filesystem: unless the deployment says false explicitly."""
+        return self.readOnlyRootFilesystem is not False
 
     @cached_property
     def settings(self) -> FunctionSettings:
@@ -248,7 +274,7 @@ class FunctionStatus:
     constraints: list[str] = field(default_factory=list)
     limits: dict[str, str] = field(default_factory=dict)
     requests: dict[str, str] = field(default_factory=dict)
-    readOnlyRootFilesystem: bool = False
+    readOnlyRootFilesystem: bool = True  # what the replicas run with, not merely what was asked
     message: str = ""  # why replicas are missing (crash loop, last error), empty when healthy
 
     def to_json(self) -> dict[str, Any]:

@@ -66,17 +66,19 @@ class StackFunction:
     secrets: list[str] = field(default_factory=list)
     limits: dict[str, str] = field(default_factory=dict)
     requests: dict[str, str] = field(default_factory=dict)
-    readonly_root_filesystem: bool = False
+    readonly_root_filesystem: bool | None = None  # None: not given (read-only on the container backends)
     constraints: list[str] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)
     line: int = 0  # where the function is defined, for messages
 
     def deployment(self, source_b64: str = "") -> FunctionDeployment:
-        """The management-API wire type for this function (see :mod:`stoker.spec`)."""
+        """The management-API wire type for this function (see :mod:`stoker.spec`). With a handler folder, no
+        image: its ``image:`` names what ``stoker build`` tags and ``faas-cli deploy`` sends; stoker itself deploys
+        the folder."""
         return FunctionDeployment(
             service=self.name,
             namespace=self.namespace or DEFAULT_NAMESPACE,
-            image=self.image,
+            image="" if self.handler_dir is not None else self.image,
             envProcess=self.env_process,
             envVars=dict(self.env),
             constraints=list(self.constraints),
@@ -371,7 +373,8 @@ class _Reader:
         elif key == "namespace":
             fn.namespace = self.name(self.string(value, key, name), value, "namespace", name)
         elif key == "readonly_root_filesystem":
-            fn.readonly_root_filesystem = self.boolean(value, key, name)
+            given = not (isinstance(value, ScalarNode) and value.tag == _NULL)
+            fn.readonly_root_filesystem = self.boolean(value, key, name) if given else None
 
     def name(self, value: str, node: Node, kind: str, function: str) -> str:
         if kind == "namespace" and not value:

@@ -105,7 +105,7 @@ def labels(dep: FunctionDeployment, owner: str, version: str, created_at: float,
         VERSION: version,
         CREATED: f"{created_at:.6f}",
         REPLICAS: str(replicas),
-        DEPLOYMENT: json.dumps(dep.to_json(with_source=False), sort_keys=True),
+        DEPLOYMENT: json.dumps(dep.to_stored(), sort_keys=True),
     }
 
 

@@ -34,7 +34,7 @@ def add_arguments(build: argparse.ArgumentParser, base_image: argparse.ArgumentP
 def run_build(args: argparse.Namespace) -> int:
     from builder import engine
     from builder.base import ensure_base_image
-    from builder.function import build_function, push
+    from builder.function import build_function, push, tag_as
     from builder.pip import BuildFailed
     from runtime.backends.containers import DockerSettings
     from stoker import bundle
@@ -64,7 +64,10 @@ def run_build(args: argparse.Namespace) -> int:
                 started = time.monotonic()
                 push(client, image.ref, out)
                 out(f"{fn.name}: pushed {image.ref} in {time.monotonic() - started:.1f}s")
-            results.append({"name": fn.name, "image": image.ref, "built": image.built, "seconds": image.seconds})
+            result = {"name": fn.name, "image": image.ref, "built": image.built, "seconds": image.seconds}
+            if fn.image:  # the name faas-cli deploy sends for this function (its stack file's image:)
+                result["tagged"] = tag_as(client, image.ref, fn.image, out)
+            results.append(result)
     except BuildFailed as exc:
         print(f"stoker: {exc}", file=sys.stderr)
         return 1
@@ -75,7 +78,8 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         for r in results:
             state = f"built in {r['seconds']:.1f}s" if r["built"] else "up to date"
-            print(f"{r['name']}: {r['image']} ({state})")
+            also = f", tagged {r['tagged']}" if r.get("tagged") else ""
+            print(f"{r['name']}: {r['image']} ({state}{also})")
     return 0
 
 

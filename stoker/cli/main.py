@@ -205,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         command("install", _install, "render (or --apply) the platform for compose, swarm or kubernetes"),
         command("uninstall", _uninstall, "remove what `stoker install` created (functions kept unless asked)"),
     )
-    command("namespaces", _namespaces, "list namespaces")
+    from stoker.cli import namespaces as namespaces_cli
+
+    namespaces_cli.add_arguments(
+        command("namespaces", _namespaces, "namespaces: list (default), get, create, update, remove NAME")
+    )
     command("info", _info, "show the gateway's provider and version")
     return parser
 
@@ -481,11 +485,10 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _namespaces(args: argparse.Namespace) -> int:
-    names = _client(args).namespaces()
-    if args.json:
-        return output.print_json(names)
-    print("\n".join(names))
-    return 0
+    from stoker.cli.namespaces import run_namespaces
+
+    pairs = {"label": _pairs(args.label, "--label"), "annotation": _pairs(args.annotation, "--annotation")}
+    return run_namespaces(_client(args), args, pairs)
 
 
 def _info(args: argparse.Namespace) -> int:

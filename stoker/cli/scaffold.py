@@ -40,10 +40,13 @@ echo -n stoker | stoker invoke {name}
 ```
 """
 
+# faas-cli reads this file too (its stack parser accepts provider names openfaas and faas only; stoker reads
+# openfaas as well): `stoker deploy` sends the handler folder, `stoker build` tags the image as `image:` says, and
+# `faas-cli deploy` then deploys that image.
 STACK = """\
 version: 1.0
 provider:
-  name: stoker
+  name: openfaas
   gateway: {gateway}
 functions:
 """
@@ -52,6 +55,7 @@ ENTRY = """\
 {indent}{name}:
 {indent}{indent}lang: python3-http
 {indent}{indent}handler: ./{name}
+{indent}{indent}image: {name}:latest
 """
 
 
@@ -94,7 +98,7 @@ def new_function(name: str, directory: str | Path = ".", gateway: str = DEFAULT_
 
 
 def add_to_stack(text: str, name: str, path: str = "stack.yml") -> str:
-    """``text`` with a ``name`` entry (handler ``./name``) appended to its functions block."""
+    """``text`` with a ``name`` entry (handler ``./name``, image ``name:latest``) appended to its functions block."""
     root = compose(text, path)
     if root is None:
         return text + ("" if text.endswith("\n") or not text else "\n") + "functions:\n" + _entry(name, 2)

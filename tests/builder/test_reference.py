@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.pip import has_requirements, requirements_key
-from builder.reference import content_tag, has_tag, repository_for, validate_reference
+from builder.reference import content_tag, faas_cli_reference, has_tag, repository_for, validate_reference
 from stoker.errors import InvalidRequest
 
 
@@ -40,3 +40,23 @@ def test_requirements_key_ignores_comments_and_blank_lines() -> None:
     assert requirements_key("six==1.16.0\n\n# pinned\n") == requirements_key("  six==1.16.0  # why\n")
     assert requirements_key("six") != requirements_key("six==1.16.0")
     assert not has_requirements("# nothing\n\n") and has_requirements("six\n")
+
+
+@pytest.mark.parametrize(
+    ("image", "tagged"),
+    [
+        ("hello", ("hello", "latest")),  # faas-cli's BuildImageName appends :latest
+        ("hello:1.2", ("hello", "1.2")),
+        ("registry.example/team/hello", ("registry.example/team/hello", "latest")),
+        ("localhost:5000/hello", ("localhost:5000/hello", "latest")),  # has a ':', sent as is; the engine's latest
+        ("localhost:5000/hello:v1", ("localhost:5000/hello", "v1")),
+    ],
+)
+def test_the_image_faas_cli_deploy_names(image: str, tagged: tuple[str, str]) -> None:
+    assert faas_cli_reference(image) == tagged
+
+
+@pytest.mark.parametrize("image", ["Hello", "hello:", "hello@sha256:" + "a" * 64, "a b"])
+def test_an_image_that_cannot_be_tagged_is_refused(image: str) -> None:
+    with pytest.raises(InvalidRequest):
+        faas_cli_reference(image)

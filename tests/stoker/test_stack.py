@@ -93,12 +93,12 @@ def test_full_stack(tmp_path: Path) -> None:
 
 def test_to_deployment_uses_openfaas_field_names(tmp_path: Path) -> None:
     make_handler(tmp_path, "hello")
-    hello = load(tmp_path, FULL).functions[0]
+    hello, figlet = load(tmp_path, FULL).functions
     body = hello.to_deployment("c291cmNl")
     assert body == {
         "service": "hello",
         "namespace": "team-a",
-        "image": "registry.example/hello:1.0",
+        "image": "",  # with source, no image: the stack's image: is what `stoker build` tags for faas-cli
         "envProcess": "python index.py",
         "envVars": {"RATIO": "1.0", "DEBUG": "true", "EMPTY": ""},
         "constraints": ["node.platform.os == linux"],
@@ -111,6 +111,7 @@ def test_to_deployment_uses_openfaas_field_names(tmp_path: Path) -> None:
         "source": "c291cmNl",
     }
     assert FunctionDeployment.from_json(body).service == "hello"  # what the gateway will accept
+    assert figlet.to_deployment()["image"] == "ghcr.io/openfaas/figlet:latest"  # no folder: the image is deployed
 
 
 def test_default_namespace_in_deployment(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ from runtime.backends.docker.state import FunctionFiles, SavedFunction
 from runtime.backends.docker.volumes import FunctionCode, function_code, remove_volume, secrets_volume
 from runtime.backends.engine_threads import STOPPING
 from runtime.backends.logstore import FunctionLog
+from runtime.backends.namespaces import FileNamespaceStore
 from runtime.backends.pool import WarmPool
 from runtime.backends.readiness import ready_path
 from runtime.backends.secrets import FileSecretStore
@@ -114,6 +115,7 @@ class DockerBackend(SlotBackend[_Function]):
             self.settings = replace(self.settings, network=docker_network.default_name(self.owner))
         self.root = config.home / "docker"
         self.secrets = FileSecretStore(config.home / "secrets", on_update=self._secret_updated)
+        self.namespace_store = FileNamespaceStore(config.home / "namespaces")
         self.files = FunctionFiles(self.root / "functions")
         # Image user and environment by reference, looked up off the loop at deploy and start: a replica added by
         # a scale-up or a restart never waits on the engine in the event loop (a stalled engine would stall calls).
@@ -156,7 +158,7 @@ class DockerBackend(SlotBackend[_Function]):
             for stale in (c for c in containers if c not in current):  # an update interrupted by a crash
                 await asyncio.to_thread(stale.remove, force=True)
             try:
-                dep = FunctionDeployment.from_json(json.loads(newest.labels[DEPLOYMENT]), require_code=False)
+                dep = FunctionDeployment.from_stored(json.loads(newest.labels[DEPLOYMENT]))
             except (KeyError, ValueError, StokerError) as exc:
                 logger.warning("cannot adopt the containers of %s.%s: %s", key[0], key[1], exc)
                 continue

@@ -2,7 +2,8 @@
 
 The settings are :class:`runtime.backends.containers.DockerSettings` (``STOKER_DOCKER_*``). The container spec is
 decided here, with no Docker calls, so the hardening can be read and tested in one place:
-non-root user, read-only root filesystem with a tmpfs ``/tmp``, every capability dropped, ``no-new-privileges``,
+non-root user, read-only root filesystem (unless the deployment says ``readOnlyRootFilesystem: false``) with a tmpfs
+``/tmp``, every capability dropped, ``no-new-privileges``,
 memory, CPU and pids limits, a dedicated network, and no host path or Docker socket mounted.
 """
 
@@ -34,6 +35,7 @@ def container_spec(
     user = image_user if image_user and image_user.split(":")[0] not in ("root", "0") else RUNTIME_USER
     memory = function_memory(dep.limits.get("memory") or settings.memory, "limits.memory")
     spec = _hardened(settings, dep.image, env, container_labels, user, memory)
+    spec["read_only"] = dep.read_only_root  # writable only when the deployment says false; the rest stays hardened
     if dep.limits.get("cpu"):
         spec["nano_cpus"] = nano_cpus(dep.limits["cpu"], "limits.cpu")
     if dep.requests.get("memory"):

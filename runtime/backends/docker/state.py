@@ -39,7 +39,7 @@ class FunctionFiles:
     def save(self, fn: SavedFunction) -> None:
         dep = fn.deployment
         state: dict[str, Any] = {
-            "deployment": dep.to_json(with_source=False),
+            "deployment": dep.to_stored(),
             "replicas": fn.replicas,
             "created_at": fn.created_at,
             "version": fn.version,
@@ -64,7 +64,7 @@ class FunctionFiles:
         for path in sorted(self.root.glob("*/*.json")):
             try:
                 state = json.loads(path.read_text())
-                dep = FunctionDeployment.from_json(state["deployment"], require_code=False)
+                dep = FunctionDeployment.from_stored(state["deployment"])
                 bundle_path = path.with_suffix(".bundle")
                 data = bundle_path.read_bytes() if bundle_path.is_file() else b""
                 code = FunctionCode(str(state["code"]["volume"]), dict(state["code"]["env"]), data)

@@ -37,7 +37,7 @@ def function_code(client: Any, owner: str, platform_key: bytes, dep: FunctionDep
     path = f"{BUNDLE_DIR}/{BUNDLE_FILE}"
     env = codesign.replica_env_for_bytes(platform_key, dep.namespace, dep.service, data, path)
     # The pool's containers run the base image: only a function that needs nothing more can start in one.
-    poolable = not dep.secrets and not dep.envProcess and not needs_image(data)
+    poolable = not dep.secrets and not dep.envProcess and dep.read_only_root and not needs_image(data)
     return FunctionCode(volume, env, data if poolable else b"")
 
 

@@ -54,6 +54,9 @@ def version(dep: FunctionDeployment, code: Code | None = None) -> str:
     """A short hash of everything that shapes the pods: equal specs (and code) give equal versions (and no
     rollout)."""
     shape: Any = dep.to_json(with_source=False)
+    # Not given hashes as the false every deployment carried before it could be absent (its pods are unchanged, so
+    # no rollout on upgrade); an explicit false (a writable root, other pods) hashes apart.
+    shape["readOnlyRootFilesystem"] = {None: False, False: "writable"}.get(dep.readOnlyRootFilesystem, True)
     if code is not None:  # image deploys hash as before, so their running pods keep their version
         shape = [shape, code.digest]
     canonical = json.dumps(shape, sort_keys=True).encode()
@@ -208,6 +211,8 @@ _PROBE_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,200}")
 
 def _container(dep: FunctionDeployment, code: Code | None) -> dict[str, Any]:
     container = replica_container(dep.service, dep.image, env(dep, code))
+    if not dep.read_only_root:  # asked for explicitly; every other hardening stays
+        container["securityContext"]["readOnlyRootFilesystem"] = False
     path = dep.annotations.get(HEALTH_PATH_ANNOTATION, "")
     if path:
         if not _PROBE_PATH.fullmatch(path):
@@ -246,7 +251,7 @@ def deployment(dep: FunctionDeployment, replicas: int, code: Code | None = None)
     labels = _labels(dep)
     annotations = _annotations(dep)
     template_labels = {**labels, VERSION_LABEL: version(dep, code)}
-    meta_annotations = {**annotations, SPEC_ANNOTATION: json.dumps(dep.to_json(with_source=False))}
+    meta_annotations = {**annotations, SPEC_ANNOTATION: json.dumps(dep.to_stored())}
     if code is not None:
         template_labels[CODE_LABEL] = code.digest
         meta_annotations[CODE_ANNOTATION] = code.configmap

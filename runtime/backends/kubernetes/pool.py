@@ -113,6 +113,7 @@ def target(deployment: Obj, settings: KubeSettings) -> Target | None:
         container.get("image") != settings.runtime_image
         or "secrets" in mounts
         or "fprocess" in env
+        or (container.get("securityContext") or {}).get("readOnlyRootFilesystem") is False  # pool pods are read-only
         or (container.get("resources") or {}) != settings.pool_resources()
         or int(spec.get("terminationGracePeriodSeconds") or 0) > objects.grace_s(MAX_TIMEOUT_S)
     ):

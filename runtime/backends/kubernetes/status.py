@@ -64,7 +64,7 @@ def function_of(deployment: dict[str, Any]) -> FunctionDeployment | None:
     raw = annotations.get(SPEC_ANNOTATION)
     if raw:
         try:
-            return FunctionDeployment.from_json(json.loads(raw), require_code=False)
+            return FunctionDeployment.from_stored(json.loads(raw))
         except (ValueError, StokerError):
             pass  # damaged by hand: fall back to what the object itself says
     labels: dict[str, str] = meta.get("labels") or {}

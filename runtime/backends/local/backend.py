@@ -35,6 +35,7 @@ from runtime.backends.local.pool import GenericProcess, GenericStarter
 from runtime.backends.local.replica import ProcessSpec, ReplicaSlot, WarmStart, default_python
 from runtime.backends.local.sockets import SocketFolder
 from runtime.backends.logstore import FunctionLog
+from runtime.backends.namespaces import FileNamespaceStore
 from runtime.backends.pool import WarmPool
 from runtime.backends.secrets import FileSecretStore
 from runtime.backends.slots import (
@@ -77,6 +78,7 @@ class LocalBackend(SlotBackend[_Function]):
         self.key = key
         self.root = config.home / "local"
         self.secrets = FileSecretStore(config.home / "secrets")
+        self.namespace_store = FileNamespaceStore(config.home / "namespaces")
         self._pinned: list[str] = []  # digests of deploys in progress, safe from garbage collection
         self._files = asyncio.Lock()  # bundles and code on disk change one thread at a time
         self._pool: WarmPool | None = None
@@ -95,7 +97,7 @@ class LocalBackend(SlotBackend[_Function]):
         for path in sorted((self.root / "functions").glob("*/*.json")):
             try:
                 state = json.loads(path.read_text())
-                dep = FunctionDeployment.from_json(state["deployment"], require_code=False)
+                dep = FunctionDeployment.from_stored(state["deployment"])
                 memory_limit(dep)
                 self._materialize(state["digest"], state["signature"])
             except (OSError, ValueError, KeyError, StokerError) as exc:
@@ -310,7 +312,7 @@ class LocalBackend(SlotBackend[_Function]):
         """Write the function's state file (with ``replicas`` instead of the current count when given)."""
         dep = fn.record.deployment
         state = {
-            "deployment": dep.to_json(with_source=False),
+            "deployment": dep.to_stored(),
             "replicas": fn.record.replicas if replicas is None else replicas,
             "created_at": fn.record.created_at,
             "digest": fn.digest,

@@ -51,6 +51,7 @@ from runtime.backends.swarm.config import (
     service_name,
     service_spec,
 )
+from runtime.backends.swarm.namespaces import SwarmNamespaceStore
 from runtime.backends.swarm.pool import SwarmPool, poolable, retire_reason, role, serves, updated_at
 from runtime.backends.swarm.secrets import SwarmSecretStore
 from runtime.backends.swarm.tasks import (
@@ -104,6 +105,7 @@ class SwarmBackend(FunctionTable[_Function]):
         self.api = self.client.api
         self.key = key
         self.secrets = SwarmSecretStore(self.api, self.settings.platform)
+        self.namespace_store = SwarmNamespaceStore(self.api, self.settings.platform)
         self.pool = SwarmPool(self.api, self.settings, key, self._base_image)
         self._generic: list[tuple[dict[str, Any], Candidate]] = []  # warm pool replicas with a running task
         self._last: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])  # services, tasks of the last poll

@@ -129,7 +129,7 @@ def service_labels(dep: FunctionDeployment, settings: SwarmSettings, version: st
         NAMESPACE: dep.namespace,
         VERSION: version,
         CREATED: f"{created:.6f}",
-        DEPLOYMENT: json.dumps(dep.to_json(with_source=False), sort_keys=True),
+        DEPLOYMENT: json.dumps(dep.to_stored(), sort_keys=True),
     }
 
 
@@ -189,6 +189,7 @@ def service_spec(
     if dep.requests.get("cpu"):
         reservations["NanoCPUs"] = nano_cpus(dep.requests["cpu"], "requests.cpu")
     container = _container(dep.image, env, labels, user, settings, grace_s=settings.stop_delay_s + fn.timeout_s + 5)
+    container["ReadOnly"] = dep.read_only_root  # writable only when the deployment says false; the rest stays hardened
     container["Secrets"] = [
         {**ref, "File": {"Name": f"{SECRETS_DIR}/{name}", "UID": uid, "GID": gid or uid, "Mode": 0o400}}
         for name, ref in zip(dep.secrets, secrets, strict=True)

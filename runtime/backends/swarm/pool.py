@@ -64,6 +64,7 @@ def poolable(dep: FunctionDeployment, settings: SwarmSettings) -> bool:
     return (
         not dep.secrets
         and not dep.envProcess
+        and dep.read_only_root  # a generic replica's root is read-only
         and not dep.constraints
         and not dep.limits.get("cpu")
         and not dep.requests

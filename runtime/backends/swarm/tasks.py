@@ -33,7 +33,7 @@ def deployment_of(service: dict[str, Any]) -> tuple[FunctionDeployment, float, i
     """The deployment a service runs, its creation time and desired replicas; None for a foreign service."""
     labels = service.get("Spec", {}).get("Labels") or {}
     try:
-        dep = FunctionDeployment.from_json(json.loads(labels[DEPLOYMENT]), require_code=False)
+        dep = FunctionDeployment.from_stored(json.loads(labels[DEPLOYMENT]))
     except (KeyError, ValueError, StokerError):
         return None
     replicas = int(((service["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0))

@@ -196,9 +196,11 @@ def test_new_creates_a_deployable_function(tmp_path: Path, capsys: pytest.Captur
     folder = tmp_path / "hello"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "handler.py", "requirements.txt"]
     stack = load_stack(tmp_path / "stack.yml", {})
-    assert stack.provider == "stoker" and stack.gateway == "http://127.0.0.1:8080"
+    # provider openfaas: faas-cli refuses any other name (stack/stack.go: ParseYAMLData)
+    assert stack.provider == "openfaas" and stack.gateway == "http://127.0.0.1:8080"
     (fn,) = stack.functions
-    assert fn.name == "hello" and fn.handler_dir == folder.resolve()
+    assert fn.name == "hello" and fn.handler_dir == folder.resolve() and fn.image == "hello:latest"
+    assert fn.to_deployment("c291cmNl")["image"] == ""  # stoker deploys the folder; the image is faas-cli's
     assert "handler.py" in bundle.check(bundle.pack(folder))  # what the gateway checks on upload
     assert run_handler(folder, b"Ada") == "Hello, Ada!\n"
     assert run_handler(folder, b"") == "Hello, world!\n"
@@ -250,7 +252,11 @@ def test_add_to_stack_variants(text: str) -> None:
     out = add_to_stack(text, "fresh")
     kept = text.splitlines()
     assert [line for line in out.splitlines() if line in kept] == kept  # what was there stays, in order
-    assert yaml.safe_load(out)["functions"]["fresh"] == {"lang": "python3-http", "handler": "./fresh"}
+    assert yaml.safe_load(out)["functions"]["fresh"] == {
+        "lang": "python3-http",
+        "handler": "./fresh",
+        "image": "fresh:latest",
+    }
 
 
 # -- what the CLI sends --------------------------------------------------------------------------
