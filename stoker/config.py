@@ -162,7 +162,10 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"STOKER_TRUSTED_PROXIES: {exc}") from None
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"STOKER_REDIS_URL: {self.redis_url!r} is not a redis:// URL")
+            raise ConfigError(
+                "STOKER_REDIS_URL (or --redis): must be a redis://, rediss:// or unix:// URL, "
+                f"got {self.redis_url.rpartition('@')[2]!r}"  # never the password
+            )
         if not _DNS_LABEL.match(self.k8s_namespace) or len(self.k8s_namespace) > 63:
             raise ConfigError(f"STOKER_K8S_NAMESPACE: {self.k8s_namespace!r} is not a Kubernetes namespace name")
         if self.k8s_deploy_timeout_s <= 0:

@@ -268,6 +268,7 @@ def _up(args: argparse.Namespace) -> int:
     stack = Path(args.stack) if args.stack else None
     if stack is not None:
         load_stack(stack)  # fail now, naming file:line, rather than after the platform started
+    _check_redis(config.redis_url, args.redis)
     try:
         from gateway.server import run_platform  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
@@ -279,11 +280,23 @@ def _controller(args: argparse.Namespace) -> int:
     from stoker.config import Config
 
     config = Config.from_env(port=args.port, host=args.host, backend=args.backend, redis_url=args.redis)
+    _check_redis(config.redis_url, args.redis)
     try:
         from autoscaler.controller import run_controller  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         raise StokerError(f"the controller cannot start: {exc}") from None
     return int(run_controller(config))
+
+
+def _check_redis(url: str, flag: str | None) -> None:
+    """A wrong Redis URL stops the platform now, naming where it came from, rather than retrying once started."""
+    if not url:
+        return
+    try:
+        from events.redis_probe import check_redis  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise StokerError(f"the platform cannot start: {exc}") from None
+    check_redis(url, "--redis" if flag else "STOKER_REDIS_URL")
 
 
 def _new(args: argparse.Namespace) -> int:
