@@ -205,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         command("install", _install, "render (or --apply) the platform for compose, swarm or kubernetes"),
         command("uninstall", _uninstall, "remove what `stoker install` created (functions kept unless asked)"),
     )
+    from stoker.cli import cleanup as cleanup_cli
+
+    cleanup_cli.add_arguments(
+        command(
+            "down",
+            _down,
+            "stop this STOKER_HOME's platform and remove its replicas and runtime objects (keeps state)",
+            options=None,
+        ),
+        command(
+            "purge", _purge, "remove everything of this STOKER_HOME's platform, its state and images too", options=None
+        ),
+    )
     command("namespaces", _namespaces, "list namespaces")
     command("info", _info, "show the gateway's provider and version")
     return parser
@@ -241,6 +254,18 @@ def _uninstall(args: argparse.Namespace) -> int:
     from stoker.cli.install import run_uninstall
 
     return run_uninstall(args)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from stoker.cli.cleanup import run_down
+
+    return run_down(args)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from stoker.cli.cleanup import run_purge
+
+    return run_purge(args)
 
 
 def _build(args: argparse.Namespace) -> int:
