@@ -42,6 +42,7 @@ def run_down(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     config, backend = _config(args)
+    _check_home(config.home)
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError(
@@ -66,6 +67,21 @@ def run_purge(args: argparse.Namespace) -> int:
         "stoker: purged (the shared base image and the build cache stay: `docker rmi`, `stoker base-image --rebuild`)"
     )
     return 0
+
+
+def _check_home(home: Path) -> None:
+    """Refuse to remove a folder that is not a platform's state: STOKER_HOME=~ must never empty the user's home."""
+    if not home.exists():
+        return
+    resolved = home.resolve()
+    if resolved in (Path("/"), Path.home().resolve()) or not any((home / f).exists() for f in _HOME_MARKS):
+        raise ConfigError(
+            f"STOKER_HOME: {home} does not look like a platform's state (no {' or '.join(_HOME_MARKS)}); "
+            "not removing it"
+        )
+
+
+_HOME_MARKS = ("platform.key", "credentials")
 
 
 def _config(args: argparse.Namespace) -> tuple[Config, str]:

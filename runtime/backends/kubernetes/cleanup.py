@@ -32,7 +32,7 @@ def tear_down(config: Config, clients: KubeClients | None = None) -> list[str]:
         for obj in items:
             meta: dict[str, Any] = obj.get("metadata") or {}
             labels = meta.get("labels") or {}
-            if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
+            if any(labels.get(k) != v for k, v in MANAGED_BY.items()) or meta.get("namespace", namespace) != namespace:
                 continue  # never trust a selector with a removal
             with contextlib.suppress(Exception):  # gone meanwhile (a pod its Deployment took along)
                 getattr(api, f"delete_namespaced_{plural}")(meta["name"], namespace)
