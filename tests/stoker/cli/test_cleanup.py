@@ -139,3 +139,24 @@ def test_down_on_docker_removes_what_a_killed_platform_left_and_nothing_of_anoth
     finally:
         b.stop(timeout=120)
         _stoker(a.home, "down")
+
+
+@pytest.mark.slow
+def test_purge_on_docker_removes_the_images_it_built_and_its_home(engine: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "needs"
+    folder.mkdir()
+    (folder / "handler.py").write_text("import six\n\ndef handle(event, context):\n    return six.__version__\n")
+    (folder / "requirements.txt").write_text("six==1.16.0\n")
+    a = start_platform(tmp_path / "a", "--backend", "docker", env={"STOKER_POOL_SIZE": "0"})
+    try:
+        assert a.deploy("needs", folder).status_code == 202
+        with a.client() as c:
+            image = c.get("/system/function/needs").json()["image"]
+        assert engine.images.get(image).labels.get("com.stoker.function") == "needs"
+        purged = _stoker(a.home, "purge", "--yes")
+        assert purged.returncode == 0, purged.stderr
+        assert f"removed image {image}" in purged.stdout and not a.home.exists()
+        assert not engine.images.list(name=image.rsplit(":", 1)[0], filters={"label": "com.stoker.function=needs"})
+    finally:
+        if a.proc.poll() is None:
+            a.stop(timeout=120)
