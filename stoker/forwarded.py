@@ -19,6 +19,7 @@ from stoker.callback_policy import IPNetwork
 
 FOR, PROTO, HOST = b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"
 NAMES = frozenset((FOR, PROTO, HOST))
+_SCHEMES = {"http": b"http", "https": b"https"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,12 @@ def forwarded(
     """The three headers to pass on, from the ``X-Forwarded-*`` headers the client ``sent`` (name lower-case, in
     order), its ``Host``, the gateway's ``peer`` address and ``scheme``. Repeated headers from a trusted proxy are
     joined with ``, `` in order (as HTTP defines for lists)."""
+    if not sent or not trusted.networks:  # the usual case, on the invoke path: kept short
+        if host:
+            return [(FOR, peer.encode()), (PROTO, _SCHEMES.get(scheme) or scheme.encode()), (HOST, host)]
+        return [(FOR, peer.encode()), (PROTO, _SCHEMES.get(scheme) or scheme.encode())]
     chain, proto, fhost = b"", scheme.encode(), host
-    if sent and trusted.trusts(peer):
+    if trusted.trusts(peer):
         fors = [v for k, v in sent if k == FOR]
         chain = b", ".join(fors) + b", " if fors else b""
         protos = [v for k, v in sent if k == PROTO]
