@@ -25,6 +25,7 @@ from typing import Any
 
 from builder import pip
 from builder.context import pack_context
+from builder.engine import engine_message
 from builder.reference import content_tag, has_tag, validate_reference
 from builder.stream import Output, run_build
 from runtime.contract import COMMAND, PORT, PORT_VAR, RUNTIME_USER
@@ -115,8 +116,8 @@ def ensure_rootfs(client: Any, ref: str, source: str, out: Output, mirror: str =
             return
         except docker.errors.DockerException as exc:
             if source != "auto":
-                raise NotFound(f"cannot pull {image}: {str(exc).splitlines()[0][:200]}") from None
-            out(f"no registry reachable ({str(exc).splitlines()[0][:120]}); making the root filesystem offline")
+                raise NotFound(f"cannot pull {image}: {engine_message(exc)}") from None
+            out(f"no registry reachable ({engine_message(exc)}); making the root filesystem offline")
     _debootstrap_import(client, ref, out, mirror)
 
 

@@ -41,12 +41,20 @@ def connect(environ: Mapping[str, str] = os.environ, timeout: float = 120.0) -> 
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise EngineUnavailable(
-            f"cannot reach the Docker Engine at {url} ({_short(exc)}); is dockerd running? "
+            f"cannot reach the Docker Engine at {url} ({engine_message(exc)}); is dockerd running? "
             "Start it (for example: sudo dockerd &) or set DOCKER_HOST=unix:///path/to/docker.sock"
         ) from None
     return client
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+def engine_message(exc: BaseException, limit: int = 400) -> str:
+    """What the Docker Engine (or the connection to it) said, in one line that is never cut mid-word: the engine's
+    own explanation of an API error (not docker-py's "500 Server Error for http+docker://..." wrapper), its first
+    line otherwise, and past ``limit`` characters cut at a space with "..." (a whole word is never lost in part)."""
+    explanation = getattr(exc, "explanation", None)
+    text = explanation if isinstance(explanation, str) and explanation.strip() else str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > 0 else limit].rstrip(" ,;:") + " ..."

@@ -36,7 +36,7 @@ from events.queue import Fields, QueueUnavailable, stream_problem
 from events.service import CallIdInUse, QueueService
 from gateway.budget import BodyBudget
 from gateway.jsonbody import error, json_limits, parse, read_body, read_json
-from gateway.proxy import PREFIX, FunctionProxy, admit, send_error
+from gateway.proxy import PREFIX, REPLAYED, FunctionProxy, admit, send_error
 from gateway.resources import resource
 from gateway.upstream import UpstreamError
 from gateway.wire import as_target
@@ -44,6 +44,8 @@ from runtime.backends.base import FunctionLookup, FunctionRecord
 from stoker.callback_policy import CallbackPolicy
 from stoker.config import Config
 from stoker.errors import InvalidRequest, NotFound, error_body
+from stoker.forwarded import NAMES as FORWARDED_NAMES
+from stoker.forwarded import TrustedProxies, forwarded
 from stoker.names import split_qualified, validate_name
 
 ASYNC_PREFIX = "/async-function/"
@@ -75,6 +77,7 @@ class ProxyInvoker:
             "query_string": as_target(inv.query, "latin-1"),
             "headers": headers,
             "client": ("127.0.0.1", 0),
+            REPLAYED: True,  # its X-Forwarded-* are the ones the gateway set when it accepted the call
         }
         sent = False
         status, out_headers, size = 0, [], 0
@@ -131,6 +134,7 @@ class AsyncAPI:
         self.limits = json_limits(config)
         self.budget = budget
         self.callback_policy = CallbackPolicy.parse(config.callback_allow)
+        self.trusted = TrustedProxies.parse(config.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/async-function/...``: persist, then 202."""
@@ -150,7 +154,8 @@ class AsyncAPI:
         name, namespace = record.deployment.service, record.deployment.namespace
         callback = ""
         headers: list[tuple[str, str]] = []
-        host = ""  # replayed as X-Forwarded-Host (as OpenFaaS sets it) unless the client sent one
+        host = b""  # replayed as X-Forwarded-Host (as OpenFaaS sets it)
+        sent: list[tuple[bytes, bytes]] = []  # the client's X-Forwarded-*: kept only from a trusted proxy
         call_id = ""  # the caller's, kept when safe (events.messages.caller_call_id), as OpenFaaS does
         for key, value in scope["headers"]:
             if key == b"x-callback-url":
@@ -158,11 +163,15 @@ class AsyncAPI:
             elif key == b"x-call-id":
                 call_id = caller_call_id(value.decode("latin-1"))
             elif key == b"host":
-                host = value.decode("latin-1")
+                host = value
+            elif key in FORWARDED_NAMES:
+                sent.append((key, value))
             elif key not in _DROP:
                 headers.append((key.decode("latin-1"), value.decode("latin-1")))
-        if host and not any(k == "x-forwarded-host" for k, _ in headers):
-            headers.append(("x-forwarded-host", host))
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        for key, value in forwarded(sent, host, peer, scope.get("scheme", "http"), self.trusted):
+            headers.append((key.decode("latin-1"), value.decode("latin-1")))
         if callback:
             try:
                 await check_url(callback, self.callback_policy)  # and again at delivery: names can change

@@ -31,10 +31,14 @@ from gateway.wire import problem
 from runtime.backends.base import Endpoint, FunctionLookup, FunctionRecord
 from stoker.config import Config
 from stoker.errors import Busy, InvalidRequest, PayloadTooLarge, StokerError, error_body
+from stoker.forwarded import NAMES as FORWARDED_NAMES
+from stoker.forwarded import TrustedProxies, forwarded
 from stoker.names import DEFAULT_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
+# A scope key set on a queued call the gateway replays through the proxy (gateway.async_api.ProxyInvoker).
+REPLAYED = "stoker.replayed"
 PREFIX = "/function/"
 # Call ids only need to be unique, not secret: a per-process generator seeded from os.urandom costs a fraction of
 # uuid4(), which makes a system call per id.
@@ -154,6 +158,7 @@ class FunctionProxy:
         self.metrics = metrics
         self.activator = activator
         self.budget = budget
+        self.trusted = TrustedProxies.parse(config.trusted_proxies)
         self._turn = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,27 +171,28 @@ class FunctionProxy:
         reserved = len(body)
         name, namespace = record.deployment.service, record.deployment.namespace
         call_id = ""
-        host = b""  # becomes X-Forwarded-Host (as OpenFaaS sets it) unless the client sent one
-        forwarded = False
+        host = b""  # becomes X-Forwarded-Host (as OpenFaaS sets it)
+        sent: list[tuple[bytes, bytes]] = []  # the client's X-Forwarded-*: kept only from a trusted proxy
         headers: list[tuple[bytes, bytes]] = []
         for key, value in scope["headers"]:
             if key == b"x-call-id":
                 call_id = value.decode("latin-1")
+            elif key in FORWARDED_NAMES:
+                sent.append((key, value))
             else:
                 headers.append((key, value))
                 if key == b"host":
                     host = value
-                elif key == b"x-forwarded-host":
-                    forwarded = True
         call_id = call_id or f"{_random.getrandbits(128):032x}"
         client = scope.get("client")
         headers += (
             (b"x-call-id", call_id.encode()),
             (b"x-start-time", str(int(started * 1e9)).encode()),
-            (b"x-forwarded-for", (client[0] if client else "").encode()),
         )
-        if host and not forwarded:
-            headers.append((b"x-forwarded-host", host))
+        if REPLAYED in scope:
+            headers += sent
+        else:
+            headers += forwarded(sent, host, client[0] if client else "", scope.get("scheme", "http"), self.trusted)
         target = path + b"?" + query if query else path
         fn = f"{name}.{namespace}"
         self.metrics.call_started(fn)

@@ -182,6 +182,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
             where = f"backend: {backend.name}, queue: {app.queue.queue.kind}, state: {config.home}"
             # The CLI and SDK of this STOKER_HOME find the gateway here, whatever its port.
             gatewayrecord.write(config.home, gatewayrecord.client_url(config.host, port), os.getpid())
+            gatewayrecord.write_backend(config.home, backend.name)
             print(f"stoker: gateway on {url} ({where})", flush=True)
             if stack is not None and not serving.done():
                 await _deploy_and_explain(backend, stack, config, url, app.queue.subscribe)

@@ -17,6 +17,7 @@ from typing import Any
 from stoker.callback_policy import CallbackPolicy
 from stoker.envsettings import from_environ
 from stoker.errors import ConfigError
+from stoker.forwarded import TrustedProxies
 from stoker.logconfig import FORMATS
 
 BACKENDS = ("local", "docker", "swarm", "kubernetes")
@@ -95,6 +96,9 @@ class Config:
     # Callbacks (X-Callback-Url) go only to globally routable addresses, except these hosts / CIDR blocks
     # (comma-separated; see stoker/callback_policy.py and docs/security.md).
     callback_allow: str = ""
+    # Proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are kept (addresses / CIDR blocks,
+    # comma-separated; see stoker/forwarded.py and docs/security.md). Empty: nobody's; the gateway sets them.
+    trusted_proxies: str = ""
     # `stoker controller` (see docs/deployment.md): one active instance, elected through Redis or a Kubernetes Lease
     leader_ttl_s: float = 15.0  # a leader that has not renewed for this long is replaced by a standby
     lease_name: str = ""  # Kubernetes Lease to elect through (empty: the Redis lock)
@@ -153,8 +157,15 @@ class Config:
             CallbackPolicy.parse(self.callback_allow)
         except ValueError as exc:
             raise ConfigError(f"STOKER_CALLBACK_ALLOW: {exc}") from None
+        try:
+            TrustedProxies.parse(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"STOKER_TRUSTED_PROXIES: {exc}") from None
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"STOKER_REDIS_URL: {self.redis_url!r} is not a redis:// URL")
+            raise ConfigError(
+                "STOKER_REDIS_URL (or --redis): must be a redis://, rediss:// or unix:// URL, "
+                f"got {self.redis_url.rpartition('@')[2]!r}"  # never the password
+            )
         if not _DNS_LABEL.match(self.k8s_namespace) or len(self.k8s_namespace) > 63:
             raise ConfigError(f"STOKER_K8S_NAMESPACE: {self.k8s_namespace!r} is not a Kubernetes namespace name")
         if self.k8s_deploy_timeout_s <= 0:

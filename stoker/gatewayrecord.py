@@ -16,6 +16,7 @@ from pathlib import Path
 from stoker.atomicfile import write_atomic
 
 RECORD = "gateway.json"
+BACKEND_RECORD = "backend"  # the backend the last `stoker up` of this home used; kept at stop (for `stoker down`)
 
 
 def client_url(host: str, port: int) -> str:
@@ -31,6 +32,25 @@ def client_url(host: str, port: int) -> str:
 
 def write(home: Path, url: str, pid: int) -> None:
     write_atomic(home / RECORD, json.dumps({"url": url, "pid": pid}).encode() + b"\n")
+
+
+def write_backend(home: Path, backend: str) -> None:
+    """Remember the backend this home's platform runs on, for ``stoker down`` and ``stoker purge``."""
+    write_atomic(home / BACKEND_RECORD, backend.encode() + b"\n")
+
+
+def last_backend(home: Path) -> str:
+    """The backend the last ``stoker up`` of ``home`` used, else ``""``."""
+    try:
+        return (home / BACKEND_RECORD).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def running_pid(home: Path) -> int:
+    """The pid of the platform of ``home`` if it is running (as recorded), else 0."""
+    pid = _read(home).get("pid")
+    return pid if isinstance(pid, int) and _alive(pid) else 0
 
 
 def remove(home: Path, pid: int) -> None:

@@ -8,6 +8,7 @@ bundle mount is where a replica of the plain base image finds its signed code (:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from builder.base import pinned_requirements
 from runtime.backends.memory_floor import DOCKER_MIN_MEMORY, at_least
@@ -24,7 +26,7 @@ from stoker.errors import ConfigError, InvalidRequest
 from stoker.spec import FunctionDeployment
 
 # Container labels: what a restarted platform needs to adopt its containers without any other state.
-OWNER = "com.stoker.owner"
+OWNER = "com.stoker.owner"  # the platform's owner id (owner_id): containers, volumes and network carry it
 FUNCTION = "com.stoker.function"
 NAMESPACE = "com.stoker.namespace"
 VERSION = "com.stoker.version"
@@ -154,3 +156,9 @@ def _requirements(data: bytes) -> str:
         if member is not None:
             return member.read().decode("utf-8", "replace")
     return ""
+
+
+def owner_id(home: Path) -> str:
+    """The owner id of the platform of ``home`` on a Docker Engine: a hash of its resolved ``STOKER_HOME``, so
+    platforms of other homes on the same engine are never adopted nor touched."""
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]

@@ -47,6 +47,7 @@ class ReplicaApp:
         self.call_log = CallLog(out)
         self._err = err
         self._name = config.function_name
+        self._function_dir = str(config.function_dir)
         self._limit = config.max_inflight
         self._timeout_s = config.exec_timeout_s
         self._timed_out = f"function {self._name} timed out after {config.exec_timeout_s:g}s"
@@ -122,7 +123,7 @@ class ReplicaApp:
             message = f"function {self._name} failed: {type(exc).__name__}"
             if str(exc):
                 message = f"{message}: {exc}"
-            self._err.write(format_failure(call_id, message, exc))
+            self._err.write(format_failure(call_id, message, exc, self._function_dir))
             return text(500, message)
 
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import traceback
 from contextvars import ContextVar
 from typing import TextIO
+
+from stoker.tracebacks import in_folder, user_traceback
 
 call_id_var: ContextVar[str] = ContextVar("stoker_call_id", default="-")
 
@@ -71,8 +75,20 @@ class CallLog:
             self._out.flush()
 
 
-def format_failure(call_id: str, header: str, exc: BaseException) -> str:
-    """``header`` and the traceback of ``exc``, each line prefixed with the call id."""
+def format_failure(call_id: str, header: str, exc: BaseException, function_dir: str = "") -> str:
+    """``header`` and the traceback of ``exc``, each line prefixed with the call id. With ``function_dir``, the
+    traceback starts at the function's own frames, its files named relative to that folder
+    (:func:`stoker.tracebacks.user_traceback`)."""
     prefix = f"call_id={call_id} "
-    lines = [header, *"".join(traceback.format_exception(exc)).rstrip("\n").split("\n")]
+    if function_dir:
+        text = user_traceback(exc, in_folder(function_dir), library_dirs())
+    else:
+        text = "".join(traceback.format_exception(exc))
+    lines = [header, *text.rstrip("\n").split("\n")]
     return "".join(f"{prefix}{line}\n" for line in lines)
+
+
+def library_dirs() -> list[str]:
+    """Where this replica's packages are installed (shown as ``site-packages/...`` in tracebacks, not as a path
+    under ``$STOKER_HOME``): the ``sys.path`` entries named like an install folder."""
+    return [p for p in sys.path if os.path.basename(p) in ("site", "site-packages", "dist-packages")]

@@ -210,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     namespaces_cli.add_arguments(
         command("namespaces", _namespaces, "namespaces: list (default), get, create, update, remove NAME")
     )
+    from stoker.cli import cleanup as cleanup_cli
+
+    cleanup_cli.add_arguments(
+        command(
+            "down",
+            _down,
+            "stop this STOKER_HOME's platform and remove its replicas and runtime objects (keeps state)",
+            options=None,
+        ),
+        command(
+            "purge", _purge, "remove everything of this STOKER_HOME's platform, its state and images too", options=None
+        ),
+    )
     command("info", _info, "show the gateway's provider and version")
     return parser
 
@@ -247,6 +260,18 @@ def _uninstall(args: argparse.Namespace) -> int:
     return run_uninstall(args)
 
 
+def _down(args: argparse.Namespace) -> int:
+    from stoker.cli.cleanup import run_down
+
+    return run_down(args)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from stoker.cli.cleanup import run_purge
+
+    return run_purge(args)
+
+
 def _build(args: argparse.Namespace) -> int:
     from stoker.cli.build import run_build
 
@@ -272,6 +297,7 @@ def _up(args: argparse.Namespace) -> int:
     stack = Path(args.stack) if args.stack else None
     if stack is not None:
         load_stack(stack)  # fail now, naming file:line, rather than after the platform started
+    _check_redis(config.redis_url, args.redis)
     try:
         from gateway.server import run_platform  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
@@ -283,11 +309,23 @@ def _controller(args: argparse.Namespace) -> int:
     from stoker.config import Config
 
     config = Config.from_env(port=args.port, host=args.host, backend=args.backend, redis_url=args.redis)
+    _check_redis(config.redis_url, args.redis)
     try:
         from autoscaler.controller import run_controller  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         raise StokerError(f"the controller cannot start: {exc}") from None
     return int(run_controller(config))
+
+
+def _check_redis(url: str, flag: str | None) -> None:
+    """A wrong Redis URL stops the platform now, naming where it came from, rather than retrying once started."""
+    if not url:
+        return
+    try:
+        from events.redis_probe import check_redis  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise StokerError(f"the platform cannot start: {exc}") from None
+    check_redis(url, "--redis" if flag else "STOKER_REDIS_URL")
 
 
 def _new(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from typing import Any
 
 import cloudpickle
 
+from stoker.tracebacks import UserFile, user_traceback
+
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
 
@@ -57,8 +59,9 @@ class RemoteTraceback(Exception):
         return "\n\nRemote traceback:\n" + str(self.args[0] if self.args else "")
 
 
-def describe(exc: BaseException) -> dict[str, Any]:
-    """What the replica sends back for an exception the function raised."""
+def describe(exc: BaseException, user_file: UserFile | None = None) -> dict[str, Any]:
+    """What the replica sends back for an exception the function raised; with ``user_file``, its traceback starts
+    at the caller's own frames (:func:`stoker.tracebacks.user_traceback`)."""
     cls = type(exc)
     try:
         pickled: bytes | None = cloudpickle.dumps(exc, protocol=5)
@@ -67,7 +70,9 @@ def describe(exc: BaseException) -> dict[str, Any]:
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": (
+            user_traceback(exc, user_file) if user_file is not None else "".join(traceback.format_exception(exc))
+        ),
         "pickle": pickled,
     }
 

@@ -35,6 +35,7 @@ import importlib.metadata
 import inspect
 import io
 import json
+import linecache
 import os
 import re
 import sys
@@ -52,6 +53,7 @@ from stoker.sdk import errors, serialization
 
 FUNCTION_FILE = "function.pkl"
 MANIFEST_FILE = "manifest.json"
+SOURCES_FILE = "sources.json"
 TOKEN_HEADER = "x-stoker-token"
 _MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack")
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*)")
@@ -69,8 +71,38 @@ def load(environ: Mapping[str, str] = os.environ) -> Callable[[Event, Context], 
     check_manifest(manifest)
     for var in (codesign.KEY_VAR, codesign.SIGNATURE_VAR):
         os.environ.pop(var, None)  # the function's own code has no use for them
+    sources = register_sources(_optional_member(data, SOURCES_FILE))
     fn = cloudpickle.loads(files[FUNCTION_FILE])
-    return Adapter(fn, str(manifest.get("token") or "")).handler()
+    return Adapter(fn, str(manifest.get("token") or ""), frozenset(sources)).handler()
+
+
+def register_sources(data: bytes | None) -> list[str]:
+    """Give ``linecache`` the caller's source files the function was pickled from (``sources.json``: file name ->
+    text, made by :func:`stoker.sdk.packaging.read_sources`), so tracebacks show their lines; their names."""
+    if not data:
+        return []
+    try:
+        sources = json.loads(data)
+    except ValueError:
+        return []
+    if not isinstance(sources, dict):
+        return []
+    names = []
+    for filename, text in sources.items():
+        if isinstance(filename, str) and isinstance(text, str):
+            # mtime None: linecache.checkcache keeps the entry (there is no file here to compare with)
+            linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+            names.append(filename)
+    return names
+
+
+def _optional_member(data: bytes, name: str) -> bytes | None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        try:
+            member = tar.extractfile(name)
+        except KeyError:  # a bundle made before sources travelled
+            return None
+        return member.read() if member is not None else None
 
 
 def _members(data: bytes, names: tuple[str, ...]) -> dict[str, bytes]:
@@ -134,9 +166,10 @@ def _satisfies(version: str, spec: str) -> bool:
 class Adapter:
     """Turns HTTP requests into calls of the function and its results (or exceptions) into responses."""
 
-    def __init__(self, fn: Callable[..., Any], token: str) -> None:
+    def __init__(self, fn: Callable[..., Any], token: str, source_files: frozenset[str] = frozenset()) -> None:
         self.fn = fn
         self.token = token
+        self.source_files = source_files  # the caller's files: its frames are where a traceback starts
         try:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins and C callables have none: the call itself then checks
@@ -251,13 +284,18 @@ class Adapter:
     def failure(self, exc: Exception, msgpack: bool) -> Response:
         if msgpack:
             return Response(self.error_reply(exc), 500, {"Content-Type": serialization.MSGPACK})
-        info = errors.describe(exc)
+        info = self.describe(exc)
         print(info["traceback"], end="", file=sys.stderr)  # the function's log keeps the traceback too
         info.pop("pickle")
         return Response({"error": info}, 500)
 
+    def describe(self, exc: Exception) -> dict[str, Any]:
+        """The exception for the caller, its traceback naming the user's own files (see stoker.tracebacks)."""
+        files = self.source_files
+        return errors.describe(exc, (lambda f: f if f in files else None) if files else None)
+
     def error_reply(self, exc: Exception) -> bytes:
-        info = errors.describe(exc)
+        info = self.describe(exc)
         print(info["traceback"], end="", file=sys.stderr)  # the function's log keeps the traceback too
         body, _ = serialization.dumps({"error": info})
         return body

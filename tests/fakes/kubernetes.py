@@ -1578,6 +1578,12 @@ class FakeCore(_Api):
             self._record("delete_namespaced_service", name, namespace)
             return _model(self.cluster._delete("services", name), "V1Status")
 
+    def list_namespaced_service(self, namespace: str, label_selector: str | None = None, **kwargs: Any) -> Any:
+        """:rtype: V1ServiceList"""
+        return self._list_or_watch(
+            "list_namespaced_service", "services", "V1Service", namespace, label_selector, kwargs
+        )
+
     def list_namespaced_pod(self, namespace: str, label_selector: str | None = None, **kwargs: Any) -> Any:
         """:rtype: V1PodList"""
         return self._list_or_watch("list_namespaced_pod", "pods", "V1Pod", namespace, label_selector, kwargs)

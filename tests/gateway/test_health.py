@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.platform_fixture import start_platform
 
@@ -90,8 +91,16 @@ def test_healthz_and_readyz_report_a_redis_that_is_down_and_recover_when_it_is_b
 def test_a_redis_refusing_the_password_is_unhealthy(
     tmp_path: Path, redis_with_password: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
-    platform = start_platform(tmp_path / "home", env={"STOKER_REDIS_URL": f"redis://:wrong@{redis_with_password[0]}/0"})
+    # A wrong password at start stops `stoker up` (tests/stoker/cli/test_up_redis.py); here it changes afterwards.
+    address = redis_with_password[0]
+    platform = start_platform(tmp_path / "home", env={"STOKER_REDIS_URL": f"redis://:right-password@{address}/0"})
     try:
+        assert _wait(platform.url + "/healthz", 200).status_code == 200
+        host, port = address.split(":")
+        admin = redis.Redis(host=host, port=int(port), password="right-password")
+        admin.config_set("requirepass", "rotated-password")
+        admin.client_kill_filter(_type="normal", skipme=True)  # the gateway must log in again
+        admin.close()
         reply = _wait(platform.url + "/healthz", 503)
         assert reply.status_code == 503 and reply.json()["error"], reply.text
     finally:

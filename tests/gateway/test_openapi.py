@@ -5,6 +5,10 @@ authentication, undeclared methods and a queue that is down, seen on a real ``st
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,10 +114,36 @@ def test_settings_the_document_names_exist() -> None:
 
 @pytest.fixture(scope="module")
 def down_queue_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """A platform whose Redis is not there (a port nothing listens on): the queue is down from the start."""
-    p = start_platform(tmp_path_factory.mktemp("home"), env={"STOKER_REDIS_URL": "redis://127.0.0.1:9/0"})
+    """A platform whose Redis went away just after it started (a Redis that is not there at all stops ``stoker up``)."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    redis_proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _listening(port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        p = start_platform(tmp_path_factory.mktemp("home"), env={"STOKER_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    finally:
+        redis_proc.kill()
+        redis_proc.wait(10)
+    deadline = time.monotonic() + 30
+    while httpx.get(p.url + "/readyz", timeout=10).status_code != 503:
+        assert time.monotonic() < deadline, "the gateway did not notice its Redis was gone"
+        time.sleep(0.1)
     yield p
     p.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _concrete(path: str) -> str:

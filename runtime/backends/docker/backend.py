@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import secrets
@@ -53,6 +52,7 @@ from runtime.backends.containers import (
     labels,
     memory_bytes,
     needs_image,
+    owner_id,
 )
 from runtime.backends.docker import network as docker_network
 from runtime.backends.docker.config import container_spec, limits_update, with_bundle
@@ -110,7 +110,7 @@ class DockerBackend(SlotBackend[_Function]):
         except StokerError as exc:  # no engine: one clear line from `stoker up`, not a traceback
             raise ConfigError(f"the docker backend cannot start: {exc}") from None
         # Containers of another platform (another STOKER_HOME) on the same engine are never adopted nor touched.
-        self.owner = hashlib.sha256(str(config.home.resolve()).encode()).hexdigest()[:12]
+        self.owner = owner_id(config.home)
         if not self.settings.network:  # the platform's own network, isolated (network.py)
             self.settings = replace(self.settings, network=docker_network.default_name(self.owner))
         self.root = config.home / "docker"

@@ -109,9 +109,10 @@ def test_user_exception_comes_back_with_type_message_and_remote_traceback(app: A
     with pytest.raises(Oops, match="it went wrong") as info:
         app.functions["rt-fail"].remote("oops")
     remote_tb = str(info.value.__cause__)
-    # cloudpickle 3 ships functions without their source file (co_filename is "<dynamic-code>"), so the remote
-    # traceback has the function, its line and the message, not the source text of the line.
+    # The function's file name and source travel with it (stoker/sdk/packaging.py), so the remote traceback shows
+    # this file, the line and its text (tests/platform/test_tracebacks.py checks them on both backends).
     assert "Remote traceback" in remote_tb and "in fail" in remote_tb and "Oops: it went wrong" in remote_tb
+    assert f'File "{__file__}"' in remote_tb
     assert info.value.remote_traceback in remote_tb  # type: ignore[attr-defined]
 
 
