@@ -38,6 +38,7 @@ from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLi
 from runtime.backends.containers import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, VERSION, check_resources
 from runtime.backends.readiness import READY, probe, ready_path
 from runtime.backends.swarm import code as swarm_code
+from runtime.backends.swarm import route
 from runtime.backends.swarm.code import SwarmCode, runs_without_image
 from runtime.backends.swarm.config import (
     CODE,
@@ -101,6 +102,10 @@ class SwarmBackend(FunctionTable[_Function]):
             self.client = engine.connect()
         except StokerError as exc:
             raise ConfigError(f"the swarm backend cannot start: {exc}") from None
+        # Before anything makes a service spec: the route decides how services publish their port.
+        self.settings = replace(
+            self.settings, route=route.resolve(self.client, self.settings.route, self.settings.network)
+        )
         self.api = self.client.api
         self.key = key
         self.secrets = SwarmSecretStore(self.api, self.settings.platform)
