@@ -228,7 +228,7 @@ def ensure_base_image(
     with one_build(cache, out) as say:
         ref = "" if rebuild else _existing(client, base)
         if ref:
-            say(f"the base image {ref} is ready (made by the build waited for)")
+            out(f"the base image {ref} is ready (made by the build waited for)")  # not in the log: no progress
             return BaseImage(ref, built=False)
         began = time.monotonic()
         say(f"building the base image {base} ({_how_long(client, base)}); progress follows")
