@@ -122,11 +122,41 @@ def debootstrap(mirror: str = "") -> MakeRoot:
             raise pip.BuildFailed("debootstrap", [], "install it (apt-get install debootstrap) or use --from IMAGE")
         cmd = ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(root)]
         out("$ " + " ".join(cmd) + (f" {mirror}" if mirror else "") + "   (about a minute)")
-        proc = subprocess.run(cmd + ([mirror] if mirror else []), capture_output=True, text=True, check=False)
+        log: list[str] = []
+        shown = Phases()
+        with subprocess.Popen(
+            cmd + ([mirror] if mirror else []), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                log.append(line)
+                if shown.new(line):
+                    out(line)
         if proc.returncode != 0:
-            raise pip.BuildFailed("debootstrap", (proc.stdout + proc.stderr).splitlines())
+            raise pip.BuildFailed("debootstrap", log)
 
     return make
+
+
+class Phases:
+    """Which of debootstrap's lines to show: each change of what it does (``I: Retrieving``, ``I: Extracting``, ...)
+    once, and every warning or error, so a two-minute run shows a score of lines instead of hundreds."""
+
+    _SAME = {"Validating": "Retrieving"}  # alternates with Retrieving, one package after the other
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def new(self, line: str) -> bool:
+        if not line.startswith("I: "):
+            return bool(line.strip())
+        verb = line[3:].split(" ", 1)[0]
+        verb = self._SAME.get(verb, verb)
+        if verb == self.last:
+            return False
+        self.last = verb
+        return True
 
 
 def ensure_rootfs(
