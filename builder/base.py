@@ -46,8 +46,8 @@ _NOT_IN_IMAGE = ("runtime/backends", "stoker/cli")
 # What ``python -m runtime`` imports beyond the standard library (pinned to the versions installed here).
 RUNTIME_REQUIREMENTS = ("uvicorn[standard]", "httptools", "msgpack", "cloudpickle")
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Parts of a minbase root filesystem a Python replica never uses (package caches, docs, translations).
 _ROOTS_DIR, _ROOTS_PREFIX = "/var/tmp", "stoker-rootfs-"  # the root filesystem being made: large, so not in /tmp
+# Parts of a minbase root filesystem a Python replica never uses (package caches, docs, translations).
 _PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale")
 
 BASE_DOCKERFILE = f"""\

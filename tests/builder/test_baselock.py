@@ -7,6 +7,7 @@ the full debootstrap path runs the same code with debootstrap as the root maker.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import sys
@@ -101,5 +102,38 @@ def test_concurrent_builders_make_one_image_and_show_its_progress(tmp_path: Path
             proc.kill()
         for name in (base, f"{base}-rootfs"):
             for image in client.images.list(name=name):
-                client.images.remove(image.id, force=True)
+                for tag in image.tags:
+                    with contextlib.suppress(Exception):
+                        client.images.remove(tag)
+        client.close()
+
+
+def test_a_build_removes_the_root_filesystem_a_killed_build_left(tmp_path: Path) -> None:
+    client = docker_client()
+    base = f"stoker-test-{secrets.token_hex(4)}/runtime"
+    cache, go, made = tmp_path / "cache", tmp_path / "go", tmp_path / "made"
+    link_runtime_deps(cache)
+    cmd = [sys.executable, "-m", "tests.builder.base_support", base, str(cache), str(go), str(made)]
+    killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        _until(lambda: made.exists() and made.read_text().strip(), 60, "the build to start its root filesystem")
+        left = Path(made.read_text().strip())
+        killed.kill()  # mid-build, as `kill -9` or the OOM killer would: no cleanup runs
+        killed.wait(30)
+        assert left.is_dir()
+        go.touch()
+        image = ensure_base_image(
+            client, base, cache, source="debootstrap", out=lambda _: None, make_root=tiny_root(go, made)
+        )
+        assert image.built
+        assert not left.exists(), "the killed build's root filesystem is still there"
+        assert len(made.read_text().splitlines()) == 2 and not Path(made.read_text().split()[1]).exists()
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+        for name in (base, f"{base}-rootfs"):
+            for found in client.images.list(name=name):
+                for tag in found.tags:
+                    with contextlib.suppress(Exception):
+                        client.images.remove(tag)
         client.close()
