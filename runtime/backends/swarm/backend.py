@@ -136,6 +136,7 @@ class SwarmBackend(FunctionTable[_Function]):
                 "the swarm backend needs a Swarm manager: this Docker Engine is not one "
                 f"(state {swarm.get('LocalNodeState')!r}); run `docker swarm init` or point DOCKER_HOST at a manager"
             )
+        self.runtime.prepare()  # built now if missing, its progress in the log (it takes minutes the first time)
         await asyncio.to_thread(self._ensure_network)
         await self._poll()
         self._watch = asyncio.create_task(self._watch_loop(), name="swarm watch")

@@ -85,4 +85,6 @@ def resolve(client: Any, requested: str, network: str) -> str:
     route = choose(requested, network, on_network)
     where = f"on the overlay network {network!r}" if on_network else f"not on the overlay network {network!r}"
     logger.info("swarm route: %s (this gateway is %s; STOKER_SWARM_ROUTE=%s)", route, where, requested)
+    if route == PUBLISHED:
+        logger.info("swarm route: each replica publishes its port on its node's interfaces: firewall those ports")
     return route
