@@ -32,12 +32,12 @@ from dataclasses import replace
 from typing import Any
 
 from builder import engine
-from builder.base import ensure_base_image
 from builder.function import build_function
 from builder.reference import validate_reference
 from builder.stream import build_output
 from runtime import codesign
 from runtime.backends.base import FunctionRecord
+from runtime.backends.baseimage import RuntimeImage
 from runtime.backends.containers import (
     BUNDLE_DIR,
     CREATED,
@@ -120,11 +120,12 @@ class DockerBackend(SlotBackend[_Function]):
         # Image user and environment by reference, looked up off the loop at deploy and start: a replica added by
         # a scale-up or a restart never waits on the engine in the event loop (a stalled engine would stall calls).
         self._facts: dict[str, tuple[str, list[str]]] = {}
-        self._base: str = ""
+        self.runtime = RuntimeImage(self.client, self.settings.base_image)
         self._pool: WarmPool | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.runtime.prepare()  # built now if missing, its progress in the log (it takes minutes the first time)
         await asyncio.to_thread(self._ensure_network)
         found = await asyncio.to_thread(
             self.client.containers.list, all=True, filters={"label": f"{OWNER}={self.owner}"}
@@ -185,9 +186,7 @@ class DockerBackend(SlotBackend[_Function]):
         return self._pool.ready if self._pool is not None else 0
 
     def _base_image(self) -> str:
-        if not self._base:
-            self._base = ensure_base_image(self.client, self.settings.base_image, out=_quiet).ref
-        return self._base
+        return self.runtime.ref()
 
     def _ensure_network(self) -> None:
         docker_network.ensure(self.client, self.settings.network, self.owner)
@@ -235,13 +234,13 @@ class DockerBackend(SlotBackend[_Function]):
                 await self._update(old, deployment, code)
 
     async def _build(self, dep: FunctionDeployment, data: bytes) -> str:
-        await asyncio.to_thread(self._base_image)
+        base = await asyncio.to_thread(self._base_image)
         image = await asyncio.to_thread(
             build_function,
             self.client,
             dep.service,
             data,
-            self._base,
+            base,
             registry=self.settings.registry,
             max_bundle_bytes=self.config.max_bundle_bytes,
             out=build_output.get(),
@@ -430,7 +429,3 @@ _CODESIGN_VARS = (codesign.BUNDLE_VAR, codesign.KEY_VAR, codesign.SIGNATURE_VAR)
 def _version(now: float) -> str:
     """Sortable version label of one deploy (the newest wins when a restarted platform adopts containers)."""
     return f"{int(now * 1e6):020d}"
-
-
-def _quiet(_: str) -> None:
-    pass

@@ -29,15 +29,16 @@ from dataclasses import replace
 from typing import Any
 
 from builder import engine
-from builder.base import ensure_base_image
 from builder.function import build_function, push
 from builder.reference import validate_reference
 from builder.stream import build_output
 from runtime import codesign
 from runtime.backends.base import Endpoint, FunctionRecord, FunctionTable, LogLine
+from runtime.backends.baseimage import RuntimeImage
 from runtime.backends.containers import BUNDLE_DIR, BUNDLE_FILE, FUNCTION, NAMESPACE, VERSION, check_resources
 from runtime.backends.readiness import READY, probe, ready_path
 from runtime.backends.swarm import code as swarm_code
+from runtime.backends.swarm import route
 from runtime.backends.swarm.code import SwarmCode, runs_without_image
 from runtime.backends.swarm.config import (
     CODE,
@@ -102,6 +103,10 @@ class SwarmBackend(FunctionTable[_Function]):
             self.client = engine.connect()
         except StokerError as exc:
             raise ConfigError(f"the swarm backend cannot start: {exc}") from None
+        # Before anything makes a service spec: the route decides how services publish their port.
+        self.settings = replace(
+            self.settings, route=route.resolve(self.client, self.settings.route, self.settings.network)
+        )
         self.api = self.client.api
         self.key = key
         self.secrets = SwarmSecretStore(self.api, self.settings.platform)
@@ -118,7 +123,7 @@ class SwarmBackend(FunctionTable[_Function]):
         self._nodes: dict[str, str] = {}
         self._nodes_at = 0.0
         self._watch: asyncio.Task[None] | None = None
-        self._base = ""
+        self.runtime = RuntimeImage(self.client, self.settings.docker.base_image)
 
     def warm_replicas(self) -> int:
         """Generic replicas of the warm pool that run now, as this gateway saw them at its last poll."""
@@ -133,6 +138,7 @@ class SwarmBackend(FunctionTable[_Function]):
                 "the swarm backend needs a Swarm manager: this Docker Engine is not one "
                 f"(state {swarm.get('LocalNodeState')!r}); run `docker swarm init` or point DOCKER_HOST at a manager"
             )
+        self.runtime.prepare()  # built now if missing, its progress in the log (it takes minutes the first time)
         await asyncio.to_thread(self._ensure_network)
         await self._poll()
         self._watch = asyncio.create_task(self._watch_loop(), name="swarm watch")
@@ -346,9 +352,7 @@ class SwarmBackend(FunctionTable[_Function]):
 
     def _base_image(self) -> str:
         """The runtime image's reference (built offline the first time when the engine lacks it)."""
-        if not self._base:
-            self._base = ensure_base_image(self.client, self.settings.docker.base_image, out=_quiet).ref
-        return self._base
+        return self.runtime.ref()
 
     async def _build(self, dep: FunctionDeployment, data: bytes) -> str:
         docker = self.settings.docker
@@ -531,7 +535,3 @@ class SwarmBackend(FunctionTable[_Function]):
         await self.pool.tend(services, running, failed, verdict, has_function, self.config.pool_size, now)
         in_use = {fn.code for fn in self._functions.values() if fn.code}
         await asyncio.to_thread(swarm_code.prune, self.api, self.settings, in_use, now)
-
-
-def _quiet(_: str) -> None:
-    pass

@@ -7,14 +7,16 @@ with a tmpfs ``/tmp``, every capability dropped, memory/CPU/pids limits, no host
 in Swarm terms, Docker secrets as files under ``/var/openfaas/secrets/``, start-first rolling updates that roll
 back on failure, and labels holding the whole deployment, so any gateway rebuilds everything from the engine.
 
-Routing (``STOKER_SWARM_ROUTE``):
+Routing (``STOKER_SWARM_ROUTE``, decided at start by :mod:`.route`):
 
-- ``overlay`` (default): the gateway runs on the functions' attachable overlay network (the ``deploy/swarm``
+- ``auto`` (default): ``overlay`` when the gateway runs in a container on the functions' network, else
+  ``published``.
+- ``overlay``: the gateway runs on the functions' attachable overlay network (the ``deploy/swarm``
   stack) and sends requests to each task's address on it.
 - ``published``: each task also publishes port 8080 in *host* mode on a port the engine picks; the gateway sends
-  requests to ``node address:that port``. For a gateway that is not on the overlay (run on a host, as the backend
-  tests do): overlay addresses are not reachable from a host. It exposes replicas on the nodes' interfaces, so
-  firewall those ports or use ``overlay`` in production.
+  requests to ``node address:that port``. For a gateway that is not on the overlay (run on a host, as ``stoker up
+  --backend swarm`` is): overlay addresses are not reachable from a host, so ``overlay`` there fails at start. It
+  exposes replicas on the nodes' interfaces, so firewall those ports or use ``overlay`` in production.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from runtime.backends.containers import (
     memory_bytes,
     nano_cpus,
 )
+from runtime.backends.swarm.route import AUTO, ROUTES
 from runtime.contract import (
     DIR_VAR,
     HEALTH_PATH,
@@ -58,7 +61,6 @@ POOL_GENERIC, POOL_CLAIMED, POOL_RETIRED = "generic", "claimed", "retired"
 READY_PATH = "com.stoker.ready-path"  # on a service of a classic-watchdog image: /_/health (readiness.ready_path)
 CODE = "com.stoker.code"  # on a service: the config holding its code (code.py); on such a config: "1"
 STOKER_IMAGE = "com.stoker.base"  # set on the base image, inherited by every function image the builder makes
-ROUTES = ("overlay", "published")
 _SERVICE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # For images built on stoker's base: delay SIGTERM by STOKER_STOP_DELAY_S so every gateway sees the task leave
@@ -76,7 +78,7 @@ class SwarmSettings:
 
     platform: str = "stoker"  # owner label value and service-name prefix
     network: str = "stoker-swarm-functions"  # attachable overlay network shared by functions and gateways
-    route: str = "overlay"  # overlay | published (see the module docstring)
+    route: str = AUTO  # auto | overlay | published (see the module docstring)
     stop_delay_s: float = 3.0  # how long a stopping task keeps accepting calls before it drains
     poll_s: float = 0.5  # how often the gateway reads services and tasks
     deploy_timeout_s: float = 120.0  # how long a deploy waits for a ready task
