@@ -1,0 +1,91 @@
+"""Where deploy history is kept (:mod:`gateway.history`): the last :data:`~gateway.history.KEEP` entries per function,
+in Redis when the platform has one (every gateway sees the same history, and it survives restarts of them all), else
+in ``STOKER_HOME/history/<namespace>.<name>.json`` (written atomically, private to the platform's user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from events.queue import QueueUnavailable
+from gateway.history import KEEP
+from stoker.atomicfile import write_atomic
+
+Entry = dict[str, Any]
+PREFIX = "stoker:history:"
+
+
+class HistoryStore(Protocol):
+    async def add(self, name: str, namespace: str, entry: Entry) -> None:
+        """Keep ``entry`` as the newest of the function's; raises when the store cannot write."""
+
+    async def entries(self, name: str, namespace: str) -> list[Entry]:
+        """Newest first; [] for a function with no history. Raises :class:`QueueUnavailable` (503) when Redis does not
+        answer."""
+
+
+class RedisHistory:
+    """One list per function (``LPUSH`` then ``LTRIM``, in one transaction)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    @staticmethod
+    def key(name: str, namespace: str) -> str:
+        return f"{PREFIX}{namespace}:{name}"  # both are DNS labels: no ':' in either
+
+    async def add(self, name: str, namespace: str, entry: Entry) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.key(name, namespace), json.dumps(entry, separators=(",", ":")))
+            pipe.ltrim(self.key(name, namespace), 0, KEEP - 1)
+            await pipe.execute()
+
+    async def entries(self, name: str, namespace: str) -> list[Entry]:
+        try:
+            raws = await self.redis.lrange(self.key(name, namespace), 0, KEEP - 1)
+        except Exception as exc:
+            raise QueueUnavailable(f"deploy history not readable: {exc}") from None
+        return [e for e in (_decode(r) for r in raws) if e is not None]
+
+
+class FileHistory:
+    """One JSON file per function under ``folder``; one writer at a time (the platform holds STOKER_HOME's lock)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = asyncio.Lock()
+
+    def path(self, name: str, namespace: str) -> Path:
+        return self.folder / f"{namespace}.{name}.json"  # DNS labels have no dot: unambiguous
+
+    async def add(self, name: str, namespace: str, entry: Entry) -> None:
+        async with self._lock:  # read, add, write: two changes at once must not lose one
+            await asyncio.to_thread(self._add, self.path(name, namespace), entry)
+
+    @staticmethod
+    def _add(path: Path, entry: Entry) -> None:
+        kept = [entry, *_read(path)][:KEEP]
+        write_atomic(path, json.dumps(kept, separators=(",", ":")).encode())
+
+    async def entries(self, name: str, namespace: str) -> list[Entry]:
+        return await asyncio.to_thread(_read, self.path(name, namespace))
+
+
+def _read(path: Path) -> list[Entry]:
+    """The entries in ``path``; a missing or damaged file is no history (a damaged one is replaced on the next add)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+
+def _decode(raw: bytes | str) -> Entry | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
