@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import platform
 import re
 import time
@@ -24,7 +23,7 @@ from events.schedule import deployment_problem as schedule_problem
 from events.service import check_streams
 from gateway import history, secret_rules
 from gateway.auth import AUTH_KEY
-from gateway.history_store import HistoryStore
+from gateway.history_store import HistoryStore, Recorder
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
 from gateway.removals import Removals
@@ -35,12 +34,10 @@ from stoker import __version__
 from stoker.buildinfo import build_info
 from stoker.bundle import check as check_bundle
 from stoker.config import Config
-from stoker.credentials import USERNAME
 from stoker.errors import Conflict, InvalidRequest, NotFound, StokerError
 from stoker.names import DEFAULT_NAMESPACE, InvalidName, validate_name
 from stoker.spec import FunctionDeployment, FunctionStatus, check_values, parse_duration, text_field
 
-logger = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 HEARTBEAT_S = 10.0
 # Makes a deployment's queue subscriptions live (events.service.QueueService.subscribe); raises QueueUnavailable.
@@ -144,7 +141,7 @@ class ManagementAPI:
         self.config = config
         self.backend = backend
         self.metrics = metrics
-        self.history = history
+        self.recorder = Recorder(history)
         self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # A removal holds the deploy lock until done: a deploy of the same name waits for it (gateway/removals.py).
@@ -255,7 +252,7 @@ class ManagementAPI:
             if not create and before is None:
                 raise NotFound(f"function {dep.service!r} not found in namespace {dep.namespace!r}")
             code = history.code_of(dep, bundle)
-            old_code = await self._last_code(before.deployment) if before is not None else ""
+            old_code = await self.recorder.last_code(before.deployment) if before is not None else ""
             change = history.changes(before.deployment if before else None, dep, old_code, code)
             try:
                 if create and before is not None:
@@ -266,48 +263,19 @@ class ManagementAPI:
                 await self.subscribe(dep)
                 await self.backend.deploy(dep, bundle)
             except StokerError as exc:
-                await self._note(action, dep.service, dep.namespace, via, exc.status, str(exc), code, change)
+                await self.recorder.note(action, dep.service, dep.namespace, via, exc.status, str(exc), code, change)
                 raise
             except Exception as exc:
-                await self._note(action, dep.service, dep.namespace, via, 500, f"{type(exc).__name__}: {exc}", code)
+                await self.recorder.note(
+                    action, dep.service, dep.namespace, via, 500, f"{type(exc).__name__}: {exc}", code
+                )
                 raise
-            await self._note(action, dep.service, dep.namespace, via, 202, "", code, change)
-
-    async def _last_code(self, before: FunctionDeployment) -> str:
-        """What the function ran before: its image, else the source digest its last good deploy recorded."""
-        if before.image:
-            return f"image:{before.image}"
-        try:
-            for e in await self.history.entries(before.service, before.namespace):
-                code = str(e.get("code", ""))
-                if e.get("result") == "ok" and code.startswith("source:"):
-                    return code
-        except StokerError:  # Redis down: QueueUnavailable
-            pass
-        return "source:unknown"
-
-    async def _note(
-        self,
-        action: history.Action,
-        name: str,
-        namespace: str,
-        via: str,
-        status: int,
-        error: str = "",
-        code: str = "",
-        change: list[str] | None = None,
-    ) -> None:
-        """Add to the function's history; a store that cannot write loses the entry, never the change itself."""
-        entry = history.entry(action, time.time(), USERNAME, via, status, error, code, change)
-        try:
-            await self.history.add(name, namespace, entry)
-        except Exception as exc:
-            logger.warning("deploy history of %s.%s not kept (%s): %s", name, namespace, action, exc)
+            await self.recorder.note(action, dep.service, dep.namespace, via, 202, "", code, change)
 
     async def get_history(self, request: Request) -> Response:
         name = _name(request.path_params["name"], "function")
         namespace = _namespace(request.query_params.get("namespace"))
-        entries = await self.history.entries(name, namespace)
+        entries = await self.recorder.store.entries(name, namespace)
         if not entries and self.backend.get(name, namespace) is None:
             raise NotFound(f"function {name!r} not found in namespace {namespace!r} and has no history")
         return JSONResponse({"name": name, "namespace": namespace, "entries": entries})
@@ -324,9 +292,9 @@ class ManagementAPI:
         except NotFound:
             raise
         except StokerError as exc:
-            await self._note(history.Action.REMOVE, name, namespace, via, exc.status, str(exc))
+            await self.recorder.note(history.Action.REMOVE, name, namespace, via, exc.status, str(exc))
             raise
-        await self._note(history.Action.REMOVE, name, namespace, via, 202)
+        await self.recorder.note(history.Action.REMOVE, name, namespace, via, 202)
         return Response(status_code=202)
 
     async def scale(self, request: Request) -> Response:
@@ -345,14 +313,14 @@ class ManagementAPI:
         change = [f"replicas: {record.replicas} -> {replicas}"]
         if replicas > settings.max_replicas:
             problem = f"replicas {replicas} is over the function's maximum ({settings.max_replicas})"
-            await self._note(history.Action.SCALE, name, namespace, via, 400, problem, change=change)
+            await self.recorder.note(history.Action.SCALE, name, namespace, via, 400, problem, change=change)
             raise InvalidRequest(problem)
         try:
             await self.backend.scale(name, namespace, replicas)
         except StokerError as exc:
-            await self._note(history.Action.SCALE, name, namespace, via, exc.status, str(exc), change=change)
+            await self.recorder.note(history.Action.SCALE, name, namespace, via, exc.status, str(exc), change=change)
             raise
-        await self._note(history.Action.SCALE, name, namespace, via, 202, change=change)
+        await self.recorder.note(history.Action.SCALE, name, namespace, via, 202, change=change)
         return Response(status_code=202)
 
     # --- secrets (values are write-only: listing shows names) ----------------------------------------------

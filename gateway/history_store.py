@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from events.queue import QueueUnavailable
-from gateway.history import KEEP
+from gateway.history import KEEP, Action, entry
 from stoker.atomicfile import write_atomic
+from stoker.credentials import USERNAME
+from stoker.errors import StokerError
+from stoker.spec import FunctionDeployment
+
+logger = logging.getLogger(__name__)
 
 Entry = dict[str, Any]
 PREFIX = "stoker:history:"
@@ -72,6 +79,44 @@ class FileHistory:
 
     async def entries(self, name: str, namespace: str) -> list[Entry]:
         return await asyncio.to_thread(_read, self.path(name, namespace))
+
+
+class Recorder:
+    """What the management API calls: :meth:`note` a change (never failing it), :meth:`last_code` for a diff."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+
+    async def note(
+        self,
+        action: Action,
+        name: str,
+        namespace: str,
+        via: str,
+        status: int,
+        error: str = "",
+        code: str = "",
+        change: list[str] | None = None,
+    ) -> None:
+        """Add to the function's history; a store that cannot write loses the entry, never the change itself."""
+        record = entry(action, time.time(), USERNAME, via, status, error, code, change)
+        try:
+            await self.store.add(name, namespace, record)
+        except Exception as exc:
+            logger.warning("deploy history of %s.%s not kept (%s): %s", name, namespace, action, exc)
+
+    async def last_code(self, before: FunctionDeployment) -> str:
+        """What the function ran before: its image, else the source digest its last good deploy recorded."""
+        if before.image:
+            return f"image:{before.image}"
+        try:
+            for e in await self.store.entries(before.service, before.namespace):
+                code = str(e.get("code", ""))
+                if e.get("result") == "ok" and code.startswith("source:"):
+                    return code
+        except StokerError:  # Redis down: QueueUnavailable
+            pass
+        return "source:unknown"
 
 
 def _read(path: Path) -> list[Entry]:
