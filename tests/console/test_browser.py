@@ -189,4 +189,5 @@ def test_the_function_page_shows_the_deploy_history_with_who_and_what(browser: A
         lambda: browser.find_element(_by("CSS_SELECTOR"), '#history tr[data-action="scale"]'), what="the scaling"
     )
     assert "admin (console)" in scale.text and "replicas: 1 -> 2" in scale.text
+    browser.execute_script("document.getElementById('history').scrollIntoView()")
     screenshot(browser, "function-history")
