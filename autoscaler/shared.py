@@ -2,8 +2,10 @@
 
 Gateways keep counting in memory (:class:`gateway.metrics.Metrics`: no Redis round trip on the invoke path); a
 :class:`CounterPublisher` writes one snapshot of them per tick: the JSON of ``{inflight, started, area}`` per
-function under ``stoker:load:gw:<gateway id>`` (expiring after a few ticks), and the gateway's id in the sorted set
-``stoker:load:gateways`` scored by the flush time. A gateway that dies stops refreshing; its snapshot expires.
+function, and ``charts`` (calls, 5xx answers and the duration histogram's buckets per function, for the console's
+charts on every gateway, :func:`read_snapshots`), under ``stoker:load:gw:<gateway id>`` (expiring after a few
+ticks), and the gateway's id in the sorted set ``stoker:load:gateways`` scored by the flush time. A gateway that
+dies stops refreshing; its snapshot expires.
 
 The controller's :class:`SharedLoad` reads every live snapshot once a tick and :func:`merge` (pure) adds them up into
 the :class:`autoscaler.loop.LoadCounters` shape: ``inflight`` is the sum of the latest snapshots; ``started`` and the
@@ -42,6 +44,8 @@ class GatewayCounters(Protocol):
 
     def inflight_seconds(self, function: str, now: float) -> float: ...
 
+    def chart_counts(self) -> dict[str, tuple[int, ...]]: ...
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -51,9 +55,13 @@ class Snapshot:
     inflight: dict[str, int]
     started: dict[str, int]
     area: dict[str, float]  # in-flight call-seconds so far
+    charts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # (calls, 5xx, buckets...) per function
 
     def encode(self) -> str:
-        return json.dumps({"inflight": self.inflight, "started": self.started, "area": self.area})
+        return json.dumps(
+            {"inflight": self.inflight, "started": self.started, "area": self.area, "charts": self.charts},
+            separators=(",", ":"),
+        )
 
     @classmethod
     def decode(cls, gateway: str, raw: bytes | str) -> Snapshot:
@@ -63,6 +71,7 @@ class Snapshot:
             {k: int(v) for k, v in data.get("inflight", {}).items()},
             {k: int(v) for k, v in data.get("started", {}).items()},
             {k: float(v) for k, v in data.get("area", {}).items()},
+            {k: tuple(int(n) for n in v) for k, v in data.get("charts", {}).items()},
         )
 
     @classmethod
@@ -73,6 +82,7 @@ class Snapshot:
             {fn: n for fn, n in counters.inflight.items() if n},
             dict(counters.started),
             {fn: counters.inflight_seconds(fn, now) for fn in functions},
+            counters.chart_counts(),
         )
 
 
@@ -106,6 +116,18 @@ def merge(totals: Totals, snapshots: Iterable[Snapshot]) -> Totals:
             inflight[fn] = inflight.get(fn, 0) + n
         seen[snap.gateway] = snap
     return Totals(inflight, started, area, started_now, seen)
+
+
+async def read_snapshots(redis: Any) -> list[Snapshot]:
+    """Every live gateway's latest snapshot (an expired or unreadable one is left out); raises the Redis error."""
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await redis.zrange(GATEWAYS_KEY, 0, -1)]
+    raws = await redis.mget([SNAPSHOT_PREFIX + i for i in ids]) if ids else []
+    snaps = []
+    for gateway, raw in zip(ids, raws, strict=True):
+        if raw is not None:  # expired: that gateway is gone
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                snaps.append(Snapshot.decode(gateway, raw))
+    return snaps
 
 
 def gateway_id() -> str:
@@ -193,14 +215,7 @@ class SharedLoad:
         """Read the live gateways' snapshots and fold them in; raises the Redis error when it is down."""
         cutoff = time.time() - self.stale_after_s
         await self.redis.zremrangebyscore(GATEWAYS_KEY, "-inf", cutoff)
-        ids = [i.decode() for i in await self.redis.zrange(GATEWAYS_KEY, 0, -1)]
-        raws = await self.redis.mget([SNAPSHOT_PREFIX + i for i in ids]) if ids else []
-        snaps = []
-        for gateway, raw in zip(ids, raws, strict=True):
-            if raw is not None:  # expired: that gateway is gone
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    snaps.append(Snapshot.decode(gateway, raw))
-        self.totals = merge(self.totals, snaps)
+        self.totals = merge(self.totals, await read_snapshots(self.redis))
         self.inflight, self.started = self.totals.inflight, self.totals.started
 
     async def close(self) -> None:

@@ -21,7 +21,9 @@ from starlette.routing import Route
 from builder.stream import build_output
 from events.schedule import deployment_problem as schedule_problem
 from events.service import check_streams
-from gateway import secret_rules
+from gateway import history, secret_rules
+from gateway.auth import AUTH_KEY
+from gateway.history_store import HistoryStore, Recorder
 from gateway.jsonbody import json_limits, parse, read_body, read_json
 from gateway.metrics import Metrics
 from gateway.namespaces import NamespaceAPI
@@ -118,15 +120,30 @@ def _from_body_or_query(body: dict[str, Any], request: Request, key: str) -> str
     return text_field(body, key) or queried
 
 
+def _name(value: str, what: str) -> str:
+    try:
+        return validate_name(value, what)
+    except InvalidName as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 def _namespace(value: Any) -> str:
     return validate_name(value or DEFAULT_NAMESPACE, "namespace")
 
 
 class ManagementAPI:
-    def __init__(self, config: Config, backend: Backend, metrics: Metrics, subscribe: Subscribe = _no_queue) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        metrics: Metrics,
+        history: HistoryStore,
+        subscribe: Subscribe = _no_queue,
+    ) -> None:
         self.config = config
         self.backend = backend
         self.metrics = metrics
+        self.recorder = Recorder(history)
         self.subscribe = subscribe
         self._deploy_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # A removal holds the deploy lock until done: a deploy of the same name waits for it (gateway/removals.py).
@@ -145,6 +162,7 @@ class ManagementAPI:
                 "/system/functions", GET=self.list_functions, POST=self.create, PUT=self.update, DELETE=self.delete
             ),
             resource("/system/function/{name}", GET=self.get_function),
+            resource("/system/function/{name}/history", GET=self.get_history),
             resource("/system/scale-function/{name}", POST=self.scale),
             resource("/system/info", GET=self.info),
             resource("/system/logs", GET=self.logs),
@@ -211,9 +229,10 @@ class ManagementAPI:
         # Parsing, decoding and checking a bundle take time in proportion to its size and member count: in a
         # thread, so that calls to every other function go on meanwhile.
         dep, bundle = await asyncio.to_thread(self._parse_deployment, raw)
+        via = str(request.scope.get(AUTH_KEY, ""))
         if NDJSON in request.headers.get("accept", ""):
-            return StreamingResponse(_progress(self._apply(dep, bundle, create)), media_type=NDJSON)
-        await self._apply(dep, bundle, create)
+            return StreamingResponse(_progress(self._apply(dep, bundle, create, via)), media_type=NDJSON)
+        await self._apply(dep, bundle, create, via)
         return Response(status_code=202)
 
     def _parse_deployment(self, raw: bytes) -> tuple[FunctionDeployment, bytes | None]:
@@ -230,19 +249,42 @@ class ManagementAPI:
         check_bundle(bundle, self.config.max_bundle_bytes, max_files=self.config.max_bundle_files)
         return FunctionDeployment(**{**dep.to_json(), "source": ""}), bundle
 
-    async def _apply(self, dep: FunctionDeployment, bundle: bytes | None, create: bool) -> None:
+    async def _apply(self, dep: FunctionDeployment, bundle: bytes | None, create: bool, via: str = "") -> None:
         key = (dep.service, dep.namespace)
         lock = self._deploy_locks.setdefault(key, asyncio.Lock())
+        action = history.Action.DEPLOY if create else history.Action.UPDATE
         async with lock:  # one deploy per function at a time; the check below is then race-free
-            exists = self.backend.get(dep.service, dep.namespace) is not None
-            if create and exists:
-                raise Conflict(f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update")
-            if not create and not exists:
+            before = self.backend.get(dep.service, dep.namespace)
+            if not create and before is None:
                 raise NotFound(f"function {dep.service!r} not found in namespace {dep.namespace!r}")
-            # Before the answer (and before the deploy: a 503 here deploys nothing): every message published to the
-            # function's streams once the deploy is answered is delivered, though its worker starts a moment later.
-            await self.subscribe(dep)
-            await self.backend.deploy(dep, bundle)
+            code = history.code_of(dep, bundle)
+            old_code = await self.recorder.last_code(before.deployment) if before is not None else ""
+            change = history.changes(before.deployment if before else None, dep, old_code, code)
+            try:
+                if create and before is not None:
+                    raise Conflict(f"function {dep.service!r} already exists in {dep.namespace!r}; use PUT to update")
+                # Before the answer (and before the deploy: a 503 here deploys nothing): every message published to
+                # the function's streams once the deploy is answered is delivered, though its worker starts a moment
+                # later.
+                await self.subscribe(dep)
+                await self.backend.deploy(dep, bundle)
+            except StokerError as exc:
+                await self.recorder.note(action, dep.service, dep.namespace, via, exc.status, str(exc), code, change)
+                raise
+            except Exception as exc:
+                await self.recorder.note(
+                    action, dep.service, dep.namespace, via, 500, f"{type(exc).__name__}: {exc}", code
+                )
+                raise
+            await self.recorder.note(action, dep.service, dep.namespace, via, 202, "", code, change)
+
+    async def get_history(self, request: Request) -> Response:
+        name = _name(request.path_params["name"], "function")
+        namespace = _namespace(request.query_params.get("namespace"))
+        entries = await self.recorder.store.entries(name, namespace)
+        if not entries and self.backend.get(name, namespace) is None:
+            raise NotFound(f"function {name!r} not found in namespace {namespace!r} and has no history")
+        return JSONResponse({"name": name, "namespace": namespace, "entries": entries})
 
     async def delete(self, request: Request) -> Response:
         body = _object(await read_json(request, self.limits, {}), "with functionName")
@@ -250,7 +292,15 @@ class ManagementAPI:
         namespace = _namespace(_from_body_or_query(body, request, "namespace"))
         validate_name(name)
         assert isinstance(name, str)
-        await self.removals.remove(name, namespace)  # once it gets no traffic; its replicas drain after
+        via = str(request.scope.get(AUTH_KEY, ""))
+        try:
+            await self.removals.remove(name, namespace)  # once it gets no traffic; its replicas drain after
+        except NotFound:
+            raise
+        except StokerError as exc:
+            await self.recorder.note(history.Action.REMOVE, name, namespace, via, exc.status, str(exc))
+            raise
+        await self.recorder.note(history.Action.REMOVE, name, namespace, via, 202)
         return Response(status_code=202)
 
     async def scale(self, request: Request) -> Response:
@@ -265,9 +315,18 @@ class ManagementAPI:
             raise InvalidRequest(f"replicas must be a whole number >= 0, got {replicas!r}")
         record = self._record(name, namespace)
         settings = record.deployment.settings
+        via = str(request.scope.get(AUTH_KEY, ""))
+        change = [f"replicas: {record.replicas} -> {replicas}"]
         if replicas > settings.max_replicas:
-            raise InvalidRequest(f"replicas {replicas} is over the function's maximum ({settings.max_replicas})")
-        await self.backend.scale(name, namespace, replicas)
+            problem = f"replicas {replicas} is over the function's maximum ({settings.max_replicas})"
+            await self.recorder.note(history.Action.SCALE, name, namespace, via, 400, problem, change=change)
+            raise InvalidRequest(problem)
+        try:
+            await self.backend.scale(name, namespace, replicas)
+        except StokerError as exc:
+            await self.recorder.note(history.Action.SCALE, name, namespace, via, exc.status, str(exc), change=change)
+            raise
+        await self.recorder.note(history.Action.SCALE, name, namespace, via, 202, change=change)
         return Response(status_code=202)
 
     # --- secrets (values are write-only: listing shows names) ----------------------------------------------

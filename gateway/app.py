@@ -30,6 +30,7 @@ from gateway.budget import BodyBudget
 from gateway.console import PREFIX as CONSOLE_PREFIX
 from gateway.console import Console
 from gateway.health import HealthCheck
+from gateway.history_store import FileHistory, HistoryStore, RedisHistory
 from gateway.jsonbody import error
 from gateway.metrics import Metrics
 from gateway.proxy import PREFIX, FunctionProxy
@@ -62,7 +63,7 @@ class GatewayApp:
             callback_policy=CallbackPolicy.parse(config.callback_allow),
         )
         self.health = HealthCheck(self.queue.queue.ping)
-        self.api = ManagementAPI(config, backend, self.metrics, self.queue.subscribe)
+        self.api = ManagementAPI(config, backend, self.metrics, history_store(config, self.queue), self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue, self.budget)
         self.console = Console(config, backend, self.metrics, self.autoscaler, self.queue, password)
@@ -153,6 +154,14 @@ class GatewayApp:
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return error(exc.status_code, exc.detail, exc.headers)
+
+
+def history_store(config: Config, queue: QueueService) -> HistoryStore:
+    """Deploy history in Redis when the platform has one (shared by every gateway), else in STOKER_HOME."""
+    redis = getattr(queue.queue, "redis", None)
+    if config.redis_url and redis is not None:
+        return RedisHistory(redis)
+    return FileHistory(config.home / "history")
 
 
 def worker_settings(config: Config) -> WorkerSettings:

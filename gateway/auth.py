@@ -33,6 +33,14 @@ def authorized(header: bytes | None, password: str) -> bool:
     return user_ok and password_ok
 
 
+AUTH_KEY = "stoker.auth"  # in the ASGI scope of a request let through: how it authenticated (basic, token, console)
+
+
+def method(header: bytes) -> str:
+    """How an accepted Authorization header authenticated: ``basic`` or ``token``."""
+    return "token" if header.lower().startswith(b"bearer") else "basic"
+
+
 # Checks a request without valid Authorization another way (a console session): None to let it through, else the
 # status and message to refuse it with.
 SessionCheck = Callable[[Scope], "tuple[int, str] | None"]
@@ -55,11 +63,15 @@ class RequireAuth:
                 # A browser that remembers basic credentials sends them with another site's form too: refused.
                 await _refuse(send, 403, "cross-site request refused", challenge=False)
                 return
-            if not ok:
+            if ok:
+                assert header is not None
+                scope[AUTH_KEY] = method(header)
+            else:
                 refused = (401, "authentication required: HTTP basic (admin) or a bearer token")
                 if self.session is not None:
                     refused = self.session(scope) or (0, "")
                     if not refused[0]:
+                        scope[AUTH_KEY] = "console"
                         await self.app(scope, receive, send)
                         return
                 status, message = refused

@@ -67,6 +67,20 @@ class Metrics:
             hist = self.seconds[key] = _Histogram()
         hist.observe(seconds)
 
+    def chart_counts(self) -> dict[str, tuple[int, ...]]:
+        """Per function: ``(calls, 5xx answers, calls per duration bucket...)`` summed over status codes, cumulative.
+        Read by the console's sampler and the Redis publisher on their ticks, never on the invoke path."""
+        out: dict[str, list[int]] = {}
+        width = len(BUCKETS) + 1
+        for (fn, code), hist in self.seconds.items():
+            row = out.setdefault(fn, [0] * (2 + width))
+            row[0] += hist.count
+            if code >= 500:
+                row[1] += hist.count
+            for i, n in enumerate(hist.counts):
+                row[2 + i] += n
+        return {fn: tuple(row) for fn, row in out.items()}
+
     def invocation_count(self, function: str) -> int:
         return sum(n for (name, _), n in self.invocations.items() if name == function)
 

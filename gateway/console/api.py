@@ -19,9 +19,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from autoscaler.loop import AutoscalerLoop
-from autoscaler.shared import GATEWAYS_KEY, gateway_id
+from autoscaler.shared import GATEWAYS_KEY, gateway_id, read_snapshots
 from events.service import QueueService
-from gateway.console.series import FIELDS, Counters, FunctionSeries, ScaleEvent, SeriesBook, counters
+from gateway.console.series import (
+    FIELDS,
+    Counters,
+    FunctionSeries,
+    OtherGateways,
+    ScaleEvent,
+    SeriesBook,
+    counters,
+)
 from gateway.metrics import Metrics
 from gateway.resources import resource
 from runtime.backends.base import Backend, FunctionRecord
@@ -45,7 +53,8 @@ def _compact(column: list[float | None]) -> list[float | None]:
 
 
 class Sampler:
-    """Adds one point per function to the book every ``STOKER_CONSOLE_SAMPLE_S`` (a background task)."""
+    """Adds one point per function to the book every ``STOKER_CONSOLE_SAMPLE_S`` (a background task): this gateway's
+    calls plus, with Redis, those of the other gateways sharing it (their published counters)."""
 
     def __init__(
         self, config: Config, backend: Backend, metrics: Metrics, autoscaler: AutoscalerLoop, queue: QueueService
@@ -56,8 +65,32 @@ class Sampler:
         self.autoscaler = autoscaler
         self.queue = queue
         self.lag: dict[str, int] = {}
+        self.others = OtherGateways()
+        self.shared = bool(config.redis_url)
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
         autoscaler.on_scale = self.scaled
+
+    def counters(self) -> dict[str, Counters]:
+        """Every function's calls on the platform: this gateway's now, the others' as of the last sample."""
+        return self.others.plus(counters(self.metrics))
+
+    async def _read_others(self) -> None:
+        """The other gateways' chart counters from Redis; while it does not answer, their share of the charts waits
+        (this gateway's own calls still count)."""
+        redis = getattr(self.queue.queue, "redis", None)
+        if not self.shared or redis is None:
+            return
+        me = gateway_id()
+        try:
+            snaps = await asyncio.wait_for(read_snapshots(redis), _LAG_TIMEOUT_S)
+        except Exception as exc:
+            if not self._failing:
+                logger.warning("console: cannot read the other gateways' counters: %s", exc)
+            self._failing = True
+            return
+        self._failing = False
+        self.others.add({s.gateway: s.charts for s in snaps if s.gateway != me})
 
     def scaled(self, fn: str, before: int, after: int, source: str, reason: str) -> None:
         self.book.scaled(fn, ScaleEvent(time.time(), before, after, source, reason))
@@ -83,6 +116,7 @@ class Sampler:
 
     async def sample(self, at: float) -> None:
         await self._read_lag()
+        await self._read_others()
         gauges: dict[str, dict[str, float]] = {}
         for record in self.backend.functions():
             fn = _fn(record)
@@ -93,7 +127,8 @@ class Sampler:
                 "inflight": self.metrics.inflight.get(fn, 0),
                 "lag": self.lag.get(fn, 0),
             }
-        self.book.sample(at, counters(self.metrics), gauges)
+        self.others.forget(gauges)
+        self.book.sample(at, self.counters(), gauges)
 
     async def _read_lag(self) -> None:
         """Queue lag of the functions with a queue worker; one that the queue cannot tell keeps its last value."""
@@ -164,7 +199,7 @@ class ConsoleAPI:
         with_series = q.get("series", "true")
         if with_series not in ("true", "false"):
             raise InvalidRequest(f"series: {with_series!r} is neither true nor false")
-        now = counters(self.metrics)
+        now = self.sampler.counters()
         fields = OVERVIEW_FIELDS if with_series == "true" else ()
         rows = [self._row(r, now, fields) for r in self.backend.functions(namespace)]
         return JSONResponse({"stepSeconds": self.sampler.book.step_s, "time": time.time(), "functions": rows})
@@ -175,7 +210,7 @@ class ConsoleAPI:
         record = self.backend.get(name, namespace)
         if record is None:
             raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
-        row = self._row(record, counters(self.metrics), FIELDS)
+        row = self._row(record, self.sampler.counters(), FIELDS)
         series = self.sampler.book.functions.get(_fn(record))
         row["events"] = [
             {"time": e.at, "from": e.before, "to": e.after, "source": e.source, "reason": e.reason}

@@ -1,11 +1,12 @@
 """The series behind the console's charts: a bounded ring of samples per function, kept in the gateway's memory.
 
 Nothing here runs on the invoke path. The proxy already counts calls and their durations in
-:class:`gateway.metrics.Metrics` (cumulative counters and histograms); a sampler reads them every
-``STOKER_CONSOLE_SAMPLE_S`` and :meth:`SeriesBook.sample` turns the increase since the previous sample into a point:
-calls per second, errors (5xx) per second, p50 and p99 latency (interpolated within the histogram's buckets, as
-Prometheus's ``histogram_quantile`` does), and the gauges it is given (replicas, desired replicas, calls in flight,
-queue lag). Each function keeps 15 minutes of points in float arrays (a few KB) plus its last scaling events.
+:class:`gateway.metrics.Metrics` (cumulative counters and histograms); with several gateways each also publishes
+them to Redis on its tick (:mod:`autoscaler.shared`) and :class:`OtherGateways` adds up the others'. A sampler reads
+them every ``STOKER_CONSOLE_SAMPLE_S`` and :meth:`SeriesBook.sample` turns the increase since the previous sample
+into a point: calls per second, errors (5xx) per second, p50 and p99 latency (interpolated within the histogram's
+buckets, as Prometheus's ``histogram_quantile`` does), and the gauges it is given (replicas, desired replicas, calls
+in flight, queue lag). Each function keeps 15 minutes of points in float arrays (a few KB) plus its last scaling events.
 """
 
 from __future__ import annotations
@@ -48,18 +49,74 @@ class ScaleEvent:
 
 def counters(metrics: Metrics) -> dict[str, Counters]:
     """Every function's counters, summed over status codes, read from the gateway's metrics."""
-    calls: dict[str, int] = {}
-    errors: dict[str, int] = {}
-    for (fn, code), n in metrics.invocations.items():
-        calls[fn] = calls.get(fn, 0) + n
-        if code >= 500:
-            errors[fn] = errors.get(fn, 0) + n
-    buckets: dict[str, list[int]] = {}
-    for (fn, _), hist in metrics.seconds.items():
-        into = buckets.setdefault(fn, [0] * (len(BUCKETS) + 1))
-        for i, n in enumerate(hist.counts):
-            into[i] += n
-    return {fn: Counters(n, errors.get(fn, 0), tuple(buckets.get(fn, ()))) for fn, n in calls.items()}
+    return {fn: _counters(row) for fn, row in metrics.chart_counts().items()}
+
+
+def _counters(row: tuple[int, ...]) -> Counters:
+    """``(calls, 5xx, buckets...)``, the shape :meth:`Metrics.chart_counts` and the Redis snapshots carry."""
+    return Counters(row[0], row[1], tuple(row[2:])) if len(row) >= 2 else Counters(0, 0, ())
+
+
+def _add(a: Counters, b: Counters) -> Counters:
+    if not b.buckets:
+        buckets = a.buckets
+    elif not a.buckets:
+        buckets = b.buckets
+    else:
+        buckets = tuple(x + y for x, y in zip(a.buckets, b.buckets, strict=False))
+    return Counters(a.calls + b.calls, a.errors + b.errors, buckets)
+
+
+def _increase(now: Counters, before: Counters) -> Counters:
+    old = before.buckets or (0,) * len(now.buckets)
+    if len(old) != len(now.buckets):  # another bucket layout (a gateway of another version): rates only
+        old = now.buckets
+    return Counters(
+        max(0, now.calls - before.calls),
+        max(0, now.errors - before.errors),
+        tuple(max(0, x - y) for x, y in zip(now.buckets, old, strict=True)),
+    )
+
+
+class OtherGateways:
+    """The calls the other gateways sharing Redis proxied, as cumulative counters that only grow (pure, no I/O).
+
+    Each :meth:`add` takes their latest snapshots (``gateway id -> function -> (calls, 5xx, buckets...)``) and adds
+    each gateway's increase since its previous snapshot: a gateway seen for the first time sets a baseline (its history
+    is not new calls) and one that is gone adds nothing, so neither makes a spike or a negative rate in the charts.
+    """
+
+    def __init__(self) -> None:
+        self.total: dict[str, Counters] = {}
+        self._seen: dict[str, dict[str, Counters]] = {}
+
+    def add(self, snapshots: Mapping[str, Mapping[str, tuple[int, ...]]]) -> None:
+        seen: dict[str, dict[str, Counters]] = {}
+        empty = Counters(0, 0, ())
+        for gateway, charts in snapshots.items():
+            now = {fn: _counters(row) for fn, row in charts.items()}
+            before = self._seen.get(gateway)
+            seen[gateway] = now
+            if before is None:
+                continue
+            for fn, counted in now.items():
+                grown = _increase(counted, before.get(fn, empty))
+                if grown.calls or grown.errors:
+                    self.total[fn] = _add(self.total.get(fn, empty), grown)
+        self._seen = seen
+
+    def plus(self, local: Mapping[str, Counters]) -> dict[str, Counters]:
+        """This gateway's own counters plus the others' increases: the platform's calls, per function."""
+        out = dict(local)
+        for fn, counted in self.total.items():
+            out[fn] = _add(out.get(fn, Counters(0, 0, ())), counted)
+        return out
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop the functions not in ``keep`` (removed)."""
+        wanted = set(keep)
+        for fn in [f for f in self.total if f not in wanted]:
+            del self.total[fn]
 
 
 def quantile(q: float, counts: Iterable[int], bounds: tuple[float, ...] = BUCKETS) -> float:

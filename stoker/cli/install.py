@@ -24,7 +24,11 @@ def add_arguments(install: argparse.ArgumentParser, uninstall: argparse.Argument
     for p in (install, uninstall):
         p.add_argument("target", choices=TARGETS)
     for name, (kind, help) in FLAGS.items():
-        install.add_argument(f"--{name.replace('_', '-')}", dest=f"v_{name}", type=kind, help=help)
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:  # a switch: present or not
+            install.add_argument(flag, dest=f"v_{name}", action="store_true", default=None, help=help)
+        else:
+            install.add_argument(flag, dest=f"v_{name}", type=kind, help=help)
     uninstall.add_argument("--name", dest="v_name", default="stoker", help="the install's name (stoker)")
     install.add_argument("--apply", action="store_true", help="apply it to the engine this machine talks to")
     install.add_argument("-o", "--output", metavar="FILE", help="write it here instead of printing it")

@@ -238,8 +238,9 @@ def kube_apply(values: Values, objects: list[dict[str, Any]], admin_password: st
 
 def uninstall_objects(objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> list[dict[str, Any]]:
     """What ``kubectl delete`` gets: never the namespaces (``--namespaces`` deletes them on their own, with all they
-    hold), and Redis's volume (queued calls) only when the functions go too."""
-    keep = {"Namespace"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
+    hold), and Redis's volume (queued calls) only when the functions go too. The ServiceMonitor is deleted on its
+    own (:func:`kube_uninstall`): a cluster without prometheus-operator refuses the whole ``delete -f`` over it."""
+    keep = {"Namespace", "ServiceMonitor"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
     return [o for o in objects if o["kind"] not in keep]
 
 
@@ -250,6 +251,9 @@ def kube_uninstall(values: Values, objects: list[dict[str, Any]], functions: boo
     run(["kubectl", "delete", "--ignore-not-found", "--wait=false", "-f", "-"], stdin=text)
     run(["kubectl", "-n", values.name, "delete", "secret", "--ignore-not-found",
          *kubernetes.secret_names(values).values()])  # fmt: skip
+    # --service-monitor's, if the install had one; "no such resource type" without prometheus-operator is fine.
+    monitor = ["servicemonitors.monitoring.coreos.com", "stoker", "--ignore-not-found"]
+    subprocess.run(["kubectl", "-n", values.name, "delete", *monitor], capture_output=True, check=False)
     if functions:
         fns = values.functions_namespace
         for selector in ("app.kubernetes.io/managed-by=stoker", "stoker.dev/pool"):

@@ -458,6 +458,36 @@ def _ingress(values: Values) -> list[Obj]:
     ]
 
 
+def service_monitor(values: Values) -> Obj:
+    """A prometheus-operator ServiceMonitor (``--service-monitor``) scraping every gateway and controller pod.
+
+    No credentials: ``/metrics`` is open on both, as on OpenFaaS (docs/security.md). What it needs is reach: the
+    gateway's port takes any in-cluster peer, the controller's only its own namespace and namespaces labelled
+    ``stoker.dev/scrape=true`` (the controller-metrics NetworkPolicy), so Prometheus's namespace needs that label.
+    """
+    meta = _meta(values, "stoker", values.name)
+    meta["labels"].update(values.monitor_labels())
+    endpoint = {"path": "/metrics", "scheme": "http", "interval": "30s", "scrapeTimeout": "10s"}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": meta,
+        "spec": {
+            "jobLabel": "app.kubernetes.io/name",  # job="gateway" / job="controller"
+            "namespaceSelector": {"matchNames": [values.name]},
+            "selector": {
+                "matchLabels": {"app.kubernetes.io/instance": values.name},
+                "matchExpressions": [
+                    {"key": "app.kubernetes.io/name", "operator": "In", "values": ["gateway", "controller"]}
+                ],
+            },
+            # Each endpoint applies to the Services with that port name: the gateway's "http", the controller's
+            # "metrics". Prometheus scrapes every pod behind them; with several gateways, sum over instances.
+            "endpoints": [{"port": "http", **endpoint}, {"port": "metrics", **endpoint}],
+        },
+    }
+
+
 def render(values: Values) -> list[Obj]:
     """Every object of the install, namespaces first (the order ``kubectl apply -f -`` needs)."""
     return [
@@ -474,6 +504,7 @@ def render(values: Values) -> list[Obj]:
         _service(values, "controller-metrics", "controller", "metrics", 8081),
         _pdb(values, "controller"),
         *_ingress(values),
+        *([service_monitor(values)] if values.service_monitor else []),
     ]
 
 

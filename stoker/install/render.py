@@ -36,7 +36,9 @@ def flags(values: Values) -> str:
     out = []
     for name in FLAGS:
         value = getattr(values, name)
-        if (name == "name" and value != "stoker") or (name != "name" and value != getattr(default, name)):
+        if value is True:
+            out.append(f" --{name.replace('_', '-')}")
+        elif (name == "name" and value != "stoker") or (name != "name" and value != getattr(default, name)):
             out.append(f" --{name.replace('_', '-')} {value}")
     return "".join(out)
 

@@ -18,6 +18,8 @@ TARGETS = ("compose", "swarm", "kubernetes")
 ENTRYPOINTS = ("host", "mesh")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 REDIS_VERSION = "7.0.15"  # the redis-server the offline Redis image carries (deploy/swarm/build-images.sh --redis)
 
 
@@ -42,6 +44,8 @@ class Values:
     docker_gid: str = "${DOCKER_GID:-999}"  # Compose, Swarm: the group owning /var/run/docker.sock
     functions_namespace: str = ""  # Kubernetes; empty: openfaas-fn for the install "stoker", else <name>-fn
     ingress_host: str = ""  # Kubernetes: an Ingress with TLS (cert-manager) for this host; empty: none
+    service_monitor: bool = False  # Kubernetes: a prometheus-operator ServiceMonitor for gateway and controller
+    service_monitor_labels: str = ""  # Kubernetes: k=v,... on it, for a Prometheus that selects by label
 
     def __post_init__(self) -> None:
         if not self.functions_namespace:
@@ -79,6 +83,17 @@ class Values:
             raise ConfigError(f"--function-memory: {self.function_memory!r} is not a size like 512Mi")
         if self.ingress_host and not re.match(r"^[a-z0-9.-]+$", self.ingress_host):
             raise ConfigError(f"--ingress-host: {self.ingress_host!r} is not a host name")
+        self.monitor_labels()
+
+    def monitor_labels(self) -> dict[str, str]:
+        """``--service-monitor-labels`` as a dict (Kubernetes label keys and values, else a ConfigError)."""
+        labels: dict[str, str] = {}
+        for item in filter(None, self.service_monitor_labels.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value) or len(value) > 63:
+                raise ConfigError(f"--service-monitor-labels: {item!r} is not a Kubernetes label key=value")
+            labels[key] = value
+        return labels
 
     @property
     def labels(self) -> dict[str, str]:
@@ -111,4 +126,6 @@ FLAGS: dict[str, tuple[type, str]] = {
     "docker_gid": (str, "group of /var/run/docker.sock (default: $DOCKER_GID at deploy time)"),
     "functions_namespace": (str, "Kubernetes: namespace of the functions"),
     "ingress_host": (str, "Kubernetes: an Ingress with TLS for this host"),
+    "service_monitor": (bool, "Kubernetes: a prometheus-operator ServiceMonitor scraping gateway and controller"),
+    "service_monitor_labels": (str, "Kubernetes: labels on the ServiceMonitor, k=v,... (release=prometheus)"),
 }

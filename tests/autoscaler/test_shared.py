@@ -38,6 +38,7 @@ def test_snapshot_round_trips_and_reads_a_gateways_metrics() -> None:
     m.call_finished("f.ns", 200, 0.1)
     snap = Snapshot.of("gw", m, time.monotonic() + 2)
     assert snap.inflight == {"f.ns": 1} and snap.started == {"f.ns": 2} and snap.area["f.ns"] >= 2.0
+    assert snap.charts["f.ns"][:2] == (1, 0) and sum(snap.charts["f.ns"][2:]) == 1  # calls, 5xx, one bucket hit
     assert Snapshot.decode("gw", snap.encode()) == snap
 
 

@@ -169,3 +169,25 @@ def test_platform_page(browser: Any, console_platform: Platform) -> None:
     browser.get(console_platform.url + "/ui/#/platform")
     assert wait_for(lambda: browser.find_element(_by("ID"), "backend").text, what="the platform page") == "local"
     screenshot(browser, "platform")
+
+
+def test_the_function_page_shows_the_deploy_history_with_who_and_what(browser: Any, console_platform: Platform) -> None:
+    folder = write_handler(console_platform.home.parent / "historic", "def handle(event, context):\n    return 'v1'\n")
+    assert console_platform.deploy("historic", folder, labels={"team": "blue"}).status_code == 202
+    _login(browser, console_platform)
+    browser.get(console_platform.url + "/ui/#/function/historic.openfaas-fn")
+    deploy = wait_for(
+        lambda: browser.find_element(_by("CSS_SELECTOR"), '#history tr[data-action="deploy"]'), what="the history"
+    )
+    assert "admin (basic)" in deploy.text and "ok" in deploy.text and "label +team=blue" in deploy.text
+    assert "source:sha256:" in deploy.text
+    # A change made in the console is in the history at once, as the console's.
+    wait_for(lambda: browser.find_element(_by("ID"), "scale-replicas"), what="the scale form").send_keys("2")
+    browser.find_element(_by("ID"), "scale").click()
+    wait_for(lambda: browser.find_element(_by("ID"), "confirm"), what="the confirmation").click()
+    scale = wait_for(
+        lambda: browser.find_element(_by("CSS_SELECTOR"), '#history tr[data-action="scale"]'), what="the scaling"
+    )
+    assert "admin (console)" in scale.text and "replicas: 1 -> 2" in scale.text
+    browser.execute_script("document.getElementById('history').scrollIntoView()")
+    screenshot(browser, "function-history")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.console.series import Counters, ScaleEvent, SeriesBook, counters, quantile
+from gateway.console.series import Counters, OtherGateways, ScaleEvent, SeriesBook, counters, quantile
 from gateway.metrics import BUCKETS, Metrics
 
 
@@ -54,3 +54,28 @@ def test_a_scale_up_from_zero_is_a_cold_start() -> None:
     book.scaled("f.ns", ScaleEvent(1.0, 0, 1, "activator", "a request waits"))
     book.scaled("f.ns", ScaleEvent(2.0, 1, 3, "autoscaler", "load"))
     assert book.functions["f.ns"].cold_starts == 1 and len(book.functions["f.ns"].events) == 2
+
+
+def test_other_gateways_add_each_ones_increase_with_no_spike_when_one_comes_or_goes() -> None:
+    others = OtherGateways()
+    hist = [0] * (len(BUCKETS) + 1)
+    fast, slow = list(hist), list(hist)
+    fast[0], slow[-1] = 1, 1
+
+    def row(calls: int, errors: int, per_bucket: list[int], times: int) -> tuple[int, ...]:
+        return (calls, errors, *(n * times for n in per_bucket))
+
+    others.add({"b": {"f.ns": row(100, 10, fast, 100)}})
+    assert others.plus({}) == {}  # first sight: a baseline, not calls
+    others.add({"b": {"f.ns": row(130, 12, fast, 130)}, "c": {"f.ns": row(9000, 900, slow, 9000)}})
+    grown = others.plus({})["f.ns"]
+    assert (grown.calls, grown.errors, grown.buckets[0], grown.buckets[-1]) == (30, 2, 30, 0)  # c's history left out
+    # b goes away; c grows by 5 slow calls; a function b never had before counts from zero.
+    others.add({"c": {"f.ns": row(9005, 900, slow, 9005), "g.ns": row(1, 1, slow, 1)}})
+    total = others.plus({"f.ns": Counters(7, 0, tuple(fast))})["f.ns"]
+    assert (total.calls, total.errors, total.buckets[0], total.buckets[-1]) == (42, 2, 31, 5)
+    assert others.total["g.ns"] == Counters(1, 1, tuple(slow))
+    others.add({"c": {"f.ns": row(9005, 900, slow, 9005), "g.ns": row(3, 2, slow, 3)}})
+    assert others.total["g.ns"] == Counters(3, 2, tuple(n * 3 for n in slow))
+    others.forget(["f.ns"])
+    assert set(others.total) == {"f.ns"}

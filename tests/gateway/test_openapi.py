@@ -212,4 +212,4 @@ def test_queue_routes_answer_503_when_the_queue_is_down(down_queue_platform: Pla
         assert r.status_code == 503, (method, path, r.status_code, r.text)
         assert r.headers["retry-after"] and "queue" in r.json()["error"]
         checked += 1
-    assert checked == 7  # async-result, dead, replay, publish, and the three trigger routes
+    assert checked == 8  # async-result, dead, replay, publish, the three trigger routes, and a function's history

@@ -169,6 +169,25 @@ function Invoke({ name, namespace }) {
   </section>`;
 }
 
+function History({ name, namespace, reloads }) {
+  const [h, error] = usePoll(() => api(`/system/function/${q(name)}/history?namespace=${q(namespace)}`), 5000, [name, namespace, reloads]);
+  return html`<section class="panel" id="history">
+    <h2>Deploy history <span class="muted">(last 50 changes through the API)</span></h2>
+    ${error && html`<p class="error" role="alert">${error}</p>`}
+    ${h && h.entries.length
+      ? html`<table class="events"><thead><tr><th>When</th><th>Change</th><th>By</th><th>Result</th><th>What changed</th></tr></thead><tbody>
+        ${h.entries.map((e) => html`<tr data-action=${e.action}>
+          <td title=${e.time}>${ago(e.timestamp)}</td>
+          <td>${e.action}</td>
+          <td>${e.user}${e.via && html`<span class="muted"> (${e.via})</span>`}</td>
+          <td class=${e.result === "ok" ? "good" : "bad"}>${e.result === "ok" ? "ok" : `failed (${e.status})`}${e.error && html`<div class="muted">${e.error}</div>`}</td>
+          <td>${e.changes.length ? html`<ul class="pairs">${e.changes.map((c) => html`<li><code>${c}</code></li>`)}</ul>` : html`<span class="muted">–</span>`}</td>
+        </tr>`)}
+      </tbody></table>`
+      : h && html`<p class="muted">No changes recorded.</p>`}
+  </section>`;
+}
+
 function Actions({ fn, onChanged }) {
   const [replicas, setReplicas] = useState("");
   const [confirm, setConfirm] = useState(null);
@@ -211,7 +230,12 @@ function Actions({ fn, onChanged }) {
 }
 
 export function FunctionPage({ name, namespace }) {
-  const [fn, fnError, reload] = usePoll(() => api(`/system/function/${q(name)}?namespace=${q(namespace)}`), 5000, [name, namespace]);
+  const [fn, fnError, reloadFn] = usePoll(() => api(`/system/function/${q(name)}?namespace=${q(namespace)}`), 5000, [name, namespace]);
+  const [changed, setChanged] = useState(0);
+  const reload = () => {
+    reloadFn();
+    setChanged((n) => n + 1);
+  };
   const [stats, statsError] = usePoll(() => api(`/system/stats/${q(name)}?namespace=${q(namespace)}`), 2000, [name, namespace]);
   const error = fnError || statsError;
   return html`<section>
@@ -225,5 +249,6 @@ export function FunctionPage({ name, namespace }) {
     <${Logs} name=${name} namespace=${namespace} />
     <${Charts} s=${stats} />
     <${Actions} fn=${fn} onChanged=${reload} />
+    <${History} name=${name} namespace=${namespace} reloads=${changed} />
   </section>`;
 }
