@@ -10,6 +10,7 @@ import pytest
 
 from tests.disk_support import small_disk  # noqa: F401 (a fixture: a real small tmpfs for full-disk tests)
 from tests.platform_fixture import Platform, start_platform
+from tests.redis_support import durable_redis  # noqa: F401 (a fixture: a redis-server a test may kill)
 
 # The services scripts/setup.d installs and starts, each announced by a variable the tests read. Where one is missing
 # a test skips (a developer may run the suite without Docker); in CI nothing may skip for that reason.

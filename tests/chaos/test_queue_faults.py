@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -250,38 +250,6 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/callback"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own (it is SIGKILLed mid-test), durable on every write."""
-    port, folder = _free_port(), tmp_path / "redis"
-    folder.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(proc)
-        client = redis.Redis(port=port)
-        _until(lambda: _pings(client), 20, "redis-server")
-        return proc
-
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.BusyLoadingError):
-        return False
 
 
 def test_redis_sigkilled_during_async_calls_with_callbacks(

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -163,49 +162,11 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
         p.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own (it is stopped mid-test), durable on every write."""
-    port, folder = _free_port(), tmp_path / "redis"
-    folder.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(proc)
-        client = redis.Redis(port=port)
-        _until(lambda: _pings(client), 20, "redis-server")
-        return proc
-
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
 def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
-    own_redis: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+    durable_redis: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    server = own_redis()
-    url = f"redis://127.0.0.1:{own_redis.port}/0"  # type: ignore[attr-defined]
+    server = durable_redis()
+    url = f"redis://127.0.0.1:{durable_redis.port}/0"  # type: ignore[attr-defined]
     name = f"rec-{uuid.uuid4().hex[:8]}"
     p = start_platform(tmp_path / "home", "--redis", url, env=FAST)
     try:
@@ -221,7 +182,7 @@ def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
             assert "x-call-id" not in r.headers
         health = httpx.get(f"{p.url}/healthz")  # the gateway answers, and says its queue is down
         assert health.status_code == 503 and "error" in health.json(), health.text
-        own_redis()
+        durable_redis()
 
         def accepted() -> bool:
             return httpx.post(f"{p.url}/async-function/{name}", content=b"x", timeout=30).status_code == 202
