@@ -34,7 +34,10 @@ def _open_modes(home: Path) -> list[str]:
     """Every path under ``home`` (itself included) that group or others can use, with its mode."""
     found = []
     for path in [home, *home.rglob("*")]:
-        st = path.lstat()
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # a temporary file the running platform renamed meanwhile (atomic writes)
+            continue
         if stat.S_ISLNK(st.st_mode):
             continue
         if stat.S_IMODE(st.st_mode) & 0o077 or (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != 0o700):
