@@ -1,9 +1,19 @@
-"""A redis-server of a test's own, durable on every write (append-only, fsync always), for tests that stop or
-SIGKILL it mid-test and start it again on the same port and data: ``durable_redis()`` starts it (again), and
+"""Redis for the tests.
+
+``shared_redis_url()``: the suite's redis-server (scripts/setup.d/30-redis.sh) on a database of the caller's own.
+Platforms on one Redis database are one platform: they share the callback outbox, the autoscaler's leader lease, the
+triggers and the deploy history. A test on the same database as another run's platform (or a platform an earlier test
+SIGKILLed, whose lease is still held) would see its callbacks delivered under another policy or its autoscaler never
+lead, so every caller gets a database nobody else is using: a counter in database 0 hands them out in turn, across
+concurrent runs too, and each is flushed when handed out.
+
+``durable_redis``: a redis-server of a test's own, durable on every write (append-only, fsync always), for tests that
+stop or SIGKILL it mid-test and start it again on the same port and data: ``durable_redis()`` starts it (again), and
 ``durable_redis.port`` is where it listens."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -12,6 +22,22 @@ from pathlib import Path
 
 import pytest
 import redis
+
+_NEXT_DB = "stoker-test:next-db"
+
+
+def shared_redis_url() -> str:
+    """``STOKER_TEST_REDIS_URL`` on a fresh database of its own (see the module's docstring); skips where unset."""
+    url = os.environ.get("STOKER_TEST_REDIS_URL", "")
+    if not url:
+        pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    with redis.Redis.from_url(f"{base}/0") as admin:
+        databases = int(admin.config_get("databases")["databases"])  # type: ignore[index]
+        db = 1 + (int(admin.incr(_NEXT_DB)) - 1) % (databases - 1)  # type: ignore[arg-type]
+    with redis.Redis.from_url(f"{base}/{db}") as fresh:
+        fresh.flushdb()
+    return f"{base}/{db}"
 
 
 def _free_port() -> int:

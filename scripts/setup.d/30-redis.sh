@@ -6,7 +6,7 @@ STOKER_TEST_REDIS_PORT="${STOKER_TEST_REDIS_PORT:-6390}"
 if ! redis-cli -p "$STOKER_TEST_REDIS_PORT" ping >/dev/null 2>&1; then
   mkdir -p /tmp/stoker-test-redis
   redis-server --port "$STOKER_TEST_REDIS_PORT" --bind 127.0.0.1 --dir /tmp/stoker-test-redis \
-    --save '' --appendonly yes --daemonize yes --logfile /tmp/stoker-test-redis/redis.log >/dev/null
+    --save "" --appendonly yes --databases 1024 --daemonize yes --logfile /tmp/stoker-test-redis/redis.log >/dev/null
   for _ in $(seq 1 100); do
     redis-cli -p "$STOKER_TEST_REDIS_PORT" ping >/dev/null 2>&1 && break
     sleep 0.1

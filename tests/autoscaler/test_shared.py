@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 
@@ -12,6 +11,7 @@ import pytest
 from autoscaler.leader import LeaseAction, LeaseView, RedisLock, lease_action
 from autoscaler.shared import CounterPublisher, SharedLoad, Snapshot, Totals, merge
 from gateway.metrics import Metrics
+from tests.redis_support import shared_redis_url
 
 
 def _snap(gw: str, inflight: int, started: int, area: float) -> Snapshot:
@@ -52,10 +52,7 @@ def test_lease_action() -> None:
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("STOKER_TEST_REDIS_URL", "")
-    if not url:
-        pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-    return url
+    return shared_redis_url()
 
 
 async def test_one_leader_at_a_time_and_a_standby_takes_over_after_the_ttl(redis_url: str) -> None:

@@ -117,13 +117,17 @@ def tally(calls: list[Call], faults: list[Fault]) -> Tally:
     return Tally(len(calls), len(failed), len(tied), late)
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, poll_s: float = 0.05) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, poll_s: float = 0.05, why: Callable[[], object] | None = None
+) -> None:
+    """Until ``check()``; else fail naming ``what`` and, when given, what ``why()`` shows of the state at the end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    seen = f"; last seen: {why()}" if why is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
 
 
 def free_port() -> int:

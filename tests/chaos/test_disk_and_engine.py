@@ -159,11 +159,14 @@ def test_an_engine_that_stops_answering_fails_no_call_and_the_scale_up_completes
             paused = False
             asker.join(120)
 
+            seen: list[object] = []
+
             def available() -> int:
                 with p.client() as c:
-                    return int(c.get(f"/system/function/{name}").json()["availableReplicas"])
+                    seen[:] = [c.get(f"/system/function/{name}").json()]
+                    return int(seen[0]["availableReplicas"])  # type: ignore[index]
 
-            wait_until(lambda: available() == 2, 120, "the second replica once the engine answers")
+            wait_until(lambda: available() == 2, 120, "the second replica once the engine answers", why=lambda: seen)
             during = [c for c in load.snapshot() if c.start >= stopped_at]
             wait_until(lambda: len(load.snapshot()) > len(during) + 30, 60, "calls after the pause")
         finally:

@@ -5,7 +5,6 @@ outside ``[A-Za-z0-9._-]``) gets a new one, as before."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.redis_support import shared_redis_url
 
 HANDLER = """
 def handle(event, context):
@@ -27,10 +27,7 @@ def handle(event, context):
 def queued(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, str]]:
     args: list[str] = []
     if request.param == "redis":
-        url = os.environ.get("STOKER_TEST_REDIS_URL")
-        if not url:
-            pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-        args = ["--redis", url]
+        args = ["--redis", shared_redis_url()]
     p = start_platform(tmp_path_factory.mktemp("callid"), *args)
     name = f"callid-{uuid.uuid4().hex[:8]}"  # streams of a shared redis-server are not another test's
     folder = write_handler(tmp_path_factory.mktemp("fn") / name, HANDLER)

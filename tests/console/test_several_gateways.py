@@ -3,7 +3,6 @@ latency), not only those it proxied: two real ``stoker up`` on one Redis, calls 
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.redis_support import shared_redis_url
 
 pytestmark = [pytest.mark.slow]
 
@@ -29,10 +29,7 @@ def handle(event, context):
 
 @pytest.fixture
 def two_gateways(tmp_path: Path) -> Iterator[tuple[Platform, Platform]]:
-    url = os.environ.get("STOKER_TEST_REDIS_URL", "")
-    if not url:
-        pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-    env = {"STOKER_REDIS_URL": url, "STOKER_CONSOLE_SAMPLE_S": "0.5", "STOKER_AUTOSCALE_TICK_S": "0.5"}
+    env = {"STOKER_REDIS_URL": shared_redis_url(), "STOKER_CONSOLE_SAMPLE_S": "0.5", "STOKER_AUTOSCALE_TICK_S": "0.5"}
     started: list[Platform] = []
     try:
         for name in ("a", "b"):

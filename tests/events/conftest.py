@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,13 +9,11 @@ import pytest
 from events.queue import Queue
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
+from tests.redis_support import shared_redis_url
 
 
 def redis_url() -> str:
-    url = os.environ.get("STOKER_TEST_REDIS_URL", "")
-    if not url:
-        pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-    return url
+    return shared_redis_url()
 
 
 @pytest.fixture(params=["embedded", "redis"])

@@ -23,9 +23,15 @@ async def _never(inv: Invocation) -> Result:
     raise AssertionError("no worker runs in these tests")
 
 
-def _open(kind: str, tmp_path: Path) -> Queue:
+@pytest.fixture
+def where(kind: str, tmp_path: Path) -> str:
+    """The test's queue: a SQLite file, or a Redis database of the test's own."""
+    return str(tmp_path / "queue.db") if kind == "embedded" else redis_url()
+
+
+def _open(where: str) -> Queue:
     """A new connection to the same queue, as another gateway or controller process would have."""
-    return SQLiteQueue(tmp_path / "queue.db") if kind == "embedded" else RedisQueue(redis_url())
+    return RedisQueue(where) if where.startswith("redis://") else SQLiteQueue(Path(where))
 
 
 def _service(queue: Queue, deps: list[FunctionDeployment]) -> QueueService:
@@ -37,10 +43,10 @@ def _ticks(queue_entries: list[bytes]) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["embedded", "redis"])
-async def test_services_racing_for_the_same_tick_enqueue_it_once(kind: str, tmp_path: Path, name: str) -> None:
+async def test_services_racing_for_the_same_tick_enqueue_it_once(where: str, name: str) -> None:
     service, namespace = name.split(".")
     dep = FunctionDeployment(service, namespace, annotations={"topic": "cron-function", "schedule": "*/5 * * * *"})
-    services = [_service(_open(kind, tmp_path), [dep]) for _ in range(4)]
+    services = [_service(_open(where), [dep]) for _ in range(4)]
     try:
         start = 1_700_000_000.0  # a multiple of 300 plus 200: the next */5 tick is 100 s later
         for s in services:
@@ -51,7 +57,7 @@ async def test_services_racing_for_the_same_tick_enqueue_it_once(kind: str, tmp_
         entries = await services[0].queue.entries(async_stream(name), 100)
         assert _ticks([m.fields[b"m"] for m in entries]) == [str(int(due))]
         # Later looks at the same tick (a slower process, a restart) enqueue nothing more.
-        late = _service(_open(kind, tmp_path), [dep])
+        late = _service(_open(where), [dep])
         await late.fire_cron(due - 1, [dep])
         assert await late.fire_cron(due + 1, [dep]) == []
         await late.queue.close()
@@ -62,10 +68,10 @@ async def test_services_racing_for_the_same_tick_enqueue_it_once(kind: str, tmp_
 
 
 @pytest.mark.parametrize("kind", ["embedded", "redis"])
-async def test_many_ticks_from_many_services_each_enqueued_once(kind: str, tmp_path: Path, name: str) -> None:
+async def test_many_ticks_from_many_services_each_enqueued_once(where: str, name: str) -> None:
     service, namespace = name.split(".")
     dep = FunctionDeployment(service, namespace, annotations={"com.stoker.schedule": "* * * * * *"})  # every second
-    services = [_service(_open(kind, tmp_path), [dep]) for _ in range(3)]
+    services = [_service(_open(where), [dep]) for _ in range(3)]
     try:
         now = 1_700_000_000.0
         for s in services:
@@ -81,13 +87,13 @@ async def test_many_ticks_from_many_services_each_enqueued_once(kind: str, tmp_p
 
 
 @pytest.mark.parametrize("kind", ["embedded", "redis"])
-async def test_a_schedule_that_never_fires_does_not_stop_the_others(kind: str, tmp_path: Path, name: str) -> None:
+async def test_a_schedule_that_never_fires_does_not_stop_the_others(where: str, name: str) -> None:
     # February 31st parses but names no date: deploys refuse it now, but one deployed before (restored from a
     # backend's state) must not keep the functions after it in the list from firing.
     service, namespace = name.split(".")
     broken = FunctionDeployment(f"{service}-feb", namespace, annotations={"com.stoker.schedule": "0 0 31 2 *"})
     good = FunctionDeployment(service, namespace, annotations={"com.stoker.schedule": "* * * * * *"})
-    s = _service(_open(kind, tmp_path), [broken, good])
+    s = _service(_open(where), [broken, good])
     try:
         now = 1_700_000_000.0
         await s.fire_cron(now, [broken, good])

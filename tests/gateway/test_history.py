@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from gateway.openapi import document
 from stoker import bundle
 from stoker.spec import FunctionDeployment
 from tests.platform_fixture import FUNCTIONS, PASSWORD, Platform, start_platform
+from tests.redis_support import shared_redis_url
 
 SECRET_VALUE = "s3cr3t-value-never-shown"
 
@@ -84,10 +84,7 @@ class Bearer(httpx.Auth):
 def test_every_change_is_recorded_with_who_and_what_and_survives_a_restart(tmp_path: Path, store: str) -> None:
     env: dict[str, str] = {}
     if store == "redis":
-        url = os.environ.get("STOKER_TEST_REDIS_URL", "")
-        if not url:
-            pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-        env["STOKER_REDIS_URL"] = url
+        env["STOKER_REDIS_URL"] = shared_redis_url()
     name = f"hist-{uuid.uuid4().hex[:8]}"  # unique: Redis is shared with other tests and runs
     home = tmp_path / "home"
     p = start_platform(home, env=env)

@@ -3,7 +3,6 @@ lost across SIGKILL, poison messages end as dead letters and replay, a Redis out
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import redis
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.redis_support import shared_redis_url
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +40,7 @@ FAST = {"STOKER_QUEUE_CLAIM_IDLE_S": "1", "STOKER_QUEUE_BACKOFF_S": "0.05", "STO
 def backend(request: pytest.FixtureRequest) -> list[str]:
     if request.param == "embedded":
         return []
-    url = os.environ.get("STOKER_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-    return ["--redis", url]
+    return ["--redis", shared_redis_url()]
 
 
 def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import redis
 
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
+from tests.redis_support import shared_redis_url
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +33,14 @@ def handle(event, context):
 """
 
 
-def _redis_url() -> str:
-    url = os.environ.get("STOKER_TEST_REDIS_URL", "")
-    if not url:
-        pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
-    return url
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    return shared_redis_url()
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = start_platform(tmp_path_factory.mktemp("stoker-home"), "--redis", _redis_url())
+def platform(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Platform]:
+    p = start_platform(tmp_path_factory.mktemp("stoker-home"), "--redis", redis_url)
     yield p
     p.stop()
 
@@ -120,7 +118,9 @@ def test_a_cron_function_is_invoked_on_its_schedule(platform: Platform, tmp_path
     assert max(ticks) <= time.time() + 1
 
 
-def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(platform: Platform, tmp_path: Path) -> None:
+def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(
+    platform: Platform, redis_url: str, tmp_path: Path
+) -> None:
     name = f"orders{uuid.uuid4().hex[:6]}"
     stream = f"orders-{uuid.uuid4().hex[:6]}"
     out = _deploy_recorder(platform, tmp_path, name)
@@ -129,7 +129,7 @@ def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(platform:
     assert created.returncode == 0, created.stderr
     listed = subprocess.run([*cli, "ls"], capture_output=True, env=platform.env(), timeout=60)
     assert listed.returncode == 0 and stream.encode() in listed.stdout, listed
-    client = redis.Redis.from_url(_redis_url())
+    client = redis.Redis.from_url(redis_url)
     try:
         # The trigger reads every message added once `stoker trigger create` has answered: no waiting for a worker.
         msg_id = client.xadd(stream, {"body": b'{"order": 7}'}).decode()
@@ -149,14 +149,15 @@ def test_a_trigger_created_through_one_gateway_is_live_for_another(tmp_path: Pat
     (SIGKILL) right after it answered and messages were published; gateway b processes every one of them, from the
     consumer group a made before answering (b's worker takes the trigger up only at its next look)."""
     name, stream = f"multi{uuid.uuid4().hex[:6]}", f"shared-{uuid.uuid4().hex[:6]}"
-    a = start_platform(tmp_path / "a", "--redis", _redis_url())
-    b = start_platform(tmp_path / "b", "--redis", _redis_url())
+    url = shared_redis_url()
+    a = start_platform(tmp_path / "a", "--redis", url)
+    b = start_platform(tmp_path / "b", "--redis", url)
     try:
         _deploy_recorder(b, tmp_path, name)
         out = _deploy_recorder(a, tmp_path, name)
         with a.client() as c:
             assert c.post("/system/triggers", json={"function": name, "stream": stream}).status_code == 201
-        client = redis.Redis.from_url(_redis_url())
+        client = redis.Redis.from_url(url)
         pipe = client.pipeline()
         for i in range(200):
             pipe.xadd(stream, {"body": str(i).encode()})
