@@ -74,8 +74,9 @@ class Controller:
                 await self.autoscaler.tick(now)
         return leading
 
-    async def _lag(self, function: str) -> int:
-        return (await self.queue.load(function)).lag
+    async def _lag(self, function: str) -> tuple[int, int]:
+        load = await self.queue.load(function)
+        return load.lag, load.pending
 
     async def close(self) -> None:
         if self.leading:

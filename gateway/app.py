@@ -104,8 +104,9 @@ class GatewayApp:
                 return
         await self.starlette(scope, receive, send)
 
-    async def queue_lag(self, function: str) -> int:
-        return (await self.queue.load(function)).lag
+    async def queue_lag(self, function: str) -> tuple[int, int]:
+        load = await self.queue.load(function)
+        return load.lag, load.pending
 
     def _replica_gone(self, endpoint: Endpoint) -> None:
         self.upstream.abort(endpoint.host, endpoint.port)
