@@ -34,7 +34,7 @@ from events.queue import (
 )
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
-from events.worker import FunctionWorker, Invoke, WorkerSettings, log
+from events.worker import FunctionWorker, Invoke, WorkerSettings, log, per_replica_limit, worker_concurrency
 from stoker.background import BackgroundLoop
 from stoker.callback_policy import CallbackPolicy
 from stoker.errors import Conflict, InvalidRequest
@@ -103,8 +103,12 @@ class QueueService:
         settings: WorkerSettings,
         sync_interval_s: float = 1.0,
         callback_policy: CallbackPolicy = DEFAULT_POLICY,
+        ready: Callable[[str], int] | None = None,
     ) -> None:
         self.queue = queue
+        # Ready replicas of a function (name.namespace): its worker runs that many x their in-flight limit at once,
+        # re-read every sync (events.worker.worker_concurrency); None: settings.concurrency, fixed.
+        self.ready = ready
         self.callback_policy = callback_policy
         self.functions = functions
         self.invoke = invoke
@@ -240,14 +244,30 @@ class QueueService:
         for fn, (streams, dep) in wanted.items():
             if fn not in self.workers:
                 self._start_worker(fn, streams, dep)
+            else:
+                worker = self.workers[fn][1]
+                concurrency = self.concurrency(fn, dep)
+                if concurrency != worker.concurrency:
+                    worker.resize(concurrency)
         await self.fire_cron(now, [dep for _, dep in wanted.values()])
 
-    def _start_worker(self, fn: str, streams: list[str], dep: FunctionDeployment) -> None:
+    def concurrency(self, fn: str, dep: FunctionDeployment) -> int:
+        """How many of ``fn``'s queued calls run at once in this process: its ``com.stoker.queue.concurrency``
+        annotation (fixed), else its ready replicas x their in-flight limit within 1 and ``STOKER_QUEUE_CONCURRENCY``
+        (when this service knows replicas), else ``STOKER_QUEUE_CONCURRENCY``."""
         raw = {**dep.labels, **dep.annotations}.get(CONCURRENCY_ANNOTATION, "")
-        settings = self.settings
         if raw.isdigit() and int(raw) > 0:
+            return int(raw)
+        if self.ready is None:
+            return self.settings.concurrency
+        return worker_concurrency(self.ready(fn), per_replica_limit(dep.settings), self.settings.concurrency)
+
+    def _start_worker(self, fn: str, streams: list[str], dep: FunctionDeployment) -> None:
+        settings = self.settings
+        concurrency = self.concurrency(fn, dep)
+        if concurrency != settings.concurrency:
             settings = WorkerSettings(
-                int(raw), settings.policy, settings.claim_idle_s, settings.result_ttl_s, settings.block_s
+                concurrency, settings.policy, settings.claim_idle_s, settings.result_ttl_s, settings.block_s
             )
         worker = FunctionWorker(self.queue, fn, streams, self.invoke, settings, self.consumer)
         self.workers[fn] = (streams, worker, asyncio.create_task(worker.run()))

@@ -91,7 +91,7 @@ class Config:
     queue_backoff_s: float = 1.0  # wait before the first retry; doubles per retry
     queue_backoff_max_s: float = 60.0
     queue_claim_idle_s: float = 30.0  # a message pending this long without renewal belongs to a dead worker
-    queue_concurrency: int = 16  # queued invocations in flight per function and process
+    queue_concurrency: int = 256  # at most this many queued invocations in flight per function and process
     queue_drain_s: float = 10.0  # the autoscaler sizes a function to finish its queue backlog within this
     result_ttl_s: float = 3600.0  # how long async results can be fetched
     # Callbacks (X-Callback-Url) go only to globally routable addresses, except these hosts / CIDR blocks
