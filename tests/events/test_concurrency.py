@@ -6,7 +6,6 @@ from events.worker import per_replica_limit, worker_concurrency
 from stoker.spec import FunctionDeployment
 
 
-
 def test_replicas_times_their_limit_within_one_and_the_cap() -> None:
     assert worker_concurrency(ready=2, per_replica=3, cap=256) == 6
     assert worker_concurrency(ready=4, per_replica=3, cap=256) == 12
@@ -20,8 +19,9 @@ def test_per_replica_limit_is_the_in_flight_limit_else_the_capacity_target() -> 
     d = FunctionDeployment(service="f", image="x", annotations={"com.stoker.concurrency": "4"})
     assert per_replica_limit(d.settings) == 4
     assert per_replica_limit(FunctionDeployment(service="f", image="x").settings) == 10  # capacity, target 10
-    target = FunctionDeployment(service="f", image="x", labels={"com.openfaas.scale.target": "25",
-                                                                  "com.openfaas.scale.type": "capacity"})
+    target = FunctionDeployment(
+        service="f", image="x", labels={"com.openfaas.scale.target": "25", "com.openfaas.scale.type": "capacity"}
+    )
     assert per_replica_limit(target.settings) == 25
     rps = FunctionDeployment(service="f", image="x", labels={"com.openfaas.scale.type": "rps"})
     assert per_replica_limit(rps.settings) == 0
