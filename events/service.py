@@ -46,6 +46,9 @@ STREAM_ANNOTATION = "com.stoker.queue.stream"
 CONCURRENCY_ANNOTATION = "com.stoker.queue.concurrency"
 CALL_PENDING_TTL_S = 7 * 24 * 3600.0  # a queued call stays known this long, however long the queue is
 TICK_KEY_TTL_S = 24 * 3600.0
+# Callbacks posted at once per process: STOKER_QUEUE_CONCURRENCY caps a function's worker, which follows its replicas
+# (256 by default); a receiver gets no more than this many connections from one process at a time.
+CALLBACKS_AT_ONCE = 16
 
 
 class CallIdInUse(Conflict):
@@ -120,7 +123,12 @@ class QueueService:
         self._cron_broken: set[tuple[str, str]] = set()  # schedules whose failure was logged (once each)
         self._supervisor = BackgroundLoop(self._supervise, "queue supervisor")
         self.outbox = CallbackOutbox(
-            queue, self.consumer, settings.concurrency, settings.claim_idle_s, settings.block_s, callback_policy
+            queue,
+            self.consumer,
+            min(settings.concurrency, CALLBACKS_AT_ONCE),
+            settings.claim_idle_s,
+            settings.block_s,
+            callback_policy,
         )
         self._outbox_task: asyncio.Task[None] | None = None
 
