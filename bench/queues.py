@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def _most_replicas(output: list[str], start: int) -> int:
     return most
 
 
-def _latencies(out: Path, start_of: object) -> tuple[float, float]:
+def _latencies(out: Path, start_of: Callable[[str], float]) -> tuple[float, float]:
     """p50 and p99 in ms of ``end - start_of(first field)`` over the lines ``<key> <end time>`` of ``out`` (a message
     run twice counts once, with its last end)."""
     ends: dict[str, float] = {}
@@ -106,7 +107,7 @@ def _latencies(out: Path, start_of: object) -> tuple[float, float]:
         key, _, end = line.partition(" ")
         if end:
             ends[key] = float(end)
-    lat = sorted((end - start_of(key)) * 1000 for key, end in ends.items())  # type: ignore[operator]
+    lat = sorted((end - start_of(key)) * 1000 for key, end in ends.items())
     if len(lat) < 2:
         return 0.0, 0.0
     q = statistics.quantiles(lat, n=100, method="inclusive")
@@ -255,8 +256,8 @@ def _venv() -> Path:
 
 
 def bench_celery(python: Path, url: str, n: int, work: Path, processes: int, redis_pid: int) -> Run:
-    out = work / f"celery-{processes}-{time.monotonic_ns()}.txt"
-    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work), "BENCH_OUT": str(out)}
+    done_file = work / f"celery-{processes}-{time.monotonic_ns()}.txt"
+    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work), "BENCH_OUT": str(done_file)}
     r = redis.Redis.from_url(url)
     r.flushdb()
     worker = subprocess.Popen(
@@ -275,7 +276,7 @@ def bench_celery(python: Path, url: str, n: int, work: Path, processes: int, red
         start = float(out.stdout.split()[-1])  # perf_counter is CLOCK_MONOTONIC: comparable across processes
         _wait(lambda: r.llen("celery") == 0 and r.hlen("unacked") == 0, 900)
         elapsed = time.perf_counter() - start
-        p50, p99 = _latencies(out, float)
+        p50, p99 = _latencies(done_file, float)
         return Run(n / elapsed, (_cpu_s([worker.pid, redis_pid]) - cpu) / n * 1e6, p50, p99)
     finally:
         worker.terminate()
@@ -283,8 +284,8 @@ def bench_celery(python: Path, url: str, n: int, work: Path, processes: int, red
 
 
 def bench_rq(python: Path, url: str, n: int, work: Path, redis_pid: int) -> Run:
-    out = work / f"rq-{time.monotonic_ns()}.txt"
-    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work), "BENCH_OUT": str(out)}
+    done_file = work / f"rq-{time.monotonic_ns()}.txt"
+    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work), "BENCH_OUT": str(done_file)}
     r = redis.Redis.from_url(url)
     r.flushdb()
     enqueue = (
@@ -301,7 +302,7 @@ def bench_rq(python: Path, url: str, n: int, work: Path, redis_pid: int) -> Run:
     )  # fmt: skip
     worker.wait(1800)
     elapsed = time.perf_counter() - start
-    p50, p99 = _latencies(out, float)
+    p50, p99 = _latencies(done_file, float)
     return Run(n / elapsed, 0.0, p50, p99)  # its CPU is mostly forking, not comparable
 
 
