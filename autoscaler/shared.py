@@ -4,9 +4,9 @@ Gateways keep counting in memory (:class:`gateway.metrics.Metrics`: no Redis rou
 :class:`CounterPublisher` writes one snapshot of them per tick: the JSON of ``{inflight, started, area}`` per
 function, ``charts`` (calls, 5xx answers and the duration histogram's buckets per function, for the console's
 charts on every gateway, :func:`read_snapshots`) and ``seconds`` (call-seconds so far per function: the mean call
-time the autoscaler turns a queue backlog into concurrency with, autoscaler/backlog.py), under ``stoker:load:gw:<gateway id>`` (expiring after a few
-ticks), and the gateway's id in the sorted set ``stoker:load:gateways`` scored by the flush time. A gateway that
-dies stops refreshing; its snapshot expires.
+time the autoscaler turns a queue backlog into concurrency with, autoscaler/backlog.py), under
+``stoker:load:gw:<gateway id>`` (expiring after a few ticks), and the gateway's id in the sorted set
+``stoker:load:gateways`` scored by the flush time. A gateway that dies stops refreshing; its snapshot expires.
 
 The controller's :class:`SharedLoad` reads every live snapshot once a tick and :func:`merge` (pure) adds them up into
 the :class:`autoscaler.loop.LoadCounters` shape: ``inflight`` is the sum of the latest snapshots; ``started`` and the
