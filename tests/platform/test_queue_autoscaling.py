@@ -61,11 +61,12 @@ def test_a_cheap_backlog_keeps_one_replica_and_a_slow_one_scales_out(tmp_path: P
     cheap, slow = f"cheap-{uuid.uuid4().hex[:6]}", f"slow-{uuid.uuid4().hex[:6]}"
     labels = {"com.openfaas.scale.type": "capacity", "com.openfaas.scale.max": "4"}
     try:
-        for name, delay in ((cheap, "0"), (slow, "1")):
+        for name, delay in ((cheap, "0.02"), (slow, "1")):
             folder = write_handler(tmp_path / name, SLEEPER)
             r = p.deploy(name, folder, labels=labels, envVars={"DELAY": delay})
             assert r.status_code == 202, r.text
-        # 2,000 cheap calls: a few seconds of one replica's work. Raw lag as load asked for the maximum.
+        # 2,000 calls of 20 ms: 40 s of one slot's work, 4 s of one replica's 10 slots, queued faster than they
+        # run. Raw lag as load (the old rule) asked for the maximum.
         _enqueue(p, cheap, 2000)
         _until(lambda: _calls(p, cheap) >= 2000, 120, "the cheap backlog drained")
         assert _most_replicas(p, cheap) == 1, "".join(p.output[-20:])
