@@ -48,10 +48,11 @@ class Controller:
         self.load = load
         self.leading = False
         self.autoscaler: AutoscalerLoop | None = None
-        # Queue lag only: no workers run here (QueueService.load reads each function's async stream).
+        # Queue load only: no workers run here (never started); QueueService.load reads each function's streams as
+        # deployed (its async stream, annotated streams and triggers).
         self.queue = QueueService(
             open_queue(config.redis_url, config.home),
-            functions=lambda: [],
+            functions=lambda: [r.deployment for r in backend.functions()],
             invoke=_no_invoke,
             settings=WorkerSettings(1),
         )

@@ -193,10 +193,18 @@ class QueueService:
         """Backlog of ``function`` (name.namespace) over all its streams: the autoscaler's queue signal."""
         lag = pending = 0
         entry = self.workers.get(function)
-        for stream in entry[0] if entry else [async_stream(function)]:
+        for stream in entry[0] if entry else await self._streams_of(function):
             info = await self.queue.info(stream, group_of(function))
             lag, pending = lag + info.lag, pending + info.pending
         return QueueLoad(lag, pending, entry[1].inflight if entry else 0)
+
+    async def _streams_of(self, function: str) -> list[str]:
+        """The streams of a function this process runs no worker for (yet, or ever: ``stoker controller`` only reads
+        the queue's load): its subscriptions as deployed."""
+        for dep in self.functions():
+            if f"{dep.service}.{dep.namespace}" == function:
+                return subscriptions(dep, await self.queue.triggers())
+        return [async_stream(function)]
 
     async def streams(self) -> list[tuple[str, StreamInfo, int]]:
         """(function, stream info, dead letters) for every stream of every function."""
