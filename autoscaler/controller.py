@@ -48,10 +48,11 @@ class Controller:
         self.load = load
         self.leading = False
         self.autoscaler: AutoscalerLoop | None = None
-        # Queue lag only: no workers run here (QueueService.load reads each function's async stream).
+        # Queue load only: no workers run here (never started); QueueService.load reads each function's streams as
+        # deployed (its async stream, annotated streams and triggers).
         self.queue = QueueService(
             open_queue(config.redis_url, config.home),
-            functions=lambda: [],
+            functions=lambda: [r.deployment for r in backend.functions()],
             invoke=_no_invoke,
             settings=WorkerSettings(1),
         )
@@ -74,8 +75,9 @@ class Controller:
                 await self.autoscaler.tick(now)
         return leading
 
-    async def _lag(self, function: str) -> int:
-        return (await self.queue.load(function)).lag
+    async def _lag(self, function: str) -> tuple[int, int]:
+        load = await self.queue.load(function)
+        return load.lag, load.pending
 
     async def close(self) -> None:
         if self.leading:

@@ -121,15 +121,18 @@ class Decider:
         self._panic_until: float | None = None  # panicking while set; extended while panic load lasts
         self._last_active = now  # a new decider counts as active: no scale to zero before zero_after_s
         self._hold_until = 0.0
+        self._note = ""  # what the latest sample's load was made of, beyond in-flight calls (the queue's part)
 
     @property
     def panicking(self) -> bool:
         return self._panic_until is not None
 
-    def record(self, now: float, load: float) -> None:
-        """One sample: the function's average load since the previous sample."""
+    def record(self, now: float, load: float, note: str = "") -> None:
+        """One sample: the function's average load since the previous sample; ``note`` says what went into it
+        beyond calls in flight (a queue's backlog), and ends the reason of the decisions until the next sample."""
         if load < 0:
             raise DeciderError(f"load: must be 0 or more, got {load:g}")
+        self._note = note
         self._samples.append((now, load))
         if load > 0:
             self._last_active = now
@@ -150,6 +153,8 @@ class Decider:
         panic_want = math.ceil(panic / spec.target - 1e-9)
 
         def decision(desired: int, reason: str) -> Decision:
+            if self._note:
+                reason = f"{reason} ({self._note})"
             return Decision(desired, current, reason, self.panicking, stable, panic)
 
         idle_for = now - self._last_active

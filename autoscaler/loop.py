@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from autoscaler.backlog import CallTime, queue_demand
 from autoscaler.decider import Decider, DeciderSpec, Decision
 from runtime.backends.base import Backend, FunctionRecord, TendsPool
 from stoker.background import BackgroundLoop
@@ -35,9 +36,14 @@ class LoadCounters(Protocol):
 
     def inflight_seconds(self, function: str, now: float) -> float: ...
 
+    def call_seconds(self) -> dict[str, tuple[float, int]]:
+        """Per function: cumulative call-seconds and calls finished (the mean call time's source)."""
+        ...
 
-Backlog = Callable[[str], Awaitable[int]]
-"""A function's queued calls not yet delivered to a worker (``QueueService.load(fn).lag``), read once per tick."""
+
+Backlog = Callable[[str], Awaitable[tuple[int, int]]]
+"""A function's queued calls: ``(lag, running)``, not yet delivered to a worker and delivered but unfinished
+(``QueueService.load(fn)``: ``lag``, ``pending``), read once per tick."""
 
 
 @dataclass
@@ -48,6 +54,7 @@ class _State:
     last_area: float
     last_started: int
     applied: int  # replicas as the loop last saw or set them
+    call_time: CallTime = field(default_factory=CallTime)
     last: Decision | None = None
 
 
@@ -95,6 +102,7 @@ class AutoscalerLoop:
         """Record one load sample per function, decide, and apply the changes; return the decisions."""
         decisions = []
         seen = set()
+        call_seconds = self.metrics.call_seconds()
         for record in self.backend.functions():
             fn = _fn(record)
             seen.add(fn)
@@ -104,14 +112,20 @@ class AutoscalerLoop:
                 continue
             area = self.metrics.inflight_seconds(fn, now)
             started = self.metrics.started.get(fn, 0)
+            mean_s = state.call_time.update(*call_seconds.get(fn, (0.0, 0)))
+            note = ""
             if record.deployment.settings.scale_type == "rps":
                 load = (started - state.last_started) / dt
             else:
-                # Queued calls not yet delivered wait for a replica just like requests in the activator's line
-                # (the ones a worker runs are in flight through the proxy already, so only the lag is added).
-                load = (area - state.last_area) / dt + await self._lag(fn)
+                # Queued calls are a demand for concurrency (autoscaler/backlog.py): what drains them within
+                # STOKER_QUEUE_DRAIN_S at the measured call time, beyond the calls the queue runs already (those are
+                # in flight through the proxy, so in the in-flight load).
+                lag, running = await self._backlog(fn)
+                demand = queue_demand(lag, running, mean_s, self.config.queue_drain_s)
+                load = (area - state.last_area) / dt + demand.extra
+                note = demand.reason
             state.last_time, state.last_area, state.last_started = now, area, started
-            state.decider.record(now, max(0.0, load))
+            state.decider.record(now, max(0.0, load), note)
             if record.replicas != state.applied:
                 state.decider.hold(now)  # changed by someone else: respect it for a stable window
                 state.applied = record.replicas
@@ -138,13 +152,13 @@ class AutoscalerLoop:
         except Exception as exc:  # an orchestrator hiccup: the pool is tended again next tick
             self._log(f"warm pool: {type(exc).__name__}: {str(exc)[:200]}", logging.WARNING)
 
-    async def _lag(self, fn: str) -> int:
+    async def _backlog(self, fn: str) -> tuple[int, int]:
         if self.backlog is None:
-            return 0
+            return 0, 0
         try:
             return await self.backlog(fn)
         except Exception:  # the queue unreachable: scale on the request load alone this tick
-            return 0
+            return 0, 0
 
     async def scale_to(self, record: FunctionRecord, replicas: int, reason: str, source: str = "activator") -> None:
         """Apply a replica count the platform chose, log it with its reason and count it."""

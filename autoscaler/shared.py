@@ -2,10 +2,11 @@
 
 Gateways keep counting in memory (:class:`gateway.metrics.Metrics`: no Redis round trip on the invoke path); a
 :class:`CounterPublisher` writes one snapshot of them per tick: the JSON of ``{inflight, started, area}`` per
-function, and ``charts`` (calls, 5xx answers and the duration histogram's buckets per function, for the console's
-charts on every gateway, :func:`read_snapshots`), under ``stoker:load:gw:<gateway id>`` (expiring after a few
-ticks), and the gateway's id in the sorted set ``stoker:load:gateways`` scored by the flush time. A gateway that
-dies stops refreshing; its snapshot expires.
+function, ``charts`` (calls, 5xx answers and the duration histogram's buckets per function, for the console's
+charts on every gateway, :func:`read_snapshots`) and ``seconds`` (call-seconds so far per function: the mean call
+time the autoscaler turns a queue backlog into concurrency with, autoscaler/backlog.py), under
+``stoker:load:gw:<gateway id>`` (expiring after a few ticks), and the gateway's id in the sorted set
+``stoker:load:gateways`` scored by the flush time. A gateway that dies stops refreshing; its snapshot expires.
 
 The controller's :class:`SharedLoad` reads every live snapshot once a tick and :func:`merge` (pure) adds them up into
 the :class:`autoscaler.loop.LoadCounters` shape: ``inflight`` is the sum of the latest snapshots; ``started`` and the
@@ -46,6 +47,8 @@ class GatewayCounters(Protocol):
 
     def chart_counts(self) -> dict[str, tuple[int, ...]]: ...
 
+    def call_seconds(self) -> dict[str, tuple[float, int]]: ...
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -56,10 +59,17 @@ class Snapshot:
     started: dict[str, int]
     area: dict[str, float]  # in-flight call-seconds so far
     charts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # (calls, 5xx, buckets...) per function
+    seconds: dict[str, float] = field(default_factory=dict)  # call-seconds of the calls finished so far
 
     def encode(self) -> str:
         return json.dumps(
-            {"inflight": self.inflight, "started": self.started, "area": self.area, "charts": self.charts},
+            {
+                "inflight": self.inflight,
+                "started": self.started,
+                "area": self.area,
+                "charts": self.charts,
+                "seconds": self.seconds,
+            },
             separators=(",", ":"),
         )
 
@@ -72,6 +82,7 @@ class Snapshot:
             {k: int(v) for k, v in data.get("started", {}).items()},
             {k: float(v) for k, v in data.get("area", {}).items()},
             {k: tuple(int(n) for n in v) for k, v in data.get("charts", {}).items()},
+            {k: float(v) for k, v in data.get("seconds", {}).items()},
         )
 
     @classmethod
@@ -83,6 +94,7 @@ class Snapshot:
             dict(counters.started),
             {fn: counters.inflight_seconds(fn, now) for fn in functions},
             counters.chart_counts(),
+            {fn: seconds for fn, (seconds, _) in counters.call_seconds().items()},
         )
 
 
@@ -95,11 +107,13 @@ class Totals:
     area: dict[str, float] = field(default_factory=dict)  # only grows
     started_now: dict[str, int] = field(default_factory=dict)  # sum of the live gateways' own counters
     seen: dict[str, Snapshot] = field(default_factory=dict)  # the latest snapshot per live gateway
+    # Call-seconds and calls finished (the charts' first column), grown like ``area``: the mean call time's source.
+    calls: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 def merge(totals: Totals, snapshots: Iterable[Snapshot]) -> Totals:
     """Fold the live gateways' latest snapshots into ``totals``; pure: returns a new object."""
-    started, area = dict(totals.started), dict(totals.area)
+    started, area, calls = dict(totals.started), dict(totals.area), dict(totals.calls)
     inflight: dict[str, int] = {}
     started_now: dict[str, int] = {}
     seen: dict[str, Snapshot] = {}
@@ -114,8 +128,17 @@ def merge(totals: Totals, snapshots: Iterable[Snapshot]) -> Totals:
             area[fn] = area.get(fn, 0.0) + max(0.0, a - base_area)
         for fn, n in snap.inflight.items():
             inflight[fn] = inflight.get(fn, 0) + n
+        for fn, row in snap.charts.items():
+            seconds, count = snap.seconds.get(fn, 0.0), row[0] if row else 0
+            if before is None:  # first sight: a baseline
+                base_s, base_n = seconds, count
+            else:
+                base_s, base_n = before.seconds.get(fn, 0.0), (before.charts.get(fn) or (0,))[0]
+            if count >= base_n and seconds >= base_s:  # else that gateway restarted under the same id: no step
+                total_s, total_n = calls.get(fn, (0.0, 0))
+                calls[fn] = (total_s + seconds - base_s, total_n + count - base_n)
         seen[snap.gateway] = snap
-    return Totals(inflight, started, area, started_now, seen)
+    return Totals(inflight, started, area, started_now, seen, calls)
 
 
 async def read_snapshots(redis: Any) -> list[Snapshot]:
@@ -206,6 +229,9 @@ class SharedLoad:
 
     def inflight_seconds(self, function: str, now: float) -> float:
         return self.totals.area.get(function, 0.0)
+
+    def call_seconds(self) -> dict[str, tuple[float, int]]:
+        return self.totals.calls
 
     @property
     def gateways(self) -> list[str]:

@@ -15,16 +15,22 @@ minutes). Rates (messages/s) are compared, so one run shows all of them; the tab
 The embedded queue is filled before its worker reads, and timed from its first delivery to its last ack.
 
 Beside the rate, the CPU time each system spent per message (its processes and the redis-server, from /proc), which a
-shared machine disturbs far less than the rate.
+shared machine disturbs far less than the rate, and each message's latency from enqueue to completion (p50, p99): the
+function (the Celery and RQ task alike) appends the message's id or enqueue time and the time it ends to a file, one
+line-buffered write per message; a Redis stream id carries its XADD time, Celery's and RQ's tasks get their
+``delay()``/``enqueue()`` time as an argument, and the embedded queue's messages are all enqueued in one transaction
+(timed from its commit). Every message of a round is enqueued at once, so the latency is mostly time spent queued.
 
 Celery and RQ are installed into a throwaway virtualenv (they are not project dependencies). Prints a markdown table:
-messages/s per round (median, worst), CPU per message (median) and the ratio of the first row's median to each row's.
+messages/s per round (median, worst), latency p50/p99 and CPU per message (medians over rounds) and each row's median
+rate over Celery ``-c`` cores' (equal cores) from the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sqlite3
 import statistics
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,18 +52,27 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(tempfile.gettempdir()) / "stoker-bench-venv"
 TASKS = """
 from celery import Celery
-import os
+import os, time
 app = Celery("bench", broker=os.environ["BENCH_REDIS"])
+_out = None
+
+def _done(t):
+    global _out
+    if _out is None:  # opened in the process that runs the task (after prefork's fork)
+        _out = open(os.environ["BENCH_OUT"], "a", buffering=1)
+    _out.write(f"{t} {time.time()}\\n")
+
 # acks_late as stoker acks (after the call), no result backend (stoker's rows store none either), and a high prefetch:
 # what Celery's docs recommend for many short tasks ("Prefetch Limits" in its optimizing guide).
 app.conf.update(task_acks_late=True, task_ignore_result=True, worker_prefetch_multiplier=64)
 
 @app.task
-def noop(i):
-    return None
+def noop(i, t):
+    _done(t)
 
-def rq_noop(i):
-    return None
+def rq_noop(i, t):
+    with open(os.environ["BENCH_OUT"], "a") as f:  # a fork per job: its own file object each time
+        f.write(f"{t} {time.time()}\\n")
 """
 
 
@@ -68,6 +84,34 @@ TICK = os.sysconf("SC_CLK_TCK")
 class Run:
     rate: float  # messages/s
     cpu_us: float  # CPU microseconds per message (the system's processes and redis-server)
+    p50_ms: float = 0.0  # enqueue to completion, per message
+    p99_ms: float = 0.0
+    replicas: int = 0  # stoker: the most replicas the function had (the autoscaler's log lines)
+
+
+def _most_replicas(output: list[str], start: int) -> int:
+    """The most replicas ``stoker up``'s log shows for the function (``noop.openfaas-fn: 1 -> 3 replicas``)."""
+    most = start
+    for line in output:
+        m = re.search(r"noop\.openfaas-fn: (\d+) -> (\d+) replicas", line)
+        if m:
+            most = max(most, int(m.group(2)))
+    return most
+
+
+def _latencies(out: Path, start_of: Callable[[str], float]) -> tuple[float, float]:
+    """p50 and p99 in ms of ``end - start_of(first field)`` over the lines ``<key> <end time>`` of ``out`` (a message
+    run twice counts once, with its last end)."""
+    ends: dict[str, float] = {}
+    for line in out.read_text().splitlines():
+        key, _, end = line.partition(" ")
+        if end:
+            ends[key] = float(end)
+    lat = sorted((end - start_of(key)) * 1000 for key, end in ends.items())
+    if len(lat) < 2:
+        return 0.0, 0.0
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return statistics.median(lat), q[98]
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -106,7 +150,14 @@ def _wait(predicate: object, timeout: float) -> None:
         time.sleep(0.005)
 
 
-NOOP = "def handle(event, context):\n    return ''\n"
+# A no-op but for one line-buffered write per call: the message's id and when it ended, for the latency.
+NOOP = """import os, time
+_out = open(os.environ["OUT"], "a", buffering=1)
+
+def handle(event, context):
+    _out.write(f"{event.headers.get('x-stoker-message-id')} {time.time()}\\n")
+    return ''
+"""
 STREAM = "bench-stoker"
 GROUP = "stoker:noop.openfaas-fn"
 
@@ -118,13 +169,15 @@ def _pinned(replicas: int) -> dict[str, str]:
     return {"com.openfaas.scale.min": str(replicas), "com.openfaas.scale.max": str(replicas)}
 
 
-def bench_stoker(url: str, n: int, work: Path, redis_pid: int, labels: dict[str, str]) -> Run:
+def bench_stoker(url: str, n: int, work: Path, redis_pid: int, labels: dict[str, str], env: dict[str, str]) -> Run:
     r = redis.Redis.from_url(url)
-    p = start_platform(work / "home", "--redis", url, env={"STOKER_QUEUE_CONCURRENCY": "64", "STOKER_POOL_SIZE": "0"})
+    p = start_platform(work / "home", "--redis", url, env={"STOKER_POOL_SIZE": "0", **env})
+    out = work / "done.txt"
     try:
         annotations = {"com.stoker.queue.stream": STREAM}
         folder = write_handler(work / "noop", NOOP)
-        assert p.deploy("noop", folder, annotations=annotations, labels=labels).status_code == 202
+        deployed = p.deploy("noop", folder, annotations=annotations, labels=labels, envVars={"OUT": str(out)})
+        assert deployed.status_code == 202
         _wait(lambda: any(g["name"] == GROUP.encode() for g in _groups(r, STREAM)), 30)
         pipe = r.pipeline(transaction=False)
         for i in range(n):
@@ -141,7 +194,9 @@ def bench_stoker(url: str, n: int, work: Path, redis_pid: int, labels: dict[str,
         elapsed = time.perf_counter() - start
         used = _cpu_s([p.proc.pid, redis_pid]) - cpu
         r.delete(STREAM)
-        return Run(n / elapsed, used / n * 1e6)
+        p50, p99 = _latencies(out, lambda msg_id: int(msg_id.split("-")[0]) / 1000)  # XADD's millisecond time
+        replicas = _most_replicas(p.output, int(labels.get("com.openfaas.scale.min", "1")))
+        return Run(n / elapsed, used / n * 1e6, p50, p99, replicas)
     finally:
         p.stop()
 
@@ -150,10 +205,12 @@ def bench_embedded(n: int, work: Path, labels: dict[str, str]) -> Run:
     """The embedded queue: filled (in one transaction, from this process) while its worker waits, timed from the first
     delivery to the last ack, read from the queue's own tables."""
     p = start_platform(work / "home", env={"STOKER_QUEUE_CONCURRENCY": "64", "STOKER_POOL_SIZE": "0"})
+    out = work / "done.txt"
     try:
         annotations = {"com.stoker.queue.stream": STREAM}
         folder = write_handler(work / "noop", NOOP)
-        assert p.deploy("noop", folder, annotations=annotations, labels=labels).status_code == 202
+        deployed = p.deploy("noop", folder, annotations=annotations, labels=labels, envVars={"OUT": str(out)})
+        assert deployed.status_code == 202
         db = sqlite3.connect(work / "home" / "queue.db", timeout=30)
         state = "SELECT last_seq, (SELECT COUNT(*) FROM pending WHERE stream = ?1) FROM groups WHERE stream = ?1"
         _wait(lambda: db.execute(state, (STREAM,)).fetchone() is not None, 30)
@@ -163,6 +220,7 @@ def bench_embedded(n: int, work: Path, labels: dict[str, str]) -> Run:
             first = int(queue._add(STREAM, {"i": "0"}).split("-")[0])
             for i in range(1, n):
                 queue._add(STREAM, {"i": str(i)})
+        committed = time.time()
         queue.db.close()
         _wait(lambda: db.execute(state, (STREAM,)).fetchone()[0] >= first, 30)
         cpu = _cpu_s([p.proc.pid])
@@ -176,7 +234,8 @@ def bench_embedded(n: int, work: Path, labels: dict[str, str]) -> Run:
         elapsed = time.perf_counter() - start
         used = _cpu_s([p.proc.pid]) - cpu
         db.close()
-        return Run(n / elapsed, used / n * 1e6)
+        p50, p99 = _latencies(out, lambda _: committed)
+        return Run(n / elapsed, used / n * 1e6, p50, p99)
     finally:
         p.stop()
 
@@ -197,7 +256,8 @@ def _venv() -> Path:
 
 
 def bench_celery(python: Path, url: str, n: int, work: Path, processes: int, redis_pid: int) -> Run:
-    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work)}
+    done_file = work / f"celery-{processes}-{time.monotonic_ns()}.txt"
+    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work), "BENCH_OUT": str(done_file)}
     r = redis.Redis.from_url(url)
     r.flushdb()
     worker = subprocess.Popen(
@@ -208,7 +268,7 @@ def bench_celery(python: Path, url: str, n: int, work: Path, processes: int, red
     try:
         enqueue = (
             "import sys, time\nfrom benchtasks import noop\nn = int(sys.argv[1])\n"
-            "t = time.perf_counter()\nfor i in range(n):\n    noop.delay(i)\nprint(t)\n"
+            "t = time.perf_counter()\nfor i in range(n):\n    noop.delay(i, time.time())\nprint(t)\n"
         )
         time.sleep(3)  # the worker connects and waits; a started worker has nothing queued
         cpu = _cpu_s([worker.pid, redis_pid])
@@ -216,20 +276,23 @@ def bench_celery(python: Path, url: str, n: int, work: Path, processes: int, red
         start = float(out.stdout.split()[-1])  # perf_counter is CLOCK_MONOTONIC: comparable across processes
         _wait(lambda: r.llen("celery") == 0 and r.hlen("unacked") == 0, 900)
         elapsed = time.perf_counter() - start
-        return Run(n / elapsed, (_cpu_s([worker.pid, redis_pid]) - cpu) / n * 1e6)
+        p50, p99 = _latencies(done_file, float)
+        return Run(n / elapsed, (_cpu_s([worker.pid, redis_pid]) - cpu) / n * 1e6, p50, p99)
     finally:
         worker.terminate()
         worker.wait(30)
 
 
 def bench_rq(python: Path, url: str, n: int, work: Path, redis_pid: int) -> Run:
-    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work)}
+    done_file = work / f"rq-{time.monotonic_ns()}.txt"
+    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(work), "BENCH_OUT": str(done_file)}
     r = redis.Redis.from_url(url)
     r.flushdb()
     enqueue = (
         "import sys, time, redis\nfrom rq import Queue\n"
         "q = Queue('bench', connection=redis.Redis.from_url(sys.argv[2]))\nt = time.perf_counter()\n"
-        "for i in range(int(sys.argv[1])):\n    q.enqueue('benchtasks.rq_noop', i, result_ttl=0)\nprint(t)\n"
+        "for i in range(int(sys.argv[1])):\n"
+        "    q.enqueue('benchtasks.rq_noop', i, time.time(), result_ttl=0)\nprint(t)\n"
     )
     out = subprocess.run([str(python), "-c", enqueue, str(n), url], env=env, cwd=work, capture_output=True, text=True)
     start = float(out.stdout.split()[-1])
@@ -239,7 +302,8 @@ def bench_rq(python: Path, url: str, n: int, work: Path, redis_pid: int) -> Run:
     )  # fmt: skip
     worker.wait(1800)
     elapsed = time.perf_counter() - start
-    return Run(n / elapsed, 0.0)  # its CPU is mostly forking, not comparable
+    p50, p99 = _latencies(done_file, float)
+    return Run(n / elapsed, 0.0, p50, p99)  # its CPU is mostly forking, not comparable
 
 
 def main() -> None:
@@ -261,12 +325,13 @@ def main() -> None:
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     rpid = server.pid
+    celery_row = f"celery prefork -c {CORES} (= cores)"
     rows: dict[str, tuple[int, list[Run]]] = {
-        f"stoker, Redis Streams, {args.replicas} replica(s)": (args.messages, []),
-        "stoker, Redis Streams, autoscaled": (args.messages, []),
-        f"celery prefork -c {CORES} (= cores)": (celery_n, []),
+        "stoker, Redis Streams, autoscaled (defaults)": (args.messages, []),
+        f"stoker, Redis Streams, {args.replicas} replica(s) pinned": (args.messages, []),
+        celery_row: (celery_n, []),
         "celery prefork -c 1": (celery_n, []),
-        f"stoker, embedded queue, {args.replicas} replica(s)": (args.messages, []),
+        f"stoker, embedded queue, {args.replicas} replica(s) pinned": (args.messages, []),
     }
     if not args.skip_rq:
         rows["rq (forks per job)"] = (args.rq_messages, [])
@@ -278,26 +343,40 @@ def main() -> None:
             home.mkdir()
             runs = iter(rows.values())
             pinned = _pinned(args.replicas)
-            next(runs)[1].append(bench_stoker(url, args.messages, home / "redis", rpid, pinned))
-            next(runs)[1].append(bench_stoker(url, args.messages, home / "scaled", rpid, {}))
+            # The autoscaled row is the default configuration: default scaling, default STOKER_QUEUE_CONCURRENCY
+            # (the worker follows the replicas). The pinned rows keep 64 queued calls at once, as before.
+            next(runs)[1].append(bench_stoker(url, args.messages, home / "scaled", rpid, {}, {}))
+            fixed = {"STOKER_QUEUE_CONCURRENCY": "64"}
+            next(runs)[1].append(bench_stoker(url, args.messages, home / "redis", rpid, pinned, fixed))
             next(runs)[1].append(bench_celery(python, url, celery_n, work, CORES, rpid))
             next(runs)[1].append(bench_celery(python, url, celery_n, work, 1, rpid))
             next(runs)[1].append(bench_embedded(args.messages, home / "embedded", pinned))
             if not args.skip_rq:
                 next(runs)[1].append(bench_rq(python, url, args.rq_messages, work, rpid))
-            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1].rate:.0f}/s" for k, (_, v) in rows.items()),
-                  file=sys.stderr)  # fmt: skip
-        ours = statistics.median(r.rate for r in next(iter(rows.values()))[1])
-        print(f"\n{args.rounds} round(s) on {CORES} cores, one redis-server; CPU: its processes + redis-server\n")
-        print("| system | messages | median msg/s | worst msg/s | CPU µs/msg | first row median / this median |")
-        print("|---|---|---|---|---|---|")
+            each = [
+                f"{k} {v[-1].rate:.0f}/s p50 {v[-1].p50_ms:.0f} ms p99 {v[-1].p99_ms:.0f} ms"
+                + (f" ({v[-1].replicas} replicas at most)" if v[-1].replicas else "")
+                for k, (_, v) in rows.items()
+            ]
+            print(f"round {round_ + 1}: " + ", ".join(each), file=sys.stderr, flush=True)
+        celery = statistics.median(r.rate for r in rows[celery_row][1])
+        print(f"\n{args.rounds} round(s) on {CORES} cores, one redis-server; CPU: its processes + redis-server; "
+              "latency: enqueue to completion per message, all of a round's messages enqueued at once\n")  # fmt: skip
+        head = "| system | messages | median msg/s | worst msg/s | p50 ms | p99 ms | CPU µs/msg |"
+        print(f"{head} median / Celery -c {CORES} |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, (count, runs_) in rows.items():
             med = statistics.median(r.rate for r in runs_)
             cpu = statistics.median(r.cpu_us for r in runs_)
             cpu_text = f"{cpu:.0f}" if cpu else "-"
             worst = min(r.rate for r in runs_)
-            print(f"| {name} | {count} | {med:.0f} | {worst:.0f} | {cpu_text} | {ours / med:.2f}x |")
-        print("\nRounds (msg/s): " + "; ".join(
+            p50 = statistics.median(r.p50_ms for r in runs_)
+            p99 = statistics.median(r.p99_ms for r in runs_)
+            print(f"| {name} | {count} | {med:.0f} | {worst:.0f} | {p50:.0f} | {p99:.0f} | {cpu_text} | "
+                  f"{med / celery:.2f}x |")  # fmt: skip
+        scaled = next(iter(rows.values()))[1]
+        print(f"\nAutoscaled row, most replicas per round: {'/'.join(str(r.replicas) for r in scaled)}")
+        print("Rounds (msg/s): " + "; ".join(
             f"{name}: " + "/".join(f"{r.rate:.0f}" for r in runs_) for name, (_, runs_) in rows.items()))  # fmt: skip
     finally:
         server.terminate()

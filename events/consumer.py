@@ -49,8 +49,7 @@ class StreamConsumer:
         self.block_s = block_s
         self.held: dict[str, str] = {}  # message id -> stream, for messages this consumer is working on
         self.inflight = 0
-        self._free = asyncio.Semaphore(concurrency)
-        self._freed = asyncio.Event()  # set whenever a slot frees
+        self._freed = asyncio.Event()  # set whenever a slot frees (or the limit grows)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -99,11 +98,24 @@ class StreamConsumer:
         finally:
             renew.cancel()
 
+    def resize(self, concurrency: int) -> None:
+        """Run up to ``concurrency`` messages at once from now on (a function's replicas changed). Shrinking
+        cancels nothing: no new message starts until fewer than the new limit run."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency = concurrency
+        self._freed.set()
+
+    async def _slot(self) -> None:
+        """Wait until fewer than ``concurrency`` messages run."""
+        while self.inflight >= self.concurrency:
+            self._freed.clear()
+            await self._freed.wait()
+
     async def _room(self) -> None:
         """Wait for a free slot, then up to REFILL_WAIT_S for a quarter of them: messages are read (and their calls
         started, and settled) in groups, not one round trip each as single slots free up under load."""
-        await self._free.acquire()
-        self._free.release()
+        await self._slot()
         want = max(1, self.concurrency // 4)
         if self._slots() >= want:
             return
@@ -119,7 +131,7 @@ class StreamConsumer:
     async def _start(self, msg: Message) -> None:
         if msg.id in self.held:  # still running here (its renewals failed while the queue was away): not twice
             return
-        await self._free.acquire()
+        await self._slot()
         self.inflight += 1
         self.held[msg.id] = msg.stream
         task = asyncio.create_task(self._handle(msg))
@@ -129,7 +141,6 @@ class StreamConsumer:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self.inflight -= 1
-        self._free.release()
         self._freed.set()
 
     async def stop(self, grace_s: float) -> None:

@@ -34,7 +34,7 @@ from events.queue import (
 )
 from events.redis_queue import RedisQueue
 from events.sqlite_queue import SQLiteQueue
-from events.worker import FunctionWorker, Invoke, WorkerSettings, log
+from events.worker import FunctionWorker, Invoke, WorkerSettings, log, per_replica_limit, worker_concurrency
 from stoker.background import BackgroundLoop
 from stoker.callback_policy import CallbackPolicy
 from stoker.errors import Conflict, InvalidRequest
@@ -46,6 +46,9 @@ STREAM_ANNOTATION = "com.stoker.queue.stream"
 CONCURRENCY_ANNOTATION = "com.stoker.queue.concurrency"
 CALL_PENDING_TTL_S = 7 * 24 * 3600.0  # a queued call stays known this long, however long the queue is
 TICK_KEY_TTL_S = 24 * 3600.0
+# Callbacks posted at once per process: STOKER_QUEUE_CONCURRENCY caps a function's worker, which follows its replicas
+# (256 by default); a receiver gets no more than this many connections from one process at a time.
+CALLBACKS_AT_ONCE = 16
 
 
 class CallIdInUse(Conflict):
@@ -103,8 +106,12 @@ class QueueService:
         settings: WorkerSettings,
         sync_interval_s: float = 1.0,
         callback_policy: CallbackPolicy = DEFAULT_POLICY,
+        ready: Callable[[str], int] | None = None,
     ) -> None:
         self.queue = queue
+        # Ready replicas of a function (name.namespace): its worker runs that many x their in-flight limit at once,
+        # re-read every sync (events.worker.worker_concurrency); None: settings.concurrency, fixed.
+        self.ready = ready
         self.callback_policy = callback_policy
         self.functions = functions
         self.invoke = invoke
@@ -116,7 +123,12 @@ class QueueService:
         self._cron_broken: set[tuple[str, str]] = set()  # schedules whose failure was logged (once each)
         self._supervisor = BackgroundLoop(self._supervise, "queue supervisor")
         self.outbox = CallbackOutbox(
-            queue, self.consumer, settings.concurrency, settings.claim_idle_s, settings.block_s, callback_policy
+            queue,
+            self.consumer,
+            min(settings.concurrency, CALLBACKS_AT_ONCE),
+            settings.claim_idle_s,
+            settings.block_s,
+            callback_policy,
         )
         self._outbox_task: asyncio.Task[None] | None = None
 
@@ -181,10 +193,18 @@ class QueueService:
         """Backlog of ``function`` (name.namespace) over all its streams: the autoscaler's queue signal."""
         lag = pending = 0
         entry = self.workers.get(function)
-        for stream in entry[0] if entry else [async_stream(function)]:
+        for stream in entry[0] if entry else await self._streams_of(function):
             info = await self.queue.info(stream, group_of(function))
             lag, pending = lag + info.lag, pending + info.pending
         return QueueLoad(lag, pending, entry[1].inflight if entry else 0)
+
+    async def _streams_of(self, function: str) -> list[str]:
+        """The streams of a function this process runs no worker for (yet, or ever: ``stoker controller`` only reads
+        the queue's load): its subscriptions as deployed."""
+        for dep in self.functions():
+            if f"{dep.service}.{dep.namespace}" == function:
+                return subscriptions(dep, await self.queue.triggers())
+        return [async_stream(function)]
 
     async def streams(self) -> list[tuple[str, StreamInfo, int]]:
         """(function, stream info, dead letters) for every stream of every function."""
@@ -240,14 +260,30 @@ class QueueService:
         for fn, (streams, dep) in wanted.items():
             if fn not in self.workers:
                 self._start_worker(fn, streams, dep)
+            else:
+                worker = self.workers[fn][1]
+                concurrency = self.concurrency(fn, dep)
+                if concurrency != worker.concurrency:
+                    worker.resize(concurrency)
         await self.fire_cron(now, [dep for _, dep in wanted.values()])
 
-    def _start_worker(self, fn: str, streams: list[str], dep: FunctionDeployment) -> None:
+    def concurrency(self, fn: str, dep: FunctionDeployment) -> int:
+        """How many of ``fn``'s queued calls run at once in this process: its ``com.stoker.queue.concurrency``
+        annotation (fixed), else its ready replicas x their in-flight limit within 1 and ``STOKER_QUEUE_CONCURRENCY``
+        (when this service knows replicas), else ``STOKER_QUEUE_CONCURRENCY``."""
         raw = {**dep.labels, **dep.annotations}.get(CONCURRENCY_ANNOTATION, "")
-        settings = self.settings
         if raw.isdigit() and int(raw) > 0:
+            return int(raw)
+        if self.ready is None:
+            return self.settings.concurrency
+        return worker_concurrency(self.ready(fn), per_replica_limit(dep.settings), self.settings.concurrency)
+
+    def _start_worker(self, fn: str, streams: list[str], dep: FunctionDeployment) -> None:
+        settings = self.settings
+        concurrency = self.concurrency(fn, dep)
+        if concurrency != settings.concurrency:
             settings = WorkerSettings(
-                int(raw), settings.policy, settings.claim_idle_s, settings.result_ttl_s, settings.block_s
+                concurrency, settings.policy, settings.claim_idle_s, settings.result_ttl_s, settings.block_s
             )
         worker = FunctionWorker(self.queue, fn, streams, self.invoke, settings, self.consumer)
         self.workers[fn] = (streams, worker, asyncio.create_task(worker.run()))

@@ -18,15 +18,35 @@ from events.consumer import StreamConsumer, log
 from events.messages import Callback, CallStatus, Invocation, Result, dead_letter, from_stream_entry
 from events.queue import ASYNC_PREFIX, Completion, Message, Queue, dead_stream, group_of
 from events.retry import RetryPolicy, Verdict, decide
+from stoker.spec import FunctionSettings
 
-__all__ = ["FunctionWorker", "Invoke", "WorkerSettings", "log"]
+__all__ = ["FunctionWorker", "Invoke", "WorkerSettings", "log", "per_replica_limit", "worker_concurrency"]
 
 Invoke = Callable[[Invocation], Awaitable[Result]]
 
 
+def per_replica_limit(settings: FunctionSettings) -> int:
+    """The calls one replica of a function should run at once: its in-flight limit (``com.stoker.concurrency``);
+    without one, its autoscaling target when that counts calls in flight (``capacity``, 10 by default: the load
+    a replica is meant to carry, so the queue alone never asks for more replicas than it has); 0 (no figure: the
+    cap alone) for a function scaled on requests per second."""
+    if settings.concurrency > 0:
+        return settings.concurrency
+    return settings.scale_target if settings.scale_type == "capacity" else 0
+
+
+def worker_concurrency(ready: int, per_replica: int, cap: int) -> int:
+    """A function's queue worker runs ``ready`` replicas x ``per_replica`` calls at once (0: no per-replica figure),
+    at most ``cap`` (``STOKER_QUEUE_CONCURRENCY``), and at least 1: with no replica ready, one call goes through the
+    proxy and wakes the function (the activator scales it from zero)."""
+    if per_replica <= 0:
+        return max(1, cap if ready > 0 else 1)
+    return max(1, min(cap, ready * per_replica))
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    concurrency: int = 16  # invocations in flight per function (per process)
+    concurrency: int = 16  # invocations in flight per function (per process); the cap when it follows replicas
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     claim_idle_s: float = 30.0  # a pending message idle this long belongs to a dead consumer
     result_ttl_s: float = 3600.0

@@ -61,6 +61,7 @@ class GatewayApp:
             invoke=ProxyInvoker(self.proxy, config.max_body_bytes),
             settings=worker_settings(config),
             callback_policy=CallbackPolicy.parse(config.callback_allow),
+            ready=self._ready,
         )
         self.health = HealthCheck(self.queue.queue.ping)
         self.api = ManagementAPI(config, backend, self.metrics, history_store(config, self.queue), self.queue.subscribe)
@@ -104,8 +105,15 @@ class GatewayApp:
                 return
         await self.starlette(scope, receive, send)
 
-    async def queue_lag(self, function: str) -> int:
-        return (await self.queue.load(function)).lag
+    def _ready(self, function: str) -> int:
+        """Ready replicas of ``function`` (name.namespace) as the proxy routes to them: the queue worker's size."""
+        name, _, namespace = function.partition(".")
+        record = self.backend.get(name, namespace)
+        return record.available if record is not None else 0
+
+    async def queue_lag(self, function: str) -> tuple[int, int]:
+        load = await self.queue.load(function)
+        return load.lag, load.pending
 
     def _replica_gone(self, endpoint: Endpoint) -> None:
         self.upstream.abort(endpoint.host, endpoint.port)

@@ -67,6 +67,15 @@ class Metrics:
             hist = self.seconds[key] = _Histogram()
         hist.observe(seconds)
 
+    def call_seconds(self) -> dict[str, tuple[float, int]]:
+        """Per function: call-seconds and calls finished so far, summed over status codes (the autoscaler's mean
+        call time, once a tick; never on the invoke path)."""
+        out: dict[str, tuple[float, int]] = {}
+        for (fn, _), hist in self.seconds.items():
+            total, count = out.get(fn, (0.0, 0))
+            out[fn] = (total + hist.total, count + hist.count)
+        return out
+
     def chart_counts(self) -> dict[str, tuple[int, ...]]:
         """Per function: ``(calls, 5xx answers, calls per duration bucket...)`` summed over status codes, cumulative.
         Read by the console's sampler and the Redis publisher on their ticks, never on the invoke path."""

@@ -91,7 +91,8 @@ class Config:
     queue_backoff_s: float = 1.0  # wait before the first retry; doubles per retry
     queue_backoff_max_s: float = 60.0
     queue_claim_idle_s: float = 30.0  # a message pending this long without renewal belongs to a dead worker
-    queue_concurrency: int = 16  # queued invocations in flight per function and process
+    queue_concurrency: int = 256  # at most this many queued invocations in flight per function and process
+    queue_drain_s: float = 10.0  # the autoscaler sizes a function to finish its queue backlog within this
     result_ttl_s: float = 3600.0  # how long async results can be fetched
     # Callbacks (X-Callback-Url) go only to globally routable addresses, except these hosts / CIDR blocks
     # (comma-separated; see stoker/callback_policy.py and docs/security.md).
@@ -150,7 +151,7 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
         for name in ("queue_attempts", "queue_backoff_s", "queue_backoff_max_s", "queue_claim_idle_s",
-                     "queue_concurrency", "result_ttl_s"):  # fmt: skip
+                     "queue_concurrency", "queue_drain_s", "result_ttl_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
         try:

@@ -31,6 +31,21 @@ def test_merge_sums_inflight_and_grows_by_each_gateways_increase() -> None:
     assert t.started_now == {"f.ns": 9111} and set(t.seen) == {"a", "c"}
 
 
+def _timed(gw: str, calls: int, seconds: float) -> Snapshot:
+    return Snapshot(gw, {}, {"f.ns": calls}, {"f.ns": 0.0}, {"f.ns": (calls, 0)}, {"f.ns": seconds})
+
+
+def test_merge_adds_up_call_time_by_each_gateways_increase() -> None:
+    # The controller's mean call time (the queue's demand, autoscaler/backlog.py) comes from these sums.
+    t = merge(Totals(), [_timed("a", 100, 50.0), _timed("b", 10, 1.0)])
+    assert t.calls == {"f.ns": (0.0, 0)}  # first sight: a baseline
+    t = merge(t, [_timed("a", 104, 50.4), _timed("b", 16, 1.6)])
+    assert t.calls["f.ns"][1] == 10 and t.calls["f.ns"][0] == pytest.approx(1.0)
+    # a restarted gateway (counters back to small numbers) adds no step, and a new one is a baseline
+    t = merge(t, [_timed("a", 2, 0.2), _timed("b", 16, 1.6), _timed("c", 900, 90.0)])
+    assert t.calls["f.ns"][1] == 10
+
+
 def test_snapshot_round_trips_and_reads_a_gateways_metrics() -> None:
     m = Metrics()
     m.call_started("f.ns")
@@ -39,6 +54,7 @@ def test_snapshot_round_trips_and_reads_a_gateways_metrics() -> None:
     snap = Snapshot.of("gw", m, time.monotonic() + 2)
     assert snap.inflight == {"f.ns": 1} and snap.started == {"f.ns": 2} and snap.area["f.ns"] >= 2.0
     assert snap.charts["f.ns"][:2] == (1, 0) and sum(snap.charts["f.ns"][2:]) == 1  # calls, 5xx, one bucket hit
+    assert snap.seconds == {"f.ns": pytest.approx(0.1)}
     assert Snapshot.decode("gw", snap.encode()) == snap
 
 

@@ -69,3 +69,16 @@ async def test_a_trigger_reads_what_is_published_right_after_it_is_added(queue: 
     finally:
         await queue.set_trigger(name, stream, False)
         await service.stop(1)  # (closes the queue)
+
+
+async def test_load_counts_every_subscribed_stream_without_a_worker(queue: Queue, name: str) -> None:
+    # What ``stoker controller`` reads (it runs no worker): a function's backlog on its annotated stream too, not only
+    # its async stream, so a trigger's backlog scales it.
+    service_name, namespace = name.split(".")
+    stream = f"orders-{name}"
+    dep = FunctionDeployment(service_name, namespace, annotations={"com.stoker.queue.stream": stream})
+    service = _service(queue, [dep], [])
+    await service.subscribe(dep)
+    for i in range(3):
+        await queue.add(stream, {"body": str(i)})
+    assert (await service.load(name)).lag == 3

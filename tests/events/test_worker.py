@@ -140,3 +140,45 @@ async def test_a_busy_worker_reads_messages_in_groups_not_one_per_freed_slot(que
     finally:
         await worker.stop(1)
         task.cancel()
+
+
+async def test_resize_changes_how_many_calls_run_at_once(queue: Queue, name: str) -> None:
+    # A function's replicas change; its worker follows (events/service.py re-reads them every sync).
+    running = most = finished = 0
+    release = asyncio.Semaphore(0)
+
+    async def invoke(inv: Invocation) -> Result:
+        nonlocal running, most, finished
+        running += 1
+        most = max(most, running)
+        await release.acquire()
+        running -= 1
+        finished += 1
+        return Result(200, [], b"ok", 0.001, name)
+
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(concurrency=2), "w1")
+    task = asyncio.create_task(worker.run())
+    for i in range(12):
+        await queue.add(async_stream(name), {"m": Invocation(name, body=str(i).encode()).encode()})
+    try:
+        await _until(lambda: running == 2)
+        await asyncio.sleep(0.2)  # room for a third, which must not start
+        assert most == 2
+        worker.resize(5)
+        await _until(lambda: running == 5)
+        worker.resize(1)  # shrinking cancels nothing: the 5 finish, then one at a time
+        for _ in range(5):
+            release.release()
+        await _until(lambda: finished == 5 and running == 1)
+        most = 1
+        await asyncio.sleep(0.2)
+        assert most == 1 and running == 1
+        for _ in range(7):
+            release.release()
+        await _until(lambda: finished == 12 and worker.inflight == 0)
+        assert most == 1
+    finally:
+        for _ in range(12):
+            release.release()
+        await worker.stop(1)
+        task.cancel()
