@@ -161,3 +161,21 @@ def test_debian_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     done = subprocess.run(["docker-compose", "-p", "check", "-f", str(path), "config"], capture_output=True,
                           text=True, env=env, timeout=60, check=False)  # fmt: skip
     assert done.returncode != 0 and "STOKER_REDIS_PASSWORD" in done.stderr
+
+
+def test_the_ingress_routes_only_what_faces_the_internet_never_metrics() -> None:
+    values = Values(target="kubernetes", ingress_host="fn.example.com")
+    (ingress,) = _kinds(kubernetes.render(values), "Ingress")
+    validate(ingress)
+    (rule,) = ingress["spec"]["rules"]
+    paths = {p["path"]: p["pathType"] for p in rule["http"]["paths"]}
+    # docs/security.md: the function routes and the console are public, /system/ is the password-protected API.
+    assert paths == {"/function/": "Prefix", "/async-function/": "Prefix", "/system/": "Prefix", "/ui/": "Prefix"}
+
+    def routed(path: str) -> bool:  # Kubernetes Prefix matching: whole path elements, a trailing slash ignored
+        return any(path.rstrip("/") == p.rstrip("/") or path.startswith(p) for p in paths)
+
+    for public in ("/function/hello", "/async-function/hello", "/system/functions", "/ui/", "/ui"):
+        assert routed(public), public
+    for private in ("/metrics", "/", "/healthz", "/functions", "/readyz", "/systemd"):
+        assert not routed(private), private
