@@ -72,6 +72,8 @@ class Load:
     url: str
     expect: tuple[str, ...]
     workers: int = 2
+    method: str = "GET"  # POST: calls the edge must never send twice
+    body: bytes = b""
     ok: int = 0
     failed: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -88,7 +90,7 @@ class Load:
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set():
                 try:
-                    r = client.get(self.url)
+                    r = client.request(self.method, self.url, content=self.body)
                     if r.status_code == 200 and r.text in self.expect:
                         self.ok += 1
                     else:
