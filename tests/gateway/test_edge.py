@@ -81,7 +81,7 @@ def two(tmp_path: Path) -> Iterator[tuple[Platform, Platform, Edge]]:
 
 
 def test_a_gateway_stopped_under_load_costs_no_call(two: tuple[Platform, Platform, Edge]) -> None:
-    a, b, edge = two
+    a, _, edge = two
     url = f"{edge.url}/function/hello"
     with Load(url, HELLO) as gets, Load(url, HELLO, method="POST") as posts:
         wait_for(lambda: gets.ok > 50 and posts.ok > 50, 60, "calls through the edge")
@@ -95,7 +95,7 @@ def test_a_gateway_stopped_under_load_costs_no_call(two: tuple[Platform, Platfor
 
 
 def test_a_killed_gateway_costs_no_get_and_new_calls_go_to_the_other(two: tuple[Platform, Platform, Edge]) -> None:
-    a, b, edge = two
+    a, _, edge = two
     url = f"{edge.url}/function/hello"
     with Load(url, HELLO) as gets:
         wait_for(lambda: gets.ok > 50, 60, "calls through the edge")
