@@ -127,3 +127,64 @@ def test_with_no_gateway_ready_a_call_waits_for_one_instead_of_failing(tmp_path:
         edge.stop()
         if p is not None and p.proc.poll() is None:
             p.proc.kill()
+
+
+class _BreakingGateway:
+    """A gateway that answers /readyz and breaks every other request off after reading it (a crash mid-call): what
+    the edge sends it is counted, to check that only GET and HEAD are ever sent twice."""
+
+    def __init__(self) -> None:
+        import socket as socketlib
+
+        self.sock = socketlib.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.calls: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: object) -> None:
+        import socket as socketlib
+
+        assert isinstance(conn, socketlib.socket)
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            line = data.split(b"\r\n", 1)[0].decode()
+            if " /readyz " in line:
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK")
+                return
+            self.calls.append(line.split(" ")[0])  # received whole, then the connection breaks with no answer
+
+
+def test_a_call_a_gateway_received_and_broke_off_is_sent_again_only_if_it_is_a_get() -> None:
+    broken = _BreakingGateway()
+    edge = Edge(f"127.0.0.1:{broken.port}")
+    try:
+        wait_for(lambda: httpx.get(f"{edge.url}/readyz", timeout=10).status_code == 200, 30, "the edge ready")
+        post = httpx.post(f"{edge.url}/function/hello", content=b"pay once", timeout=30)
+        assert post.status_code == 502, post.text
+        assert broken.calls == ["POST"]  # never twice: the gateway may have run it
+        get = httpx.get(f"{edge.url}/function/hello", timeout=30)
+        assert get.status_code == 502
+        assert broken.calls.count("GET") > 1  # sent again, a bounded number of times
+        assert broken.calls.count("GET") <= 4
+        # Hostile input is refused with a clear error and the edge stays up.
+        big = httpx.post(f"{edge.url}/function/hello", content=b"x" * (21 * 1024 * 1024), timeout=60)
+        assert big.status_code == 413
+        assert httpx.get(f"{edge.url}/healthz", timeout=10).status_code == 200
+    finally:
+        edge.stop()
+        broken.sock.close()
