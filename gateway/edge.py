@@ -52,6 +52,7 @@ OWN_PATHS = frozenset(("/healthz", "/readyz"))
 # What the edge sets itself, or must not pass on from a gateway's answer (framing is uvicorn's).
 _DROP_RESPONSE = frozenset((b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"))
 _CHECK_TIMEOUT_S = 2.0
+_NO_SUCH_NAME = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 _RESENDS = 3  # a GET or HEAD that broke after it was sent goes again at most this many times
 
 
@@ -113,6 +114,7 @@ class Edge:
         self.upstream = Upstream()
         self.budget = BodyBudget(config.max_inflight_body_bytes)
         self._ready = asyncio.Event()  # set while at least one gateway is ready: held requests wait on it
+        self._resolved: dict[tuple[str, int], set[tuple[str, int]]] = {}  # each upstream name's last addresses
         self._turn = 0
 
     # --- the gateways' state ---------------------------------------------------------------------------------
@@ -123,9 +125,13 @@ class Edge:
         for name, port in self.config.upstream_addresses:
             try:
                 infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-                addresses |= {(str(info[4][0]), port) for info in infos}
-            except OSError as exc:  # no gateway task at all right now (Docker's DNS has no record)
+                self._resolved[(name, port)] = {(str(info[4][0]), port) for info in infos}
+            except OSError as exc:
+                if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME:
+                    self._resolved[(name, port)] = set()  # no gateway task at all right now: the DNS says so
+                # else a failed lookup (a DNS timeout) is no news: the addresses known stay, their checks decide
                 logger.debug("cannot resolve %s: %s", name, exc)
+            addresses |= self._resolved.get((name, port), set())
         known = {(g.host, g.port): g for g in self.gateways}
         for host, port in set(known) - addresses:
             self.upstream.abort(host, port)  # its requests in flight fail now (a removed container sends nothing)
