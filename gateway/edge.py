@@ -10,8 +10,10 @@ refused connections and cut keep-alive connections. The edge holds the client co
 - sends a request again, to another gateway or the same once it is back, when it never reached one (connection
   refused, or broken before a byte was written), and a GET or HEAD when it broke before any answer; never a request
   a gateway may have run otherwise (502);
-- while no gateway is ready (the one gateway of a Compose install being replaced), holds requests for up to
-  ``STOKER_EDGE_HOLD_S`` until one is, rather than refusing them (503 with ``Retry-After`` after that).
+- while no gateway is ready, sends requests to a stopping one that says it still serves for a while
+  (``X-Stoker-Stops-In``, less a margin), else holds them for up to ``STOKER_EDGE_HOLD_S`` until one is ready (the
+  one gateway of a Compose install being replaced), rather than refusing them (503 with ``Retry-After`` after
+  that).
 
 Gateways answer ``/readyz`` 503 from the moment they are told to stop and keep serving for
 ``STOKER_SHUTDOWN_DELAY_S`` (gateway/server.py), longer than a check interval: the edge has stopped sending them
@@ -53,7 +55,9 @@ OWN_PATHS = frozenset(("/healthz", "/readyz"))
 _DROP_RESPONSE = frozenset((b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"))
 _CHECK_TIMEOUT_S = 2.0
 _NO_SUCH_NAME = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
-_RESENDS = 3  # a GET or HEAD that broke after it was sent goes again at most this many times
+_RESENDS = 3
+STOPS_IN = b"x-stoker-stops-in"  # on a stopping gateway's /readyz 503: seconds it serves on (gateway/app.py)
+_STOP_MARGIN_S = 1.0  # a GET or HEAD that broke after it was sent goes again at most this many times
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,10 @@ class Edge:
             if answer.stream is not None:
                 answer.stream.close()
             ready, problem = answer.status == 200, f"/readyz answered {answer.status}"
+            gateway.serving_until = _serving_until(answer.headers) if not ready else 0.0
         except (UpstreamError, TimeoutError) as exc:
             ready, problem = False, str(exc) or "/readyz did not answer in time"
+            gateway.serving_until = 0.0
         if ready != gateway.ready:
             logger.info("gateway %s:%s is %s", gateway.host, gateway.port, "ready" if ready else f"out: {problem}")
         gateway.ready, gateway.problem = ready, "" if ready else problem
@@ -173,7 +179,8 @@ class Edge:
         """A ready gateway, waiting (until ``deadline``) while there is none."""
         while True:
             self._turn += 1
-            chosen = pick(self.gateways, self._turn, avoid) or pick(self.gateways, self._turn)
+            now = time.monotonic()
+            chosen = pick(self.gateways, self._turn, avoid, now) or pick(self.gateways, self._turn, now=now)
             if chosen is not None:
                 return chosen
             left = deadline - time.monotonic()
@@ -233,7 +240,7 @@ class Edge:
                 if not may_resend(method, exc.sent) or time.monotonic() > deadline or resent >= _RESENDS:
                     return 502, f"the gateway broke the connection: {exc}"
                 if not exc.sent:  # refused or closed: out until its next check says otherwise
-                    gateway.ready = False
+                    gateway.ready, gateway.serving_until = False, 0.0
                     self._update_ready()
                 tried.append(gateway)
                 logger.info("%s %s: sent again (%s)", method, gateway.host, exc)
@@ -266,6 +273,19 @@ class Edge:
         finally:  # an answer the gateway breaks off is broken off to the client (raised: uvicorn closes)
             gone.cancel()
             stream.close()
+
+
+def _serving_until(headers: list[tuple[bytes, bytes]]) -> float:
+    """When to stop sending to a stopping gateway, from the seconds its ``/readyz`` says it serves on, less a margin:
+    nothing is written to it near the moment it closes its connections."""
+    for name, value in headers:
+        if name == STOPS_IN:
+            try:
+                left = float(value)
+            except ValueError:
+                return 0.0
+            return time.monotonic() + left - _STOP_MARGIN_S if 0 < left < 3600 else 0.0
+    return 0.0
 
 
 class _Server(uvicorn.Server):

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -72,6 +73,7 @@ def _on_signal(app: GatewayApp, server: _Server, delay_s: float) -> None:
         _stop(app, server)
         return
     app.draining = True
+    app.stops_at = time.monotonic() + delay_s
     logger.info("stopping in %gs: /readyz answers 503 meanwhile (STOKER_SHUTDOWN_DELAY_S)", delay_s)
     asyncio.get_running_loop().call_later(delay_s, _stop, app, server)
 

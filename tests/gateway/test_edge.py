@@ -108,6 +108,24 @@ def test_a_killed_gateway_costs_no_get_and_new_calls_go_to_the_other(two: tuple[
     assert httpx.get(f"{edge.url}/readyz", timeout=10).status_code == 200
 
 
+def test_the_only_gateway_stopping_keeps_taking_calls_until_its_delay_is_nearly_over(tmp_path: Path) -> None:
+    p = start_platform(tmp_path / "home", env={**GATEWAY_ENV, "STOKER_SHUTDOWN_DELAY_S": "8"})
+    edge = Edge(f"127.0.0.1:{_port(p)}")
+    try:
+        assert p.deploy("hello", FUNCTIONS / "hello").status_code == 202
+        wait_for(lambda: httpx.get(f"{edge.url}/function/hello", timeout=30).text == HELLO[0], 60, "hello")
+        p.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: httpx.get(f"{edge.url}/readyz", timeout=10).status_code == 503, 30, "the edge to see it")
+        # No other gateway exists: this call is answered by the stopping one (not held until another is ready).
+        answer = httpx.post(f"{edge.url}/function/hello", content=b"late", timeout=30)
+        assert answer.text == "Hello, late!\n"
+        assert p.proc.poll() is None  # answered before the gateway stopped
+    finally:
+        edge.stop()
+        if p.proc.poll() is None:
+            p.proc.kill()
+
+
 def test_with_no_gateway_ready_a_call_waits_for_one_instead_of_failing(tmp_path: Path) -> None:
     port = free_port()
     edge = Edge(f"127.0.0.1:{port}")

@@ -21,3 +21,12 @@ def test_only_a_request_that_never_left_or_a_safe_method_is_sent_again() -> None
     assert may_resend("GET", sent=True) and may_resend("HEAD", sent=True)
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         assert not may_resend(method, sent=True)  # a gateway may have run it
+
+
+def test_with_none_ready_a_stopping_gateway_still_serving_is_picked_until_it_stops() -> None:
+    stopping = Gateway("a", 8080, ready=False, serving_until=10.0)
+    ready = Gateway("b", 8080, ready=True)
+    assert pick([stopping, ready], 0, now=5.0) is ready  # a ready one always first
+    assert pick([stopping], 0, now=5.0) is stopping
+    assert pick([stopping], 0, now=10.0) is None  # its time is up: held instead
+    assert pick([stopping], 0, avoid=[stopping], now=5.0) is None
