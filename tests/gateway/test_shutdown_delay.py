@@ -23,6 +23,8 @@ def test_a_stopping_gateway_is_unready_but_serves_for_the_delay_then_stops(tmp_p
         assert httpx.get(f"{p.url}/readyz", timeout=10).status_code == 200
         p.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: httpx.get(f"{p.url}/readyz", timeout=10).status_code == 503, 30, "/readyz 503")
+        # It says how long it serves on, for a balancer that has no other gateway (gateway/edge.py).
+        assert 0 < float(httpx.get(f"{p.url}/readyz", timeout=10).headers["x-stoker-stops-in"]) <= 4
         # Still serving, on new connections: what a balancer sent before it saw the 503 succeeds.
         answer = httpx.get(f"{p.url}/function/hello", timeout=30)
         assert answer.status_code == 200, answer.text
