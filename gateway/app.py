@@ -8,6 +8,7 @@ route is described in ``gateway/openapi.yaml``, served at ``/system/openapi.json
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from starlette.applications import Starlette
@@ -64,13 +65,15 @@ class GatewayApp:
             ready=self._ready,
         )
         self.health = HealthCheck(self.queue.queue.ping)
+        self.draining = False  # set on SIGTERM: /readyz answers 503 from then on (gateway/server.py)
+        self.stops_at = 0.0  # time.monotonic() when a draining gateway stops accepting
         self.api = ManagementAPI(config, backend, self.metrics, history_store(config, self.queue), self.queue.subscribe)
         self.autoscaler.backlog = self.queue_lag  # queued calls count as load (docs/autoscaling.md)
         self.async_api = AsyncAPI(config, backend, self.queue, self.budget)
         self.console = Console(config, backend, self.metrics, self.autoscaler, self.queue, password)
         routes = [
             resource("/healthz", GET=self.healthz),
-            resource("/readyz", GET=self.healthz),
+            resource("/readyz", GET=self.readyz),
             resource("/metrics", GET=self.prometheus),
             resource(openapi.PATH, GET=self.openapi),
             *self.api.routes(),
@@ -124,6 +127,15 @@ class GatewayApp:
         if problem:
             return error(503, problem, {"Retry-After": "1"})
         return PlainTextResponse("OK")
+
+    async def readyz(self, request: Request) -> Response:
+        """``/readyz``: as ``/healthz``, but 503 from the moment the gateway is asked to stop (``draining``), while it
+        still serves every call for ``STOKER_SHUTDOWN_DELAY_S``: load balancers take it out before it stops."""
+        if self.draining:
+            # How long it serves on: a balancer with no other gateway may still send calls until then (gateway/edge.py)
+            left = max(0.0, self.stops_at - time.monotonic())
+            return error(503, "the gateway is stopping", {"Retry-After": "1", "X-Stoker-Stops-In": f"{left:.3f}"})
+        return await self.healthz(request)
 
     async def prometheus(self, request: Request) -> Response:
         replicas = [(f"{r.deployment.service}.{r.deployment.namespace}", r.replicas) for r in self.backend.functions()]

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -60,9 +61,21 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def _on_signal(app: GatewayApp, server: _Server) -> None:
+def _stop(app: GatewayApp, server: _Server) -> None:
     app.api.closing.set()  # followed logs end now: they are not work in flight, the drain would wait for them
     server.request_exit()
+
+
+def _on_signal(app: GatewayApp, server: _Server, delay_s: float) -> None:
+    """The first signal makes the gateway unready (``/readyz`` 503) and stops it ``delay_s`` later, serving every
+    call meanwhile (a load balancer takes it out first); a second one stops it at once."""
+    if app.draining or delay_s <= 0:
+        _stop(app, server)
+        return
+    app.draining = True
+    app.stops_at = time.monotonic() + delay_s
+    logger.info("stopping in %gs: /readyz answers 503 meanwhile (STOKER_SHUTDOWN_DELAY_S)", delay_s)
+    asyncio.get_running_loop().call_later(delay_s, _stop, app, server)
 
 
 def _lock_home(home: Path) -> IO[str]:
@@ -164,7 +177,7 @@ async def serve(config: Config, stack: Path | None = None, ready: asyncio.Event 
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _on_signal, app, server)
+            loop.add_signal_handler(sig, _on_signal, app, server, config.shutdown_delay_s)
         await backend.start()
         await app.queue.start()  # workers, triggers and cron; a Redis that is down is waited for, not fatal
         app.autoscaler.start()

@@ -66,6 +66,10 @@ class Config:
     upstream_timeout_s: float = 300.0  # ceiling for one proxied call; each function's own timeout applies first
     ready_wait_s: float = 30.0  # how long an invocation waits for a ready replica before 503
     drain_timeout_s: float = 30.0  # how long a stopping replica may take to finish its work
+    # On SIGTERM the gateway first answers /readyz 503 and keeps serving every request, old and new, for this long,
+    # so a load balancer checking /readyz stops sending it calls before it stops accepting (docs/install.md).
+    # 0 (the default, for `stoker up` on a laptop): stop accepting at once.
+    shutdown_delay_s: float = 0.0
     log_lines: int = 2000  # log lines kept in memory per function
     python: str = ""  # interpreter for local replicas; empty: the one running stoker
     # The bundle-signing key, hex, from this file (a Docker or Kubernetes secret shared by every gateway replica);
@@ -138,6 +142,8 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"STOKER_{name.upper()}: must be greater than zero")
+        if not 0 <= self.shutdown_delay_s <= 600:
+            raise ConfigError(f"STOKER_SHUTDOWN_DELAY_S: must be 0 to 600 seconds, got {self.shutdown_delay_s:g}")
         if self.max_header_bytes < 1024:
             raise ConfigError(f"STOKER_MAX_HEADER_BYTES: must be at least 1024, got {self.max_header_bytes}")
         if self.max_connections < 0:

@@ -48,6 +48,8 @@ def install_folder(values: Values) -> Path:
 
 def run_install(args: argparse.Namespace) -> int:
     values = values_from(args)
+    if args.apply and values.target != "kubernetes" and not values.edge_image:
+        values = values.with_(edge_image=engines.running_edge_image(values) or None)  # kept through an upgrade
     text = render_text(values)
     if not args.apply:
         if args.output:

@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8081, help="port of /healthz and /metrics (default 8081; 0: any)")
     p.add_argument("--host", default="0.0.0.0", help="address of /healthz and /metrics (default 0.0.0.0)")
 
+    p = command(
+        "edge", _edge, "balance calls over gateways, holding them through restarts (Compose, Swarm)", options=None
+    )
+    p.add_argument("--upstream", help="the gateways, host:port, the host resolved to every address (gateway:8080)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+
     p = command("new", _new, "create a function folder and add it to stack.yml")
     p.add_argument("name")
     p.add_argument("--dir", default=".", help="folder holding stack.yml (default: current)")
@@ -315,6 +322,15 @@ def _controller(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise StokerError(f"the controller cannot start: {exc}") from None
     return int(run_controller(config))
+
+
+def _edge(args: argparse.Namespace) -> int:
+    try:
+        from gateway.edge import EdgeConfig, run_edge  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise StokerError(f"the edge cannot start: {exc}") from None
+    config = EdgeConfig.from_env(dict(os.environ), upstream=args.upstream, port=args.port, host=args.host)
+    return int(run_edge(config))
 
 
 def _check_redis(url: str, flag: str | None) -> None:

@@ -67,6 +67,33 @@ def wait_healthy(url: str, timeout: float) -> float:
         time.sleep(0.5)
 
 
+def running_edge_image(values: Values) -> str:
+    """The image the install's edge runs now ("" when there is none): an upgrade keeps it, since replacing the edge,
+    the one published port, drops the connections a replaced gateway does not (docs/install.md)."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return ""
+    try:
+        if values.target == "compose":
+            labels = [f"com.docker.compose.project={values.name}", "com.docker.compose.service=edge"]
+            for container in client.containers.list(filters={"label": labels}):
+                return str(container.attrs["Config"]["Image"])
+            return ""
+        for service in client.api.services(filters={"name": f"{values.name}_edge"}):
+            if service["Spec"]["Name"] == f"{values.name}_edge":
+                image = str(service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+                return image.split("@sha256:")[0] if ":" in image.split("@")[0].rsplit("/", 1)[-1] else image
+        return ""
+    except docker.errors.DockerException:
+        return ""
+    finally:
+        client.close()
+
+
 # --- compose ------------------------------------------------------------------------------------------------
 
 

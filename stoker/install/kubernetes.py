@@ -427,6 +427,12 @@ def _limit_range(values: Values) -> Obj:
     }
 
 
+# What the Ingress routes from the internet (docs/security.md): the function routes, the console, and /system/ (the
+# CLI and the console's calls; it needs the admin password). Never /metrics (what runs, how often, how it fails) nor
+# anything else the gateway serves: those stay inside the cluster (the ServiceMonitor scrapes the pods directly).
+INGRESS_PATHS = ("/function/", "/async-function/", "/system/", "/ui/")
+
+
 def _ingress(values: Values) -> list[Obj]:
     if not values.ingress_host:
         return []
@@ -445,10 +451,11 @@ def _ingress(values: Values) -> list[Obj]:
                         "http": {
                             "paths": [
                                 {
-                                    "path": "/",
+                                    "path": path,
                                     "pathType": "Prefix",
                                     "backend": {"service": {"name": "gateway", "port": {"name": "http"}}},
                                 }
+                                for path in INGRESS_PATHS
                             ]
                         },
                     }

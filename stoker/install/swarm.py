@@ -8,10 +8,13 @@ processes as files, read into their environment by the entrypoint, never in a se
 encrypted. Redis has a password and a memory bound.
 
 Entrypoint (``--entrypoint``): ``mesh`` publishes the gateway's port through the routing mesh (any node, any number
-of gateways, start-first updates); it needs IPVS in the kernel. ``host`` (where there is no IPVS, like our CI
-machines) runs one gateway per manager node (global mode) publishing the port in host mode: a fixed port on every
-manager; updates are stop-first there (two tasks cannot hold one host port), so put a load balancer over two or more
-managers for upgrades without failed calls.
+of gateways, start-first updates); it needs IPVS in the kernel. ``host`` (the default; no IPVS needed, like our CI
+machines) runs ``stoker edge`` (gateway/edge.py) on every manager, publishing the port in host mode (a fixed port on
+every manager), in front of ``--gateway-replicas`` gateways that publish nothing: the edge finds them by name
+(``endpoint_mode: dnsrr``: the name resolves to every task), sends calls to the ready ones, sends again what never
+reached one, and holds calls while none is ready. Gateways update start-first (no host port to share), and a stopping
+one turns unready and serves on for ``STOKER_SHUTDOWN_DELAY_S``, so an upgrade costs no call; a killed one costs at
+most its calls in flight that are not GET or HEAD.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.backends.swarm.config import PLATFORM
-from stoker.install.compose import healthcheck, redis_command
+from stoker.install.compose import SHUTDOWN_DELAY_S, edge_service, healthcheck, redis_command
 from stoker.install.values import Values
 
 SECRETS_DIR = "/run/secrets"
@@ -72,19 +75,23 @@ def render(values: Values) -> dict[str, Any]:
     gateway: dict[str, Any] = {
         "image": values.platform_image,
         "entrypoint": gateway_entry,
-        "environment": {**_common_env(values), "STOKER_AUTOSCALE": "false"},
+        "environment": {
+            **_common_env(values),
+            "STOKER_AUTOSCALE": "false",
+            "STOKER_SHUTDOWN_DELAY_S": SHUTDOWN_DELAY_S,  # unready first, so the edge stops sending before it stops
+        },
         "secrets": _secret_refs(values, ("platform-key", "admin-password", "redis-password")),
-        "ports": [{"target": 8080, "published": values.port, "protocol": "tcp", "mode": "ingress" if mesh else "host"}],
         "volumes": ["/var/run/docker.sock:/var/run/docker.sock"],
         "user": user,
         "networks": ["platform", "functions"],
         "healthcheck": healthcheck(8080, "5s", "4s"),
         "stop_grace_period": "45s",
         "deploy": {
-            **({"replicas": values.gateway_replicas} if mesh else {"mode": "global"}),
+            "replicas": values.gateway_replicas,
+            **({} if mesh else {"endpoint_mode": "dnsrr"}),  # "gateway" resolves to every task, for the edge
             "placement": {"constraints": ["node.role == manager"]},  # only managers can create services
             "update_config": {
-                "order": "start-first" if mesh else "stop-first",
+                "order": "start-first",
                 "failure_action": "rollback",
                 "parallelism": 1,
                 "monitor": "10s",
@@ -111,6 +118,10 @@ def render(values: Values) -> dict[str, Any]:
         },
     }
     services: dict[str, Any] = {"gateway": gateway, "controller": controller}
+    if mesh:
+        gateway["ports"] = [{"target": 8080, "published": values.port, "protocol": "tcp", "mode": "ingress"}]
+    else:
+        services = {"edge": _edge(values), **services}
     volumes: dict[str, Any] = {}
     if not values.redis_url:
         services["redis"] = {
@@ -142,6 +153,25 @@ def render(values: Values) -> dict[str, Any]:
         },
         "volumes": volumes,
         "secrets": {role: {"external": True, "name": name} for role, name in secret_names(values).items()},
+    }
+
+
+def _edge(values: Values) -> dict[str, Any]:
+    """``stoker edge`` on every manager, the install's fixed port on each (host mode), in front of the gateways."""
+    return {
+        **edge_service(values, "gateway:8080"),
+        "ports": [{"target": 8080, "published": values.port, "protocol": "tcp", "mode": "host"}],
+        "user": "10001",
+        "networks": ["platform"],
+        "deploy": {
+            "mode": "global",
+            "placement": {"constraints": ["node.role == manager"]},
+            # Two tasks cannot hold one host port: the edge is replaced stop-first, which drops its connections,
+            # so an upgrade keeps the running edge's image (--edge-image; docs/install.md).
+            "update_config": {"order": "stop-first", "failure_action": "rollback", "parallelism": 1},
+            "restart_policy": {"condition": "any", "delay": "1s"},
+            "resources": {"limits": {"memory": "256M"}},
+        },
     }
 
 

@@ -32,6 +32,9 @@ class Values:
     platform_image: str = f"stoker/platform:{__version__}"
     runtime_image: str = f"stoker/runtime:{__version__}"  # what source deploys and the warm pool run
     redis_image: str = f"stoker/redis:{REDIS_VERSION}"
+    # Compose, Swarm (host entrypoint): the image of `stoker edge`, the balancer in front of the gateways; empty: the
+    # platform image. `--apply` keeps the running edge's image on an upgrade (its restart would drop connections).
+    edge_image: str = ""
     redis_url: str = ""  # an external Redis (its password in the URL); empty: the install runs its own
     redis_maxmemory: str = "256mb"
     gateway_replicas: int = 2
@@ -62,8 +65,10 @@ class Values:
             raise ConfigError(f"--functions-namespace: {self.functions_namespace!r} is not a namespace name")
         if self.functions_namespace == self.name:
             raise ConfigError("--functions-namespace: must differ from the platform's namespace (--name)")
-        for flag in ("platform_image", "runtime_image", "redis_image"):
+        for flag in ("platform_image", "runtime_image", "redis_image", "edge_image"):
             ref = getattr(self, flag)
+            if flag == "edge_image" and not ref:
+                continue
             if not _IMAGE.match(ref) or ":" not in ref.rsplit("/", 1)[-1] or ref.endswith(":latest"):
                 raise ConfigError(f"--{flag.replace('_', '-')}: {ref!r} is not a pinned image (name:tag or @sha256)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
@@ -96,6 +101,11 @@ class Values:
         return labels
 
     @property
+    def edge(self) -> str:
+        """The edge's image."""
+        return self.edge_image or self.platform_image
+
+    @property
     def labels(self) -> dict[str, str]:
         """On every object the install creates itself (Swarm secrets, Kubernetes objects): what uninstall removes."""
         return {"app.kubernetes.io/part-of": "stoker", "app.kubernetes.io/instance": self.name}
@@ -114,9 +124,10 @@ FLAGS: dict[str, tuple[type, str]] = {
     "platform_image": (str, "gateway and controller image, pinned"),
     "runtime_image": (str, "the runtime image source deploys and the warm pool run, pinned"),
     "redis_image": (str, "the Redis image, pinned"),
+    "edge_image": (str, "Compose, Swarm: the edge's image (default: the platform image; --apply keeps a running one)"),
     "redis_url": (str, "use this Redis (password in the URL) instead of running one"),
     "redis_maxmemory": (str, "Redis memory bound (256mb)"),
-    "gateway_replicas": (int, "gateways (Kubernetes; Swarm with --entrypoint mesh)"),
+    "gateway_replicas": (int, "gateways (Kubernetes, Swarm)"),
     "controller_replicas": (int, "controllers: one leads, the others stand by"),
     "pool_size": (int, "warm generic replicas"),
     "function_memory": (str, "default memory limit of a function (512Mi)"),

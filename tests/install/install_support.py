@@ -72,7 +72,10 @@ class Load:
     url: str
     expect: tuple[str, ...]
     workers: int = 2
+    method: str = "GET"  # POST: calls the edge must never send twice
+    body: bytes = b""
     ok: int = 0
+    slowest: float = 0.0  # seconds, of the calls that succeeded (calls held through a switch are slow, not lost)
     failed: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -88,9 +91,11 @@ class Load:
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set():
                 try:
-                    r = client.get(self.url)
+                    started = time.monotonic()
+                    r = client.request(self.method, self.url, content=self.body)
                     if r.status_code == 200 and r.text in self.expect:
                         self.ok += 1
+                        self.slowest = max(self.slowest, time.monotonic() - started)
                     else:
                         self.failed.append(f"{r.status_code} {r.text[:80]}")
                 except httpx.HTTPError as exc:
@@ -103,6 +108,6 @@ class Load:
             t.join(60)
 
     def report(self, what: str) -> str:
-        line = f"{what}: {len(self.failed)} failed of {self.ok + len(self.failed)} calls"
+        line = f"{what}: {len(self.failed)} failed of {self.ok + len(self.failed)} calls, slowest {self.slowest:.1f}s"
         print(line, flush=True)
         return line

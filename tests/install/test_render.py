@@ -161,3 +161,56 @@ def test_debian_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     done = subprocess.run(["docker-compose", "-p", "check", "-f", str(path), "config"], capture_output=True,
                           text=True, env=env, timeout=60, check=False)  # fmt: skip
     assert done.returncode != 0 and "STOKER_REDIS_PASSWORD" in done.stderr
+
+
+def test_the_ingress_routes_only_what_faces_the_internet_never_metrics() -> None:
+    values = Values(target="kubernetes", ingress_host="fn.example.com")
+    (ingress,) = _kinds(kubernetes.render(values), "Ingress")
+    validate(ingress)
+    (rule,) = ingress["spec"]["rules"]
+    paths = {p["path"]: p["pathType"] for p in rule["http"]["paths"]}
+    # docs/security.md: the function routes and the console are public, /system/ is the password-protected API.
+    assert paths == {"/function/": "Prefix", "/async-function/": "Prefix", "/system/": "Prefix", "/ui/": "Prefix"}
+
+    def routed(path: str) -> bool:  # Kubernetes Prefix matching: whole path elements, a trailing slash ignored
+        return any(path.rstrip("/") == p.rstrip("/") or path.startswith(p) for p in paths)
+
+    for public in ("/function/hello", "/async-function/hello", "/system/functions", "/ui/", "/ui"):
+        assert routed(public), public
+    for private in ("/metrics", "/", "/healthz", "/functions", "/readyz", "/systemd"):
+        assert not routed(private), private
+
+
+def test_compose_publishes_only_the_edge_in_front_of_a_gateway_that_stops_unready_first() -> None:
+    values = Values(target="compose", name="demo", port=9000, edge_image="stoker/platform:0.0.9")
+    services = compose.render(values)["services"]
+    assert [name for name, svc in services.items() if "ports" in svc] == ["edge"]
+    edge = services["edge"]
+    assert edge["ports"] == ["127.0.0.1:9000:8080"] and edge["image"] == "stoker/platform:0.0.9"
+    assert edge["command"][:3] == ["edge", "--upstream", "gateway:8080"]
+    assert "depends_on" not in edge  # recreating the gateway must never recreate the edge
+    gateway = services["gateway"]
+    delay = float(gateway["environment"]["STOKER_SHUTDOWN_DELAY_S"])
+    assert delay > 2 * float(edge["environment"]["STOKER_EDGE_CHECK_INTERVAL_S"])  # the edge sees it unready first
+    assert (
+        compose.render(Values(target="compose"))["services"]["edge"]["image"] == Values(target="compose").platform_image
+    )
+
+
+def test_swarm_host_entrypoint_puts_the_edge_before_gateways_updated_start_first() -> None:
+    stack = swarm.render(Values(target="swarm", gateway_replicas=3))
+    edge, gateway = stack["services"]["edge"], stack["services"]["gateway"]
+    assert edge["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
+    assert edge["deploy"]["mode"] == "global"
+    assert "ports" not in gateway
+    assert gateway["deploy"]["replicas"] == 3 and gateway["deploy"]["endpoint_mode"] == "dnsrr"
+    assert gateway["deploy"]["update_config"]["order"] == "start-first"
+    assert float(gateway["environment"]["STOKER_SHUTDOWN_DELAY_S"]) > 0
+    mesh = swarm.render(Values(target="swarm", entrypoint="mesh"))["services"]
+    assert "edge" not in mesh and mesh["gateway"]["ports"][0]["mode"] == "ingress"
+    assert "endpoint_mode" not in mesh["gateway"]["deploy"]  # the routing mesh needs a virtual IP
+
+
+def test_a_bad_edge_image_is_refused_naming_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--edge-image"):
+        Values(target="compose", edge_image="stoker/platform:latest")

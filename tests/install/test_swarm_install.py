@@ -1,7 +1,8 @@
 """The Swarm stack installed as docs/install.md has an operator do it, twice side by side on the shared engine: each
-deploys and calls its own function; a gateway task killed while a client calls the stable entrypoint, and an upgrade
-under load (failed calls counted and printed); uninstalling one leaves the other's every object alone and leaves
-nothing of its own. Names are unique to the run and removed even when a step fails."""
+deploys and calls its own function; a gateway task killed while a client calls the stable entrypoint (the edge), and
+an upgrade under load, GET and POST (failed calls counted, printed, and none allowed); uninstalling one leaves the
+other's every object alone and leaves nothing of its own. Names are unique to the run and removed even when a step
+fails."""
 
 from __future__ import annotations
 
@@ -71,9 +72,8 @@ def _deploy(name: str, url: str, home: Path, text: str, tmp_path: Path) -> tuple
     return deployed, time.monotonic() - start
 
 
-def _gateway_container(client: docker.DockerClient, name: str) -> Any:
-    found = client.containers.list(filters={"label": f"com.docker.swarm.service.name={name}_gateway"})
-    return found[0] if found else None
+def _gateway_containers(client: docker.DockerClient, name: str) -> list[Any]:
+    return list(client.containers.list(filters={"label": f"com.docker.swarm.service.name={name}_gateway"}))
 
 
 def test_two_stacks_side_by_side_survive_a_killed_gateway_and_an_upgrade_and_uninstall_cleanly(
@@ -95,31 +95,40 @@ def test_two_stacks_side_by_side_survive_a_killed_gateway_and_an_upgrade_and_uni
         before_b = _owned(client, b)
         assert f"service {b}-hello" in before_b and f"network {b}-functions" in before_b
 
-        # A gateway task killed while a client keeps calling the stable entrypoint.
-        with Load(f"{urls[a]}/function/hello", ("from a",)) as load:
+        # A gateway task killed while a client keeps calling the stable entrypoint (the edge, in front of two).
+        call = f"{urls[a]}/function/hello"
+        wait_for(lambda: len(_gateway_containers(client, a)) == 2, 120, "two gateways")
+        with Load(call, ("from a",)) as load:
             wait_for(lambda: load.ok > 20, 60, "calls before the kill")
-            killed = _gateway_container(client, a)
-            killed.kill()
+            _gateway_containers(client, a)[0].kill()
             seen = load.ok
-            wait_for(lambda: load.ok > seen + 20, 180, "calls after the gateway came back")
-        reports.append(load.report("swarm gateway task killed (one gateway on one node)"))
+            wait_for(lambda: load.ok > seen + 50, 180, "calls after the kill")
+        reports.append(load.report("swarm gateway task killed (two gateways behind the edge, GET)"))
+        # The other gateway took the new calls, and the edge sent again the GETs the killed one never answered.
+        assert load.failed == [], load.failed[:5]
 
         # Upgrade to a new platform image under load: the same command with the new reference.
         subprocess.run(["docker", "tag", images["STOKER_PLATFORM_IMAGE"], upgraded], check=True, timeout=60)
-        with Load(f"{urls[a]}/function/hello", ("from a",)) as load:
-            wait_for(lambda: load.ok > 20, 60, "calls before the upgrade")
+        wait_for(lambda: len(_gateway_containers(client, a)) == 2, 120, "two gateways again")
+        with Load(call, ("from a",)) as load, Load(call, ("from a",), method="POST", body=b"x") as posts:
+            wait_for(lambda: load.ok > 20 and posts.ok > 20, 60, "calls before the upgrade")
             start = time.monotonic()
             _install(a, ports[a], upgraded, images, home)
 
             def rolled() -> bool:
-                container = _gateway_container(client, a)
-                return container is not None and container.attrs["Config"]["Image"] == upgraded
+                found = _gateway_containers(client, a)
+                return len(found) == 2 and all(c.attrs["Config"]["Image"] == upgraded for c in found)
 
-            wait_for(rolled, 240, "the upgraded gateway")
-            seen = load.ok
-            wait_for(lambda: load.ok > seen + 20, 180, "calls after the upgrade")
+            wait_for(rolled, 240, "the upgraded gateways")
+            seen = load.ok + posts.ok
+            wait_for(lambda: load.ok + posts.ok > seen + 40, 180, "calls after the upgrade")
             timings["upgrade"] = time.monotonic() - start
-        reports.append(load.report("swarm upgrade (host entrypoint, stop-first)"))
+        reports.append(load.report("swarm upgrade (edge, two gateways start-first), GET"))
+        reports.append(posts.report("swarm upgrade (edge, two gateways start-first), POST"))
+        assert load.failed == [] and posts.failed == [], (load.failed[:5], posts.failed[:5])
+        # The edge kept its image: replacing it (stop-first, a host port) would have dropped connections.
+        (edge,) = client.api.services(filters={"name": f"{a}_edge"})
+        assert edge["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(images["STOKER_PLATFORM_IMAGE"])
         assert httpx.get(f"{urls[b]}/function/hello", timeout=60).text == "from b"
 
         stoker("uninstall", "swarm", "--name", a, "--functions", home=home)
