@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stoker.processes import alive
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
 
 pytestmark = pytest.mark.slow
@@ -23,20 +24,11 @@ def _replica_pids(platform: Platform) -> set[int]:
     return {int(pid) for pid in children if b"local.groups" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
 def _wait_gone(pids: set[int], timeout: float = 15) -> set[int]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
-    return {p for p in pids if _alive(p)}
+    return {p for p in pids if alive(p)}
 
 
 def test_functions_survive_a_restart_and_no_process_is_orphaned(fresh_home: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from runtime.backends.local.groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
+from stoker.processes import alive
 from tests.platform.scaling_support import status, wait_until
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
 
@@ -52,16 +53,11 @@ def test_other_users_processes_older_processes_and_other_boots_are_left_alone() 
 
 
 # --- the records, with real processes --------------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
-    proc = read_proc(pid)
-    return proc is not None and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def test_reaping_kills_a_recorded_group_and_spares_one_whose_record_does_not_match(tmp_path: Path) -> None:
@@ -142,7 +138,7 @@ def test_what_survives_a_platform_and_its_watcher_killed_together_goes_at_the_ne
     finally:
         p.stop(signal.SIGKILL)
     assert _wait_gone([replica]) == []
-    assert _alive(child)  # nothing could clean up: the next start must
+    assert alive(child)  # nothing could clean up: the next start must
     p = start_platform(fresh_home, env={"STOKER_POOL_SIZE": "0"})
     try:
         assert _wait_gone([child]) == []
@@ -167,7 +163,7 @@ def test_a_platform_stopped_while_its_warm_pool_fills_leaves_nothing_for_its_wat
         watcher = _watcher(proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        wait_until(lambda: not _alive(watcher), 30, "the watcher to end")
+        wait_until(lambda: not alive(watcher), 30, "the watcher to end")
     finally:
         if proc.poll() is None:
             proc.kill()
