@@ -4,7 +4,6 @@ SIGKILL it mid-test and start it again on the same port and data: ``durable_redi
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.wait_support import free_port
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -29,7 +24,7 @@ def _pings(client: redis.Redis) -> bool:
 
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    port, folder = _free_port(), tmp_path / "redis"
+    port, folder = free_port(), tmp_path / "redis"
     folder.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
 

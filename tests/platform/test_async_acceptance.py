@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +45,6 @@ def backend(request: pytest.FixtureRequest) -> list[str]:
     if not url:
         pytest.skip("STOKER_TEST_REDIS_URL is not set (scripts/test starts a redis-server and sets it)")
     return ["--redis", url]
-
-
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _lines(path: Path) -> list[str]:
@@ -100,7 +94,7 @@ def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfwa
             with p.client() as c:
                 sent = {c.post(f"/system/streams/{stream}", content=b"x").json()["id"] for _ in range(2000)}
         assert len(sent) == 2000
-        _until(lambda: len(_lines(out)) >= 300, 60, "some messages processed")
+        wait_until(lambda: len(_lines(out)) >= 300, 60, "some messages processed")
         p.stop(signal.SIGKILL)
         at_kill = set(_lines(out))
         assert len(at_kill) < 2000, "the kill came too late to test anything"
@@ -108,7 +102,7 @@ def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfwa
         p.stop(signal.SIGKILL)
     p = start_platform(home, *backend, env=env)
     try:
-        _until(lambda: sent <= set(_lines(out)), 120, "every message processed after the restart")
+        wait_until(lambda: sent <= set(_lines(out)), 120, "every message processed after the restart")
         assert set(_lines(out)) == sent
     finally:
         p.stop()
@@ -143,7 +137,7 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
         out = _deploy_recorder(p, tmp_path, name)
         call_id = httpx.post(f"{p.url}/async-function/{name}", content=b"poison").headers["x-call-id"]
         with p.client() as c:
-            _until(lambda: c.get(f"/system/queue/{name}/dead").json() != [], 60, "the dead letter")
+            wait_until(lambda: c.get(f"/system/queue/{name}/dead").json() != [], 60, "the dead letter")
             (dead,) = c.get(f"/system/queue/{name}/dead").json()
             assert dead["attempts"] == "3" and "poisoned" in dead["error"]
             assert _lines(out).count(call_id) == 3
@@ -155,7 +149,7 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
             )
             assert replay.returncode == 0, replay.stderr
             assert "Replayed 1" in replay.stdout
-            _until(lambda: _result(p, call_id, 1).headers.get("x-function-status") == "200", 60, "the replayed run")
+            wait_until(lambda: _result(p, call_id, 1).headers.get("x-function-status") == "200", 60, "the replayed run")
             assert _result(p, call_id).content == b"healed"
             assert c.get(f"/system/queue/{name}/dead").json() == []
     finally:
@@ -187,8 +181,8 @@ def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
         def accepted() -> bool:
             return httpx.post(f"{p.url}/async-function/{name}", content=b"x", timeout=30).status_code == 202
 
-        _until(accepted, 30, "async calls accepted again")
-        _until(lambda: httpx.get(f"{p.url}/healthz").status_code == 200, 30, "healthy again")
+        wait_until(accepted, 30, "async calls accepted again")
+        wait_until(lambda: httpx.get(f"{p.url}/healthz").status_code == 200, 30, "healthy again")
         again = httpx.post(f"{p.url}/async-function/{name}", content=b"x")
         assert again.status_code == 202
         assert _result(p, again.headers["x-call-id"]).status_code == 200

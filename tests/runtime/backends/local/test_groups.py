@@ -16,8 +16,9 @@ import pytest
 
 from runtime.backends.local.groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
 from stoker.processes import alive
-from tests.platform.scaling_support import status, wait_until
+from tests.platform.scaling_support import status
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 SPAWNER = """
 import os, subprocess

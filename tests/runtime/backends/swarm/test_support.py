@@ -16,12 +16,12 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from stoker.processes import alive
+from tests import wait_support
 from tests.docker_support import docker_client
 
 T = TypeVar("T")
@@ -80,14 +80,9 @@ def swarm_engine() -> Any:
     return client
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float = 120, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
+    """:func:`tests.wait_support.wait_for` at the pace of the Swarm API (each check asks the engine)."""
+    return wait_support.wait_for(check, timeout, what, poll_s=0.3)
 
 
 def remove_platform(engine: Any, platform: str, network: str = "") -> None:
