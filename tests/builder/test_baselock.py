@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,11 +93,7 @@ def test_concurrent_builders_make_one_image_and_show_its_progress(tmp_path: Path
             t.join(120)
         if proc.poll() is None:
             proc.kill()
-        for name in (base, f"{base}-rootfs"):
-            for image in client.images.list(name=name):
-                for tag in image.tags:
-                    with contextlib.suppress(Exception):
-                        client.images.remove(tag)
+        _remove_images(client, base)
         client.close()
 
 
@@ -123,9 +120,14 @@ def test_a_build_removes_the_root_filesystem_a_killed_build_left(tmp_path: Path)
     finally:
         if killed.poll() is None:
             killed.kill()
-        for name in (base, f"{base}-rootfs"):
-            for found in client.images.list(name=name):
-                for tag in found.tags:
-                    with contextlib.suppress(Exception):
-                        client.images.remove(tag)
+        _remove_images(client, base)
         client.close()
+
+
+def _remove_images(client: Any, base: str) -> None:
+    """What a test's builds made: the base image and its root filesystem, every tag."""
+    for name in (base, f"{base}-rootfs"):
+        for image in client.images.list(name=name):
+            for tag in image.tags:
+                with contextlib.suppress(Exception):
+                    client.images.remove(tag)

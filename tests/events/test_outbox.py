@@ -127,29 +127,9 @@ async def test_a_callback_whose_sender_died_is_reclaimed_and_delivered(
 async def test_a_callback_that_cannot_be_delivered_is_noted_on_its_call(
     queue: Queue, name: str, receiver: Receiver
 ) -> None:
-    call_id = f"c-{name}"
-    await queue.set_call(call_id, "done", Result(200, [], b"r", 0.1, name).encode(), 60)
-    await queue.ensure_group(CALLBACK_STREAM, CALLBACK_GROUP, from_start=True)
-    refused = Callback(receiver.url + "/refuse", call_id, Result(200, [], b"r", 0.1, name))
-    await queue.add(CALLBACK_STREAM, {"m": refused.encode()})
-    outbox = CallbackOutbox(queue, f"o-{name}", 4, 5.0, 0.1, LOOPBACK)
-    task = asyncio.create_task(outbox.run())
-    try:
-
-        async def noted() -> bool:
-            record = await queue.get_call(call_id)
-            return record is not None and record.callback_error != ""
-
-        deadline = time.monotonic() + 20
-        while not await noted():
-            assert time.monotonic() < deadline, "the failure was not noted"
-            await asyncio.sleep(0.02)
-        record = await queue.get_call(call_id)
-        assert record is not None and "400" in record.callback_error and record.status == "done"
-        assert len(receiver.calls(call_id)) == 1  # a 4xx is the receiver's answer: not retried
-    finally:
-        await outbox.stop(1)
-        task.cancel()
+    call_id, record = await _delivery(queue, name, receiver, "/refuse")
+    assert "400" in record.callback_error and record.status == "done"
+    assert len(receiver.calls(call_id)) == 1  # a 4xx is the receiver's answer: not retried
 
 
 async def _delivery(queue: Queue, name: str, receiver: Receiver, path: str) -> tuple[str, CallRecord]:
