@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
+
+from stoker.processes import alive
 
 T = TypeVar("T")
 
@@ -40,6 +42,16 @@ async def wait_until_async(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(poll_s)
+
+
+def still_running(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` seconds for the processes ``pids`` to end; those still running then ([] when none; a
+    zombie has ended, see :func:`stoker.processes.alive`)."""
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -61,16 +60,6 @@ def _deploy_recorder(p: Platform, tmp: Path, name: str, **extra: str) -> Path:
     return out
 
 
-def _result(p: Platform, call_id: str, timeout: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    with p.client() as c:
-        while True:
-            r = c.get(f"/system/async-result/{call_id}")
-            if r.status_code == 200 or time.monotonic() > deadline:
-                return r
-            time.sleep(0.05)
-
-
 def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfway(
     backend: list[str], tmp_path: Path
 ) -> None:
@@ -121,7 +110,7 @@ def test_platform_killed_between_202_and_the_invocation(backend: list[str], tmp_
         p.stop(signal.SIGKILL)
     p = start_platform(home, *backend, env=FAST)
     try:
-        done = _result(p, r.headers["x-call-id"])
+        done = p.async_result(r.headers["x-call-id"])
         assert done.status_code == 200 and done.content == b"ok"
         assert r.headers["x-call-id"] in _lines(out)
     finally:
@@ -141,7 +130,7 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
             (dead,) = c.get(f"/system/queue/{name}/dead").json()
             assert dead["attempts"] == "3" and "poisoned" in dead["error"]
             assert _lines(out).count(call_id) == 3
-            failed = _result(p, call_id)
+            failed = p.async_result(call_id)
             assert failed.headers["x-function-status"] == "500"
             (tmp_path / "healed").touch()
             replay = subprocess.run(
@@ -149,8 +138,10 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
             )
             assert replay.returncode == 0, replay.stderr
             assert "Replayed 1" in replay.stdout
-            wait_until(lambda: _result(p, call_id, 1).headers.get("x-function-status") == "200", 60, "the replayed run")
-            assert _result(p, call_id).content == b"healed"
+            wait_until(
+                lambda: p.async_result(call_id, 1).headers.get("x-function-status") == "200", 60, "the replayed run"
+            )
+            assert p.async_result(call_id).content == b"healed"
             assert c.get(f"/system/queue/{name}/dead").json() == []
     finally:
         p.stop()
@@ -167,7 +158,7 @@ def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
         _deploy_recorder(p, tmp_path, name)
         first = httpx.post(f"{p.url}/async-function/{name}", content=b"x")
         assert first.status_code == 202
-        assert _result(p, first.headers["x-call-id"]).status_code == 200
+        assert p.async_result(first.headers["x-call-id"]).status_code == 200
         server.terminate()
         server.wait(20)
         for _ in range(5):
@@ -185,6 +176,6 @@ def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
         wait_until(lambda: httpx.get(f"{p.url}/healthz").status_code == 200, 30, "healthy again")
         again = httpx.post(f"{p.url}/async-function/{name}", content=b"x")
         assert again.status_code == 202
-        assert _result(p, again.headers["x-call-id"]).status_code == 200
+        assert p.async_result(again.headers["x-call-id"]).status_code == 200
     finally:
         p.stop()
