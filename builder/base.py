@@ -38,6 +38,7 @@ from builder.reference import content_tag, has_tag, validate_reference
 from builder.stream import Output, run_build
 from runtime.contract import COMMAND, PORT, PORT_VAR, RUNTIME_USER
 from stoker.errors import NotFound
+from stoker.processes import alive
 
 DEFAULT_BASE = "stoker/runtime"
 OFFICIAL_PYTHON = "python:3.11-slim-bookworm"
@@ -209,20 +210,10 @@ def _remove_abandoned_roots(out: Output) -> None:
     mounted = Path("/proc/self/mountinfo").read_text(errors="replace") if Path("/proc/self/mountinfo").exists() else ""
     for folder in Path(_ROOTS_DIR).glob(f"{_ROOTS_PREFIX}*-*"):
         pid = folder.name[len(_ROOTS_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)) or f" {folder}/" in mounted:
+        if not pid.isdigit() or alive(int(pid)) or f" {folder}/" in mounted:
             continue
         out(f"removing {folder}, left by a build that did not finish (process {pid})")
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's
-    return True
 
 
 def base_ref(client: Any, base: str) -> str:

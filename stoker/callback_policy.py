@@ -21,6 +21,7 @@ are accepted at all.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,7 +74,7 @@ class CallbackPolicy:
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False))
+                networks.append(parse_network(entry))
                 continue
             except ValueError:
                 pass
@@ -93,11 +94,22 @@ class CallbackPolicy:
         reason = refusal(ip)
         if not reason:
             return ""
-        candidates: list[IPAddress] = [ip]
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            candidates.append(ip.ipv4_mapped)
-        listed = any(c in n for c in candidates for n in self.networks if n.version == c.version)
-        return "" if listed else reason
+        return "" if listed(ip, self.networks) else reason
+
+
+def parse_network(entry: str) -> IPNetwork:
+    """An address or CIDR block of a setting's list (``10.1.0.0/16``, ``127.0.0.1``, ``[fd00::1]``); ValueError when it
+    is neither. Host bits may be set (``10.1.2.3/16`` is ``10.1.0.0/16``)."""
+    return ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False)
+
+
+def listed(ip: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    """Whether ``ip`` falls in one of ``networks``; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, how a dual-stack
+    socket shows an IPv4 peer) also by its IPv4 address."""
+    candidates: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)
+    return any(c in n for c in candidates for n in networks if n.version == c.version)
 
 
 def _is_label(label: str) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from stoker.callback_policy import IPNetwork
+from stoker.callback_policy import IPNetwork, listed, parse_network
 
 FOR, PROTO, HOST = b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"
 NAMES = frozenset((FOR, PROTO, HOST))
@@ -36,7 +36,7 @@ class TrustedProxies:
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False))
+                networks.append(parse_network(entry))
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR block") from None
         return cls(tuple(networks))
@@ -49,9 +49,7 @@ class TrustedProxies:
             ip = ipaddress.ip_address(peer)
         except ValueError:  # a Unix socket peer has no address
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in n for n in self.networks if n.version == ip.version)
+        return listed(ip, self.networks)
 
 
 def forwarded(

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 from stoker.atomicfile import write_atomic
+from stoker.processes import alive_and_ours
 
 RECORD = "gateway.json"
 BACKEND_RECORD = "backend"  # the backend the last `stoker up` of this home used; kept at stop (for `stoker down`)
@@ -50,7 +50,7 @@ def last_backend(home: Path) -> str:
 def running_pid(home: Path) -> int:
     """The pid of the platform of ``home`` if it is running (as recorded), else 0."""
     pid = _read(home).get("pid")
-    return pid if isinstance(pid, int) and _alive(pid) else 0
+    return pid if isinstance(pid, int) and alive_and_ours(pid) else 0
 
 
 def remove(home: Path, pid: int) -> None:
@@ -66,7 +66,7 @@ def read(home: Path) -> str:
     url, pid = data.get("url"), data.get("pid")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not isinstance(pid, int):
         return ""
-    return url if _alive(pid) else ""
+    return url if alive_and_ours(pid) else ""
 
 
 def _read(home: Path) -> dict[str, object]:
@@ -75,15 +75,3 @@ def _read(home: Path) -> dict[str, object]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process holds that pid: not ours, the platform is gone
-        return False
-    return True

@@ -46,6 +46,18 @@ class Platform:
         with self.client() as c:
             return c.post("/system/functions", json=body, timeout=60)
 
+    def async_result(self, call_id: str, timeout: float = 60) -> httpx.Response:
+        """``GET /system/async-result/{call_id}`` until it is no longer 202 (queued, running or retrying), or the last
+        202 after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while True:
+                r = c.get(f"/system/async-result/{call_id}")
+                if r.status_code != 202 or time.monotonic() > deadline:
+                    return r
+                assert r.json()["status"] in ("queued", "running", "retrying"), r.text
+                time.sleep(0.05)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

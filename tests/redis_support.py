@@ -14,7 +14,6 @@ stop or SIGKILL it mid-test and start it again on the same port and data: ``dura
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.wait_support import free_port
 
 _NEXT_DB = "stoker-test:next-db"
 
@@ -40,12 +41,6 @@ def shared_redis_url() -> str:
     return f"{base}/{db}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
@@ -55,7 +50,7 @@ def _pings(client: redis.Redis) -> bool:
 
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    port, folder = _free_port(), tmp_path / "redis"
+    port, folder = free_port(), tmp_path / "redis"
     folder.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
 

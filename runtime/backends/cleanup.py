@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from builder.engine import engine_message
 from stoker.config import Config
 
 CLEANUPS = {name: f"runtime.backends.{name}.cleanup" for name in ("local", "docker", "swarm", "kubernetes")}
@@ -38,3 +39,18 @@ def tear_down(backend: str, config: Config) -> list[str]:
 def built_images(backend: str, config: Config) -> list[str]:
     """Remove the images the platform of ``config`` built on ``backend`` that nothing uses."""
     return _function(backend, "built_images")(config)
+
+
+def removal(kind: str, name: str, remove: Callable[[], object]) -> list[str]:
+    """Remove one engine object (``remove()``) and say so: ``["removed <kind> <name>"]``, or ``["kept <kind> <name>:
+    <why>"]`` when the engine refuses (a volume or secret still mounted by a container slow to stop, an image in
+    use), or nothing when it had gone already. The families' ``tear_down`` loops are this over what they own."""
+    import docker.errors
+
+    try:
+        remove()
+    except docker.errors.NotFound:
+        return []
+    except docker.errors.APIError as exc:
+        return [f"kept {kind} {name}: {engine_message(exc)}"]
+    return [f"removed {kind} {name}"]

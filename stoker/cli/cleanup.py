@@ -20,6 +20,7 @@ from pathlib import Path
 from stoker import gatewayrecord
 from stoker.config import BACKENDS, Config
 from stoker.errors import ConfigError, StokerError
+from stoker.processes import alive
 
 _STOP_MARGIN_S = 30.0  # beyond the drain timeout, for the platform to remove its replicas and exit
 
@@ -113,25 +114,8 @@ def _stop(config: Config) -> None:
     os.kill(pid, signal.SIGTERM)
     wait_s = config.drain_timeout_s + _STOP_MARGIN_S
     deadline = time.monotonic() + wait_s
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             raise StokerError(f"the platform (pid {pid}) did not stop within {wait_s:.0f}s; stop it and retry")
         time.sleep(0.1)
     print(f"stoker: stopped the platform (pid {pid})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return Path(f"/proc/{pid}").exists() and not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False

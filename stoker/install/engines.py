@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.backends.containers import OWNER
+from runtime.backends.docker import cleanup as docker_cleanup
+from runtime.backends.swarm import cleanup as swarm_cleanup
 from runtime.backends.swarm.config import PLATFORM
 from stoker.errors import StokerError
 from stoker.install import kubernetes, swarm
@@ -135,11 +136,7 @@ def compose_uninstall(values: Values, folder: Path, functions: bool) -> None:
     if functions:
         client = docker.from_env()
         try:
-            owner = {"label": f"{OWNER}={compose_owner(values)}"}
-            for container in client.containers.list(all=True, filters=owner):
-                container.remove(force=True)
-            for volume in client.volumes.list(filters=owner):
-                volume.remove(force=True)
+            _removed_all(docker_cleanup.remove_owned(client, compose_owner(values)))
         finally:
             client.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -187,21 +184,7 @@ def swarm_uninstall(values: Values, functions: bool, timeout: float = 120) -> No
         install = {"label": f"{INSTALL_LABEL}={values.name}"}
         keep = set() if functions else {swarm.secret_names(values)["platform-key"]}
         if functions:
-            platform = {"label": f"{PLATFORM}={values.name}"}
-            names = set()
-            for service in client.api.services(filters=platform):
-                names.add(service["Spec"]["Name"])
-                client.api.remove_service(service["ID"])
-
-            def gone() -> bool:
-                found = client.api.containers(all=True, filters={"label": "com.docker.swarm.service.name"})
-                return not any(c["Labels"].get("com.docker.swarm.service.name") in names for c in found)
-
-            _until(gone, timeout, "the function services' containers to stop")
-            for secret in client.api.secrets(filters=platform):
-                client.api.remove_secret(secret["ID"])
-            for config in client.api.configs(filters=platform):
-                client.api.remove_config(config["ID"])
+            _removed_all(swarm_cleanup.remove_platform(client.api, values.name, tasks_gone_s=timeout))
             for volume in (client.api.volumes(filters=stack) or {}).get("Volumes") or []:
                 _retry(lambda v=volume: client.api.remove_volume(v["Name"]), timeout)
         functions_network = f"{values.name}-functions"
@@ -220,6 +203,13 @@ def swarm_uninstall(values: Values, functions: bool, timeout: float = 120) -> No
                 _retry(lambda s=secret: client.api.remove_secret(s["ID"]), timeout)
     finally:
         client.close()
+
+
+def _removed_all(lines: list[str]) -> None:
+    """Fail an uninstall that had to keep something (``kept <kind> <name>: <why>``, the engine refused to remove it)."""
+    kept = [line for line in lines if line.startswith("kept ")]
+    if kept:
+        raise InstallError("; ".join(kept))
 
 
 def _until(check: Any, timeout: float, what: str) -> None:

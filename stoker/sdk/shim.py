@@ -42,7 +42,7 @@ import sys
 import tarfile
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import cloudpickle
@@ -303,58 +303,34 @@ class Adapter:
     # -- batches (``.map()`` sends its items in chunks) ----------------------------------------------------
     def run_batch(self, batch: _Batch, context: Context) -> Response:
         """Each call of the batch in turn, as if it had come alone; one reply holding every call's reply."""
-        started = time.perf_counter()
-        replies: list[tuple[int, bytes]] = []
-        for data in batch.calls:
-            _check_deadline(context)
-            try:
-                args, kwargs = self.decode_item(data, batch.allowed)
-            except (ValueError, serialization.PickleRefused) as exc:
-                replies.append(_refusal(exc))
-                continue
+        run = _BatchRun(self, batch, context)
+        for args, kwargs in run.calls():
             try:
                 result = self.fn(*args, **kwargs)
                 if isinstance(result, types.GeneratorType):
                     result = _Generated(list(result))
-            except Exception as exc:
-                replies.append((500, self.error_reply(exc)))
-                continue
-            except SystemExit as exc:  # fails this call, as it fails a call that came alone, not the batch
-                replies.append((500, _exited(context, exc)))
-                continue
-            replies.append(self.reply(result))
-        return self.batch_response(replies, started)
+            except (Exception, SystemExit) as exc:
+                run.failed(exc)
+            else:
+                run.returned(result)
+        return run.response()
 
     async def run_batch_async(self, batch: _Batch, context: Context) -> Response:
         """:meth:`run_batch` for a coroutine function: the calls are awaited one after the other."""
-        started = time.perf_counter()
-        replies: list[tuple[int, bytes]] = []
-        for data in batch.calls:
-            _check_deadline(context)
-            try:
-                args, kwargs = self.decode_item(data, batch.allowed)
-            except (ValueError, serialization.PickleRefused) as exc:
-                replies.append(_refusal(exc))
-                continue
+        run = _BatchRun(self, batch, context)
+        for args, kwargs in run.calls():
             try:
                 result = await self.fn(*args, **kwargs)
-            except Exception as exc:
-                replies.append((500, self.error_reply(exc)))
-                continue
-            except SystemExit as exc:
-                replies.append((500, _exited(context, exc)))
-                continue
-            replies.append(self.reply(result))
-        return self.batch_response(replies, started)
+            except (Exception, SystemExit) as exc:
+                run.failed(exc)
+            else:
+                run.returned(result)
+        return run.response()
 
     def decode_item(self, data: bytes, allowed: bool) -> tuple[list[Any], dict[str, Any]]:
         args, kwargs = serialization.decode_call(data, allow_pickle=allowed)
         self.check_arguments(args, kwargs)
         return args, kwargs
-
-    def batch_response(self, replies: list[tuple[int, bytes]], started: float) -> Response:
-        body = serialization.encode_batch_reply(replies, time.perf_counter() - started)
-        return Response(body, 200, {"Content-Type": serialization.MSGPACK})
 
 
 class _Batch:
@@ -365,6 +341,44 @@ class _Batch:
     def __init__(self, calls: list[bytes], allowed: bool) -> None:
         self.calls = calls
         self.allowed = allowed
+
+
+class _BatchRun:
+    """One batch being answered: everything but calling the function, which the sync and async callers do (the only
+    part that differs). :meth:`calls` yields the arguments of each call that decodes and fits, in order, after
+    checking the exec timeout; a call refused before it ran is answered in its place meanwhile. The caller reports
+    each call's outcome with :meth:`returned` or :meth:`failed`."""
+
+    __slots__ = ("adapter", "batch", "context", "replies", "started")
+
+    def __init__(self, adapter: Adapter, batch: _Batch, context: Context) -> None:
+        self.adapter = adapter
+        self.batch = batch
+        self.context = context
+        self.replies: list[tuple[int, bytes]] = []
+        self.started = time.perf_counter()
+
+    def calls(self) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+        for data in self.batch.calls:
+            _check_deadline(self.context)
+            try:
+                args, kwargs = self.adapter.decode_item(data, self.batch.allowed)
+            except (ValueError, serialization.PickleRefused) as exc:
+                self.replies.append(_refusal(exc))
+                continue
+            yield args, kwargs
+
+    def returned(self, result: Any) -> None:
+        self.replies.append(self.adapter.reply(result))
+
+    def failed(self, exc: Exception | SystemExit) -> None:
+        # SystemExit fails this call, as it fails a call that came alone, not the batch
+        body = _exited(self.context, exc) if isinstance(exc, SystemExit) else self.adapter.error_reply(exc)
+        self.replies.append((500, body))
+
+    def response(self) -> Response:
+        body = serialization.encode_batch_reply(self.replies, time.perf_counter() - self.started)
+        return Response(body, 200, {"Content-Type": serialization.MSGPACK})
 
 
 def _refusal(exc: Exception) -> tuple[int, bytes]:

@@ -12,7 +12,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,11 @@ from builder.baselock import WAITING
 from tests.builder.base_support import TINY_ROOT_LINE, link_runtime_deps, tiny_root
 from tests.docker_support import docker_client
 from tests.platform_fixture import ROOT
+from tests.wait_support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 THREADS = 3
-
-
-def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_concurrent_builders_make_one_image_and_show_its_progress(tmp_path: Path) -> None:
@@ -68,7 +61,7 @@ def test_concurrent_builders_make_one_image_and_show_its_progress(tmp_path: Path
         t.start()
     try:
         # The first builder holds the lock inside its root maker until `go`: every other one must find it taken.
-        _until(lambda: sum(WAITING in out for out in outputs) == THREADS, 60, f"{THREADS} builders to wait")
+        wait_until(lambda: sum(WAITING in out for out in outputs) == THREADS, 60, f"{THREADS} builders to wait")
         assert len(made.read_text().splitlines()) == 1, outputs  # only the holder got as far as its root maker
         go.touch()
         for t in threads:
@@ -100,11 +93,7 @@ def test_concurrent_builders_make_one_image_and_show_its_progress(tmp_path: Path
             t.join(120)
         if proc.poll() is None:
             proc.kill()
-        for name in (base, f"{base}-rootfs"):
-            for image in client.images.list(name=name):
-                for tag in image.tags:
-                    with contextlib.suppress(Exception):
-                        client.images.remove(tag)
+        _remove_images(client, base)
         client.close()
 
 
@@ -116,7 +105,7 @@ def test_a_build_removes_the_root_filesystem_a_killed_build_left(tmp_path: Path)
     cmd = [sys.executable, "-m", "tests.builder.base_support", base, str(cache), str(go), str(made)]
     killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
-        _until(lambda: made.exists() and made.read_text().strip(), 60, "the build to start its root filesystem")
+        wait_until(lambda: made.exists() and made.read_text().strip(), 60, "the build to start its root filesystem")
         left = Path(made.read_text().strip())
         killed.kill()  # mid-build, as `kill -9` or the OOM killer would: no cleanup runs
         killed.wait(30)
@@ -131,9 +120,14 @@ def test_a_build_removes_the_root_filesystem_a_killed_build_left(tmp_path: Path)
     finally:
         if killed.poll() is None:
             killed.kill()
-        for name in (base, f"{base}-rootfs"):
-            for found in client.images.list(name=name):
-                for tag in found.tags:
-                    with contextlib.suppress(Exception):
-                        client.images.remove(tag)
+        _remove_images(client, base)
         client.close()
+
+
+def _remove_images(client: Any, base: str) -> None:
+    """What a test's builds made: the base image and its root filesystem, every tag."""
+    for name in (base, f"{base}-rootfs"):
+        for image in client.images.list(name=name):
+            for tag in image.tags:
+                with contextlib.suppress(Exception):
+                    client.images.remove(tag)

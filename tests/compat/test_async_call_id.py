@@ -6,7 +6,6 @@ outside ``[A-Za-z0-9._-]``) gets a new one, as before."""
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,23 +35,12 @@ def queued(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     p.stop()
 
 
-def _result(p: Platform, call_id: str) -> httpx.Response:
-    deadline = time.monotonic() + 60
-    with p.client() as c:
-        while True:
-            r = c.get(f"/system/async-result/{call_id}")
-            if r.status_code == 200:
-                return r
-            assert r.status_code == 202 and time.monotonic() < deadline, r.text
-            time.sleep(0.05)
-
-
 def test_a_safe_caller_id_is_kept_end_to_end(queued: tuple[Platform, str]) -> None:
     p, name = queued
     mine = f"3f1c0a7e-{uuid.uuid4()}"
     r = httpx.post(f"{p.url}/async-function/{name}", content=b"first", headers={"X-Call-Id": mine}, timeout=30)
     assert r.status_code == 202 and r.headers["x-call-id"] == mine
-    assert _result(p, mine).json() == {"callId": mine, "body": "first"}
+    assert p.async_result(mine).json() == {"callId": mine, "body": "first"}
 
 
 def test_a_reused_id_is_refused_and_the_first_result_stays(queued: tuple[Platform, str]) -> None:
@@ -62,10 +50,10 @@ def test_a_reused_id_is_refused_and_the_first_result_stays(queued: tuple[Platfor
     assert first.status_code == 202
     again = httpx.post(f"{p.url}/async-function/{name}", content=b"second", headers={"X-Call-Id": mine}, timeout=30)
     assert again.status_code == 409 and mine in again.json()["error"]  # while queued or running
-    assert _result(p, mine).json() == {"callId": mine, "body": "first"}
+    assert p.async_result(mine).json() == {"callId": mine, "body": "first"}
     later = httpx.post(f"{p.url}/async-function/{name}", content=b"third", headers={"X-Call-Id": mine}, timeout=30)
     assert later.status_code == 409  # its result is kept: still in use
-    assert _result(p, mine).json() == {"callId": mine, "body": "first"}
+    assert p.async_result(mine).json() == {"callId": mine, "body": "first"}
 
 
 @pytest.mark.parametrize("unsafe", ["../../etc", "a b", "x" * 129, "-leading-dash", "id;drop", "é"])
@@ -76,4 +64,4 @@ def test_an_unsafe_id_gets_a_new_one(queued: tuple[Platform, str], unsafe: str) 
     assert r.status_code == 202
     fresh = r.headers["x-call-id"]
     assert fresh != unsafe and re.fullmatch(r"[0-9a-f]{32}", fresh)
-    assert _result(p, fresh).json()["callId"] == fresh
+    assert p.async_result(fresh).json()["callId"] == fresh

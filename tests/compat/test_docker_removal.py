@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,6 +18,7 @@ from runtime.backends.containers import FUNCTION, OWNER
 from tests.compat import watchdog_image
 from tests.docker_support import docker_client
 from tests.platform_fixture import Platform, start_platform
+from tests.wait_support import wait_until
 
 DRAIN_S = 12  # each removal's container ignores SIGTERM: `docker stop` waits this long before SIGKILL
 
@@ -49,13 +50,6 @@ def _containers(engine: Any, platform: Platform, name: str) -> list[Any]:
     return list(engine.containers.list(all=True, filters={"label": labels}))
 
 
-def _wait(check: Callable[[], bool], deadline_s: float = 90) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-
-
 def _deploy(platform: Platform, name: str, image: str) -> httpx.Response:
     with platform.client() as c:
         return c.post("/system/functions", json={"service": name, "image": image}, timeout=180)
@@ -76,7 +70,7 @@ def test_removals_answer_at_once_and_never_starve_a_deploy(
         assert all(r.status_code == 202 for r in pool.map(lambda n: _deploy(docker_platform, n, slow_image), names))
         removals = [pool.submit(_delete, docker_platform, n) for n in names]
         with docker_platform.client() as c:  # out of the routing table: the removals' engine calls come next
-            _wait(lambda: not {f["name"] for f in c.get("/system/functions").json()} & set(names))
+            wait_until(lambda: not {f["name"] for f in c.get("/system/functions").json()} & set(names), 90, poll_s=0.1)
         started = time.monotonic()
         bystander = _deploy(docker_platform, "bystander", slow_image)
         deploy_s = time.monotonic() - started
@@ -88,7 +82,7 @@ def test_removals_answer_at_once_and_never_starve_a_deploy(
     # No traffic to a function being removed, and it is not listed; its containers drain, then go.
     assert httpx.post(f"{docker_platform.url}/function/slow-0", timeout=30).status_code == 404
     assert any(_containers(engine, docker_platform, n) for n in names)  # still draining (they ignore SIGTERM)
-    _wait(lambda: not any(_containers(engine, docker_platform, n) for n in names), DRAIN_S * 6)
+    wait_until(lambda: not any(_containers(engine, docker_platform, n) for n in names), DRAIN_S * 6, poll_s=0.1)
     assert httpx.post(f"{docker_platform.url}/function/bystander", timeout=30).status_code == 200
 
 

@@ -15,8 +15,9 @@ import pytest
 from autoscaler.decider import OPENFAAS_CE_WINDOW_S, DeciderSpec
 from stoker.config import Config
 from stoker.spec import FunctionDeployment
-from tests.platform.scaling_support import SHORT, status, wait_until
+from tests.platform.scaling_support import SHORT, status
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform
+from tests.wait_support import wait_until
 
 
 def _settings(labels: dict[str, str]) -> DeciderSpec:

@@ -18,6 +18,7 @@ from events.queue import CALLBACK_GROUP, CALLBACK_STREAM, CallRecord, Queue, asy
 from events.retry import RetryPolicy
 from events.worker import FunctionWorker, WorkerSettings
 from stoker.callback_policy import CallbackPolicy
+from tests.wait_support import wait_until_async
 
 LOOPBACK = CallbackPolicy.parse("127.0.0.1")  # the receiver runs here; internal addresses are refused by default
 
@@ -67,13 +68,6 @@ def receiver() -> Iterator[Receiver]:
     r.server.shutdown()
 
 
-async def _until(predicate: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def _pending_callbacks(queue: Queue) -> int:
     return (await queue.info(CALLBACK_STREAM, CALLBACK_GROUP)).pending
 
@@ -92,13 +86,13 @@ async def test_a_finished_calls_callback_is_delivered_from_the_outbox_then_delet
     inv = Invocation(name, body=b"x", call_id=call_id, callback_url=receiver.url + "/done")
     try:
         await queue.enqueue_call(async_stream(name), inv.encode(), call_id, 60)
-        await _until(lambda: receiver.calls(call_id) != [])
+        await wait_until_async(lambda: receiver.calls(call_id) != [], 20)
         ((headers, body),) = receiver.calls(call_id)
         assert body == b"answer x" and headers["x-function-status"] == "200"
         assert headers["x-function-name"] == name and headers["content-type"] == "text/plain"
         record = await queue.get_call(call_id)
         assert record is not None and record.status == "done" and record.callback_error == ""
-        await _until(lambda: outbox.inflight == 0)
+        await wait_until_async(lambda: outbox.inflight == 0, 20)
         entries = await queue.entries(CALLBACK_STREAM, 100_000)
         assert not [m for m in entries if call_id.encode() in m.fields[b"m"]]  # delivered entries are deleted
     finally:
@@ -122,8 +116,8 @@ async def test_a_callback_whose_sender_died_is_reclaimed_and_delivered(
     outbox = CallbackOutbox(queue, f"alive-{name}", 4, 0.3, 0.1, LOOPBACK)
     task = asyncio.create_task(outbox.run())
     try:
-        await _until(lambda: receiver.calls(call_id) != [])
-        await _until(lambda: outbox.inflight == 0)
+        await wait_until_async(lambda: receiver.calls(call_id) != [], 20)
+        await wait_until_async(lambda: outbox.inflight == 0, 20)
         assert len(receiver.calls(call_id)) == 1
     finally:
         await outbox.stop(1)
@@ -133,29 +127,9 @@ async def test_a_callback_whose_sender_died_is_reclaimed_and_delivered(
 async def test_a_callback_that_cannot_be_delivered_is_noted_on_its_call(
     queue: Queue, name: str, receiver: Receiver
 ) -> None:
-    call_id = f"c-{name}"
-    await queue.set_call(call_id, "done", Result(200, [], b"r", 0.1, name).encode(), 60)
-    await queue.ensure_group(CALLBACK_STREAM, CALLBACK_GROUP, from_start=True)
-    refused = Callback(receiver.url + "/refuse", call_id, Result(200, [], b"r", 0.1, name))
-    await queue.add(CALLBACK_STREAM, {"m": refused.encode()})
-    outbox = CallbackOutbox(queue, f"o-{name}", 4, 5.0, 0.1, LOOPBACK)
-    task = asyncio.create_task(outbox.run())
-    try:
-
-        async def noted() -> bool:
-            record = await queue.get_call(call_id)
-            return record is not None and record.callback_error != ""
-
-        deadline = time.monotonic() + 20
-        while not await noted():
-            assert time.monotonic() < deadline, "the failure was not noted"
-            await asyncio.sleep(0.02)
-        record = await queue.get_call(call_id)
-        assert record is not None and "400" in record.callback_error and record.status == "done"
-        assert len(receiver.calls(call_id)) == 1  # a 4xx is the receiver's answer: not retried
-    finally:
-        await outbox.stop(1)
-        task.cancel()
+    call_id, record = await _delivery(queue, name, receiver, "/refuse")
+    assert "400" in record.callback_error and record.status == "done"
+    assert len(receiver.calls(call_id)) == 1  # a 4xx is the receiver's answer: not retried
 
 
 async def _delivery(queue: Queue, name: str, receiver: Receiver, path: str) -> tuple[str, CallRecord]:
@@ -168,8 +142,8 @@ async def _delivery(queue: Queue, name: str, receiver: Receiver, path: str) -> t
     outbox = CallbackOutbox(queue, f"o-{name}", 4, 5.0, 0.1, LOOPBACK)
     task = asyncio.create_task(outbox.run())
     try:
-        await _until(lambda: receiver.calls(call_id) != [])
-        await _until(lambda: outbox.inflight == 0)
+        await wait_until_async(lambda: receiver.calls(call_id) != [], 20)
+        await wait_until_async(lambda: outbox.inflight == 0, 20)
         record = await queue.get_call(call_id)
         assert record is not None
         return call_id, record
@@ -191,7 +165,7 @@ async def test_a_callback_that_keeps_failing_is_tried_three_times_then_noted_at_
 ) -> None:
     delivery = asyncio.create_task(_delivery(queue, name, receiver, "/down"))
     call_id = f"c-{name}"
-    await _until(lambda: len(receiver.calls(call_id)) == 3)
+    await wait_until_async(lambda: len(receiver.calls(call_id)) == 3, 20)
     third = time.monotonic()
     _, record = await delivery
     # Noted as soon as the last try failed: no pause after it (the pauses are 0.5 s, then 1 s; a third, of 2 s, after

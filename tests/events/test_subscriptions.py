@@ -12,6 +12,7 @@ from events.retry import RetryPolicy
 from events.service import QueueService
 from events.worker import WorkerSettings
 from stoker.spec import FunctionDeployment
+from tests.wait_support import wait_until_async
 
 
 def _service(queue: Queue, deps: list[FunctionDeployment], seen: list[bytes]) -> QueueService:
@@ -21,13 +22,6 @@ def _service(queue: Queue, deps: list[FunctionDeployment], seen: list[bytes]) ->
 
     settings = WorkerSettings(8, RetryPolicy(3, 0.01, 0.05), claim_idle_s=5.0, block_s=0.1)
     return QueueService(queue, lambda: deps, invoke, settings, sync_interval_s=0.05)
-
-
-async def _until(predicate: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_messages_published_right_after_subscribe_reach_a_worker_started_later(queue: Queue, name: str) -> None:
@@ -43,7 +37,7 @@ async def test_messages_published_right_after_subscribe_reach_a_worker_started_l
         await queue.add(stream, {"body": body})
     await service.start()  # the worker starts afterwards (on main: at the next sync, at the end of the stream)
     try:
-        await _until(lambda: len(seen) >= len(sent))
+        await wait_until_async(lambda: len(seen) >= len(sent), 20)
         # Everything the group will ever be given has been: nothing left to deliver, nothing unacknowledged (a
         # redelivery or the history would show up in ``seen`` by then).
         deadline = time.monotonic() + 20
@@ -65,7 +59,7 @@ async def test_a_trigger_reads_what_is_published_right_after_it_is_added(queue: 
     await queue.add(stream, {"body": "first"})
     await service.start()
     try:
-        await _until(lambda: seen == [b"first"])
+        await wait_until_async(lambda: seen == [b"first"], 20)
     finally:
         await queue.set_trigger(name, stream, False)
         await service.stop(1)  # (closes the queue)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-import time
 from collections import Counter
 from typing import Any
 
@@ -14,13 +13,7 @@ from events.messages import Invocation, Result
 from events.queue import Message, Queue, async_stream, dead_stream, group_of
 from events.retry import RetryPolicy
 from events.worker import FunctionWorker, WorkerSettings
-
-
-async def _until(predicate: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+from tests.wait_support import wait_until_async
 
 
 def _settings(**kw: object) -> WorkerSettings:
@@ -40,7 +33,7 @@ async def test_failures_are_retried_then_dead_lettered_with_the_attempt_count(qu
     call_id = f"c-{name}"  # call records are keyed by id on a shared redis-server: one of this run's own
     await queue.enqueue_call(async_stream(name), Invocation(name, call_id=call_id).encode(), call_id, 60)
     try:
-        await _until(lambda: calls[call_id] == 3 and worker.inflight == 0)
+        await wait_until_async(lambda: calls[call_id] == 3 and worker.inflight == 0, 20)
         (dead,) = await queue.entries(dead_stream(name), 10)
         assert dead.fields[b"attempts"] == b"3" and b"poison" in dead.fields[b"error"]
         assert Invocation.decode(dead.fields[b"m"]).call_id == call_id
@@ -71,8 +64,8 @@ async def test_a_long_invocation_is_not_redelivered_while_it_runs(queue: Queue, 
     call_id = f"long-{name}"
     await queue.enqueue_call(async_stream(name), Invocation(name, call_id=call_id).encode(), call_id, 60)
     try:
-        await _until(lambda: runs[call_id] >= 1)
-        await _until(lambda: all(w.inflight == 0 for w in workers))
+        await wait_until_async(lambda: runs[call_id] >= 1, 20)
+        await wait_until_async(lambda: all(w.inflight == 0 for w in workers), 20)
         record = await queue.get_call(call_id)
         assert record is not None and record.status == "done"
         assert runs[call_id] == 1
@@ -99,7 +92,7 @@ async def test_concurrency_per_function_is_bounded(queue: Queue, name: str) -> N
         await queue.add(async_stream(name), {"m": Invocation(name).encode()})
     task = asyncio.create_task(worker.run())
     try:
-        await _until(lambda: done == 12)
+        await wait_until_async(lambda: done == 12, 20)
         assert peak == 3
     finally:
         await worker.stop(1)
@@ -133,7 +126,7 @@ async def test_a_busy_worker_reads_messages_in_groups_not_one_per_freed_slot(que
     worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(concurrency=16), "w1")
     task = asyncio.create_task(worker.run())
     try:
-        await _until(lambda: len(done) == total and worker.inflight == 0)
+        await wait_until_async(lambda: len(done) == total and worker.inflight == 0, 20)
         assert sum(reads) == total and sum(done.values()) == total
         # a quarter of the worker's 16 slots at a time, but when calls ended too far apart
         assert statistics.median(reads) >= 4, f"{len(reads)} reads for {total} messages: {reads}"

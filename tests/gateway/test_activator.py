@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 QUEUE_SIZE = 2
 
@@ -41,13 +42,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     p.stop()
 
 
-def _until(check: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _waiting(p: Platform, name: str) -> int:
     text = httpx.get(f"{p.url}/metrics", timeout=10).text
     m = re.search(rf'^stoker_function_waiting{{function_name="{re.escape(name)}\.openfaas-fn"}} (\d+)$', text, re.M)
@@ -63,7 +57,7 @@ def _held(p: Platform, tmp_path: Path, labels: dict[str, str] | None = None) -> 
     assert r.status_code == 202, r.text
     with p.client() as c:
         assert c.post(f"/system/scale-function/{name}", json={"replicas": 0}).status_code == 202
-        _until(lambda: c.get(f"/system/function/{name}").json()["availableReplicas"] == 0, "scale to zero")
+        wait_until(lambda: c.get(f"/system/function/{name}").json()["availableReplicas"] == 0, 60, "scale to zero")
     hold.touch()
     return name, hold
 
@@ -79,7 +73,7 @@ def test_a_full_line_is_503_with_retry_after_and_the_line_is_served_once_a_repli
     with ThreadPoolExecutor(QUEUE_SIZE) as pool:
         try:
             waiting: list[Future[httpx.Response]] = [pool.submit(_call, platform, name) for _ in range(QUEUE_SIZE)]
-            _until(lambda: _waiting(platform, name) == QUEUE_SIZE, "the line to fill")
+            wait_until(lambda: _waiting(platform, name) == QUEUE_SIZE, 60, "the line to fill")
             full = _call(platform, name)
             assert full.status_code == 503, full.text
             assert full.headers["retry-after"] == "1"
@@ -103,7 +97,7 @@ def test_a_wait_past_the_functions_timeout_is_504(platform: Platform, tmp_path: 
         assert _waiting(platform, name) == 0  # the call left the line
     finally:
         hold.unlink()
-    _until(lambda: _call(platform, name).status_code == 200, "the function to serve once released")
+    wait_until(lambda: _call(platform, name).status_code == 200, 60, "the function to serve once released")
 
 
 def test_calls_waiting_for_a_function_that_is_removed_get_404(platform: Platform, tmp_path: Path) -> None:
@@ -111,7 +105,7 @@ def test_calls_waiting_for_a_function_that_is_removed_get_404(platform: Platform
     try:
         with ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(_call, platform, name) for _ in range(2)]
-            _until(lambda: _waiting(platform, name) == 2, "two calls in the line")
+            wait_until(lambda: _waiting(platform, name) == 2, 60, "two calls in the line")
             with platform.client() as c:
                 assert c.request("DELETE", "/system/functions", json={"functionName": name}).status_code == 202
             answers = [f.result() for f in waiting]
@@ -122,7 +116,7 @@ def test_calls_waiting_for_a_function_that_is_removed_get_404(platform: Platform
     assert _call(platform, name).status_code == 404
     # Nothing of the removed function keeps running: the replica that was starting for it is stopped, and none is
     # started in its place (one was, cold, once its warm start ended after the removal; nobody ever stopped it).
-    _until(lambda: not _processes_with(f"HOLD={hold}"), "the removed function's processes to end", 30)
+    wait_until(lambda: not _processes_with(f"HOLD={hold}"), 30, "the removed function's processes to end")
 
 
 def _processes_with(variable: str) -> list[int]:

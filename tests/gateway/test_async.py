@@ -27,17 +27,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     p.stop()
 
 
-def result(p: Platform, call_id: str, timeout: float = 30) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    with p.client() as c:
-        while True:
-            r = c.get(f"/system/async-result/{call_id}")
-            if r.status_code != 202 or time.monotonic() > deadline:
-                return r
-            assert r.json()["status"] in ("queued", "running", "retrying")
-            time.sleep(0.05)
-
-
 def test_unknown_function_is_404_not_202(platform: Platform) -> None:
     r = httpx.post(f"{platform.url}/async-function/nope", content=b"x")
     assert r.status_code == 404 and "nope" in r.json()["error"]
@@ -47,7 +36,7 @@ def test_202_then_the_result_by_call_id(platform: Platform) -> None:
     r = httpx.post(f"{platform.url}/async-function/hello", content=b"async")
     assert r.status_code == 202
     call_id = r.headers["x-call-id"]
-    done = result(platform, call_id)
+    done = platform.async_result(call_id, 30)
     assert done.status_code == 200 and done.content == b"Hello, async!\n"
     assert done.headers["x-call-id"] == call_id and done.headers["x-function-status"] == "200"
     assert done.headers["x-function-name"] == "hello.openfaas-fn"

@@ -16,12 +16,7 @@ import pytest
 import redis
 
 from tests.platform_fixture import start_platform
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.wait_support import free_port
 
 
 def _wait(url: str, status: int, timeout: float = 30) -> httpx.Response:
@@ -37,7 +32,7 @@ def _wait(url: str, status: int, timeout: float = 30) -> httpx.Response:
 def redis_with_password() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             "redis-server",

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import tarfile
-import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, write_handler
+from tests.wait_support import wait_until
 
 
 @pytest.mark.parametrize(
@@ -60,10 +60,10 @@ def test_function_lifecycle(platform: Platform) -> None:
 
         r = c.post("/system/scale-function/life", json={"serviceName": "life", "replicas": 3})
         assert r.status_code == 202
-        _wait(lambda: c.get("/system/function/life").json()["availableReplicas"] == 3)
+        wait_until(lambda: c.get("/system/function/life").json()["availableReplicas"] == 3, 20)
 
         r = c.post("/system/scale-function/life", json={"serviceName": "life", "replicas": 1})
-        _wait(lambda: c.get("/system/function/life").json()["availableReplicas"] == 1)
+        wait_until(lambda: c.get("/system/function/life").json()["availableReplicas"] == 1, 20)
 
         # update in place: new code serves, and nothing failed during the roll
         body = {"service": "life", "source": _bundle({"handler.py": "def handle(e, c):\n    return 'v2'\n"})}
@@ -123,7 +123,7 @@ def test_scaling_above_the_maximum_is_400_and_changes_nothing(platform: Platform
         status = c.get(f"/system/function/{name}").json()
         assert status["replicas"] == 1 and status["labels"]["com.openfaas.scale.type"] == "rps"
         assert c.post(f"/system/scale-function/{name}", json={"serviceName": name, "replicas": 2}).status_code == 202
-        _wait(lambda: c.get(f"/system/function/{name}").json()["availableReplicas"] == 2)
+        wait_until(lambda: c.get(f"/system/function/{name}").json()["availableReplicas"] == 2, 20)
         assert c.request("DELETE", "/system/functions", json={"functionName": name}).status_code == 202
 
 
@@ -149,7 +149,7 @@ def test_logs_are_ndjson_with_openfaas_fields(platform: Platform, tmp_path: Path
     assert platform.deploy("talk", tmp_path / "talk").status_code == 202
     httpx.post(f"{platform.url}/function/talk", content=b"marker-123")
     with platform.client() as c:
-        _wait(lambda: "marker-123" in c.get("/system/logs", params={"name": "talk"}).text)
+        wait_until(lambda: "marker-123" in c.get("/system/logs", params={"name": "talk"}).text, 20)
         items = [json.loads(line) for line in c.get("/system/logs", params={"name": "talk"}).text.splitlines()]
         assert set(items[0]) == {"name", "namespace", "instance", "timestamp", "text"}
         assert any(i["text"] == "said marker-123" for i in items)
@@ -183,15 +183,6 @@ def _bundle(files: dict[str, str]) -> str:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def _wait(check: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_deploy_asked_for_as_ndjson_streams_its_progress_then_the_answer(platform: Platform, tmp_path: Path) -> None:

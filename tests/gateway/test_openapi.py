@@ -26,6 +26,7 @@ from runtime.backends import create_backend
 from stoker import __version__
 from stoker.config import Config
 from tests.platform_fixture import FUNCTIONS, ROOT, Platform, start_platform
+from tests.wait_support import free_port
 
 FUNCTIONS_PATH = "/system/functions"
 
@@ -117,9 +118,7 @@ def down_queue_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pl
     """A platform whose Redis went away just after it started (a Redis that is not there at all stops ``stoker up``)."""
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     redis_proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

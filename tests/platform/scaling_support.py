@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from tests.platform_fixture import Platform
+from tests.wait_support import wait_until
 
 SHORT = {
     "STOKER_AUTOSCALE_TICK_S": "0.25",
@@ -21,15 +21,6 @@ SHORT = {
     "STOKER_POOL_SIZE": "2",
 }
 PANIC_WINDOW_S = float(SHORT["STOKER_PANIC_WINDOW_S"])
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def status(p: Platform, name: str) -> dict[str, object]:

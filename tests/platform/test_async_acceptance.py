@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,11 @@ import pytest
 import redis
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+<<<<<<< HEAD
 from tests.redis_support import shared_redis_url
+=======
+from tests.wait_support import wait_until
+>>>>>>> dups
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +46,6 @@ def backend(request: pytest.FixtureRequest) -> list[str]:
     return ["--redis", shared_redis_url()]
 
 
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _lines(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -62,16 +58,6 @@ def _deploy_recorder(p: Platform, tmp: Path, name: str, **extra: str) -> Path:
     r = p.deploy(name, write_handler(tmp / "fn", RECORDER), envVars=env, **extra)
     assert r.status_code == 202, r.text
     return out
-
-
-def _result(p: Platform, call_id: str, timeout: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    with p.client() as c:
-        while True:
-            r = c.get(f"/system/async-result/{call_id}")
-            if r.status_code == 200 or time.monotonic() > deadline:
-                return r
-            time.sleep(0.05)
 
 
 def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfway(
@@ -97,7 +83,7 @@ def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfwa
             with p.client() as c:
                 sent = {c.post(f"/system/streams/{stream}", content=b"x").json()["id"] for _ in range(2000)}
         assert len(sent) == 2000
-        _until(lambda: len(_lines(out)) >= 300, 60, "some messages processed")
+        wait_until(lambda: len(_lines(out)) >= 300, 60, "some messages processed")
         p.stop(signal.SIGKILL)
         at_kill = set(_lines(out))
         assert len(at_kill) < 2000, "the kill came too late to test anything"
@@ -105,7 +91,7 @@ def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfwa
         p.stop(signal.SIGKILL)
     p = start_platform(home, *backend, env=env)
     try:
-        _until(lambda: sent <= set(_lines(out)), 120, "every message processed after the restart")
+        wait_until(lambda: sent <= set(_lines(out)), 120, "every message processed after the restart")
         assert set(_lines(out)) == sent
     finally:
         p.stop()
@@ -124,7 +110,7 @@ def test_platform_killed_between_202_and_the_invocation(backend: list[str], tmp_
         p.stop(signal.SIGKILL)
     p = start_platform(home, *backend, env=FAST)
     try:
-        done = _result(p, r.headers["x-call-id"])
+        done = p.async_result(r.headers["x-call-id"])
         assert done.status_code == 200 and done.content == b"ok"
         assert r.headers["x-call-id"] in _lines(out)
     finally:
@@ -140,11 +126,11 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
         out = _deploy_recorder(p, tmp_path, name)
         call_id = httpx.post(f"{p.url}/async-function/{name}", content=b"poison").headers["x-call-id"]
         with p.client() as c:
-            _until(lambda: c.get(f"/system/queue/{name}/dead").json() != [], 60, "the dead letter")
+            wait_until(lambda: c.get(f"/system/queue/{name}/dead").json() != [], 60, "the dead letter")
             (dead,) = c.get(f"/system/queue/{name}/dead").json()
             assert dead["attempts"] == "3" and "poisoned" in dead["error"]
             assert _lines(out).count(call_id) == 3
-            failed = _result(p, call_id)
+            failed = p.async_result(call_id)
             assert failed.headers["x-function-status"] == "500"
             (tmp_path / "healed").touch()
             replay = subprocess.run(
@@ -152,8 +138,10 @@ def test_poison_message_is_dead_lettered_after_the_attempts_and_replay_reruns_it
             )
             assert replay.returncode == 0, replay.stderr
             assert "Replayed 1" in replay.stdout
-            _until(lambda: _result(p, call_id, 1).headers.get("x-function-status") == "200", 60, "the replayed run")
-            assert _result(p, call_id).content == b"healed"
+            wait_until(
+                lambda: p.async_result(call_id, 1).headers.get("x-function-status") == "200", 60, "the replayed run"
+            )
+            assert p.async_result(call_id).content == b"healed"
             assert c.get(f"/system/queue/{name}/dead").json() == []
     finally:
         p.stop()
@@ -170,7 +158,7 @@ def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
         _deploy_recorder(p, tmp_path, name)
         first = httpx.post(f"{p.url}/async-function/{name}", content=b"x")
         assert first.status_code == 202
-        assert _result(p, first.headers["x-call-id"]).status_code == 200
+        assert p.async_result(first.headers["x-call-id"]).status_code == 200
         server.terminate()
         server.wait(20)
         for _ in range(5):
@@ -184,10 +172,10 @@ def test_redis_stopped_mid_run_gives_503_never_202_and_recovers(
         def accepted() -> bool:
             return httpx.post(f"{p.url}/async-function/{name}", content=b"x", timeout=30).status_code == 202
 
-        _until(accepted, 30, "async calls accepted again")
-        _until(lambda: httpx.get(f"{p.url}/healthz").status_code == 200, 30, "healthy again")
+        wait_until(accepted, 30, "async calls accepted again")
+        wait_until(lambda: httpx.get(f"{p.url}/healthz").status_code == 200, 30, "healthy again")
         again = httpx.post(f"{p.url}/async-function/{name}", content=b"x")
         assert again.status_code == 202
-        assert _result(p, again.headers["x-call-id"]).status_code == 200
+        assert p.async_result(again.headers["x-call-id"]).status_code == 200
     finally:
         p.stop()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
+from tests.wait_support import still_running
 
 pytestmark = pytest.mark.slow
 
@@ -21,22 +21,6 @@ def _replica_pids(platform: Platform) -> set[int]:
     """Replica processes started by the platform (its children but the watcher of their process groups)."""
     children = Path(f"/proc/{platform.proc.pid}/task/{platform.proc.pid}/children").read_text().split()
     return {int(pid) for pid in children if b"local.groups" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-def _wait_gone(pids: set[int], timeout: float = 15) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
-    return {p for p in pids if _alive(p)}
 
 
 def test_functions_survive_a_restart_and_no_process_is_orphaned(fresh_home: Path, tmp_path: Path) -> None:
@@ -50,7 +34,7 @@ def test_functions_survive_a_restart_and_no_process_is_orphaned(fresh_home: Path
         assert len(pids - generic) == 2  # the rest are the warm pool's generic replicas
     finally:
         assert p.stop() == 0
-    assert _wait_gone(pids) == set()
+    assert still_running(pids, 15) == []
 
     p = start_platform(fresh_home)
     try:
@@ -67,7 +51,7 @@ def test_functions_survive_a_platform_crash(fresh_home: Path, tmp_path: Path) ->
     assert p.deploy("pid", tmp_path / "pid").status_code == 202
     pids = _replica_pids(p)
     p.stop(signal.SIGKILL)
-    assert _wait_gone(pids) == set()  # replicas die with the platform, even on SIGKILL
+    assert still_running(pids, 15) == []  # replicas die with the platform, even on SIGKILL
 
     p = start_platform(fresh_home)
     try:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +36,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     p = start_platform(tmp_path_factory.mktemp("stoker-home"), env={"STOKER_MAX_BODY_BYTES": str(64 * 1024)})
     yield p
     p.stop()
-
-
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -78,7 +72,7 @@ def test_published_messages_fire_a_trigger_on_the_embedded_queue(platform: Platf
     assert by_fields.returncode == 0, by_fields.stderr
     by_stdin = _cli(platform, "queue", "publish", stream, stdin=b"from stdin")
     assert by_stdin.returncode == 0, by_stdin.stderr
-    _until(lambda: len(_records(out)) == 4, 60, "four invocations")
+    wait_until(lambda: len(_records(out)) == 4, 60, "four invocations")
     got = {r["id"]: r for r in _records(out)}
     assert json.loads(got[json_id]["body"]) == {"order": "7", "qty": "2", "paid": "true"}
     assert got[json_id]["type"] == "application/json"
@@ -172,10 +166,10 @@ def test_a_stack_function_reads_what_is_published_as_soon_as_up_says_it_is_deplo
     stack.write_text(STACK.format(name=name, out=out, stream=stream))
     p = start_platform(tmp_path / "home", "--stack", str(stack))
     try:
-        _until(lambda: any("deployed" in line for line in p.output), 60, "the stack deployed")
+        wait_until(lambda: any("deployed" in line for line in p.output), 60, "the stack deployed")
         with p.client() as c:
             ids = {c.post(f"/system/streams/{stream}", content=f"{i}".encode()).json()["id"] for i in range(50)}
-        _until(lambda: len(_records(out)) >= 50, 60, "every message processed")
+        wait_until(lambda: len(_records(out)) >= 50, 60, "every message processed")
         assert {r["id"] for r in _records(out)} == ids
     finally:
         p.stop()

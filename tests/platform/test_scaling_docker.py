@@ -23,9 +23,9 @@ from tests.platform.scaling_support import (
     scale_ups,
     status,
     step_from_one_to_twenty_clients,
-    wait_until,
 )
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 

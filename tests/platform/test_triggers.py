@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,11 @@ import redis
 
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
+<<<<<<< HEAD
 from tests.redis_support import shared_redis_url
+=======
+from tests.wait_support import wait_until
+>>>>>>> dups
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +47,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
     p = start_platform(tmp_path_factory.mktemp("stoker-home"), "--redis", redis_url)
     yield p
     p.stop()
-
-
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +106,7 @@ def test_a_cron_function_is_invoked_on_its_schedule(platform: Platform, tmp_path
     cron = {"topic": "cron-function", "schedule": "* * * * * */2"}
     out = _deploy_recorder(platform, tmp_path, name, annotations=cron)
     try:
-        _until(lambda: len(_records(out)) >= 3, 45, "three cron invocations")
+        wait_until(lambda: len(_records(out)) >= 3, 45, "three cron invocations", poll_s=0.1)
     finally:
         _delete(platform, name)
     ticks = [int(r["headers"]["x-stoker-tick"]) for r in _records(out)]
@@ -133,7 +130,7 @@ def test_stoker_trigger_create_subscribes_a_function_to_a_redis_stream(
     try:
         # The trigger reads every message added once `stoker trigger create` has answered: no waiting for a worker.
         msg_id = client.xadd(stream, {"body": b'{"order": 7}'}).decode()
-        _until(lambda: len(_records(out)) >= 1, 45, "the stream message's invocation")
+        wait_until(lambda: len(_records(out)) >= 1, 45, "the stream message's invocation", poll_s=0.1)
     finally:
         client.close()
         subprocess.run([*cli, "rm", name, stream], capture_output=True, env=platform.env(), timeout=60)
@@ -163,7 +160,12 @@ def test_a_trigger_created_through_one_gateway_is_live_for_another(tmp_path: Pat
             pipe.xadd(stream, {"body": str(i).encode()})
         sent = {i.decode() for i in pipe.execute()}
         a.stop(signal.SIGKILL)
-        _until(lambda: {r["headers"]["x-stoker-message-id"] for r in _records(out)} >= sent, 60, "every message")
+        wait_until(
+            lambda: {r["headers"]["x-stoker-message-id"] for r in _records(out)} >= sent,
+            60,
+            "every message",
+            poll_s=0.1,
+        )
         client.close()
         with b.client() as c:
             assert c.request("DELETE", "/system/triggers", json={"function": name, "stream": stream}).status_code == 200

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     assert p.deploy("hello", FUNCTIONS / "hello", labels={"com.openfaas.scale.max": "2"}).status_code == 202
     yield p
     p.stop()
-
-
-def _until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _source() -> str:
@@ -156,7 +149,7 @@ def test_an_empty_list_of_dead_letter_ids_replays_none(platform: Platform, tmp_p
     for _ in range(2):
         assert httpx.post(platform.url + "/async-function/failing", content=b"x").status_code == 202
     with platform.client() as c:
-        _until(lambda: len(c.get("/system/queue/failing/dead").json()) == 2, "two dead letters")
+        wait_until(lambda: len(c.get("/system/queue/failing/dead").json()) == 2, 30, "two dead letters")
         assert c.post("/system/queue/failing/replay", json={"ids": []}).json()["replayed"] == 0
         assert len(c.get("/system/queue/failing/dead").json()) == 2
         first = c.get("/system/queue/failing/dead").json()[0]["deadId"]

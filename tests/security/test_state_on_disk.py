@@ -13,13 +13,12 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.platform_fixture import FUNCTIONS, ROOT, Platform, start_platform, write_handler
+from tests.platform_fixture import FUNCTIONS, ROOT, start_platform, write_handler
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +44,6 @@ def _open_modes(home: Path) -> list[str]:
     return found
 
 
-def _wait_result(p: Platform, call_id: str) -> httpx.Response:
-    deadline = time.monotonic() + 30
-    with p.client() as c:
-        while True:
-            r = c.get(f"/system/async-result/{call_id}")
-            if r.status_code != 202 or time.monotonic() > deadline:
-                return r
-            time.sleep(0.05)
-
-
 def test_everything_under_the_home_is_private_after_real_use(tmp_path: Path) -> None:
     home = tmp_path / "home"
     p = start_platform(home)
@@ -70,7 +59,7 @@ def test_everything_under_the_home_is_private_after_real_use(tmp_path: Path) -> 
             f"{p.url}/async-function/hello", content=b"queued", headers={"Authorization": "Bearer caller-secret"}
         )
         assert r.status_code == 202
-        assert _wait_result(p, r.headers["x-call-id"]).status_code == 200
+        assert p.async_result(r.headers["x-call-id"], 30).status_code == 200
         with p.client() as c:
             logs = c.get("/system/logs", params={"name": "reader", "tail": "50"}).text
         assert "read a secret of 7 bytes" in logs

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,12 +14,11 @@ from pathlib import Path
 from stoker import gatewayrecord
 from stoker.config import DEFAULT_GATEWAY, gateway_url
 from tests.platform_fixture import start_platform
+from tests.wait_support import free_port
 
 
 def _closed_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _run(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

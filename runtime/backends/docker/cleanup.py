@@ -5,10 +5,11 @@ of its ``STOKER_HOME``); another platform's objects on the same engine have anot
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Any
 
 from builder import engine
-from builder.engine import engine_message
+from runtime.backends.cleanup import removal
 from runtime.backends.containers import FUNCTION, OWNER, DockerSettings, owner_id
 from runtime.backends.docker import network as docker_network
 from runtime.backends.docker.state import FunctionFiles
@@ -19,28 +20,10 @@ BUILT_LABEL = "com.stoker.source-digest"  # on every function image `stoker depl
 
 
 def tear_down(config: Config) -> list[str]:
-    import docker.errors
-
     owner = owner_id(config.home)
     client = _connect()
-    out: list[str] = []
     try:
-        for c in client.containers.list(all=True, filters={"label": f"{OWNER}={owner}"}):
-            if c.labels.get(OWNER) != owner:  # the engine filtered already; never trust a filter with a removal
-                continue
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True)
-                out.append(f"removed container {c.name}")
-        for v in client.volumes.list(filters={"label": f"{OWNER}={owner}"}):
-            if (v.attrs.get("Labels") or {}).get(OWNER) != owner:
-                continue
-            try:
-                v.remove()
-                out.append(f"removed volume {v.name}")
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                out.append(f"kept volume {v.name}: {engine_message(exc)}")
+        out = remove_owned(client, owner)
         settings = DockerSettings.from_env()
         name = settings.network or docker_network.default_name(owner)
         if client.networks.list(names=[name]):
@@ -49,6 +32,24 @@ def tear_down(config: Config) -> list[str]:
                 out.append(f"removed network {name}")
     finally:
         client.close()
+    return out
+
+
+def remove_owned(client: Any, owner: str) -> list[str]:
+    """Remove the containers, then the volumes, that carry ``owner`` in their owner label (one line each, as
+    :func:`runtime.backends.cleanup.removal`); ``stoker uninstall --functions`` of a compose install uses it too."""
+    import docker.errors
+
+    out: list[str] = []
+    for c in client.containers.list(all=True, filters={"label": f"{OWNER}={owner}"}):
+        if c.labels.get(OWNER) != owner:  # the engine filtered already; never trust a filter with a removal
+            continue
+        with contextlib.suppress(docker.errors.NotFound):  # a container that cannot be removed stops the cleanup
+            c.remove(force=True)
+            out.append(f"removed container {c.name}")
+    for v in client.volumes.list(filters={"label": f"{OWNER}={owner}"}):
+        if (v.attrs.get("Labels") or {}).get(OWNER) == owner:
+            out += removal("volume", v.name, v.remove)
     return out
 
 
@@ -70,11 +71,7 @@ def built_images(config: Config) -> list[str]:
             labels = image.labels or {}
             if BUILT_LABEL not in labels or FUNCTION not in labels:
                 continue  # an image the user named: not ours to remove
-            try:
-                client.images.remove(ref)
-                out.append(f"removed image {ref}")
-            except docker.errors.APIError as exc:
-                out.append(f"kept image {ref}: {engine_message(exc)}")
+            out += removal("image", ref, partial(client.images.remove, ref))
     finally:
         client.close()
     return out

@@ -5,11 +5,13 @@ name (``STOKER_SWARM_PLATFORM``). On Swarm a function and its secrets live in th
 
 from __future__ import annotations
 
+import contextlib
 import time
+from functools import partial
 from typing import Any
 
 from builder import engine
-from builder.engine import engine_message
+from runtime.backends.cleanup import removal
 from runtime.backends.swarm.config import PLATFORM, SwarmSettings
 from stoker.config import Config
 from stoker.errors import BackendUnavailable
@@ -18,62 +20,56 @@ _TASKS_GONE_S = 60.0  # how long the removed services' containers may take to st
 
 
 def tear_down(config: Config) -> list[str]:
-    import docker.errors
-
     settings = SwarmSettings.from_env()
     try:
         client = engine.connect()
     except BackendUnavailable as exc:
         raise BackendUnavailable(f"cannot clean up the swarm backend: {exc}") from None
     api = client.api
-    label = {"label": f"{PLATFORM}={settings.platform}"}
-    out: list[str] = []
-
-    def ours(obj: dict[str, Any]) -> bool:  # never trust a filter with a removal
-        return bool((obj.get("Spec", {}).get("Labels") or {}).get(PLATFORM) == settings.platform)
-
     try:
-        names = set()
-        for service in api.services(filters=label):
-            if not ours(service):
-                continue
-            name = service["Spec"]["Name"]
-            try:
-                api.remove_service(service["ID"])
-                names.add(name)
-                out.append(f"removed service {name}")
-            except docker.errors.NotFound:
-                pass
-        deadline = time.monotonic() + _TASKS_GONE_S
-        while names and time.monotonic() < deadline:
-            running = api.containers(all=True, filters={"label": "com.docker.swarm.service.name"})
-            if not any(c["Labels"].get("com.docker.swarm.service.name") in names for c in running):
-                break
-            time.sleep(0.2)
-        for kind, listing, remove in (
-            ("secret", api.secrets, api.remove_secret),
-            ("config", api.configs, api.remove_config),
-        ):
-            for obj in listing(filters=label):
-                if not ours(obj):
-                    continue
-                try:
-                    remove(obj["ID"])
-                    out.append(f"removed {kind} {obj['Spec']['Name']}")
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as exc:  # still mounted by a container slow to stop
-                    out.append(f"kept {kind} {obj['Spec']['Name']}: {engine_message(exc)}")
+        out = remove_platform(api, settings.platform)
         for network in api.networks(names=[settings.network]):
             if (network.get("Labels") or {}).get(PLATFORM) != settings.platform:
                 continue  # made by `stoker install swarm` (the stack's own), or another platform's
-            try:
-                api.remove_network(network["Id"])
-                out.append(f"removed network {settings.network}")
-            except docker.errors.APIError as exc:
-                out.append(f"kept network {settings.network}: {engine_message(exc)}")
+            out += removal("network", settings.network, partial(api.remove_network, network["Id"]))
     finally:
         client.close()
+    return out
+
+
+def remove_platform(api: Any, platform: str, tasks_gone_s: float = _TASKS_GONE_S) -> list[str]:
+    """Remove the services labelled with ``platform`` (functions and warm pool replicas), wait (up to
+    ``tasks_gone_s``) for their containers to stop, then remove its secrets and code configs; one line each, as
+    :func:`runtime.backends.cleanup.removal` (a secret still mounted by a container slow to stop is kept). The
+    network is left to the caller. ``stoker down``, ``stoker uninstall --functions`` and the tests use it."""
+    import docker.errors
+
+    label = {"label": f"{PLATFORM}={platform}"}
+
+    def ours(obj: dict[str, Any]) -> bool:  # never trust a filter with a removal
+        return bool((obj.get("Spec", {}).get("Labels") or {}).get(PLATFORM) == platform)
+
+    out: list[str] = []
+    names = set()
+    for service in api.services(filters=label):
+        if not ours(service):
+            continue
+        name = service["Spec"]["Name"]
+        with contextlib.suppress(docker.errors.NotFound):  # a service that cannot be removed stops the cleanup
+            api.remove_service(service["ID"])
+            names.add(name)
+            out.append(f"removed service {name}")
+    deadline = time.monotonic() + tasks_gone_s
+    while names and time.monotonic() < deadline:
+        running = api.containers(all=True, filters={"label": "com.docker.swarm.service.name"})
+        if not any(c["Labels"].get("com.docker.swarm.service.name") in names for c in running):
+            break
+        time.sleep(0.2)
+    kinds = (("secret", api.secrets, api.remove_secret), ("config", api.configs, api.remove_config))
+    for kind, listing, remove in kinds:
+        for obj in listing(filters=label):
+            if ours(obj):
+                out += removal(kind, obj["Spec"]["Name"], partial(remove, obj["ID"]))
     return out
 
 

@@ -15,10 +15,10 @@ import json
 from typing import Any
 
 from runtime.backends.namespaces import FunctionNamespace, implicit
+from runtime.backends.swarm.config import PLATFORM
 
 NAMESPACE = "com.stoker.namespace"
 NAMESPACE_VERSION = "com.stoker.namespace-version"
-_PLATFORM = "com.stoker.platform"
 
 
 class SwarmNamespaceStore:
@@ -29,7 +29,7 @@ class SwarmNamespaceStore:
         self.platform = platform
 
     def _versions(self, name: str | None) -> list[dict[str, Any]]:
-        wanted = [f"{_PLATFORM}={self.platform}", *([f"{NAMESPACE}={name}"] if name else [NAMESPACE])]
+        wanted = [f"{PLATFORM}={self.platform}", *([f"{NAMESPACE}={name}"] if name else [NAMESPACE])]
         found = self.api.configs(filters={"label": wanted})
         return sorted(found, key=lambda c: int(c["Spec"]["Labels"].get(NAMESPACE_VERSION, "0")))
 
@@ -49,7 +49,7 @@ class SwarmNamespaceStore:
     def save(self, namespace: FunctionNamespace) -> None:
         versions = self._versions(namespace.name)
         number = int(versions[-1]["Spec"]["Labels"][NAMESPACE_VERSION]) + 1 if versions else 1
-        labels = {_PLATFORM: self.platform, NAMESPACE: namespace.name, NAMESPACE_VERSION: str(number)}
+        labels = {PLATFORM: self.platform, NAMESPACE: namespace.name, NAMESPACE_VERSION: str(number)}
         data = json.dumps(namespace.to_json(), sort_keys=True).encode()
         digest = hashlib.sha256(namespace.name.encode()).hexdigest()[:16]
         self.api.create_config(f"{self.platform}-ns-{digest}-{number}", data, labels=labels)

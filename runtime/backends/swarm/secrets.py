@@ -15,12 +15,12 @@ import hashlib
 from typing import Any
 
 from runtime.backends.secrets import check_secret
+from runtime.backends.swarm.config import PLATFORM
 from stoker.errors import Conflict, NotFound
 
 SECRET = "com.stoker.secret"
 SECRET_NAMESPACE = "com.stoker.secret-namespace"
 SECRET_VERSION = "com.stoker.secret-version"
-_PLATFORM = "com.stoker.platform"
 
 
 class SwarmSecretStore:
@@ -32,7 +32,7 @@ class SwarmSecretStore:
 
     def _versions(self, name: str | None, namespace: str) -> list[dict[str, Any]]:
         """The Docker secrets of ``name`` (every name when None) in ``namespace``, oldest version first."""
-        wanted = [f"{_PLATFORM}={self.platform}", f"{SECRET_NAMESPACE}={namespace}"]
+        wanted = [f"{PLATFORM}={self.platform}", f"{SECRET_NAMESPACE}={namespace}"]
         if name is not None:
             wanted.append(f"{SECRET}={name}")
         found = self.api.secrets(filters={"label": wanted})
@@ -57,7 +57,7 @@ class SwarmSecretStore:
             raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")
         number = int(versions[-1]["Spec"]["Labels"][SECRET_VERSION]) + 1 if versions else 1
         digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:16]
-        labels = {_PLATFORM: self.platform, SECRET: name, SECRET_NAMESPACE: namespace, SECRET_VERSION: str(number)}
+        labels = {PLATFORM: self.platform, SECRET: name, SECRET_NAMESPACE: namespace, SECRET_VERSION: str(number)}
         created = self.api.create_secret(f"{self.platform}-s-{digest}-{number}", value, labels=labels)
         new_ref = {"SecretID": created["ID"], "SecretName": f"{self.platform}-s-{digest}-{number}"}
         old_ids = {s["ID"] for s in versions}
@@ -68,7 +68,7 @@ class SwarmSecretStore:
 
     def _rotate(self, old_ids: builtins.set[str], new_ref: dict[str, Any]) -> None:
         """Move every service that mounts one of ``old_ids`` onto ``new_ref`` (a rolling update each)."""
-        for service in self.api.services(filters={"label": f"{_PLATFORM}={self.platform}"}):
+        for service in self.api.services(filters={"label": f"{PLATFORM}={self.platform}"}):
             spec = service["Spec"]
             refs = spec["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
             if not any(r.get("SecretID") in old_ids for r in refs):

@@ -13,9 +13,7 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,15 +23,9 @@ from builder.baselock import WAITING, one_build
 from tests.builder.base_support import link_runtime_deps
 from tests.docker_support import docker_client
 from tests.platform_fixture import FUNCTIONS, ROOT, start_platform
+from tests.wait_support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
-
-
-def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _has(lines: list[str], text: str) -> bool:
@@ -53,7 +45,7 @@ def test_up_and_deploy_show_the_base_image_build(tmp_path: Path) -> None:
     try:
         with one_build(cache, lambda _: None) as say:  # another build runs: the platform and the deploy wait
             platform = start_platform(tmp_path / "home", "--backend", "docker", env=env)
-            _until(lambda: _has(platform.output, WAITING), 60, "stoker up to say it waits for the build")
+            wait_until(lambda: _has(platform.output, WAITING), 60, "stoker up to say it waits for the build")
             cmd = [sys.executable, "-m", "stoker", "deploy", "--name", "based", "--handler", str(FUNCTIONS / "hello")]
             deploy = subprocess.Popen(
                 cmd,
@@ -71,10 +63,10 @@ def test_up_and_deploy_show_the_base_image_build(tmp_path: Path) -> None:
 
             pumping = threading.Thread(target=pump, daemon=True)
             pumping.start()
-            _until(lambda: _has(deploy_lines, WAITING), 60, "the deploy to say it waits for the build")
+            wait_until(lambda: _has(deploy_lines, WAITING), 60, "the deploy to say it waits for the build")
             say("a line of the other build")  # relayed to both while they wait
-            _until(lambda: _has(deploy_lines, "a line of the other build"), 30, "the deploy to relay the build")
-            _until(lambda: _has(platform.output, "a line of the other build"), 30, "stoker up to relay the build")
+            wait_until(lambda: _has(deploy_lines, "a line of the other build"), 30, "the deploy to relay the build")
+            wait_until(lambda: _has(platform.output, "a line of the other build"), 30, "stoker up to relay the build")
         # Released: one of them builds, the other shows its progress; then the deploy goes on.
         assert deploy.wait(300) == 0, "\n".join(deploy_lines)
         pumping.join(10)

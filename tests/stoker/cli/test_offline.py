@@ -12,7 +12,6 @@ import importlib.util
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from stoker.client import Client, GatewayError, error_text
 from stoker.handler import Event, Headers
 from stoker.stack import load_stack
 from tests.fakes.gateway import FakeGateway, fake_gateway
+from tests.wait_support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 _ENV_VARS = ("STOKER_GATEWAY", "OPENFAAS_URL", "STOKER_ADMIN_PASSWORD", "OPENFAAS_PASSWORD", "STOKER_TOKEN")
@@ -40,12 +40,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in _ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("STOKER_HOME", str(tmp_path / "home"))
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_cli(*args: str, cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
@@ -90,7 +84,7 @@ def cli(gateway: FakeGateway, *args: str) -> int:
 
 
 def test_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = run_cli("list", "--gateway", url, cwd=tmp_path)
     assert result.returncode == 1
     line = one_line(result.stderr)
@@ -101,7 +95,7 @@ def test_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
 
 
 def test_gateway_flag_before_the_command(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = run_cli("--gateway", url, "info", cwd=tmp_path)
     assert result.returncode == 1 and url in one_line(result.stderr)
 
@@ -128,7 +122,7 @@ def test_deploy_semantic_stack_error_names_file_and_line(tmp_path: Path) -> None
 
 
 def test_invoke_unreachable_reads_stdin_and_fails(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = run_cli("invoke", "hello", "--gateway", url, cwd=tmp_path, stdin=b"hi")
     assert result.returncode == 1 and "cannot reach the gateway" in one_line(result.stderr)
 
@@ -168,7 +162,7 @@ def test_usage_errors_exit_2(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    assert main(["--gateway", f"http://127.0.0.1:{closed_port()}", *argv]) == 2
+    assert main(["--gateway", f"http://127.0.0.1:{free_port()}", *argv]) == 2
     err = capsys.readouterr().err
     assert expected in one_line(err)
 
@@ -441,7 +435,7 @@ def test_gateway_precedence(
 ) -> None:
     (tmp_path / "fn").mkdir()
     (tmp_path / "fn" / "handler.py").write_text("def handle(event, context):\n    return 'x'\n")
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     (tmp_path / "stack.yml").write_text(
         f"provider:\n  name: stoker\n  gateway: {gateway.url}\nfunctions:\n  fn:\n    handler: ./fn\n"
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import redis
 
 from tests.platform_fixture import ROOT
+from tests.wait_support import free_port
 
 PASSWORD = "right-password"
 
@@ -25,9 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="ne
 @pytest.fixture(scope="module")
 def locked_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A redis-server of this module's own, with a password."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
@@ -78,9 +76,7 @@ def test_no_password_names_the_variable(tmp_path: Path, locked_redis: int) -> No
 
 
 def test_an_unreachable_redis_fails_at_start(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once closed
+    port = free_port()  # nothing listens there
     line = _one_line(_up(tmp_path, "--redis", f"redis://127.0.0.1:{port}/0"))
     assert line.startswith("stoker: --redis: cannot use Redis at") and "Connection refused" in line
 

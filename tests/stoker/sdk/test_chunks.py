@@ -191,6 +191,8 @@ def test_an_async_function_runs_its_chunks_item_by_item(sdk_platform: Platform) 
     app.deploy()
     got = list(halve.map(range(6), chunksize=6, return_exceptions=True))
     assert got[:3] == [0, 0.5, 1] and isinstance(got[3], Odd) and got[4:] == [2, 2.5]
+    refused = list(halve.map([0, 2], chunksize=2, kwargs={"nope": 1}, return_exceptions=True))
+    assert all(isinstance(r, CallFailed) and r.status == 400 and "do not fit" in str(r) for r in refused)
     app.remove()
 
 

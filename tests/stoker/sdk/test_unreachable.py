@@ -4,7 +4,6 @@ that deploys at import exits 1 (an operation failed), not 2 (a usage mistake).""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from stoker.sdk import App, DeployError, SDKError
+from tests.wait_support import free_port
 
 
 def _closed_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_deploy_to_an_unreachable_gateway_is_an_sdk_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from runtime.backends.containers import OWNER
 from stoker import bundle
 from tests.docker_support import platform_containers
 from tests.platform_fixture import FUNCTIONS, ROOT, Platform, write_handler
+from tests.wait_support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +28,6 @@ def _containers(docker_engine: Any, platform: Platform, name: str) -> list[Any]:
     """This platform's containers of function ``name``: another run's (or a leftover of an interrupted one) on the
     same engine do not count."""
     return platform_containers(docker_engine, platform.home, name)
-
-
-def _wait(predicate: Any, timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_stack_deploys_with_the_cli_and_answers_through_the_gateway(
@@ -209,8 +200,13 @@ def test_a_container_killed_from_outside_is_replaced(
             if c.id != first.id and c.status == "running"
         ]
 
-    _wait(replaced, what="a replacement container")
-    _wait(lambda: httpx.get(f"{docker_platform.url}/function/killme", timeout=30).text == "alive", what="serving again")
+    wait_for(replaced, 90, "a replacement container", poll_s=0.2)
+    wait_for(
+        lambda: httpx.get(f"{docker_platform.url}/function/killme", timeout=30).text == "alive",
+        90,
+        "serving again",
+        poll_s=0.2,
+    )
 
 
 def test_a_crash_loop_backs_off_and_shows_in_the_status(
@@ -225,14 +221,18 @@ def test_a_crash_loop_backs_off_and_shows_in_the_status(
     folder = write_handler(tmp_path / "flaky", source)
     assert docker_platform.deploy("flaky", folder).status_code == 202
     with docker_platform.client() as c:
-        message = _wait(lambda: "restart 3" in (m := c.get("/system/function/flaky").json()["message"]) and m,
-                        what="three restarts")  # fmt: skip
+        message = wait_for(
+            lambda: "restart 3" in (m := c.get("/system/function/flaky").json()["message"]) and m,
+            90,
+            "three restarts",
+            poll_s=0.2,
+        )
     assert "exited with code 7" in message
     delay = float(message.rsplit(" in ", 1)[1].rstrip("s"))
     assert delay >= 0.8  # 0.2, 0.4, 0.8, ...: backoff, not a tight loop
     with docker_platform.client() as c:
         assert c.delete("/system/functions", params={"functionName": "flaky"}).status_code == 202
-    _wait(lambda: _containers(docker_engine, docker_platform, "flaky") == [], what="containers removed")
+    wait_for(lambda: _containers(docker_engine, docker_platform, "flaky") == [], 90, "containers removed", poll_s=0.2)
 
 
 def test_remove_deletes_the_containers_and_nothing_else(
@@ -244,7 +244,7 @@ def test_remove_deletes_the_containers_and_nothing_else(
     with docker_platform.client() as c:
         assert c.delete("/system/functions", params={"functionName": "rmme"}).status_code == 202
     # 202 once it gets no traffic; the containers drain and go in the background (docs/openfaas.md)
-    _wait(lambda: _containers(docker_engine, docker_platform, "rmme") == [], what="containers removed")
+    wait_for(lambda: _containers(docker_engine, docker_platform, "rmme") == [], 90, "containers removed", poll_s=0.2)
     assert docker_engine.images.get(image) is not None  # images stay (rebuilds are free)
     owner = hashlib.sha256(str(docker_platform.home.resolve()).encode()).hexdigest()[:12]
     assert docker_engine.networks.get(f"stoker-fn-{owner}") is not None  # the platform's network stays
@@ -260,7 +260,7 @@ def test_logs_come_from_the_containers(docker_platform: Platform) -> None:
             text = c.get("/system/logs", params={"name": "logsfn"}).text
             return [ln for ln in text.splitlines() if "call_id=" in ln]
 
-        lines = _wait(call_lines, what="a call log line")
+        lines = wait_for(call_lines, 90, "a call log line", poll_s=0.2)
         assert c.delete("/system/functions", params={"functionName": "logsfn"}).status_code == 202
     assert '"instance": "stoker-openfaas-fn-logsfn' in lines[-1]
 
@@ -289,15 +289,24 @@ def test_an_updated_secret_rolls_the_functions_that_use_it_without_a_failed_call
         assert {text for _, text in answers} <= {"first", "second"}
 
         # The old container and its secrets volume go; the code volume stays with the new container.
-        _wait(
+        wait_for(
             lambda: [c.id for c in _containers(docker_engine, docker_platform, "rotating")] not in ([before], []),
-            what="the roll",
+            90,
+            "the roll",
+            poll_s=0.2,
         )
-        _wait(
+        wait_for(
             lambda: before not in [c.id for c in _containers(docker_engine, docker_platform, "rotating")],
-            what="the old container",
+            90,
+            "the old container",
+            poll_s=0.2,
         )
         secrets_volumes = [v for v in volumes if v.startswith("stoker-secrets-")]
         assert secrets_volumes
-        _wait(lambda: not docker_engine.volumes.list(filters={"name": secrets_volumes[0]}), what="the old volume")
+        wait_for(
+            lambda: not docker_engine.volumes.list(filters={"name": secrets_volumes[0]}),
+            90,
+            "the old volume",
+            poll_s=0.2,
+        )
         assert c.delete("/system/functions", params={"functionName": "rotating"}).status_code == 202

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from runtime.backends.containers import FUNCTION, OWNER
 from tests.platform_fixture import ROOT, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,9 @@ def test_a_restarted_platform_adopts_its_containers(docker_engine: Any, tmp_path
         try:
             with second.client() as c:
                 assert c.get(f"/system/function/{name}").json()["replicas"] == 1
-            _wait(lambda: httpx.get(f"{second.url}/function/{name}", timeout=30).status_code == 200)
+            wait_until(
+                lambda: httpx.get(f"{second.url}/function/{name}", timeout=30).status_code == 200, 120, poll_s=0.1
+            )
             assert httpx.get(f"{second.url}/function/{name}", timeout=30).text == "kept"
             assert [c.id for c in containers() if OWNER in c.labels] == before  # adopted, not duplicated
         finally:
@@ -83,8 +85,8 @@ def test_functions_at_zero_and_on_pool_replicas_survive_a_restart(docker_engine:
             for name in ("atzero", "pooled"):
                 assert first.deploy(name, folder, labels={"com.openfaas.scale.min": "0"}).status_code == 202
                 assert c.post(f"/system/scale-function/{name}", json={"replicas": 0}).status_code == 202
-            _wait(lambda: c.get("/system/function/pooled").json()["availableReplicas"] == 0)
-            _wait(lambda: _warm(first) >= 1)
+            wait_until(lambda: c.get("/system/function/pooled").json()["availableReplicas"] == 0, 120, poll_s=0.1)
+            wait_until(lambda: _warm(first) >= 1, 120, poll_s=0.1)
         assert httpx.get(f"{first.url}/function/pooled", timeout=60).text == "still here"  # from the pool
     finally:
         assert first.stop(timeout=120) == 0
@@ -106,10 +108,3 @@ def _warm(platform: Any) -> int:
         if line.startswith("stoker_warm_pool_ready"):
             return int(float(line.split()[-1]))
     return 0
-
-
-def _wait(check: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)

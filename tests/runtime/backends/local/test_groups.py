@@ -8,15 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from runtime.backends.local.groups import GroupRecord, GroupRecords, Proc, boot_id, read_proc, survivors
-from tests.platform.scaling_support import status, wait_until
+from stoker.processes import alive
+from tests.platform.scaling_support import status
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
+from tests.wait_support import still_running, wait_until
 
 SPAWNER = """
 import os, subprocess
@@ -52,18 +53,6 @@ def test_other_users_processes_older_processes_and_other_boots_are_left_alone() 
 
 
 # --- the records, with real processes --------------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
-    proc = read_proc(pid)
-    return proc is not None and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
-
-
 def test_reaping_kills_a_recorded_group_and_spares_one_whose_record_does_not_match(tmp_path: Path) -> None:
     ours = subprocess.Popen(["sleep", "3333"], start_new_session=True)
     stranger = subprocess.Popen(["sleep", "3333"], start_new_session=True)
@@ -109,12 +98,12 @@ def test_what_a_handler_starts_goes_when_its_replica_crashes_or_is_scaled_away(f
         assert p.deploy("spawner", spawner).status_code == 202
         replica, child = _spawn_child(p, "spawner")
         os.kill(replica, signal.SIGKILL)
-        assert _wait_gone([child]) == []
+        assert still_running([child], 20) == []
         _, child = _spawn_child(p, "spawner")  # the restarted replica
         with p.client() as c:
             assert c.post("/system/scale-function/spawner", json={"replicas": 0}).status_code == 202
         wait_until(lambda: status(p, "spawner")["availableReplicas"] == 0, 30, "scale to zero")
-        assert _wait_gone([child]) == []
+        assert still_running([child], 20) == []
     finally:
         p.stop()
 
@@ -127,7 +116,7 @@ def test_what_a_handler_starts_goes_when_the_platform_is_sigkilled(fresh_home: P
         replica, child = _spawn_child(p, "spawner")
     finally:
         p.stop(signal.SIGKILL)
-    assert _wait_gone([replica, child]) == []
+    assert still_running([replica, child], 20) == []
 
 
 @pytest.mark.slow
@@ -141,11 +130,11 @@ def test_what_survives_a_platform_and_its_watcher_killed_together_goes_at_the_ne
         os.kill(_watcher(p), signal.SIGKILL)
     finally:
         p.stop(signal.SIGKILL)
-    assert _wait_gone([replica]) == []
-    assert _alive(child)  # nothing could clean up: the next start must
+    assert still_running([replica], 20) == []
+    assert alive(child)  # nothing could clean up: the next start must
     p = start_platform(fresh_home, env={"STOKER_POOL_SIZE": "0"})
     try:
-        assert _wait_gone([child]) == []
+        assert still_running([child], 20) == []
         assert any("left running by the replicas of a previous run" in line for line in p.output)
     finally:
         p.stop()
@@ -167,7 +156,7 @@ def test_a_platform_stopped_while_its_warm_pool_fills_leaves_nothing_for_its_wat
         watcher = _watcher(proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        wait_until(lambda: not _alive(watcher), 30, "the watcher to end")
+        wait_until(lambda: not alive(watcher), 30, "the watcher to end")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.platform.scaling_support import status, wait_until
+from tests.platform.scaling_support import status
 from tests.platform_fixture import ROOT, Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,7 @@ from stoker import bundle
 from stoker.errors import Conflict, DeployFailed, InvalidRequest, NotFound
 from stoker.spec import FunctionDeployment
 from tests.platform_fixture import write_handler
+from tests.wait_support import wait_until_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -47,14 +48,6 @@ async def _call(record: FunctionRecord) -> str:
     return reply.text
 
 
-async def _until(predicate: Any, timeout: float = 120) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.2)
-
-
 def test_deploy_scale_update_and_remove(make_swarm_backend: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
         backend = make_swarm_backend()
@@ -74,7 +67,7 @@ def test_deploy_scale_update_and_remove(make_swarm_backend: Any, tmp_path: Path)
                 seen = other.get("sw-echo", "openfaas-fn")
                 assert seen is not None and seen.deployment.labels == {"team": "a"}
                 assert seen.deployment.limits == {"memory": "128Mi", "cpu": "0.5"}
-                await _until(lambda: seen.available == 1)
+                await wait_until_async(lambda: seen.available == 1, 120, poll_s=0.2)
             finally:
                 await other.close()
 
@@ -89,10 +82,10 @@ def test_deploy_scale_update_and_remove(make_swarm_backend: Any, tmp_path: Path)
             assert service["Spec"]["UpdateConfig"]["FailureAction"] == "rollback"
 
             await backend.scale("sw-echo", "openfaas-fn", 3)
-            await _until(lambda: record.available == 3)
+            await wait_until_async(lambda: record.available == 3, 120, poll_s=0.2)
             assert len({(e.host, e.port) for e in record.endpoints}) == 3
             await backend.scale("sw-echo", "openfaas-fn", 1)
-            await _until(lambda: record.available == 1 and record.replicas == 1)
+            await wait_until_async(lambda: record.available == 1 and record.replicas == 1, 120, poll_s=0.2)
 
             await backend.deploy(dep, _source(tmp_path, "v2"))
             assert (await _call(record)).startswith("v2 ")

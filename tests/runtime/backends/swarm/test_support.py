@@ -16,11 +16,12 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stoker.processes import alive
+from tests import wait_support
 from tests.docker_support import docker_client
 
 T = TypeVar("T")
@@ -39,23 +40,13 @@ def _cluster_id(client: Any) -> str:
     return str(((client.info().get("Swarm") or {}).get("Cluster") or {}).get("ID") or "")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _leave_a_killed_runs_swarm(client: Any) -> None:
     """A run that made a swarm and was killed before it could leave: leave that swarm now (and only that one)."""
     try:
         marker = json.loads(MARKER.read_text())
     except (OSError, ValueError):
         return
-    if _alive(int(marker.get("pid", 0))):
+    if alive(int(marker.get("pid", 0))):
         return  # still running: its swarm is in use
     if marker.get("cluster") and marker["cluster"] == _cluster_id(client):
         _leave()
@@ -89,14 +80,9 @@ def swarm_engine() -> Any:
     return client
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float = 120, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
+    """:func:`tests.wait_support.wait_for` at the pace of the Swarm API (each check asks the engine)."""
+    return wait_support.wait_for(check, timeout, what, poll_s=0.3)
 
 
 def remove_platform(engine: Any, platform: str, network: str = "") -> None:
@@ -104,27 +90,9 @@ def remove_platform(engine: Any, platform: str, network: str = "") -> None:
     containers are gone, its secrets and code configs and ``network``."""
     import contextlib
 
-    from runtime.backends.swarm.config import PLATFORM
+    from runtime.backends.swarm.cleanup import remove_platform as remove
 
-    label = {"label": f"{PLATFORM}={platform}"}
-    names = set()
-    for service in engine.api.services(filters=label):
-        names.add(service["Spec"]["Name"])
-        with contextlib.suppress(Exception):
-            engine.api.remove_service(service["ID"])
-
-    def detached() -> bool:
-        running = engine.api.containers(all=True, filters={"label": "com.docker.swarm.service.name"})
-        return not any(c["Labels"].get("com.docker.swarm.service.name") in names for c in running)
-
-    with contextlib.suppress(AssertionError):  # a container slow to stop: its secret stays, nothing else fails
-        wait_for(detached, timeout=60, what="the platform's containers to stop")
-    for secret in engine.api.secrets(filters=label):
-        with contextlib.suppress(Exception):
-            engine.api.remove_secret(secret["ID"])
-    for config in engine.api.configs(filters=label):
-        with contextlib.suppress(Exception):
-            engine.api.remove_config(config["ID"])
+    remove(engine.api, platform)  # a container slow to stop: its secret stays, nothing else fails
     if network:
         with contextlib.suppress(Exception):
             engine.api.remove_network(network)
