@@ -154,21 +154,21 @@ async def test_resize_changes_how_many_calls_run_at_once(queue: Queue, name: str
     for i in range(12):
         await queue.add(async_stream(name), {"m": Invocation(name, body=str(i).encode()).encode()})
     try:
-        await _until(lambda: running == 2)
+        await wait_until_async(lambda: running == 2, 20)
         await asyncio.sleep(0.2)  # room for a third, which must not start
         assert most == 2
         worker.resize(5)
-        await _until(lambda: running == 5)
+        await wait_until_async(lambda: running == 5, 20)
         worker.resize(1)  # shrinking cancels nothing: the 5 finish, then one at a time
         for _ in range(5):
             release.release()
-        await _until(lambda: finished == 5 and running == 1)
+        await wait_until_async(lambda: finished == 5 and running == 1, 20)
         most = 1
         await asyncio.sleep(0.2)
         assert most == 1 and running == 1
         for _ in range(7):
             release.release()
-        await _until(lambda: finished == 12 and worker.inflight == 0)
+        await wait_until_async(lambda: finished == 12 and worker.inflight == 0, 20)
         assert most == 1
     finally:
         for _ in range(12):

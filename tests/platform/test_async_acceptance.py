@@ -15,11 +15,8 @@ import pytest
 import redis
 
 from tests.platform_fixture import Platform, start_platform, write_handler
-<<<<<<< HEAD
 from tests.redis_support import shared_redis_url
-=======
 from tests.wait_support import wait_until
->>>>>>> dups
 
 pytestmark = pytest.mark.slow
 

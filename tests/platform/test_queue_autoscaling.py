@@ -4,9 +4,7 @@ embedded queue): a backlog of cheap calls keeps one replica, one of one-second c
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import httpx
 import pytest
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +22,6 @@ def handle(event, context):
     time.sleep(float(os.environ["DELAY"]))
     return "ok"
 """
-
-
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _enqueue(p: Platform, name: str, n: int) -> None:
@@ -68,10 +60,10 @@ def test_a_cheap_backlog_keeps_one_replica_and_a_slow_one_scales_out(tmp_path: P
         # 2,000 calls of 20 ms: 40 s of one slot's work, 4 s of one replica's 10 slots, queued faster than they
         # run. Raw lag as load (the old rule) asked for the maximum.
         _enqueue(p, cheap, 2000)
-        _until(lambda: _calls(p, cheap) >= 2000, 120, "the cheap backlog drained")
+        wait_until(lambda: _calls(p, cheap) >= 2000, 120, "the cheap backlog drained")
         assert _most_replicas(p, cheap) == 1, "".join(p.output[-20:])
         # 200 one-second calls: 200 s of work, 10 at once per replica; draining in 10 s takes about 20 at once.
         _enqueue(p, slow, 200)
-        _until(lambda: _most_replicas(p, slow) >= 2, 60, "the slow function scaled out")
+        wait_until(lambda: _most_replicas(p, slow) >= 2, 60, "the slow function scaled out")
     finally:
         p.stop()

@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.platform_fixture import Platform, start_platform, write_handler
+from tests.wait_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +27,6 @@ def handle(event, context):
     return "ok"
 """
 PER_REPLICA = 3
-
-
-def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _spans(out: Path) -> list[tuple[float, float]]:
@@ -97,12 +90,12 @@ def test_queued_calls_run_replicas_times_their_limit_at_once_and_more_as_replica
         r = p.deploy(name, write_handler(tmp_path / "fn", SPANS), labels=labels, annotations=annotations,
                      envVars={"OUT": str(out)})  # fmt: skip
         assert r.status_code == 202, r.text
-        _until(lambda: _available(p, name) == 2, 60, "2 ready replicas")
+        wait_until(lambda: _available(p, name) == 2, 60, "2 ready replicas")
         fn = f"{name}.openfaas-fn"
 
         watch = WaitingWatch(p, fn)
         _enqueue(p, name, 30)
-        _until(lambda: len(_spans(out)) >= 30, 120, "the first 30 calls")
+        wait_until(lambda: len(_spans(out)) >= 30, 120, "the first 30 calls")
         first = _spans(out)
         assert _most_at_once(first) == 2 * PER_REPLICA
         # The worker itself holds back: no call it started waits at the proxy for a replica slot.
@@ -111,10 +104,10 @@ def test_queued_calls_run_replicas_times_their_limit_at_once_and_more_as_replica
         with p.client() as c:
             body = {"serviceName": name, "replicas": 4}
             assert c.post(f"/system/scale-function/{name}", json=body).status_code in (200, 202)
-        _until(lambda: _available(p, name) == 4, 60, "4 ready replicas")
+        wait_until(lambda: _available(p, name) == 4, 60, "4 ready replicas")
         watch = WaitingWatch(p, fn)
         _enqueue(p, name, 60)
-        _until(lambda: len(_spans(out)) >= 90, 120, "the next 60 calls")
+        wait_until(lambda: len(_spans(out)) >= 90, 120, "the next 60 calls")
         assert _most_at_once(_spans(out)[30:]) == 4 * PER_REPLICA
         assert watch.stop() == 0
     finally:

@@ -19,11 +19,8 @@ import redis
 
 from stoker import bundle
 from tests.platform_fixture import FUNCTIONS, Platform, start_platform, write_handler
-<<<<<<< HEAD
 from tests.redis_support import shared_redis_url
-=======
 from tests.wait_support import wait_until
->>>>>>> dups
 
 pytestmark = pytest.mark.slow
 
