@@ -21,7 +21,7 @@ from tests.compat import watchdog_image
 from tests.docker_support import docker_client
 from tests.platform_fixture import Platform, start_platform
 
-DRAIN_S = 12  # each removal's container ignores SIGTERM: `docker stop` waits this long before SIGKILL
+DRAIN_S = 6  # each removal's container ignores SIGTERM: `docker stop` waits this long before SIGKILL
 
 
 @pytest.fixture(scope="module")
