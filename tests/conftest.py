@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.disk_support import small_disk  # noqa: F401 (a fixture: a real small tmpfs for full-disk tests)
+from tests.install.install_support import RUN, build_images, untag
 from tests.platform_fixture import Platform, start_platform
 from tests.redis_support import durable_redis  # noqa: F401 (a fixture: a redis-server a test may kill)
 
@@ -63,6 +64,18 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     p = start_platform(tmp_path_factory.mktemp("stoker-home"), env={"STOKER_MAX_BODY_BYTES": str(1024 * 1024)})
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_images() -> Iterator[dict[str, str]]:
+    """The runtime, platform and Redis images an install runs (deploy/swarm/build-images.sh), built once per session
+    with tags unique to the run and shared by the install and stack tests (a build takes 20-30 s); removed at the
+    end."""
+    built = build_images(f"test-{RUN}")
+    try:
+        yield built
+    finally:
+        untag(built)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ calling anything else fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -45,9 +46,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,7 @@ _SLICE_MANAGER = {"endpointslice.kubernetes.io/managed-by": "endpointslice-contr
 MAX_DATA_BYTES = 1024 * 1024  # ConfigMap and Secret data (core/v1 validation: MaxSecretSize, 1 MiB)
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # TotalAnnotationSizeLimitB
 SERVICE_ACCOUNT = "system:serviceaccount:stoker:stoker-gateway"
+REWATCH_S = 2.0  # a watcher whose watch the server ended counts as coming back (see quiesce) for this long
 
 
 def validate(obj: Obj) -> None:
@@ -542,6 +545,11 @@ class FakeCluster:
         self._before: dict[str, list[Callable[[str], None]]] = {}
         self._late: dict[str, float] = {}
         self._busy = False
+        self._rounds = 0  # rounds the controllers ran
+        self._idle_rv = -1  # the resourceVersion at which the controllers last ran a round that changed nothing
+        self._calls_in_flight = 0
+        self._streams: set[_WatchResponse] = set()  # watch answers being read
+        self._rewatch: dict[tuple[int, str, str | None], list[float]] = {}  # watchers the server cut off, since
         self._controllers = threading.Thread(target=self._run_controllers, name="fake controllers", daemon=True)
         self._controllers.start()
 
@@ -582,6 +590,47 @@ class FakeCluster:
             while not self._settled():
                 assert time.monotonic() < deadline, "the fake cluster did not settle"
                 self.cond.wait(0.02)
+
+    def quiesce(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is left to happen without a new write: no API call in progress, the controllers have
+        run a round since the last write and changed nothing, no kubelet timer pending (a pull backing off, a pod
+        terminating), and every watcher has read every event (each open watch answer waits for the next one, and a
+        watcher the server cut off has watched again). The barrier before asserting that something did NOT happen,
+        instead of sleeping a while: after it, what the backend heard through its watches is all there was to hear.
+        A blocking call (tests on the event loop: ``await asyncio.to_thread(cluster.quiesce)``; the loop then runs
+        the callbacks the watch threads posted before this returned, ahead of the awaiting test). Not for ``run_pool``
+        process pods, whose probes answer on the processes' time."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            asked = self._rounds
+            self.cond.notify_all()  # the controllers look now, not after their idle wait
+            # Two rounds started after the question: a write an API call was about to make has been made, and seen.
+            while self._rounds < asked + 2 or self._noise():
+                assert time.monotonic() < deadline, f"the fake cluster never went quiet: {self._noise()}"
+                self.cond.wait(0.05)
+
+    async def quiesced(self, timeout: float = 30.0) -> None:
+        """:meth:`quiesce` for a test on the event loop."""
+        await asyncio.to_thread(self.quiesce, timeout)
+
+    def _noise(self, now: float | None = None) -> str:
+        """What keeps the cluster from being quiet, or ""."""
+        now = time.monotonic() if now is None else now
+        if self._calls_in_flight:
+            return f"{self._calls_in_flight} API call(s) in progress"
+        if self._idle_rv != self.last_rv:
+            return "the controllers have not caught up with the last write"
+        pending = [n for n, k in self._kubelet_state.items() if k.terminate_at or k.stage in ("pulling", "backoff")]
+        if pending:
+            return f"pods pulling or terminating: {pending}"
+        behind = [s.collection for s in self._streams if not s.caught_up]
+        if behind:
+            return f"watches not caught up: {behind}"
+        for who, ends in self._rewatch.items():
+            ends[:] = [t for t in ends if now - t < REWATCH_S]
+            if ends:
+                return f"a watcher of {who[1]} not back yet"
+        return ""
 
     def _settled(self) -> bool:
         if self._busy:
@@ -826,6 +875,9 @@ class FakeCluster:
                     self._drop_orphan_slices()
                 finally:
                     self._busy = self.last_rv != seen  # something changed: another round before "settled"
+                    if not self._busy:
+                        self._idle_rv = seen
+                    self._rounds += 1
                     self.cond.notify_all()
                 if not self._busy:
                     self.cond.wait(self.tick_s * 5)
@@ -1349,8 +1401,11 @@ class _WatchResponse:
         rv: str | None,
         timeout: float,
         bookmarks: bool,
+        watcher: tuple[int, str, str | None] = (0, "", None),
     ) -> None:
         self.cluster = cluster
+        self.watcher = watcher  # (the client object, method, selector): the same watcher when it watches again
+        self.caught_up = False
         self.collection = collection
         self.kind = kind
         self.selector = selector
@@ -1358,14 +1413,35 @@ class _WatchResponse:
         self.deadline = time.monotonic() + min(timeout, cluster.watch_timeout_s)
         self.bookmarks = bookmarks
         self.closed = False
+        with cluster.cond:  # an answer given is a watch until it is read to its end or closed
+            cluster._streams.add(self)
+            ends = cluster._rewatch.get(watcher)
+            if ends:
+                ends.pop(0)  # back after the server ended its previous watch
 
     def close(self) -> None:
         self.closed = True
+        with self.cluster.cond:
+            self.cluster._streams.discard(self)
+            self.cluster.cond.notify_all()
 
     def release_conn(self) -> None:
         return None
 
     def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+        cluster = self.cluster
+        cut_off = False  # the server ended it (the watcher will watch again), rather than the watcher
+        try:
+            cut_off = yield from self._events()
+        finally:
+            with cluster.cond:
+                cluster._streams.discard(self)
+                if cut_off and not self.closed and not cluster._closed:
+                    cluster._rewatch.setdefault(self.watcher, []).append(time.monotonic())
+                cluster.cond.notify_all()
+
+    def _events(self) -> Generator[bytes, None, bool]:
+        """The lines of the answer; returns True when the server ends it (deadline, ERROR)."""
         cluster = self.cluster
         if self.rv in (None, "", "0"):  # "any": the current state first, as synthetic ADDED events
             with cluster.cond:
@@ -1380,6 +1456,7 @@ class _WatchResponse:
                 broken = next((e for e in cluster.watch_errors if e[0] == self.collection), None)
                 if broken is not None:
                     cluster.watch_errors.remove(broken)
+                    self.caught_up = False
                     yield _line(
                         "ERROR",
                         status_body(
@@ -1388,25 +1465,32 @@ class _WatchResponse:
                             "an error on the server has prevented the request from succeeding",
                         ),
                     )
-                    return
+                    return True
                 if rv < cluster.expired_before:
                     message = f"too old resource version: {rv} ({cluster.expired_before})"
+                    self.caught_up = False
                     yield _line("ERROR", status_body(410, "Expired", message))
-                    return
+                    return True
                 pending = [e for e in cluster.events if e.rv > rv and e.collection == self.collection]
                 if not pending:
+                    if not self.caught_up:  # the watcher has read every event: tell quiesce()
+                        self.caught_up = True
+                        cluster.cond.notify_all()
                     cluster.cond.wait(0.05)
                     continue
+                self.caught_up = False
             for event in pending:
                 rv = event.rv
                 seen = _as_seen(event, self.selector)
                 if seen is not None:
                     yield _line(*seen)
+        self.caught_up = False
         if self.bookmarks and not self.closed:
             yield _line(
                 "BOOKMARK",
                 {"kind": self.kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(cluster.last_rv)}},
             )
+        return not self.closed
 
 
 def _as_seen(event: Event, selector: str | None) -> tuple[str, Obj] | None:
@@ -1456,6 +1540,13 @@ class _Api:
         self.cluster = cluster
         self.who = who
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every API method counts as a call in progress while it runs (quiesce() waits for none)."""
+        super().__init_subclass__(**kwargs)
+        for name, method in list(vars(cls).items()):
+            if callable(method) and not name.startswith("_"):
+                setattr(cls, name, _counted(method))
+
     def _record(self, method: str, *args: Any) -> None:
         self.cluster.calls.append((method, copy.deepcopy(args)))
         self.cluster.calls_by.setdefault(self.who, []).append(method)
@@ -1483,10 +1574,26 @@ class _Api:
                 kwargs.get("resource_version"),
                 float(kwargs.get("timeout_seconds") or 1800),
                 bool(kwargs.get("allow_watch_bookmarks")),
+                (id(self), method, label_selector),
             )
         with cluster.cond:
             self._record(method, namespace, label_selector)
             return _model(cluster._list(collection, label_selector), f"{kind}List")
+
+
+def _counted(method: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(method)  # keeps the docstring: the client's Watch reads the return type (":rtype:") from it
+    def call(self: _Api, *args: Any, **kwargs: Any) -> Any:
+        with self.cluster.cond:
+            self.cluster._calls_in_flight += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self.cluster.cond:
+                self.cluster._calls_in_flight -= 1
+                self.cluster.cond.notify_all()
+
+    return call
 
 
 def _content_type(kwargs: Obj) -> str | None:

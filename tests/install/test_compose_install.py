@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -19,7 +18,7 @@ import pytest
 
 from stoker.install import engines
 from stoker.install.values import Values
-from tests.install.install_support import RUN, Load, build_images, free_port, stoker, untag, wait_for
+from tests.install.install_support import RUN, Load, free_port, stoker, wait_for
 from tests.platform_fixture import write_handler
 
 pytestmark = [
@@ -32,12 +31,8 @@ NAME = f"tc{RUN}"
 
 
 @pytest.fixture(scope="module")
-def images() -> Iterator[dict[str, str]]:
-    built = build_images(f"test-{RUN}")
-    try:
-        yield built
-    finally:
-        untag(built)
+def images(stack_images: dict[str, str]) -> dict[str, str]:
+    return dict(stack_images)  # built once per session (tests/conftest.py)
 
 
 def _leftovers(client: docker.DockerClient) -> list[str]:

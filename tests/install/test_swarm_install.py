@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,16 @@ import httpx
 import pytest
 
 from runtime.backends.swarm.config import PLATFORM
-from tests.install.install_support import RUN, Load, build_images, free_port, stoker, untag, wait_for
+from tests.install.install_support import RUN, Load, free_port, stoker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def images() -> Iterator[dict[str, str]]:
+def images(request: pytest.FixtureRequest) -> dict[str, str]:
     if os.environ.get("STOKER_TEST_SWARM") != "1":
         pytest.skip("STOKER_TEST_SWARM=1 runs the Swarm tests")
-    built = build_images(f"test-{RUN}")
-    try:
-        yield built
-    finally:
-        untag(built)
+    return dict(request.getfixturevalue("stack_images"))  # built once per session (tests/conftest.py)
 
 
 def _owned(client: docker.DockerClient, name: str) -> set[str]:

@@ -68,7 +68,7 @@ def test_2000_messages_published_right_after_the_deploy_survive_a_sigkill_halfwa
     p = start_platform(home, *backend, env=env)
     try:
         out = _deploy_recorder(
-            p, tmp_path, name, env={"DELAY": "0.02"}, annotations={"com.stoker.queue.stream": stream}
+            p, tmp_path, name, env={"DELAY": "0.01"}, annotations={"com.stoker.queue.stream": stream}
         )
         if backend:  # Redis: producers XADD to the function's stream, all in one pipeline
             r = redis.Redis.from_url(backend[1])

@@ -113,16 +113,18 @@ def test_hostile_publishes_get_a_clear_error_and_store_nothing(
 
 
 def _settled_queues(c: httpx.Client) -> object:
-    """The queues listing once it holds still: a trigger removed by the test before is dropped from it by the
-    workers' next sync (about a second later), which must not be mistaken for a change made by this test."""
+    """The queues listing once it holds still: no message in flight, and no row of a trigger that is gone (a trigger
+    removed by the test before is dropped from the listing by the workers' next sync, about a second later, which must
+    not be mistaken for a change made by this test)."""
     deadline = time.monotonic() + 30
-    last = c.get("/system/queues").json()
     while True:
-        time.sleep(1.5)
-        now = c.get("/system/queues").json()
-        if now == last or time.monotonic() > deadline:
-            return now
-        last = now
+        rows = c.get("/system/queues").json()
+        triggers = {(t["function"], t["stream"]) for t in c.get("/system/triggers").json()}
+        idle = all(r["lag"] == 0 and r["pending"] == 0 for r in rows)
+        synced = all(r["stream"].startswith("stoker:async:") or (r["function"], r["stream"]) in triggers for r in rows)
+        if (idle and synced) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def test_a_trigger_for_an_unknown_function_is_404(platform: Platform) -> None:

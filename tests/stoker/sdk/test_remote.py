@@ -172,7 +172,8 @@ def test_spawn_then_get(app: App) -> None:
 
 @pytest.mark.slow
 def test_spawned_call_that_raises(app: App) -> None:
-    # The queue retries a 500 (five attempts, about 15 s of backoff) before it keeps the failure as the result.
+    # The queue retries a 500 (five attempts; backoff from 0.2 s here, conftest.py) before it keeps the failure as
+    # the result.
     failing = app.functions["rt-fail"].spawn("oops")
     with pytest.raises(Oops, match="it went wrong"):
         failing.get(timeout=120)

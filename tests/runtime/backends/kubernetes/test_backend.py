@@ -31,6 +31,13 @@ async def until(check: Callable[[], object], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def looked_again(cluster: FakeCluster, task: asyncio.Task[None], times: int = 2) -> None:
+    """Wait until the deploy ``task`` has listed the pods ``times`` more times (it saw the state as it is now, and
+    went on waiting), or has ended."""
+    seen = len(cluster.called("list_namespaced_pod"))
+    await until(lambda: task.done() or len(cluster.called("list_namespaced_pod")) >= seen + times)
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return Config.from_env({}, home=tmp_path, k8s_deploy_timeout_s=2.0, drain_timeout_s=5.0)
@@ -77,7 +84,8 @@ async def test_deploy_waits_for_the_first_ready_replica(backend: KubernetesBacke
     cluster.behaviour["registry.example/slow:1"] = "manual"
     task = asyncio.create_task(backend.deploy(spec(image="registry.example/slow:1"), None))
     await until(lambda: cluster.pods("hello"))
-    await asyncio.sleep(0.2)
+    await cluster.quiesced()  # the pod is as it will stay: started, not ready
+    await looked_again(cluster, task)
     assert not task.done()
     record = backend.get("hello", NS)
     assert record is not None and record.endpoints == []  # known (calls wait for it) but nothing to route to yet
@@ -116,7 +124,8 @@ async def test_update_rolls_without_losing_capacity_and_keeps_the_replica_count(
     cluster.behaviour["registry.example/hello:2"] = "manual"
     task = asyncio.create_task(backend.deploy(spec(image="registry.example/hello:2"), None))
     await until(lambda: len(cluster.pods("hello")) == 4)  # maxSurge 1: one new pod beside the three old ones
-    await asyncio.sleep(0.1)
+    await cluster.quiesced()  # no fifth pod, no old one going: the rollout waits for the new pod
+    await looked_again(cluster, task)
     assert not task.done() and addresses(backend) == old  # the old version serves until the new one is ready
     assert len(cluster.pods("hello")) == 4
     surge = 0
@@ -190,14 +199,14 @@ async def test_remove_drains_calls_in_flight_then_deletes(backend: KubernetesBac
     endpoint = record.endpoints[0]
     endpoint.inflight = 1
     task = asyncio.create_task(backend.remove("hello", NS))
-    await asyncio.sleep(0.2)
-    assert backend.get("hello", NS) is None  # no new calls
+    await until(lambda: backend.get("hello", NS) is None)  # no new calls
+    await cluster.quiesced()  # had it deleted anything, the cluster would have seen it
     assert not task.done() and "hello" in cluster.objects["deployments"]  # the call in flight still has its pod
     endpoint.inflight = 0
     await asyncio.wait_for(task, 5)
     assert cluster.objects["deployments"] == {} and cluster.objects["services"] == {}
-    await asyncio.sleep(0.1)
-    assert backend.get("hello", NS) is None  # watch events of the deletion do not bring it back
+    await cluster.quiesced()  # every watch event of the deletion heard
+    assert backend.get("hello", NS) is None  # and they do not bring it back
     with pytest.raises(NotFound):
         await backend.remove("hello", NS)
 

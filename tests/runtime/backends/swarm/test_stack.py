@@ -22,7 +22,7 @@ from runtime.backends.swarm.config import PLATFORM, POOL_GENERIC
 from runtime.backends.swarm.pool import role
 from stoker import bundle
 from tests.install.install_support import free_port
-from tests.platform_fixture import ROOT, write_handler
+from tests.platform_fixture import write_handler
 from tests.runtime.backends.swarm.test_support import swarm_engine, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -39,15 +39,11 @@ def _uninstall(home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The platform installed with `stoker install swarm --apply`, as docs/install.md has an operator do it."""
-    engine = swarm_engine()
-    tag = f"test-{STACK}"
-    images = {"STOKER_RUNTIME_IMAGE": f"stoker/runtime:{tag}", "STOKER_PLATFORM_IMAGE": f"stoker/platform:{tag}",
-              "STOKER_REDIS_IMAGE": f"stoker/redis:{tag}"}  # fmt: skip
-    built = subprocess.run([str(ROOT / "deploy/swarm/build-images.sh"), "--redis"], capture_output=True, text=True,
-                           env={**os.environ, **images}, timeout=900, check=False)  # fmt: skip
-    assert built.returncode == 0, built.stderr
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The platform installed with `stoker install swarm --apply`, as docs/install.md has an operator do it (its images
+    built once per session: tests/conftest.py)."""
+    engine = swarm_engine()  # skips without a swarm, before any image is built
+    images = request.getfixturevalue("stack_images")
     home = tmp_path_factory.mktemp("home")
     port = free_port()
     cmd = [sys.executable, "-m", "stoker", "install", "swarm", "--name", STACK, "--port", str(port), "--apply",
@@ -62,7 +58,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield engine
     finally:
         _uninstall(home)
-        subprocess.run(["docker", "rmi", *images.values()], capture_output=True, check=False, timeout=120)
         engine.close()
 
 
