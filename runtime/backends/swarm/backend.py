@@ -71,6 +71,7 @@ from stoker.spec import FunctionDeployment
 
 logger = logging.getLogger(__name__)
 
+_RELIST = 3  # reads of services then tasks when a service vanishes in between
 _NODES_EVERY_S = 10.0
 
 
@@ -169,10 +170,20 @@ class SwarmBackend(FunctionTable[_Function]):
     async def _poll(self, ended: bool = False) -> None:
         """Read the platform's services and their tasks: those Swarm wants running, or with ``ended`` every task it
         still keeps (the pool's upkeep looks for failed ones)."""
-        services = await asyncio.to_thread(self.api.services, filters={"label": f"{PLATFORM}={self.settings.platform}"})
-        ids = [s["ID"] for s in services]
-        wanted: dict[str, Any] = {"service": ids} if ended else {"service": ids, "desired-state": "running"}
-        tasks = await asyncio.to_thread(self.api.tasks, filters=wanted) if ids else []
+        import docker.errors
+
+        for attempt in range(_RELIST):
+            services = await asyncio.to_thread(
+                self.api.services, filters={"label": f"{PLATFORM}={self.settings.platform}"}
+            )
+            ids = [s["ID"] for s in services]
+            wanted: dict[str, Any] = {"service": ids} if ended else {"service": ids, "desired-state": "running"}
+            try:
+                tasks = await asyncio.to_thread(self.api.tasks, filters=wanted) if ids else []
+                break
+            except docker.errors.NotFound:  # a service removed between the two reads (another gateway's remove)
+                if attempt + 1 == _RELIST:
+                    raise
         if self.settings.route == "published" and time.monotonic() - self._nodes_at > _NODES_EVERY_S:
             nodes = await asyncio.to_thread(self.api.nodes)
             self._nodes = {n["ID"]: node_address(n) for n in nodes}

@@ -175,3 +175,38 @@ def test_secrets_are_docker_secrets_mounted_as_files(make_swarm_backend: Any, tm
             await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_a_deploy_goes_on_when_another_function_is_removed_while_the_services_are_read(
+    make_swarm_backend: Any, tmp_path: Path
+) -> None:
+    """The backend reads the platform's services, then their tasks by service id; a service another gateway removes in
+    between made the engine answer 404 for the tasks, and the deploy waiting on that read failed (a 500)."""
+
+    async def scenario() -> None:
+        backend = make_swarm_backend()
+        await backend.start()
+        try:
+            await backend.deploy(FunctionDeployment("sw-stays"), _source(tmp_path, "v1"))
+            await backend.deploy(FunctionDeployment("sw-goes"), _source(tmp_path, "v1"))
+            engine = backend.client.api
+            (goes,) = engine.services(filters={"name": f"{backend.settings.platform}-sw-goes"})
+            listed = backend.api.services
+            removed: list[str] = []
+
+            def services(*args: Any, **kwargs: Any) -> Any:
+                found = listed(*args, **kwargs)
+                if not removed and any(s["ID"] == goes["ID"] for s in found):
+                    engine.remove_service(goes["ID"])  # gone after it was listed, before its tasks are read
+                    removed.append(goes["ID"])
+                return found
+
+            backend.api.services = services
+            await backend.deploy(FunctionDeployment("sw-stays"), _source(tmp_path, "v2"))
+            assert removed, "the removal never fell between the two reads"
+            record = backend.get("sw-stays", "openfaas-fn")
+            assert record is not None and (await _call(record)).split()[0] == "v2"
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
