@@ -157,6 +157,8 @@ class Edge:
             gateway.serving_until = 0.0
         if ready != gateway.ready:
             logger.info("gateway %s:%s is %s", gateway.host, gateway.port, "ready" if ready else f"out: {problem}")
+        if not ready:  # a stopping gateway closes its idle connections when it stops: use none of them again
+            self.upstream.drop_idle(gateway.host, gateway.port)
         gateway.ready, gateway.problem = ready, "" if ready else problem
 
     def _update_ready(self) -> None:

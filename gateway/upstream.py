@@ -36,6 +36,7 @@ from gateway.wire import bad_token, bad_value, header_problem, problem
 from stoker.errors import InvalidRequest
 
 CONNECT_TIMEOUT_S = 2.0  # loopback and bridge networks connect in microseconds; a vanished address never answers
+_REPLAYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))  # idempotent and bodiless: safe to send twice
 IDLE_TTL_S = 3.0  # replicas close idle keep-alive connections after 5 s (uvicorn's default); drop ours sooner
 MAX_IDLE_PER_REPLICA = 256
 WHOLE_UP_TO = 256 * 1024  # answers up to this content-length are read whole; larger or unsized ones stream
@@ -158,6 +159,8 @@ class _Connection(asyncio.Protocol):
         self.stream: BodyStream | None = None
         self.headed = False  # the head of the answer is in, its body not yet (decided at the end of that read)
         self.received = False
+        self.reused = False  # taken from the idle pool: it has carried an answer before this request
+        self.replayable = False  # this request may go again (idempotent, see _REPLAYABLE)
         self.head = False  # a HEAD answer has headers only, whatever its content-length says
         self.closed = False
         self.paused = False
@@ -182,8 +185,13 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         # EPIPE: our request could not be written, the replica had closed this connection already (it died while the
-        # connection sat idle in the pool): it never got the whole request, so another replica may take it.
-        self._fail("the replica closed the connection before answering", sent=not isinstance(exc, BrokenPipeError))
+        # connection sat idle in the pool): it never got the whole request, so another replica may take it. The same
+        # race without EPIPE (the close crossed our write): a reused connection closed before a byte of the answer,
+        # for a request that may go again, is sent again elsewhere, as HTTP clients do (Go's net/http, urllib3).
+        stale = self.reused and not self.received and self.replayable
+        self._fail(
+            "the replica closed the connection before answering", sent=not (isinstance(exc, BrokenPipeError) or stale)
+        )
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -283,6 +291,7 @@ class _Connection(asyncio.Protocol):
         if self.closed or self.transport.is_closing():
             raise UpstreamError(f"the connection to {_where(self.pool.host, self.pool.port)} is closed", sent=False)
         self.head = is_head
+        self.replayable = head.split(b" ", 1)[0] in _REPLAYABLE
         self.waiter = asyncio.get_running_loop().create_future()
         self.pool.active.add(self)
         if len(body) <= SMALL_BODY:
@@ -307,6 +316,7 @@ class _Pool:
         while self.idle:
             conn = self.idle.pop()  # most recently used first: warm and least likely timed out
             if not conn.closed and now - conn.idle_since < IDLE_TTL_S and not conn.dropped():
+                conn.reused = True
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
@@ -408,6 +418,15 @@ class Upstream:
         pool = self._pools.pop((host, port), None)
         if pool is not None:
             pool.close()
+
+    def drop_idle(self, host: str, port: int) -> None:
+        """Close the idle connections to ``host:port`` (it is stopping, and closes idle connections when it does:
+        one of them taken for a request at that moment would lose a request that cannot go again); the requests in
+        flight there go on."""
+        pool = self._pools.get((host, port))
+        if pool is not None:
+            while pool.idle:
+                pool.idle.pop().close()
 
     def close(self) -> None:
         for pool in self._pools.values():

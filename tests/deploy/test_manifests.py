@@ -246,12 +246,13 @@ def test_compose_runs_gateway_and_redis_with_the_socket_in_the_gateway_only() ->
     assert rendered == yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
     assert "name" not in rendered  # docker-compose 1.29 refuses a top-level name
     services = rendered["services"]
-    assert set(services) == {"gateway", "redis"}
+    assert set(services) == {"edge", "gateway", "redis"}
+    assert "ports" not in services["gateway"] and services["edge"]["ports"]  # only the edge publishes a port
     gateway = services["gateway"]
     assert gateway["command"][:3] == ["up", "--backend", "docker"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in gateway["volumes"]
     assert not any("docker.sock" in v for v in services["redis"].get("volumes", []))
-    assert all(p.startswith("127.0.0.1:") for p in gateway["ports"])  # not on every interface by default
+    assert all(p.startswith("127.0.0.1:") for p in services["edge"]["ports"])  # not on every interface by default
     assert "DOCKER_HOST" not in gateway["environment"]  # the local socket, never the API over TCP
     assert gateway["environment"]["STOKER_REDIS_URL"].endswith("@redis:6379/0")
     assert "--requirepass" in services["redis"]["command"][-1]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, UpstreamError
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
@@ -77,3 +77,48 @@ def test_a_call_after_the_replica_closed_its_pooled_connection_goes_out_on_a_new
     assert [request.split(b" ")[1] for request in server.seen] == [b"/x", b"/y"]  # each sent once, none lost
     expected_host = b"localhost" if host.startswith("/") else f"{host}:{port}".encode()
     assert server.seen[0].startswith(b"POST /x HTTP/1.1\r\nhost: " + expected_host + b"\r\n")
+
+
+class ReadThenCloseReplica:
+    """Answers the first request of a connection, then reads the next one on it and closes without answering: the
+    close crossed the request on the wire (a replica dying, or timing the idle connection out, just as it arrives)."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.listener.listen(8)
+        self.seen: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            self.seen.append(conn.recv(65536))
+            conn.sendall(ANSWER)
+            self.seen.append(conn.recv(65536))  # the next request arrives...
+            conn.close()  # ...and is never answered
+
+
+@pytest.mark.parametrize(("method", "replayable"), [("GET", True), ("HEAD", True), ("POST", False), ("PUT", False)])
+def test_a_reused_connection_closed_under_a_request_lets_only_a_replayable_one_go_again(
+    tmp_path: Path, method: str, replayable: bool
+) -> None:
+    """A GET or HEAD that met a closing reused connection before a byte of its answer is reported as not sent, so
+    the proxy sends it again on a fresh connection (as Go's net/http and urllib3 do); a POST or PUT may have run
+    and is a 502, never a second send."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "r.sock"))
+    server = ReadThenCloseReplica(listener)
+
+    async def scenario() -> UpstreamError:
+        upstream = Upstream()
+        try:
+            await upstream.request(str(tmp_path / "r.sock"), 0, "GET", b"/first", [], b"", 10)
+            with pytest.raises(UpstreamError) as caught:
+                await upstream.request(str(tmp_path / "r.sock"), 0, method, b"/second", [], b"", 10)
+            return caught.value
+        finally:
+            upstream.close()
+
+    error = uvloop.run(scenario())
+    assert error.sent is not replayable, error
+    assert any(request.startswith(f"{method} /second".encode()) for request in server.seen)

@@ -34,6 +34,8 @@ from runtime.contract import PORT
 READY_POLL_S = 0.05
 T = TypeVar("T")
 
+ADDRESS_WAIT_S = 10.0  # how long a started container may show no network address before it counts as failed
+
 
 def in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
     """Run a blocking call in a new daemon thread; its result as a future of the running loop."""
@@ -157,9 +159,7 @@ class ContainerSlot(Published):
         self.container_id = cid
         # Started first, then waited on: "not-running" answers at once for a container that exited already.
         exited = in_thread(lambda: api.wait(cid, condition="not-running"))
-        info = await asyncio.to_thread(api.inspect_container, cid)
-        networks = info.get("NetworkSettings", {}).get("Networks") or {}
-        host = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), "")
+        host = await self._address(cid, exited)
         in_thread(lambda: self._pump_logs(cid, since))
         was_ready = False
         try:
@@ -170,10 +170,28 @@ class ContainerSlot(Published):
                     was_ready = True
                     self._publish(Endpoint(self.instance, host, PORT))
                 ready.cancel()
+            if not was_ready and not exited.done():
+                # Stopped while it started, or no address to route to: a container left running here would never
+                # be published, never fail and never be removed (the slot would wait on it for good).
+                why = "stopped while starting" if self.stopping else "no network address"
+                self.log.write("stoker", [f"replica {self.instance}: {why}; stopping its container"])
+                with contextlib.suppress(Exception):
+                    await STOPPING.run(api.stop, cid, timeout=1)
         except BaseException:
             self._unpublish()
             raise
         return await self._supervise(cid, exited, was_ready)
+
+    async def _address(self, cid: str, exited: asyncio.Future[Any]) -> str:
+        """The started container's address on its network; an engine just back from a stall may show it late."""
+        deadline = time.monotonic() + ADDRESS_WAIT_S
+        while True:
+            info = await asyncio.to_thread(self.client.api.inspect_container, cid)
+            networks = info.get("NetworkSettings", {}).get("Networks") or {}
+            host = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), "")
+            if host or exited.done() or self.stopping or time.monotonic() >= deadline:
+                return str(host or "")
+            await asyncio.sleep(0.1)
 
     async def _supervise(self, cid: str, exited: asyncio.Future[Any], was_ready: bool) -> tuple[int, bool, list[str]]:
         """Wait for the container to exit, then collect its code and last lines and remove it."""
@@ -227,8 +245,8 @@ class ContainerSlot(Published):
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        if cid:
-            await STOPPING.run(_remove_quietly, self.client, cid)
+        for left in {cid, self.container_id} - {""}:  # also one created while this slot was stopping
+            await STOPPING.run(_remove_quietly, self.client, left)
         if not self.first_outcome.done():
             self.first_outcome.set_result("stopped before it was ready")
         self.on_problem("")  # a stopped replica's problems are not the function's any more

@@ -87,8 +87,11 @@ def _status(name: str) -> dict[str, Any]:
 
 
 def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_path: Path) -> None:
+    # --entrypoint host: the edge on every manager on a fixed port, in front of gateways that publish nothing.
+    (edge,) = stack.api.services(filters={"name": f"{STACK}_edge"})
+    assert "Global" in edge["Spec"]["Mode"]
     gateways = stack.api.services(filters={"name": f"{STACK}_gateway"})
-    assert "Global" in gateways[0]["Spec"]["Mode"]  # --entrypoint host: one gateway per manager, a fixed port
+    assert "Replicated" in gateways[0]["Spec"]["Mode"] and not gateways[0]["Spec"].get("EndpointSpec", {}).get("Ports")
     v1, v2 = _image(stack, tmp_path, "v1"), _image(stack, tmp_path, "v2")
 
     reply = httpx.post(f"{URL}/system/functions", json={"service": "sw-roll", "image": v1}, auth=AUTH, timeout=300)
