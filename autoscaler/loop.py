@@ -188,6 +188,10 @@ class AutoscalerLoop:
             decider = Decider(DeciderSpec.from_settings(record.deployment.settings, self.config), now)
             if state is not None:
                 decider.hold(now)  # a redeploy is an outside change
+            elif record.replicas > max(decider.spec.min_replicas, 1):
+                # First seen above what a deploy starts with: someone set it (a manual scale before this loop's
+                # first look, or replicas restored after a restart); an empty load window is no reason to undo it.
+                decider.hold(now)
             state = _State(
                 record.deployment,
                 decider,

@@ -26,7 +26,15 @@ def docker_client() -> Any:
 def platform_containers(engine: Any, home: Path, function: str) -> list[Any]:
     """The containers of ``function`` that the platform whose state is ``home`` made (its owner label is a digest of
     its STOKER_HOME), running or not: never another run's on the same engine."""
+    import docker.errors
+
     from runtime.backends.containers import FUNCTION, OWNER
 
     owner = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
-    return list(engine.containers.list(all=True, filters={"label": [f"{FUNCTION}={function}", f"{OWNER}={owner}"]}))
+    wanted = {"label": [f"{FUNCTION}={function}", f"{OWNER}={owner}"]}
+    for _ in range(5):
+        try:
+            return list(engine.containers.list(all=True, filters=wanted))
+        except docker.errors.NotFound:  # one was removed between the listing and its inspection: list again
+            continue
+    return list(engine.containers.list(all=True, filters=wanted))

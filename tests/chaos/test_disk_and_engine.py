@@ -166,7 +166,10 @@ def test_an_engine_that_stops_answering_fails_no_call_and_the_scale_up_completes
                     seen[:] = [c.get(f"/system/function/{name}").json()]
                     return int(seen[0]["availableReplicas"])  # type: ignore[index]
 
-            wait_until(lambda: available() == 2, 120, "the second replica once the engine answers", why=lambda: seen)
+            def why() -> object:  # the function's status and what the platform said of it (scaling decisions)
+                return [seen, [line.strip() for line in p.output if name in line][-15:]]
+
+            wait_until(lambda: available() == 2, 120, "the second replica once the engine answers", why=why)
             during = [c for c in load.snapshot() if c.start >= stopped_at]
             wait_until(lambda: len(load.snapshot()) > len(during) + 30, 60, "calls after the pause")
         finally:
