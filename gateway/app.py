@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from autoscaler.loop import AutoscalerLoop
 from events.queue import QueueUnavailable
@@ -92,6 +92,8 @@ class GatewayApp:
         self.system = RequireAuth(self.starlette, password, self.console.sessions.check)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining and scope["type"] == "http":
+            send = _closing(send)
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(PREFIX):
@@ -192,3 +194,16 @@ def worker_settings(config: Config) -> WorkerSettings:
         claim_idle_s=config.queue_claim_idle_s,
         result_ttl_s=config.result_ttl_s,
     )
+
+
+def _closing(send: Send) -> Send:
+    """``send`` with ``connection: close`` on the answer: a stopping gateway ends each keep-alive connection after
+    its answer, so none sits idle when it stops (a load balancer's request written into an idle connection as the
+    gateway closes it is lost, and a POST cannot be sent again)."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    return closing

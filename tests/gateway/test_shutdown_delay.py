@@ -20,7 +20,8 @@ def test_a_stopping_gateway_is_unready_but_serves_for_the_delay_then_stops(tmp_p
     try:
         assert p.deploy("hello", FUNCTIONS / "hello").status_code == 202
         wait_for(lambda: httpx.get(f"{p.url}/function/hello", timeout=30).status_code == 200, 60, "hello")
-        assert httpx.get(f"{p.url}/readyz", timeout=10).status_code == 200
+        ready = httpx.get(f"{p.url}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.headers.get("connection") != "close"  # keep-alive until it stops
         p.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: httpx.get(f"{p.url}/readyz", timeout=10).status_code == 503, 30, "/readyz 503")
         # It says how long it serves on, for a balancer that has no other gateway (gateway/edge.py).
@@ -28,6 +29,10 @@ def test_a_stopping_gateway_is_unready_but_serves_for_the_delay_then_stops(tmp_p
         # Still serving, on new connections: what a balancer sent before it saw the 503 succeeds.
         answer = httpx.get(f"{p.url}/function/hello", timeout=30)
         assert answer.status_code == 200, answer.text
+        # Each answer ends its keep-alive connection: none sits idle for the gateway to close under a new request.
+        assert answer.headers["connection"] == "close"
+        with httpx.Client(timeout=10) as client:  # a keep-alive client too: its connection ends after the answer
+            assert client.get(f"{p.url}/healthz").headers["connection"] == "close"
         assert httpx.get(f"{p.url}/healthz", timeout=10).status_code == 200  # alive: not to be restarted
         assert p.proc.poll() is None
         assert p.proc.wait(60) == 0  # then it stops on its own
