@@ -61,18 +61,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         engine.close()
 
 
-def _healthy_gateways(engine: Any) -> list[str]:
-    """The URLs of the gateway tasks that answer /healthz (each publishes 8080 on its own host port)."""
-    urls = []
-    for task in engine.api.tasks(filters={"service": f"{STACK}_gateway", "desired-state": "running"}):
-        for port in (task.get("Status", {}).get("PortStatus") or {}).get("Ports") or []:
-            url = f"http://127.0.0.1:{port['PublishedPort']}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    urls.append(url)
-            except httpx.HTTPError:
-                pass
-    return sorted(set(urls))
+def _gateway_containers(engine: Any) -> list[Any]:
+    """The running gateway containers (they publish nothing: the edge in front of them is the entrypoint)."""
+    found = engine.containers.list(filters={"label": f"com.docker.swarm.service.name={STACK}_gateway"})
+    return [c for c in found if c.status == "running"]
+
+
+def _asked_inside(container: Any, path: str) -> str:
+    """``GET path`` on the gateway in ``container``, from inside it: what that one gateway answers."""
+    url = f"http://127.0.0.1:8080{path}"
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=60).read().decode())"
+    result = container.exec_run(["python3", "-c", code])
+    return str(result.output.decode().strip()) if result.exit_code == 0 else f"error: {result.output[-200:]!r}"
 
 
 def _image(engine: Any, tmp_path: Path, version: str) -> str:
@@ -98,12 +98,13 @@ def test_gateways_in_the_swarm_deploy_scale_and_roll_under_load(stack: Any, tmp_
     assert reply.status_code in (200, 202), reply.text
 
     # Every gateway replica knows the function: the engine holds its metadata.
-    for url in wait_for(lambda: _healthy_gateways(stack), 120, "the gateway"):
+    gateways = wait_for(lambda: len(_gateway_containers(stack)) == 2 and _gateway_containers(stack), 120, "2 gateways")
+    for gateway in gateways:
 
-        def routed(u: str = url) -> bool:
-            return httpx.get(f"{u}/function/sw-roll", timeout=60).text == "v1"
+        def routed(g: Any = gateway) -> bool:
+            return _asked_inside(g, "/function/sw-roll") == "v1"
 
-        assert wait_for(routed, 60, f"{url} to route to the function")
+        assert wait_for(routed, 60, f"gateway {gateway.name} to route to the function")
 
     scaled = httpx.post(
         f"{URL}/system/scale-function/sw-roll", json={"serviceName": "sw-roll", "replicas": 3}, auth=AUTH, timeout=60
