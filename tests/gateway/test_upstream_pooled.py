@@ -79,15 +79,9 @@ def test_a_call_after_the_replica_closed_its_pooled_connection_goes_out_on_a_new
     assert server.seen[0].startswith(b"POST /x HTTP/1.1\r\nhost: " + expected_host + b"\r\n")
 
 
-class ReadThenCloseReplica:
+class ReadThenCloseReplica(ClosingReplica):
     """Answers the first request of a connection, then reads the next one on it and closes without answering: the
     close crossed the request on the wire (a replica dying, or timing the idle connection out, just as it arrives)."""
-
-    def __init__(self, listener: socket.socket) -> None:
-        self.listener = listener
-        self.listener.listen(8)
-        self.seen: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
