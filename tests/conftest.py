@@ -58,6 +58,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             report.longrepr = f"skipped in CI, where every service must be there: {reason}"
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The order's seed, also under -q (which hides the header pytest-random-order prints it in)."""
+    seed = getattr(config.option, "random_order_seed", None)
+    bucket = getattr(config.option, "random_order_bucket", None)
+    if seed is not None and bucket not in (None, "none"):
+        terminalreporter.write_line(f"random order (bucket {bucket}): repeat it with --random-order-seed={seed}")
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """One platform shared by a test module (starting one costs about a second)."""
