@@ -60,10 +60,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """The order's seed, also under -q (which hides the header pytest-random-order prints it in)."""
-    seed = getattr(config.option, "random_order_seed", None)
-    bucket = getattr(config.option, "random_order_bucket", None)
-    if seed is not None and bucket not in (None, "none"):
-        terminalreporter.write_line(f"random order (bucket {bucket}): repeat it with --random-order-seed={seed}")
+    from random_order.config import Config as RandomOrder  # pytest-random-order's own reading of its options
+
+    order = RandomOrder(config)
+    if order.bucket_type != "none":
+        terminalreporter.write_line(
+            f"random order (bucket {order.bucket_type}): repeat it with --random-order-seed={order.seed}"
+        )
 
 
 @pytest.fixture(scope="module")
