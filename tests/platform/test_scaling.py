@@ -109,8 +109,10 @@ def test_a_sigkilled_replica_fails_only_its_inflight_requests_and_is_replaced(
         wait_until(lambda: len(load.statuses) > killed_at + 40, 60, "more calls after the kill")
     finally:
         statuses = load.stop()
-    assert set(statuses) <= {200, 502}, {s: statuses.count(s) for s in set(statuses)}
-    assert statuses.count(502) <= 4  # at most the calls that were in flight on the killed replica
+    # At most the calls in flight on the killed replica fail: a 502, or a 503 + Retry-After when a GET caught on its
+    # connection goes again (gateway/upstream.py) and then finds no free replica in time.
+    assert set(statuses) <= {200, 502, 503}, {s: statuses.count(s) for s in set(statuses)}
+    assert statuses.count(502) + statuses.count(503) <= 4, {s: statuses.count(s) for s in set(statuses)}
     assert statuses[-20:] == [200] * 20
     wait_until(lambda: status(scaling, "victim")["availableReplicas"] == 2, 60, "the replacement replica")
     pids = {httpx.post(f"{scaling.url}/function/victim").json()["pid"] for _ in range(20)}

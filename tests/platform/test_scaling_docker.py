@@ -148,8 +148,10 @@ def test_a_sigkilled_container_fails_only_its_inflight_requests_and_is_replaced(
     # The calls in flight on the killed container get 502 as soon as the backend sees it exit (the gateway then
     # closes its connections: a vanished container sends no reset); calls routed to it before that are refused
     # without being sent and retried on the other replica. So at most the 4 in flight fail, none hangs.
-    assert set(statuses) <= {200, 502}, ({s: statuses.count(s) for s in set(statuses)}, load.errors)
-    assert statuses.count(502) <= 4, statuses.count(502)
+    # A GET caught on a connection the dead container left is sent again (gateway/upstream.py); if the survivor is at
+    # its limit then, the retry waits in line and may be refused with 503 + Retry-After instead: still one of the 4.
+    assert set(statuses) <= {200, 502, 503}, ({s: statuses.count(s) for s in set(statuses)}, load.errors)
+    assert statuses.count(502) + statuses.count(503) <= 4, {s: statuses.count(s) for s in set(statuses)}
     assert all(t - killed < 2.0 for t in load.failed_at), [round(t - killed, 3) for t in load.failed_at]
     assert sum(t - killed >= 2.0 for t in load.ok_at) >= 20  # later calls succeed (the hung ones end last)
     wait_until(lambda: status(docker_scaling, "dvictim")["availableReplicas"] == 2, 120, "the replacement")
