@@ -11,17 +11,13 @@ machine; the table gives the median round's requests/s, p50 and p99, and the edg
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
-from bench.invoke import ROOT, free_port, process, wait_http, wrk
-from stoker import bundle
+from bench.invoke import ROOT, deploy_source, free_port, process, wait_http, wrk
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,10 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         ):
             gw = f"http://127.0.0.1:{gw_port}"
             wait_http(f"{gw}/healthz")
-            source = base64.b64encode(bundle.pack(ROOT / "functions" / "hello")).decode()
-            r = httpx.post(f"{gw}/system/functions", json={"service": "hello", "source": source},
-                           auth=("admin", "bench"), timeout=60)  # fmt: skip
-            r.raise_for_status()
+            deploy_source(gw, "hello", ROOT / "functions" / "hello")
             targets = {
                 "gateway direct": f"{gw}/function/hello",
                 "through edge": f"http://127.0.0.1:{edge_port}/function/hello",

@@ -68,6 +68,14 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def deploy_source(gateway: str, name: str, folder: Path) -> None:
+    """Deploy the function in ``folder`` as ``name`` through the gateway's API, from source (the bench password)."""
+    source = base64.b64encode(bundle.pack(folder)).decode()
+    r = httpx.post(f"{gateway}/system/functions", json={"service": name, "source": source},
+                   auth=("admin", "bench"), timeout=60)  # fmt: skip
+    r.raise_for_status()
+
+
 @contextmanager
 def process(
     args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, pass_fds: tuple[int, ...] = ()
@@ -188,10 +196,7 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{bare_port}/")
             wait_http(f"http://127.0.0.1:{replica_port}/_/health")
             wait_http(f"{gw}/healthz")
-            source = base64.b64encode(bundle.pack(hello)).decode()
-            r = httpx.post(f"{gw}/system/functions", json={"service": "hello", "source": source},
-                           auth=("admin", "bench"), timeout=60)  # fmt: skip
-            r.raise_for_status()
+            deploy_source(gw, "hello", hello)
             targets = {
                 "bare starlette": f"http://127.0.0.1:{bare_port}/",
                 "replica direct": f"http://127.0.0.1:{replica_port}/",
