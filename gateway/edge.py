@@ -4,7 +4,8 @@ Why: a client of a platform with one published gateway sees every restart of it 
 refused connections and cut keep-alive connections. The edge holds the client connections itself and:
 
 - resolves its upstream name (``STOKER_EDGE_UPSTREAM``, ``gateway:8080``; on Swarm ``tasks.gateway:8080``) to every
-  address, and checks each gateway's ``/readyz`` every ``STOKER_EDGE_CHECK_INTERVAL_S``;
+  address, and checks each gateway's ``/readyz`` every ``STOKER_EDGE_CHECK_INTERVAL_S``; a gateway that leaves the
+  name's answer gets no new request, and those in flight there finish (:meth:`Edge.check`);
 - sends each request to the ready gateway with the fewest in flight (:mod:`gateway.edge_choice`), over pooled
   keep-alive connections (:mod:`gateway.upstream`);
 - sends a request again, to another gateway or the same once it is back, when it never reached one (connection
@@ -171,7 +172,9 @@ class Edge:
         gateway.ready, gateway.serving_until, gateway.problem = False, 0.0, "no longer in the name's answer"
         self.upstream.drop_idle(gateway.host, gateway.port)
         self.leaving[(gateway.host, gateway.port)] = gateway
-        logger.info("gateway %s:%s left the name's answer: no new calls go to it", gateway.host, gateway.port)
+        inflight = max(gateway.inflight, self.upstream.active(gateway.host, gateway.port))
+        logger.info("gateway %s:%s left the name's answer: no new call goes to it, %d in flight finish there",
+                    gateway.host, gateway.port, inflight)  # fmt: skip
 
     async def _check_leaving(self, gateway: Gateway) -> None:
         """Forget a gateway that left once it has no call in flight; cut its calls when nothing answers there."""
