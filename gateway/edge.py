@@ -143,8 +143,9 @@ class Edge:
         finish: Swarm takes a task out of its DNS two seconds before it even tells it to stop (the gossip delay of
         its task shutdown), and the gateway, told to stop, still answers what it has for STOKER_SHUTDOWN_DELAY_S
         and its drain. Cutting those connections here lost every POST in flight on it, which cannot go again. The
-        calls in flight on a gateway that left are cut only once nothing answers at its address any more (a killed
-        or removed container sends no reset, so they would wait out their whole timeout)."""
+        calls in flight on a gateway that left are cut only once nothing answers at its address any more (a gateway
+        whose process dies resets its connections itself, but one on a node that is gone or cut off sends nothing,
+        and its calls would wait out their whole timeout)."""
         addresses: set[tuple[str, int]] = set()
         for name, port in self.config.upstream_addresses:
             try:
