@@ -4,7 +4,8 @@ Why: a client of a platform with one published gateway sees every restart of it 
 refused connections and cut keep-alive connections. The edge holds the client connections itself and:
 
 - resolves its upstream name (``STOKER_EDGE_UPSTREAM``, ``gateway:8080``; on Swarm ``tasks.gateway:8080``) to every
-  address, and checks each gateway's ``/readyz`` every ``STOKER_EDGE_CHECK_INTERVAL_S``;
+  address, and checks each gateway's ``/readyz`` every ``STOKER_EDGE_CHECK_INTERVAL_S``; a gateway that leaves the
+  name's answer gets no new request, and those in flight there finish (:meth:`Edge.check`);
 - sends each request to the ready gateway with the fewest in flight (:mod:`gateway.edge_choice`), over pooled
   keep-alive connections (:mod:`gateway.upstream`);
 - sends a request again, to another gateway or the same once it is back, when it never reached one (connection
@@ -28,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -109,12 +111,24 @@ class EdgeConfig:
         return out
 
 
+Resolve = Callable[[str, int], Awaitable[set[str]]]  # a name's addresses now; socket.gaierror when it has none
+
+
+async def resolve(name: str, port: int) -> set[str]:
+    """Every address ``name`` resolves to (on Swarm, ``tasks.<service>`` or a dnsrr service: one per task)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    return {str(info[4][0]) for info in infos}
+
+
 class Edge:
     """The edge's ASGI app and its view of the gateways."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, resolver: Resolve = resolve) -> None:
         self.config = config
         self.gateways: list[Gateway] = []
+        # Gateways whose address left the name's answer with calls still in flight there (see check())
+        self.leaving: dict[tuple[str, int], Gateway] = {}
+        self._resolve = resolver
         self.upstream = Upstream()
         self.budget = BodyBudget(config.max_inflight_body_bytes)
         self._ready = asyncio.Event()  # set while at least one gateway is ready: held requests wait on it
@@ -123,13 +137,19 @@ class Edge:
 
     # --- the gateways' state ---------------------------------------------------------------------------------
     async def check(self) -> None:
-        """One round: resolve the upstream names, then ask every gateway's ``/readyz`` at once."""
-        loop = asyncio.get_running_loop()
+        """One round: resolve the upstream names, then ask every gateway's ``/readyz`` at once.
+
+        A gateway whose address left the name's answer gets no new call, but the calls in flight there are left to
+        finish: Swarm takes a task out of its DNS two seconds before it even tells it to stop (the gossip delay of
+        its task shutdown), and the gateway, told to stop, still answers what it has for STOKER_SHUTDOWN_DELAY_S
+        and its drain. Cutting those connections here lost every POST in flight on it, which cannot go again. The
+        calls in flight on a gateway that left are cut only once nothing answers at its address any more (a gateway
+        whose process dies resets its connections itself, but one on a node that is gone or cut off sends nothing,
+        and its calls would wait out their whole timeout)."""
         addresses: set[tuple[str, int]] = set()
         for name, port in self.config.upstream_addresses:
             try:
-                infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-                self._resolved[(name, port)] = {(str(info[4][0]), port) for info in infos}
+                self._resolved[(name, port)] = {(host, port) for host in await self._resolve(name, port)}
             except OSError as exc:
                 if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME:
                     self._resolved[(name, port)] = set()  # no gateway task at all right now: the DNS says so
@@ -137,11 +157,38 @@ class Edge:
                 logger.debug("cannot resolve %s: %s", name, exc)
             addresses |= self._resolved.get((name, port), set())
         known = {(g.host, g.port): g for g in self.gateways}
-        for host, port in set(known) - addresses:
-            self.upstream.abort(host, port)  # its requests in flight fail now (a removed container sends nothing)
+        for address in set(known) - addresses:
+            self._leave(known.pop(address))
+        for address in addresses & set(self.leaving):  # back in the answer (the address of a new task, or a flap)
+            known[address] = self.leaving.pop(address)
         self.gateways = [known.get(a) or Gateway(*a) for a in sorted(addresses)]
-        await asyncio.gather(*(self._check_one(g) for g in self.gateways))
+        await asyncio.gather(
+            *(self._check_one(g) for g in self.gateways), *(self._check_leaving(g) for g in list(self.leaving.values()))
+        )
         self._update_ready()
+
+    def _leave(self, gateway: Gateway) -> None:
+        """``gateway`` left the name's answer: no new call goes to it (its idle connections are closed, so none is
+        reused, even if its address comes back as another task's); the calls in flight there go on."""
+        gateway.ready, gateway.serving_until, gateway.problem = False, 0.0, "no longer in the name's answer"
+        self.upstream.drop_idle(gateway.host, gateway.port)
+        self.leaving[(gateway.host, gateway.port)] = gateway
+        inflight = max(gateway.inflight, self.upstream.active(gateway.host, gateway.port))
+        logger.info("gateway %s:%s left the name's answer: no new call goes to it, %d in flight finish there",
+                    gateway.host, gateway.port, inflight)  # fmt: skip
+
+    async def _check_leaving(self, gateway: Gateway) -> None:
+        """Forget a gateway that left once it has no call in flight; cut its calls when nothing answers there."""
+        host, port = gateway.host, gateway.port
+        inflight = max(gateway.inflight, self.upstream.active(host, port))
+        if inflight and await reachable(host, port, _CHECK_TIMEOUT_S):
+            return  # it still runs (it answers, or its kernel refuses: a process that died there reset its calls)
+        if self.leaving.get((host, port)) is not gateway:
+            return  # came back into the answer meanwhile
+        del self.leaving[(host, port)]
+        if inflight:
+            logger.info("gateway %s:%s is gone: its %d calls in flight fail", host, port, inflight)
+        self.upstream.abort(host, port)
 
     async def _check_one(self, gateway: Gateway) -> None:
         try:
@@ -240,6 +287,7 @@ class Edge:
             except UpstreamError as exc:
                 resent = sum(1 for g in tried if g.ready)  # sent=True failures (refusals unready their gateway)
                 if not may_resend(method, exc.sent) or time.monotonic() > deadline or resent >= _RESENDS:
+                    logger.info("%s %s: 502, not sent again (%s)", method, gateway.host, exc)
                     return 502, f"the gateway broke the connection: {exc}"
                 if not exc.sent:  # refused or closed: out until its next check says otherwise
                     gateway.ready, gateway.serving_until = False, 0.0
@@ -275,6 +323,18 @@ class Edge:
         finally:  # an answer the gateway breaks off is broken off to the client (raised: uvicorn closes)
             gone.cancel()
             stream.close()
+
+
+async def reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether anything answers at ``host:port`` within ``timeout``: a connection accepted, or refused (the host's
+    kernel answers), rather than nothing at all (the container and its address are gone)."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:  # TimeoutError is one, with no errno
+        return exc.errno == errno.ECONNREFUSED
+    writer.close()
+    return True
 
 
 def _serving_until(headers: list[tuple[bytes, bytes]]) -> float:

@@ -419,6 +419,11 @@ class Upstream:
         if pool is not None:
             pool.close()
 
+    def active(self, host: str, port: int) -> int:
+        """How many connections to ``host:port`` carry a request or an answer now."""
+        pool = self._pools.get((host, port))
+        return len(pool.active) if pool is not None else 0
+
     def drop_idle(self, host: str, port: int) -> None:
         """Close the idle connections to ``host:port`` (it is stopping, and closes idle connections when it does:
         one of them taken for a request at that moment would lose a request that cannot go again); the requests in
