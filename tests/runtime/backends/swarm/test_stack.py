@@ -67,10 +67,13 @@ def _gateway_containers(engine: Any) -> list[Any]:
     return [c for c in found if c.status == "running"]
 
 
-def _asked_inside(container: Any, path: str) -> str:
-    """``GET path`` on the gateway in ``container``, from inside it: what that one gateway answers."""
+def _asked_inside(container: Any, path: str, admin: bool = False) -> str:
+    """``GET path`` on the gateway in ``container``, from inside it: what that one gateway answers (``admin``: with
+    the admin's credentials)."""
     url = f"http://127.0.0.1:8080{path}"
-    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=60).read().decode())"
+    headers = {"Authorization": "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()} if admin else {}
+    request = f"urllib.request.Request({url!r}, headers={headers!r})"
+    code = f"import urllib.request; print(urllib.request.urlopen({request}, timeout=60).read().decode())"
     result = container.exec_run(["python3", "-c", code])
     return str(result.output.decode().strip()) if result.exit_code == 0 else f"error: {result.output[-200:]!r}"
 
@@ -79,6 +82,16 @@ def _image(engine: Any, tmp_path: Path, version: str) -> str:
     folder = write_handler(tmp_path / version, f"def handle(event, context):\n    return '{version}'\n")
     base = ensure_base_image(engine, "stoker/runtime")
     return str(build_function(engine, "sw-roll", bundle.pack(folder), base.ref).ref)
+
+
+def _platform_log() -> str:
+    """The last lines the gateways and the controller logged (for a failure's message)."""
+    lines: list[str] = []
+    for service in ("gateway", "controller"):
+        cmd = ["docker", "service", "logs", "--timestamps", "--raw", "--tail", "40", f"{STACK}_{service}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        lines += [f"{service}: {line}" for line in (out.stdout + out.stderr).splitlines()]
+    return "\n".join(lines)
 
 
 def _status(name: str) -> dict[str, Any]:
@@ -176,11 +189,19 @@ def test_the_controller_keeps_a_warm_pool_that_gateways_claim_for_a_cold_start(s
     scale = {"serviceName": "sw-cold", "replicas": 0}
     assert httpx.post(f"{URL}/system/scale-function/sw-cold", json=scale, auth=AUTH, timeout=60).status_code < 300
     wait_for(lambda: _status("sw-cold").get("availableReplicas") == 0, 120, "sw-cold to reach zero")
+    for gateway in _gateway_containers(stack):  # each gateway reads the swarm on its own (every 0.5 s): until one
+        # has seen the scale-down, it still routes to the stopping replica, which serves during its stop delay
+
+        def at_zero(g: Any = gateway) -> bool:
+            return '"availableReplicas":0' in _asked_inside(g, "/system/function/sw-cold", admin=True).replace(" ", "")
+
+        wait_for(at_zero, 60, f"gateway {gateway.name} to see sw-cold at zero")
     wait_for(lambda: generic() == 2, 180, "the warm pool to be full")
 
     # The gateway (on the overlay) claims a pool replica and specialises it: the first call is served by it.
     first = httpx.get(f"{URL}/function/sw-cold", timeout=120)
-    assert first.status_code == 200 and first.text.startswith(f"{STACK}-pool-"), first.text
+    served_by_pool = first.status_code == 200 and first.text.startswith(f"{STACK}-pool-")
+    assert served_by_pool, f"{first.status_code} {first.text}\n{_platform_log()}"
     # The controller retires that bridge once the function's own replica is ready, and refills the pool.
     wait_for(lambda: not httpx.get(f"{URL}/function/sw-cold", timeout=60).text.startswith(f"{STACK}-pool-"), 180, "own")
     wait_for(lambda: generic() == 2, 180, "the pool to be refilled")
