@@ -6,6 +6,7 @@ does) to see what ``stoker install kubernetes --apply`` and ``stoker uninstall k
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,45 @@ def test_uninstall_through_the_cli_runs_the_planned_steps(tmp_path: Path, monkey
     planned = kubectl.uninstall_steps(values, kubernetes.render(values), functions=True, namespaces=False)
     assert [args for args, _ in _calls(log)] == [" ".join(s.args) for s in planned]
     assert not any(args.startswith("delete namespace") for args, _ in _calls(log))
+
+
+UNREACHABLE = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+"""
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
+def test_the_real_kubectl_accepts_every_command_line(tmp_path: Path) -> None:
+    """No cluster answers here, but kubectl parses its flags before it connects: every command line the install,
+    upgrade, uninstall and the real-cluster test run gets as far as "connection refused", never a usage error."""
+    from tests.install import test_kubernetes_install as cluster_test
+
+    config = tmp_path / "config"
+    config.write_text(UNREACHABLE)
+    values = Values(target="kubernetes", name="demo", service_monitor=True)
+    objects = kubernetes.render(values)
+    steps = [
+        *kubectl.apply_steps(values, objects, {"admin-password": "x"}),
+        kubectl.secrets_lookup(values),
+        *kubectl.rollout_steps(values, objects, 60),
+        *kubectl.uninstall_steps(values, objects, functions=True, namespaces=True),
+    ]
+    runs = [(s.argv, s.stdin()) for s in steps] + [
+        (["kubectl", "get", cluster_test.KINDS, "--all-namespaces", "-l", cluster_test.INSTANCE, "-o", "json"], ""),
+        (["kubectl", "get", "namespaces", "-l", cluster_test.INSTANCE, "-o", "name"], ""),
+        (["kubectl", "-n", "demo", "get", "secret", "demo-admin", "-o", "jsonpath={.data.admin-password}"], ""),
+        (["kubectl", "-n", "demo", "port-forward", "service/gateway", "18080:8080"], ""),
+        (["kubectl", "-n", "demo", "logs", "load-x", "--tail=1"], ""),
+        (["kubectl", "-n", "demo", "exec", "load-x", "--", "python3", "-c", "open('/tmp/stop', 'w').close()"], ""),
+        (["kubectl", "-n", "demo", "delete", "pod", "load-x", "--ignore-not-found", "--wait=false"], ""),
+    ]
+    for argv, stdin in runs:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "KUBECONFIG": str(config)})  # fmt: skip
+        assert done.returncode != 0 and "refused" in done.stderr, (argv, done.stderr[-300:])
+        assert "unknown flag" not in done.stderr and "Usage:" not in done.stderr, (argv, done.stderr[-300:])
