@@ -92,20 +92,35 @@ def rollout_steps(values: Values, objects: list[Obj], timeout_s: float) -> list[
     ]
 
 
-def uninstall_objects(objects: list[Obj], functions: bool, namespaces: bool) -> list[Obj]:
+# What fences the functions in (default-deny and egress policies, default limits): kept while the functions are.
+FENCES = {"NetworkPolicy", "LimitRange"}
+
+
+def uninstall_objects(
+    objects: list[Obj], functions: bool, namespaces: bool, functions_namespace: str = ""
+) -> list[Obj]:
     """What ``kubectl delete -f -`` gets: never the namespaces (``--namespaces`` deletes them on their own, with all
-    they hold), and Redis's volume (queued calls) only when the functions go too. The ServiceMonitor is deleted on its
-    own: a cluster without prometheus-operator refuses the whole ``delete -f`` over it."""
-    keep = {"Namespace", "ServiceMonitor"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
-    return [o for o in objects if o["kind"] not in keep]
+    they hold), and Redis's volume (queued calls) and the fences of ``functions_namespace`` (its NetworkPolicies and
+    LimitRange) only when the functions go too: functions kept running keep their default-deny and egress policies.
+    The ServiceMonitor is deleted on its own: a cluster without prometheus-operator refuses the whole ``delete -f``
+    over it."""
+    if functions or namespaces:
+        return [o for o in objects if o["kind"] not in {"Namespace", "ServiceMonitor"}]
+
+    def kept(o: Obj) -> bool:
+        fence = o["kind"] in FENCES and o["metadata"].get("namespace") == functions_namespace
+        return fence or o["kind"] in {"Namespace", "ServiceMonitor", "PersistentVolumeClaim"}
+
+    return [o for o in objects if not kept(o)]
 
 
 def uninstall_steps(values: Values, objects: list[Obj], functions: bool, namespaces: bool) -> list[Step]:
-    """Everything the install applied but its namespaces and Redis's volume (unless asked); its secrets; with
-    ``functions`` the functions' objects in the functions namespace; with ``namespaces`` both namespaces, last."""
+    """Everything the install applied but its namespaces, Redis's volume and the functions' fences (unless asked); its
+    secrets; with ``functions`` the functions' objects in the functions namespace; with ``namespaces`` both
+    namespaces, last."""
+    platform = tuple(uninstall_objects(objects, functions, namespaces, values.functions_namespace))
     steps = [
-        Step(("delete", "--ignore-not-found", "--wait=false", "-f", "-"),
-             tuple(uninstall_objects(objects, functions, namespaces)), "uninstall", why="the platform"),
+        Step(("delete", "--ignore-not-found", "--wait=false", "-f", "-"), platform, "uninstall", why="the platform"),
         Step(("-n", values.name, "delete", "secret", "--ignore-not-found", *kubernetes.secret_names(values).values()),
              why="the install's secrets"),
         Step(("-n", values.name, "delete", SERVICE_MONITOR, "stoker", "--ignore-not-found"), required=False,

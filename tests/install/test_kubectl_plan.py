@@ -105,6 +105,28 @@ def test_uninstall_never_deletes_a_namespace_unless_asked(
     assert all(s.required for s in steps if kubectl.SERVICE_MONITOR not in s.args)
 
 
+@pytest.mark.parametrize("given", VALUE_SETS)
+def test_uninstall_keeps_the_functions_fenced_while_they_stay(given: dict[str, Any]) -> None:
+    """Functions kept by a plain uninstall keep running: their default-deny and egress policies and default limits
+    stay with them (deleting them let kept functions reach the metadata address and private ranges)."""
+    values = _values(given)
+    objects = kubernetes.render(values)
+
+    def deleted(functions: bool, namespaces: bool) -> set[tuple[str, str, str]]:
+        (step,) = [s for s in kubectl.uninstall_steps(values, objects, functions, namespaces) if s.objects]
+        return {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in step.objects}
+
+    def ids(kinds: tuple[str, ...], namespace: str) -> set[tuple[str, str, str]]:
+        return {(o["kind"], namespace, o["metadata"]["name"]) for o in objects
+                if o["kind"] in kinds and o["metadata"].get("namespace") == namespace}  # fmt: skip
+
+    fences = ids(("NetworkPolicy", "LimitRange"), values.functions_namespace)
+    assert {kind for kind, _, _ in fences} == {"NetworkPolicy", "LimitRange"}
+    assert not fences & deleted(False, False)
+    assert ids(("NetworkPolicy",), values.name) <= deleted(False, False)  # the platform's own go with it
+    assert fences <= deleted(True, False) and fences <= deleted(False, True)
+
+
 def _stand_in_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: str = "") -> Path:
     """A ``kubectl`` that logs each run's arguments and standard input, and answers the secrets lookup."""
     log = tmp_path / "calls"

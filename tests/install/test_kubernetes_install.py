@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import pytest
 
+from stoker.install import kubectl, kubernetes
+from stoker.install.values import Values
 from tests.fakes.kubernetes import validate
 from tests.install.install_support import RUN, free_port
 
@@ -177,6 +179,27 @@ def labelled() -> set[str]:
     return names | {f"Namespace {n.split('/', 1)[-1]}" for n in namespaces}
 
 
+def kept_by_plain_uninstall() -> set[str]:
+    """What ``stoker uninstall kubernetes`` without flags leaves of the install (stoker/install/kubectl.py)."""
+    objects = kubernetes.render(Values(target="kubernetes", name=NAME))
+    deleted = kubectl.uninstall_objects(objects, False, False, FUNCTIONS_NAMESPACE)
+    kept = [o for o in objects if o not in deleted]
+    return {
+        f"Namespace {o['metadata']['name']}"
+        if o["kind"] == "Namespace"
+        else f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}"
+        for o in kept
+    }
+
+
+def test_a_plain_uninstall_leaves_the_namespaces_redis_data_and_the_functions_fences() -> None:
+    """Runs everywhere: what the cluster test expects to find after a plain uninstall."""
+    kept = kept_by_plain_uninstall()
+    assert {f"Namespace {NAME}", f"Namespace {FUNCTIONS_NAMESPACE}", f"PersistentVolumeClaim {NAME}/redis"} <= kept
+    assert f"NetworkPolicy {FUNCTIONS_NAMESPACE}/default-deny" in kept
+    assert not {k for k in kept if k.startswith(("Deployment", "Role", "Service ", "Secret"))}
+
+
 def functions() -> set[str]:
     """What the platform made for functions (labelled managed-by stoker) in the install's functions namespace."""
     out = kube("-n", FUNCTIONS_NAMESPACE, "get", "deployments,services,configmaps", "-l",
@@ -285,7 +308,7 @@ def test_install_deploy_upgrade_under_load_and_uninstall_on_a_real_cluster(
         kept = functions()
         assert any(name.startswith("deployment") and "hello" in name for name in kept), kept
         stoker("uninstall", "kubernetes", "--name", NAME, home=home)
-        expect = {f"PersistentVolumeClaim {NAME}/redis", f"Namespace {NAME}", f"Namespace {FUNCTIONS_NAMESPACE}"}
+        expect = kept_by_plain_uninstall()  # the namespaces, Redis's volume, the functions' policies and limits
         until(lambda: labelled() == expect, 300, f"only {sorted(expect)} left")
         assert functions() == kept
 
