@@ -32,7 +32,13 @@ def add_arguments(install: argparse.ArgumentParser, uninstall: argparse.Argument
     uninstall.add_argument("--name", dest="v_name", default="stoker", help="the install's name (stoker)")
     install.add_argument("--apply", action="store_true", help="apply it to the engine this machine talks to")
     install.add_argument("-o", "--output", metavar="FILE", help="write it here instead of printing it")
-    install.add_argument("--wait", type=float, default=180, metavar="S", help="with --apply: wait for /healthz")
+    install.add_argument(
+        "--wait",
+        type=float,
+        default=180,
+        metavar="S",
+        help="with --apply: wait this long for /healthz (Kubernetes: for each rollout; 0: do not wait)",
+    )
     uninstall.add_argument("--functions", action="store_true", help="also remove the functions and their data")
     uninstall.add_argument("--namespaces", action="store_true", help="Kubernetes: also delete both namespaces")
 
@@ -68,8 +74,9 @@ def run_install(args: argparse.Namespace) -> int:
         engines.swarm_apply(values, text, admin)
         url = f"http://127.0.0.1:{values.port}"
     else:
-        engines.kube_apply(values, kubernetes.render(values), admin)
-        print(f"Applied stoker to namespace {values.name} in {time.monotonic() - start:.1f}s.")
+        engines.kube_apply(values, kubernetes.render(values), admin, wait_s=args.wait)
+        rolled = " (its Deployments rolled out)" if args.wait else ""
+        print(f"Applied stoker to namespace {values.name}{rolled} in {time.monotonic() - start:.1f}s.")
         return 0
     engines.wait_healthy(f"{url}/healthz", args.wait)
     print(f"stoker ({values.target}, {values.name}) answers on {url} after {time.monotonic() - start:.1f}s.")

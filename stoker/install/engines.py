@@ -17,8 +17,7 @@ from runtime.backends.docker import cleanup as docker_cleanup
 from runtime.backends.swarm import cleanup as swarm_cleanup
 from runtime.backends.swarm.config import PLATFORM
 from stoker.errors import StokerError
-from stoker.install import kubernetes, swarm
-from stoker.install.render import dump
+from stoker.install import kubectl, swarm
 from stoker.install.values import INSTALL_LABEL, Values
 
 logger = logging.getLogger(__name__)
@@ -240,41 +239,32 @@ def _retry(action: Any, timeout: float) -> None:
 # --- kubernetes ---------------------------------------------------------------------------------------------
 
 
-def kube_apply(values: Values, objects: list[dict[str, Any]], admin_password: str) -> None:
-    namespaces = [o for o in objects if o["kind"] == "Namespace"]
-    run(["kubectl", "apply", "-f", "-"], stdin=dump(namespaces, "namespaces"))
-    for role, name in kubernetes.secret_names(values).items():
-        found = subprocess.run(["kubectl", "-n", values.name, "get", "secret", name], capture_output=True, check=False)
-        if found.returncode == 0:
-            continue
-        value = admin_password if role == "admin-password" and admin_password else secrets.token_hex(32)
-        run(["kubectl", "-n", values.name, "create", "secret", "generic", name, f"--from-literal={role}={value}"])
-        run(["kubectl", "-n", values.name, "label", "secret", name, f"app.kubernetes.io/instance={values.name}"])
-    run(["kubectl", "apply", "-f", "-"], stdin=dump([o for o in objects if o["kind"] != "Namespace"], "install"))
+def _kubectl(steps: list[kubectl.Step], timeout: float = 600) -> str:
+    """Run ``steps`` in order; a refused required step stops there (the message names it)."""
+    out = ""
+    for step in steps:
+        if step.required:
+            out += run(step.argv, stdin=step.stdin(), timeout=timeout)
+        else:
+            subprocess.run(step.argv, input=step.stdin(), capture_output=True, text=True, timeout=timeout, check=False)
+    return out
 
 
-def uninstall_objects(objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> list[dict[str, Any]]:
-    """What ``kubectl delete`` gets: never the namespaces (``--namespaces`` deletes them on their own, with all they
-    hold), and Redis's volume (queued calls) only when the functions go too. The ServiceMonitor is deleted on its
-    own (:func:`kube_uninstall`): a cluster without prometheus-operator refuses the whole ``delete -f`` over it."""
-    keep = {"Namespace", "ServiceMonitor"} | (set() if functions or namespaces else {"PersistentVolumeClaim"})
-    return [o for o in objects if o["kind"] not in keep]
+def kube_apply(values: Values, objects: list[dict[str, Any]], admin_password: str, wait_s: float = 0) -> None:
+    """Namespaces, the secrets that do not exist yet (random values; ``admin_password`` for the admin's), the rest;
+    then, with ``wait_s``, every Deployment's rollout awaited."""
+    _kubectl(kubectl.apply_steps(values, objects, {})[:1])
+    missing = kubectl.missing_secrets(values, _kubectl([kubectl.secrets_lookup(values)]))
+    made = {r: admin_password if r == "admin-password" and admin_password else secrets.token_hex(32) for r in missing}
+    _kubectl(kubectl.apply_steps(values, objects, made)[1:])
+    if wait_s:
+        _kubectl(kubectl.rollout_steps(values, objects, wait_s), timeout=wait_s + 60)
+
+
+uninstall_objects = kubectl.uninstall_objects
 
 
 def kube_uninstall(values: Values, objects: list[dict[str, Any]], functions: bool, namespaces: bool) -> None:
     """Everything the install applied but its namespaces and Redis's volume (unless asked); its secrets; with
-    ``functions`` the functions' objects in the functions namespace too."""
-    text = dump(uninstall_objects(objects, functions, namespaces), "uninstall")
-    run(["kubectl", "delete", "--ignore-not-found", "--wait=false", "-f", "-"], stdin=text)
-    run(["kubectl", "-n", values.name, "delete", "secret", "--ignore-not-found",
-         *kubernetes.secret_names(values).values()])  # fmt: skip
-    # --service-monitor's, if the install had one; "no such resource type" without prometheus-operator is fine.
-    monitor = ["servicemonitors.monitoring.coreos.com", "stoker", "--ignore-not-found"]
-    subprocess.run(["kubectl", "-n", values.name, "delete", *monitor], capture_output=True, check=False)
-    if functions:
-        fns = values.functions_namespace
-        for selector in ("app.kubernetes.io/managed-by=stoker", "stoker.dev/pool"):
-            run(["kubectl", "-n", fns, "delete", "deployment,service,configmap,secret,pod", "-l", selector,
-                 "--ignore-not-found"])  # fmt: skip
-    if namespaces:
-        run(["kubectl", "delete", "namespace", "--ignore-not-found", values.name, values.functions_namespace])
+    ``functions`` the functions' objects in the functions namespace too (:func:`kubectl.uninstall_steps`)."""
+    _kubectl(kubectl.uninstall_steps(values, objects, functions, namespaces))
