@@ -16,6 +16,7 @@ from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, Queue
 _CALL = "stoker:call:"
 _ONCE = "stoker:once:"
 _TRIGGERS = "stoker:triggers"
+_GIVEN_BACK_IDLE_MS = 365 * 24 * 3600 * 1000  # a given-back message's idle time: past any claim idle time
 
 # SET NX and XADD in one script: Redis runs it atomically (and persists it as one unit in the AOF), so a claimed
 # key always has its message. MULTI cannot do this: a transaction cannot make XADD depend on SET's answer.
@@ -192,6 +193,20 @@ class RedisQueue:
         if ids:
             async with _guard("renew"):
                 await self.redis.xclaim(stream, group, consumer, 0, ids, justid=True)
+
+    async def release(self, stream: str, group: str, consumer: str, msgs: list[Message]) -> None:
+        # XCLAIM to ourselves with an idle time past any claim_idle_s (XAUTOCLAIM takes them at once) and the count
+        # set back (RETRYCOUNT; the claim adds the one taken back). One XCLAIM per count, in one round trip.
+        by_count: dict[int, list[str]] = {}
+        for msg in msgs:
+            by_count.setdefault(max(0, msg.deliveries - 1), []).append(msg.id)
+        if not by_count:
+            return
+        async with _guard("release"):
+            pipe = self.redis.pipeline(transaction=False)
+            for count, ids in by_count.items():
+                pipe.xclaim(stream, group, consumer, 0, ids, idle=_GIVEN_BACK_IDLE_MS, retrycount=count, justid=True)
+            await pipe.execute()
 
     async def redeliver(self, stream: str, group: str, consumer: str, msg_id: str) -> Message | None:
         async with _guard("redeliver"):

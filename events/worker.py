@@ -94,6 +94,7 @@ class FunctionWorker(StreamConsumer):
         except ValueError as exc:
             bad = Invocation(self.function, body=msg.fields.get(b"m", b""), origin=f"{msg.stream}:{msg.id}")
             fields = dead_letter(bad, f"undecodable message: {exc}", msg.deliveries, msg.stream, msg.id, time.time())
+            self.call_over(msg)
             await self.queue.finish(
                 msg, self.group, own, Completion(dead_stream=dead_stream(self.function), dead=fields)
             )
@@ -113,6 +114,7 @@ class FunctionWorker(StreamConsumer):
                 await asyncio.sleep(delay)  # still held: the renew loop keeps others from reclaiming it
                 current = await self.queue.redeliver(msg.stream, self.group, self.consumer, msg.id)
                 continue
+            self.call_over(msg)  # settling is no call: the next message starts while this one is settled
             done = _completion(inv, result, ttl)
             if verdict is Verdict.DEAD:
                 error = f"{result.status}: {result.body[:500].decode('utf-8', 'replace')}"
