@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import deque
 
@@ -29,8 +30,14 @@ logger = logging.getLogger(__name__)
 # How long a consumer with little room waits for more before reading for the little there is: long enough for the
 # calls of one settled batch to finish together, short beside any call.
 REFILL_WAIT_S = 0.005
-# Messages read ahead per slot (see the module's docstring).
+# Messages read ahead per slot at most (see the module's docstring).
 PREFETCH_PER_SLOT = 1
+# How much of the slots' work the read-ahead covers: enough messages for READ_AHEAD_S of calls at their measured
+# duration (a read's round trip, many times over), at most PREFETCH_PER_SLOT per slot, at least 1. Short calls get
+# the most; a one-second call gets one message ahead, so read-ahead messages (pending, not running) stay few where a
+# backlog's calls are long and the autoscaler scales on them.
+READ_AHEAD_S = 0.02
+CALL_TIME_WEIGHT = 0.1  # of each new call's duration in the running mean
 # A consumer looks for messages given back or left behind by others at least this often (and every claim_idle_s / 4
 # when that is sooner): what a stopping consumer gives back runs elsewhere within about this long.
 RECLAIM_EVERY_S = 1.0
@@ -67,7 +74,8 @@ class StreamConsumer:
         self.ahead: deque[Message] = deque()  # read ahead, not started
         self.inflight = 0  # started and not yet settled
         self.calls = 0  # started and their call still going on (not yet only settling): what concurrency bounds
-        self._calling: set[str] = set()  # the ids counted in ``calls``
+        self._calling: dict[str, float] = {}  # the ids counted in ``calls``: when each started (time.monotonic())
+        self.call_s: float | None = None  # the calls' mean duration (None: none measured yet)
         self._room = asyncio.Event()  # set whenever a slot frees, the limit changes or the consumer stops
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -134,14 +142,24 @@ class StreamConsumer:
 
     def call_over(self, msg: Message) -> None:
         """``msg``'s call has ended and only settling it is left: its slot goes to the next message now."""
-        if msg.id in self._calling:
-            self._calling.discard(msg.id)
+        started = self._calling.pop(msg.id, None)
+        if started is not None:
+            took = time.monotonic() - started
+            self.call_s = took if self.call_s is None else self.call_s + CALL_TIME_WEIGHT * (took - self.call_s)
             self.calls -= 1
             self._dispatch()
             self._room.set()
 
+    def read_ahead(self) -> int:
+        """How many messages to hold read and not started: READ_AHEAD_S of calls at their mean duration, at least
+        1 and at most ``prefetch_per_slot`` per slot (1 until a call has been timed)."""
+        most = self.concurrency * self.prefetch_per_slot
+        if self.call_s is None or most <= 1:
+            return min(1, most)
+        return max(1, min(most, math.ceil(self.concurrency * READ_AHEAD_S / max(self.call_s, 1e-6))))
+
     def _capacity(self) -> int:
-        return self.concurrency * (1 + self.prefetch_per_slot)
+        return self.concurrency + self.read_ahead()
 
     def _free(self) -> int:
         """How many messages may be read now: room in the slots and the read-ahead together."""
@@ -177,7 +195,7 @@ class StreamConsumer:
             msg = self.ahead.popleft()
             self.calls += 1
             self.inflight += 1
-            self._calling.add(msg.id)
+            self._calling[msg.id] = time.monotonic()
             task = asyncio.create_task(self._handle(msg))
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._done, msg))
