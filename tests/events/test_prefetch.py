@@ -9,7 +9,7 @@ import asyncio
 import time
 
 from events.messages import Invocation, Result
-from events.queue import Queue, async_stream, group_of
+from events.queue import Message, Queue, async_stream, group_of
 from events.retry import RetryPolicy
 from events.worker import FunctionWorker, Invoke, WorkerSettings
 from tests.wait_support import wait_until_async
@@ -142,3 +142,21 @@ async def test_what_a_dead_worker_read_ahead_is_reclaimed_after_the_claim_idle_t
         await other.stop(1)
         if other_task is not None:
             other_task.cancel()
+
+
+async def test_giving_back_leaves_alone_a_message_another_consumer_took_meanwhile(queue: Queue, name: str) -> None:
+    """A consumer whose renewals failed (the queue was away) may give back a message another one reclaimed and runs:
+    that one keeps it (it is not made reclaimable again, so it does not run a third time)."""
+    stream, group = async_stream(name), group_of(name)
+    await queue.ensure_group(stream, group, from_start=True)
+    await queue.add(stream, {"m": Invocation(name).encode()})
+    (mine,) = await queue.read([stream], group, "first", 10, 0.1)
+    taken: list[Message] = []
+    while not taken:  # as after claim_idle_s without renewals (idle 1 ms at least: Redis counts in milliseconds)
+        taken = await queue.reclaim(stream, group, "other", 0.0, 10)
+    (theirs,) = taken
+    await queue.release(stream, group, "first", [mine])
+    assert await queue.reclaim(stream, group, "third", 5.0, 10) == []  # still the other's, busy
+    await queue.release(stream, group, "other", [theirs])  # its owner gives it back: reclaimable at once
+    (again,) = await queue.reclaim(stream, group, "third", 5.0, 10)
+    assert (again.id, again.deliveries) == (mine.id, 2)  # taken back from the other's second delivery
