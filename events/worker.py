@@ -128,7 +128,6 @@ class FunctionWorker(StreamConsumer):
             await self.queue.finish(msg, self.group, own, done)
             return
 
-
     async def _progress(self, call_id: str, ttl_s: float) -> None:
         try:
             await self.queue.set_call(call_id, CallStatus.RUNNING, None, ttl_s)
