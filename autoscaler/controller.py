@@ -76,8 +76,7 @@ class Controller:
         return leading
 
     async def _lag(self, function: str) -> tuple[int, int]:
-        load = await self.queue.load(function)
-        return load.lag, load.pending
+        return (await self.queue.load(function)).for_scaling()
 
     async def close(self) -> None:
         if self.leading:

@@ -9,6 +9,10 @@ At equal cores: stoker's function runs on ``--replicas`` pinned replicas (1: the
 two busy processes on two cores, as Celery's ``-c 2``); the "autoscaled" row leaves the function's default scaling,
 so the queue's lag scales it out (each replica started is a Python start taken from the same cores).
 
+The "async calls" row is stoker's ``/async-function`` path from the queue on: ``--messages`` calls put on the
+function's async stream with their call records (as the gateway stores them, in one pipelined burst), each settled with
+its result, default scaling; its latency is timed from that burst.
+
 Each system has its own message count: ``--messages`` for stoker (and Celery unless ``--celery-messages``), and
 ``--rq-messages`` (default 500) for RQ, which forks a process per job (about 10 jobs/s here: 10,000 would take 17
 minutes). Rates (messages/s) are compared, so one run shows all of them; the table says how many messages each ran.
@@ -44,6 +48,8 @@ from pathlib import Path
 
 import redis
 
+from events.messages import Invocation
+from events.queue import async_stream
 from events.sqlite_queue import SQLiteQueue
 from tests.platform_fixture import start_platform, write_handler
 
@@ -201,6 +207,45 @@ def bench_stoker(url: str, n: int, work: Path, redis_pid: int, labels: dict[str,
         p.stop()
 
 
+# The same no-op for async calls: they carry their call id, not a message id.
+ASYNC_NOOP = NOOP.replace("x-stoker-message-id", "x-call-id")
+
+
+def bench_async(url: str, n: int, work: Path, redis_pid: int) -> Run:
+    """Async calls, default scaling: ``n`` calls put on the function's async stream as ``/async-function`` does
+    (the invocation and its call record, in one pipelined burst), timed to the last one settled with its result."""
+    r = redis.Redis.from_url(url)
+    p = start_platform(work / "home", "--redis", url, env={"STOKER_POOL_SIZE": "0"})
+    out = work / "done.txt"
+    try:
+        folder = write_handler(work / "noop", ASYNC_NOOP)
+        assert p.deploy("noop", folder, envVars={"OUT": str(out)}).status_code == 202
+        stream = async_stream("noop.openfaas-fn")
+        pipe = r.pipeline(transaction=False)
+        for i in range(n):
+            pipe.xadd(stream, {"m": Invocation("noop.openfaas-fn", call_id=f"c{i}").encode()})
+            pipe.hset(f"stoker:call:c{i}", mapping={"status": "queued"})
+            pipe.expire(f"stoker:call:c{i}", 3600)
+        _wait(lambda: any(g["name"] == GROUP.encode() for g in _groups(r, stream)), 30)
+        cpu = _cpu_s([p.proc.pid, redis_pid])
+        start, enqueued = time.perf_counter(), time.time()
+        pipe.execute()
+
+        def done() -> bool:
+            g = next(g for g in _groups(r, stream) if g["name"] == GROUP.encode())
+            return int(g["pending"]) == 0 and int(g.get("entries-read") or 0) >= n
+
+        _wait(done, 600)
+        elapsed = time.perf_counter() - start
+        used = _cpu_s([p.proc.pid, redis_pid]) - cpu
+        assert r.hget(f"stoker:call:c{n - 1}", "status") == b"done"
+        r.delete(stream, *(f"stoker:call:c{i}" for i in range(n)))
+        p50, p99 = _latencies(out, lambda _: enqueued)
+        return Run(n / elapsed, used / n * 1e6, p50, p99, _most_replicas(p.output, 1))
+    finally:
+        p.stop()
+
+
 def bench_embedded(n: int, work: Path, labels: dict[str, str]) -> Run:
     """The embedded queue: filled (in one transaction, from this process) while its worker waits, timed from the first
     delivery to the last ack, read from the queue's own tables."""
@@ -328,6 +373,7 @@ def main() -> None:
     celery_row = f"celery prefork -c {CORES} (= cores)"
     rows: dict[str, tuple[int, list[Run]]] = {
         "stoker, Redis Streams, autoscaled (defaults)": (args.messages, []),
+        "stoker, Redis Streams, async calls, autoscaled (defaults)": (args.messages, []),
         f"stoker, Redis Streams, {args.replicas} replica(s) pinned": (args.messages, []),
         celery_row: (celery_n, []),
         "celery prefork -c 1": (celery_n, []),
@@ -346,6 +392,7 @@ def main() -> None:
             # The autoscaled row is the default configuration: default scaling, default STOKER_QUEUE_CONCURRENCY
             # (the worker follows the replicas). The pinned rows keep 64 queued calls at once, as before.
             next(runs)[1].append(bench_stoker(url, args.messages, home / "scaled", rpid, {}, {}))
+            next(runs)[1].append(bench_async(url, args.messages, home / "async", rpid))
             fixed = {"STOKER_QUEUE_CONCURRENCY": "64"}
             next(runs)[1].append(bench_stoker(url, args.messages, home / "redis", rpid, pinned, fixed))
             next(runs)[1].append(bench_celery(python, url, celery_n, work, CORES, rpid))

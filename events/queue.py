@@ -129,6 +129,10 @@ class Queue(Protocol):
     async def renew(self, stream: str, group: str, consumer: str, ids: list[str]) -> None:
         """Reset the idle time of messages this consumer still works on, so nobody reclaims them."""
 
+    async def release(self, stream: str, group: str, consumer: str, msgs: list[Message]) -> None:
+        """Give back messages this consumer read and never started: still pending, but reclaimable by any consumer at
+        once (as if idle for ages), their delivery count taken back so that the next delivery is the same attempt."""
+
     async def redeliver(self, stream: str, group: str, consumer: str, msg_id: str) -> Message | None:
         """Count a new delivery of a pending message (a retry); None when it is gone."""
 

@@ -16,6 +16,7 @@ from events.queue import CALLBACK_STREAM, CallRecord, Completion, Message, Queue
 _CALL = "stoker:call:"
 _ONCE = "stoker:once:"
 _TRIGGERS = "stoker:triggers"
+_GIVEN_BACK_IDLE_MS = 365 * 24 * 3600 * 1000  # a given-back message's idle time: past any claim idle time
 
 # SET NX and XADD in one script: Redis runs it atomically (and persists it as one unit in the AOF), so a claimed
 # key always has its message. MULTI cannot do this: a transaction cannot make XADD depend on SET's answer.
@@ -63,6 +64,20 @@ if ARGV[6] ~= '' then
     redis.call('XADD', KEYS[3], '*', 'm', ARGV[6])
 end
 return 1
+"""
+
+# Give back messages a consumer read and never started: each one still pending on that consumer (not reclaimed by
+# another meanwhile) gets an idle time past any claim idle time, so the next XAUTOCLAIM takes it, and its delivery
+# count set back (the claim adds the one taken back). KEYS: stream. ARGV: group, consumer, idle ms, then id, count
+# pairs.
+_RELEASE = """
+for i = 4, #ARGV, 2 do
+    if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) == 1 then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+                   'IDLE', ARGV[3], 'RETRYCOUNT', ARGV[i + 1], 'JUSTID')
+    end
+end
+return 0
 """
 
 # A call's progress (running, retrying), unless it is done already: a late duplicate must not hide the result.
@@ -118,6 +133,7 @@ class RedisQueue:
         self._finish = self.redis.register_script(_FINISH)
         self._progress = self.redis.register_script(_PROGRESS)
         self._note = self.redis.register_script(_NOTE)
+        self._release = self.redis.register_script(_RELEASE)
         # Settling messages and noting calls' progress: the steps of concurrent workers go to Redis together, each
         # script still atomic on its own (events/batch.py).
         self._scripts: Batcher[_ScriptCall, Any] = Batcher(self._run_scripts)
@@ -192,6 +208,15 @@ class RedisQueue:
         if ids:
             async with _guard("renew"):
                 await self.redis.xclaim(stream, group, consumer, 0, ids, justid=True)
+
+    async def release(self, stream: str, group: str, consumer: str, msgs: list[Message]) -> None:
+        if not msgs:
+            return
+        args: list[str | int] = [group, consumer, _GIVEN_BACK_IDLE_MS]
+        for msg in msgs:
+            args += [msg.id, max(0, msg.deliveries - 1)]
+        async with _guard("release"):
+            await self._release(keys=[stream], args=args)
 
     async def redeliver(self, stream: str, group: str, consumer: str, msg_id: str) -> Message | None:
         async with _guard("redeliver"):

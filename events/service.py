@@ -70,10 +70,17 @@ class QueueLoad:
     lag: int
     pending: int
     inflight: int
+    ahead: int = 0  # of ``pending``, read ahead by this process's worker and not started (events/consumer.py)
 
     @property
     def backlog(self) -> int:
         return self.lag + self.pending
+
+    def for_scaling(self) -> tuple[int, int]:
+        """(queued, running) as the autoscaler counts them (autoscaler/backlog.py): messages read ahead wait like
+        the lag; they are no call in flight yet. (A process with no worker, ``stoker controller``, cannot tell the
+        gateways' few read-ahead messages from their running calls.)"""
+        return self.lag + self.ahead, max(0, self.pending - self.ahead)
 
 
 def annotated_streams(dep: FunctionDeployment) -> list[str]:
@@ -196,7 +203,9 @@ class QueueService:
         for stream in entry[0] if entry else await self._streams_of(function):
             info = await self.queue.info(stream, group_of(function))
             lag, pending = lag + info.lag, pending + info.pending
-        return QueueLoad(lag, pending, entry[1].inflight if entry else 0)
+        if entry is None:
+            return QueueLoad(lag, pending, 0)
+        return QueueLoad(lag, pending, entry[1].inflight, min(pending, len(entry[1].ahead)))
 
     async def _streams_of(self, function: str) -> list[str]:
         """The streams of a function this process runs no worker for (yet, or ever: ``stoker controller`` only reads

@@ -194,6 +194,15 @@ class SQLiteQueue:
             [(consumer, now, stream, group, _seq(i)) for i in ids],
         )
 
+    async def release(self, stream: str, group: str, consumer: str, msgs: list[Message]) -> None:
+        # delivered_at 0: idle since the epoch, reclaimed by the next reclaim; the reclaim adds the delivery back
+        with self.db:
+            self.db.executemany(
+                "UPDATE pending SET delivered_at = 0, deliveries = ? "
+                "WHERE stream = ? AND grp = ? AND seq = ? AND consumer = ?",
+                [(max(0, m.deliveries - 1), stream, group, _seq(m.id), consumer) for m in msgs],
+            )
+
     async def redeliver(self, stream: str, group: str, consumer: str, msg_id: str) -> Message | None:
         seq = _seq(msg_id)
         with self.db:

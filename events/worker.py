@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from events.consumer import StreamConsumer, log
 from events.messages import Callback, CallStatus, Invocation, Result, dead_letter, from_stream_entry
-from events.queue import ASYNC_PREFIX, Completion, Message, Queue, dead_stream, group_of
+from events.queue import ASYNC_PREFIX, Completion, Message, Queue, QueueUnavailable, dead_stream, group_of
 from events.retry import RetryPolicy, Verdict, decide
 from stoker.spec import FunctionSettings
 
@@ -94,6 +94,7 @@ class FunctionWorker(StreamConsumer):
         except ValueError as exc:
             bad = Invocation(self.function, body=msg.fields.get(b"m", b""), origin=f"{msg.stream}:{msg.id}")
             fields = dead_letter(bad, f"undecodable message: {exc}", msg.deliveries, msg.stream, msg.id, time.time())
+            self.call_over(msg)
             await self.queue.finish(
                 msg, self.group, own, Completion(dead_stream=dead_stream(self.function), dead=fields)
             )
@@ -102,9 +103,12 @@ class FunctionWorker(StreamConsumer):
         current: Message | None = msg
         while current is not None:
             attempt = current.deliveries
-            if inv.call_id:
-                await self.queue.set_call(inv.call_id, CallStatus.RUNNING, None, ttl)
+            # The call's "running" goes to the queue while it runs, not before: its round trip is no longer in the
+            # call's slot. Done before the settle, so never after it (and a late one could not hide a result).
+            noted = asyncio.create_task(self._progress(inv.call_id, ttl)) if inv.call_id else None
             result = await self.invoke(inv)
+            if noted is not None:
+                await noted
             result.attempts = attempt
             verdict, delay = decide(policy, result.status, attempt)
             if verdict is Verdict.RETRY:
@@ -113,6 +117,7 @@ class FunctionWorker(StreamConsumer):
                 await asyncio.sleep(delay)  # still held: the renew loop keeps others from reclaiming it
                 current = await self.queue.redeliver(msg.stream, self.group, self.consumer, msg.id)
                 continue
+            self.call_over(msg)  # settling is no call: the next message starts while this one is settled
             done = _completion(inv, result, ttl)
             if verdict is Verdict.DEAD:
                 error = f"{result.status}: {result.body[:500].decode('utf-8', 'replace')}"
@@ -122,6 +127,12 @@ class FunctionWorker(StreamConsumer):
                 )
             await self.queue.finish(msg, self.group, own, done)
             return
+
+    async def _progress(self, call_id: str, ttl_s: float) -> None:
+        try:
+            await self.queue.set_call(call_id, CallStatus.RUNNING, None, ttl_s)
+        except QueueUnavailable as exc:  # only progress: the settle decides, and leaves the message pending if it fails
+            log(f"{self.function}: call {call_id}: its running status not stored: {exc}")
 
 
 def _completion(inv: Invocation, result: Result, ttl_s: float) -> Completion:

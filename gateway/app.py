@@ -117,8 +117,7 @@ class GatewayApp:
         return record.available if record is not None else 0
 
     async def queue_lag(self, function: str) -> tuple[int, int]:
-        load = await self.queue.load(function)
-        return load.lag, load.pending
+        return (await self.queue.load(function)).for_scaling()
 
     def _replica_gone(self, endpoint: Endpoint) -> None:
         self.upstream.abort(endpoint.host, endpoint.port)
