@@ -135,6 +135,7 @@ def test_two_stacks_side_by_side_survive_a_killed_gateway_and_an_upgrade_and_uni
         assert httpx.get(f"{urls[b]}/function/hello", timeout=60).text == "from b"
         with capsys.disabled():
             print("\nswarm timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+            print("\n".join(reports))  # the failed-call counts (captured where they were counted)
     finally:
         for name in (a, b):
             subprocess.run([sys.executable, "-m", "stoker", "uninstall", "swarm", "--name", name, "--functions"],
