@@ -48,6 +48,22 @@ async def _call(record: FunctionRecord) -> str:
     return reply.text
 
 
+async def _until_routed(backend: Any, record: FunctionRecord, n: int) -> None:
+    """Wait until the backend routes to ``n`` replicas of the function and asks for ``n``; on time out, say what the
+    swarm and the backend saw (a random-order run once timed out here with no trace)."""
+    try:
+        await wait_until_async(lambda: record.available == n and record.replicas == n, 120, f"{n} routed", poll_s=0.2)
+    except AssertionError as exc:
+        service, namespace = record.deployment.service, record.deployment.namespace
+        tasks = backend.api.tasks(filters={"service": f"{backend.settings.platform}-{service}"})
+        seen = [(t["ID"][:12], t["DesiredState"], t["Status"]["State"], t["Status"].get("Err", "")) for t in tasks]
+        same = backend.get(service, namespace) is record
+        raise AssertionError(
+            f"{exc}: routed {record.available} of {record.replicas} (the record still the backend's: {same}); "
+            f"the swarm's tasks: {seen}"
+        ) from None
+
+
 def test_deploy_scale_update_and_remove(make_swarm_backend: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
         backend = make_swarm_backend()
@@ -82,10 +98,10 @@ def test_deploy_scale_update_and_remove(make_swarm_backend: Any, tmp_path: Path)
             assert service["Spec"]["UpdateConfig"]["FailureAction"] == "rollback"
 
             await backend.scale("sw-echo", "openfaas-fn", 3)
-            await wait_until_async(lambda: record.available == 3, 120, poll_s=0.2)
+            await _until_routed(backend, record, 3)
             assert len({(e.host, e.port) for e in record.endpoints}) == 3
             await backend.scale("sw-echo", "openfaas-fn", 1)
-            await wait_until_async(lambda: record.available == 1 and record.replicas == 1, 120, poll_s=0.2)
+            await _until_routed(backend, record, 1)
 
             await backend.deploy(dep, _source(tmp_path, "v2"))
             assert (await _call(record)).startswith("v2 ")
