@@ -13,6 +13,10 @@ The "async calls" row is stoker's ``/async-function`` path from the queue on: ``
 function's async stream with their call records (as the gateway stores them, in one pipelined burst), each settled with
 its result, default scaling; its latency is timed from that burst.
 
+Each system is ready when its messages come: Celery's worker has been started 3 s before, stoker's function deployed
+and its replicas ready (its worker starts with the deploy). A round used to enqueue as soon as the function's consumer
+group existed, so stoker's rows also timed the start of its replica and of its worker (up to a second's sync then).
+
 Each system has its own message count: ``--messages`` for stoker (and Celery unless ``--celery-messages``), and
 ``--rq-messages`` (default 500) for RQ, which forks a process per job (about 10 jobs/s here: 10,000 would take 17
 minutes). Rates (messages/s) are compared, so one run shows all of them; the table says how many messages each ran.
@@ -51,7 +55,7 @@ import redis
 from events.messages import Invocation
 from events.queue import async_stream
 from events.sqlite_queue import SQLiteQueue
-from tests.platform_fixture import start_platform, write_handler
+from tests.platform_fixture import Platform, start_platform, write_handler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,6 +189,7 @@ def bench_stoker(url: str, n: int, work: Path, redis_pid: int, labels: dict[str,
         deployed = p.deploy("noop", folder, annotations=annotations, labels=labels, envVars={"OUT": str(out)})
         assert deployed.status_code == 202
         _wait(lambda: any(g["name"] == GROUP.encode() for g in _groups(r, STREAM)), 30)
+        _ready(p)
         pipe = r.pipeline(transaction=False)
         for i in range(n):
             pipe.xadd(STREAM, {"i": str(i)})
@@ -227,6 +232,7 @@ def bench_async(url: str, n: int, work: Path, redis_pid: int) -> Run:
             pipe.hset(f"stoker:call:c{i}", mapping={"status": "queued"})
             pipe.expire(f"stoker:call:c{i}", 3600)
         _wait(lambda: any(g["name"] == GROUP.encode() for g in _groups(r, stream)), 30)
+        _ready(p)
         cpu = _cpu_s([p.proc.pid, redis_pid])
         start, enqueued = time.perf_counter(), time.time()
         pipe.execute()
@@ -283,6 +289,17 @@ def bench_embedded(n: int, work: Path, labels: dict[str, str]) -> Run:
         return Run(n / elapsed, used / n * 1e6, p50, p99)
     finally:
         p.stop()
+
+
+def _ready(p: Platform) -> None:
+    """Wait until the function's replicas are ready, as Celery's worker is started before its messages come."""
+
+    def ready() -> bool:
+        with p.client() as c:
+            found = c.get("/system/function/noop")
+        return found.status_code == 200 and found.json()["availableReplicas"] >= found.json()["replicas"] >= 1
+
+    _wait(ready, 60)
 
 
 def _groups(r: redis.Redis, stream: str) -> list[dict[str, object]]:

@@ -49,6 +49,9 @@ TICK_KEY_TTL_S = 24 * 3600.0
 # Callbacks posted at once per process: STOKER_QUEUE_CONCURRENCY caps a function's worker, which follows its replicas
 # (256 by default); a receiver gets no more than this many connections from one process at a time.
 CALLBACKS_AT_ONCE = 16
+# How often a function's worker follows its ready replicas, and a new function gets its worker (QueueService.follow):
+# an in-memory look, far cheaper than a full sync.
+FOLLOW_EVERY_S = 0.1
 
 
 class CallIdInUse(Conflict):
@@ -117,7 +120,7 @@ class QueueService:
     ) -> None:
         self.queue = queue
         # Ready replicas of a function (name.namespace): its worker runs that many x their in-flight limit at once,
-        # re-read every sync (events.worker.worker_concurrency); None: settings.concurrency, fixed.
+        # followed every FOLLOW_EVERY_S (events.worker.worker_concurrency); None: settings.concurrency, fixed.
         self.ready = ready
         self.callback_policy = callback_policy
         self.functions = functions
@@ -249,14 +252,33 @@ class QueueService:
 
     # -- supervision ----------------------------------------------------------------------------------------
     async def _supervise(self) -> None:
+        """A full sync (triggers from the queue, workers started and stopped, cron) every ``sync_interval_s``, and at
+        once when the deployed functions change; in between, every FOLLOW_EVERY_S, each worker's concurrency follows
+        its function's ready replicas (:meth:`follow`: no I/O). So a function just deployed gets its worker, and a
+        replica that becomes ready takes queued calls, within FOLLOW_EVERY_S rather than a sync interval."""
+        next_sync, synced = -float("inf"), None
         while True:
-            try:
-                await self._sync(time.time())
-            except QueueUnavailable as exc:
-                log(f"{exc}; retrying")
-            except Exception as exc:
-                log(f"supervisor: {type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.sync_interval_s)
+            deps = {f"{dep.service}.{dep.namespace}": dep for dep in self.functions()}
+            names = frozenset(deps)
+            if time.monotonic() >= next_sync or names != synced:  # a failed sync waits for its interval, as before
+                next_sync, synced = time.monotonic() + self.sync_interval_s, names
+                try:
+                    await self._sync(time.time())
+                except QueueUnavailable as exc:
+                    log(f"{exc}; retrying")
+                except Exception as exc:
+                    log(f"supervisor: {type(exc).__name__}: {exc}")
+            else:
+                self.follow(deps)
+            await asyncio.sleep(min(FOLLOW_EVERY_S, self.sync_interval_s))
+
+    def follow(self, deps: dict[str, FunctionDeployment]) -> None:
+        """Resize each worker of ``deps`` (name.namespace -> deployment) to its function's concurrency now: its ready
+        replicas may have changed."""
+        for fn, (_, worker, _) in self.workers.items():
+            dep = deps.get(fn)
+            if dep is not None and (concurrency := self.concurrency(fn, dep)) != worker.concurrency:
+                worker.resize(concurrency)
 
     async def _sync(self, now: float) -> None:
         triggers = await self.queue.triggers()
@@ -269,11 +291,7 @@ class QueueService:
         for fn, (streams, dep) in wanted.items():
             if fn not in self.workers:
                 self._start_worker(fn, streams, dep)
-            else:
-                worker = self.workers[fn][1]
-                concurrency = self.concurrency(fn, dep)
-                if concurrency != worker.concurrency:
-                    worker.resize(concurrency)
+        self.follow({fn: dep for fn, (_, dep) in wanted.items()})
         await self.fire_cron(now, [dep for _, dep in wanted.values()])
 
     def concurrency(self, fn: str, dep: FunctionDeployment) -> int:

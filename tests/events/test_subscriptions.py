@@ -76,3 +76,51 @@ async def test_load_counts_every_subscribed_stream_without_a_worker(queue: Queue
     for i in range(3):
         await queue.add(stream, {"body": str(i)})
     assert (await service.load(name)).lag == 3
+
+
+async def test_a_function_deployed_while_the_service_runs_gets_its_worker_and_follows_its_replicas(
+    queue: Queue, name: str
+) -> None:
+    # A full sync only once a minute: the worker must start because the function appeared, and run as many calls at
+    # once as its ready replicas allow as soon as they are ready, not at the next sync (the first messages after a
+    # deploy waited up to a sync interval for a worker, then ran one at a time until the next one).
+    service_name, namespace = name.split(".")
+    stream = f"jobs-{name}"
+    deps: list[FunctionDeployment] = []
+    ready = {name: 1}
+    running, most = 0, 0
+    release = asyncio.Event()
+
+    async def invoke(inv: Invocation) -> Result:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return Result(200, [], b"", 0.0, inv.function)
+
+    settings = WorkerSettings(64, RetryPolicy(3, 0.01, 0.05), claim_idle_s=5.0, block_s=0.1)
+    service = QueueService(queue, lambda: deps, invoke, settings, sync_interval_s=60, ready=lambda fn: ready[fn])
+    await service.start()
+    try:
+        await asyncio.sleep(0.3)  # the first full sync is over: the next is a minute away
+        dep = FunctionDeployment(
+            service_name,
+            namespace,
+            labels={"com.stoker.concurrency": "2"},
+            annotations={"com.stoker.queue.stream": stream},
+        )
+        await service.subscribe(dep)
+        deps.append(dep)  # what a deploy does next
+        for i in range(20):
+            await queue.add(stream, {"body": str(i)})
+        await wait_until_async(lambda: running == 2, 10, "the new function's worker to run 2 calls (1 replica x 2)")
+        await asyncio.sleep(0.3)
+        assert most == 2
+        ready[name] = 3
+        await wait_until_async(lambda: running == 6, 10, "the worker to follow 3 ready replicas (3 x 2 calls)")
+        await asyncio.sleep(0.3)
+        assert most == 6
+    finally:
+        release.set()
+        await service.stop(1)

@@ -75,6 +75,48 @@ async def test_a_long_invocation_is_not_redelivered_while_it_runs(queue: Queue, 
             t.cancel()
 
 
+async def test_an_async_call_reads_running_while_it_runs_and_done_after(queue: Queue, name: str) -> None:
+    # "running" is written once the call has run RUNNING_AFTER_S (a shorter call goes from queued to done in one
+    # write), while the call goes on, and never after its result.
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def invoke(inv: Invocation) -> Result:
+        started.append(inv.call_id)
+        if inv.call_id.startswith("slow"):
+            await release.wait()
+        return Result(200, [], b"ok", 0.0, name)
+
+    worker = FunctionWorker(queue, name, [async_stream(name)], invoke, _settings(), "w1")
+    task = asyncio.create_task(worker.run())
+    slow, quick = f"slow-{name}", f"quick-{name}"
+    try:
+        for call_id in (slow, quick):
+            await queue.enqueue_call(async_stream(name), Invocation(name, call_id=call_id).encode(), call_id, 60)
+        await wait_until_async(lambda: slow in started, 20, "the slow call to start")
+
+        async def status(call_id: str) -> str:
+            record = await queue.get_call(call_id)
+            return record.status if record else "unknown"
+
+        seen = {"": ""}
+        deadline = asyncio.get_running_loop().time() + 10
+        while seen != {slow: "running", quick: "done"}:
+            assert asyncio.get_running_loop().time() < deadline, f"after 10 s: {seen}"
+            await asyncio.sleep(0.02)
+            seen = {call_id: await status(call_id) for call_id in (slow, quick)}
+        await asyncio.sleep(0.3)  # the slow call goes on: still running, however long it takes
+        assert await status(slow) == "running"
+        release.set()
+        await wait_until_async(lambda: worker.inflight == 0, 20, "the slow call to be settled")
+        record = await queue.get_call(slow)
+        assert record is not None and record.status == "done" and Result.decode(record.result or b"").body == b"ok"
+    finally:
+        release.set()
+        await worker.stop(1)
+        task.cancel()
+
+
 async def test_concurrency_per_function_is_bounded(queue: Queue, name: str) -> None:
     running = peak = done = 0
 
