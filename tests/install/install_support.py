@@ -51,18 +51,25 @@ def stoker(*args: str, home: Path, env: dict[str, str] | None = None, timeout: f
     return done.stdout
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    not_yet: tuple[type[Exception], ...] = (httpx.HTTPError,),
+    poll_s: float = 0.2,
+) -> Any:
+    """``check()``'s first truthy value; the errors ``not_yet`` count as not yet (a gateway starting)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = check()
-        except httpx.HTTPError:
+        except not_yet:
             value = None
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(poll_s)
 
 
 @dataclass

@@ -34,6 +34,7 @@ import pytest
 from stoker.install import kubectl, kubernetes
 from stoker.install.values import Values
 from tests.fakes.kubernetes import validate
+from tests.install import install_support
 from tests.install.install_support import RUN, free_port
 
 NAME = f"tk{RUN}"  # the install: its namespace; its functions go to tk<RUN>-fn
@@ -148,27 +149,13 @@ def kube(*args: str, stdin: str = "", check: bool = True, timeout: float = 300) 
     return done.stdout
 
 
-def stoker(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 900) -> str:
-    environ = {**os.environ, "STOKER_HOME": str(home), **(env or {})}
-    done = subprocess.run([sys.executable, "-m", "stoker", *args], capture_output=True, text=True, env=environ,
-                          timeout=timeout, check=False)  # fmt: skip
-    assert done.returncode == 0, f"stoker {' '.join(args)}: {done.stderr}"
-    return done.stdout
+def stoker(*args: str, home: Path, env: dict[str, str] | None = None) -> str:
+    return install_support.stoker(*args, home=home, env=env, timeout=900)  # a cluster pulls images: slower
 
 
 def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """``check()``'s first truthy value; its errors count as not yet (a pod starting, a port not yet forwarded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except (httpx.HTTPError, AssertionError, ValueError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.5)
+    return install_support.wait_for(check, timeout, what, (httpx.HTTPError, AssertionError, ValueError), 0.5)
 
 
 def labelled() -> set[str]:
