@@ -256,21 +256,23 @@ class QueueService:
         once when the deployed functions change; in between, every FOLLOW_EVERY_S, each worker's concurrency follows
         its function's ready replicas (:meth:`follow`: no I/O). So a function just deployed gets its worker, and a
         replica that becomes ready takes queued calls, within FOLLOW_EVERY_S rather than a sync interval."""
-        next_sync, synced = -float("inf"), None
+        next_sync: float = -float("inf")
+        synced: frozenset[str] | None = None
         while True:
-            deps = {f"{dep.service}.{dep.namespace}": dep for dep in self.functions()}
-            names = frozenset(deps)
-            if time.monotonic() >= next_sync or names != synced:  # a failed sync waits for its interval, as before
-                next_sync, synced = time.monotonic() + self.sync_interval_s, names
-                try:
+            pause = min(FOLLOW_EVERY_S, self.sync_interval_s)
+            try:
+                deps = {f"{dep.service}.{dep.namespace}": dep for dep in self.functions()}
+                if time.monotonic() >= next_sync or frozenset(deps) != synced:  # a failed sync waits its interval
+                    next_sync, synced = time.monotonic() + self.sync_interval_s, frozenset(deps)
                     await self._sync(time.time())
-                except QueueUnavailable as exc:
-                    log(f"{exc}; retrying")
-                except Exception as exc:
-                    log(f"supervisor: {type(exc).__name__}: {exc}")
-            else:
-                self.follow(deps)
-            await asyncio.sleep(min(FOLLOW_EVERY_S, self.sync_interval_s))
+                else:
+                    self.follow(deps)
+            except QueueUnavailable as exc:
+                log(f"{exc}; retrying")
+            except Exception as exc:  # a bug must not end the supervisor: no worker would start or stop again
+                log(f"supervisor: {type(exc).__name__}: {exc}")
+                pause = self.sync_interval_s  # logged once a sync interval, not ten times a second
+            await asyncio.sleep(pause)
 
     def follow(self, deps: dict[str, FunctionDeployment]) -> None:
         """Resize each worker of ``deps`` (name.namespace -> deployment) to its function's concurrency now: its ready

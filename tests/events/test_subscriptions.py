@@ -124,3 +124,35 @@ async def test_a_function_deployed_while_the_service_runs_gets_its_worker_and_fo
     finally:
         release.set()
         await service.stop(1)
+
+
+async def test_the_supervisor_outlives_a_listing_of_functions_that_fails(queue: Queue, name: str) -> None:
+    # The backend's listing can fail (a bug, a backend not ready): the supervisor logs it and tries again, or no
+    # worker would ever start or stop again.
+    service_name, namespace = name.split(".")
+    stream = f"after-{name}"
+    dep = FunctionDeployment(service_name, namespace, annotations={"com.stoker.queue.stream": stream})
+    listed = 0
+
+    def functions() -> list[FunctionDeployment]:
+        nonlocal listed
+        listed += 1
+        if listed <= 2:
+            raise RuntimeError("the backend is not ready")
+        return [dep]
+
+    seen: list[bytes] = []
+
+    async def invoke(inv: Invocation) -> Result:
+        seen.append(inv.body)
+        return Result(200, [], b"", 0.0, inv.function)
+
+    settings = WorkerSettings(8, RetryPolicy(3, 0.01, 0.05), claim_idle_s=5.0, block_s=0.1)
+    service = QueueService(queue, functions, invoke, settings, sync_interval_s=0.05)
+    await service.subscribe(dep)
+    await queue.add(stream, {"body": "m"})
+    await service.start()
+    try:
+        await wait_until_async(lambda: seen == [b"m"], 20, "the message, once the listing works")
+    finally:
+        await service.stop(1)
