@@ -25,7 +25,7 @@ __all__ = ["FunctionWorker", "Invoke", "WorkerSettings", "log", "per_replica_lim
 Invoke = Callable[[Invocation], Awaitable[Result]]
 
 # An async call is noted "running" once it has run this long: its status reads "queued" until then, and a call that
-# ends sooner is stored done without a "running" write (one write to the queue per call instead of two: 1.25x the
+# ends sooner is stored done without a "running" write (one write to the queue per call instead of two: 1.2x the
 # async calls per second of a no-op function, bench/queues.py).
 RUNNING_AFTER_S = 0.05
 
