@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,19 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
         return b
 
     gateway, controller = backend("gateway", 0), backend("controller", 2)
+
+    def state() -> str:
+        """What both backends and the fake cluster hold (for a wait that times out)."""
+        pods = {
+            name: (pod["metadata"].get("labels", {}), pod.get("status", {}).get("phase"))
+            for name, pod in cluster.objects["pods"].items()
+        }
+        seen = {
+            who: (b.get("f", "openfaas-fn"), b.warm_replicas())
+            for who, b in (("gateway", gateway), ("controller", controller))
+        }
+        return f"backends {seen}; configmaps {sorted(cluster.objects['configmaps'])}; pods {pods}"
+
     await gateway.start()
     await controller.start()
     try:
@@ -117,8 +131,7 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
         for version in ("1", "2"):  # source deploys: a ConfigMap each, the older one deleted after the rollout
             (code / "handler.py").write_text(f"def handle(event, context):\n    return {version}\n")
             await gateway.deploy(FunctionDeployment.from_json({"service": "f"}, require_code=False), pack(code))
-        while len(cluster.objects["configmaps"]) > 1:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(cluster.objects["configmaps"]) <= 1, lambda: f"one ConfigMap: {state()}")
         # The warm pool: the controller tends it; both claim pool pods when they scale a function up.
         await gateway.scale("f", "openfaas-fn", 0)
         cluster.behaviour[settings.runtime_image] = "manual"  # its own pods start slowly: a claim is worth it
@@ -134,8 +147,9 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
                     and b.warm_replicas() >= pool
                 )
 
-            while not (seen(gateway) and seen(controller)):
-                await asyncio.sleep(0.02)
+            await until(
+                lambda: seen(gateway) and seen(controller), lambda: f"{replicas} replicas, {pool} warm: {state()}"
+            )
 
         await settled(0, 2)
         await controller.scale("f", "openfaas-fn", 1)  # claims (and, nothing listening, deletes) a pool pod
@@ -143,9 +157,13 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
         await settled(0, 1)
         await gateway.scale("f", "openfaas-fn", 1)  # the same from a gateway
         assert len(cluster.called("patch_namespaced_pod")) == 2
-        await controller.tend_pool()
+        # Tended once a tick, as the autoscaler does: the controller's view may still hold the pod the gateway just
+        # claimed (its watch has not brought the claim yet), and then one tend refills the pool only to 1.
+        deadline = time.monotonic() + 30
         while controller.warm_replicas() < 2:
-            await asyncio.sleep(0.02)
+            assert time.monotonic() < deadline, f"timed out after 30s waiting for 2 warm pool pods: {state()}"
+            await controller.tend_pool()
+            await asyncio.sleep(0.1)
         cluster.fail_pod(cluster.pool_pods()[0]["metadata"]["name"])
         await controller.tend_pool(now=time.time() + 120)
         # Code a gateway that died mid-update left behind: the controller deletes it once it is old.
@@ -166,6 +184,15 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
     binding = find("RoleBinding", "stoker-gateway", "openfaas-fn")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stoker-gateway", "namespace": "stoker"}]
     assert not [d for d in manifests() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+async def until(check: Callable[[], bool], what: Callable[[], str], timeout: float = 30) -> None:
+    """Wait for ``check()``; on timeout, fail with ``what()`` (the state then)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what()}")
+        await asyncio.sleep(0.02)
 
 
 def test_the_controller_holds_its_lease_only_in_its_own_namespace_and_by_name() -> None:
