@@ -264,7 +264,7 @@ class QueueService:
                 deps = {f"{dep.service}.{dep.namespace}": dep for dep in self.functions()}
                 if time.monotonic() >= next_sync or frozenset(deps) != synced:  # a failed sync waits its interval
                     next_sync, synced = time.monotonic() + self.sync_interval_s, frozenset(deps)
-                    await self._sync(time.time())
+                    await self._sync(time.time(), deps)
                 else:
                     self.follow(deps)
             except QueueUnavailable as exc:
@@ -282,19 +282,18 @@ class QueueService:
             if dep is not None and (concurrency := self.concurrency(fn, dep)) != worker.concurrency:
                 worker.resize(concurrency)
 
-    async def _sync(self, now: float) -> None:
+    async def _sync(self, now: float, deps: dict[str, FunctionDeployment]) -> None:
+        """Start and stop workers for ``deps`` (name.namespace -> deployment, as deployed now), fire cron ticks."""
         triggers = await self.queue.triggers()
-        wanted: dict[str, tuple[list[str], FunctionDeployment]] = {}
-        for dep in self.functions():
-            wanted[f"{dep.service}.{dep.namespace}"] = (subscriptions(dep, triggers), dep)
+        wanted = {fn: (subscriptions(dep, triggers), dep) for fn, dep in deps.items()}
         for fn in list(self.workers):
             if fn not in wanted or wanted[fn][0] != self.workers[fn][0]:
                 await self._stop_worker(fn)
         for fn, (streams, dep) in wanted.items():
             if fn not in self.workers:
                 self._start_worker(fn, streams, dep)
-        self.follow({fn: dep for fn, (_, dep) in wanted.items()})
-        await self.fire_cron(now, [dep for _, dep in wanted.values()])
+        self.follow(deps)
+        await self.fire_cron(now, list(deps.values()))
 
     def concurrency(self, fn: str, dep: FunctionDeployment) -> int:
         """How many of ``fn``'s queued calls run at once in this process: its ``com.stoker.queue.concurrency``

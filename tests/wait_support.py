@@ -34,13 +34,15 @@ def wait_until(check: Callable[[], object], timeout: float, what: str = "the con
 
 
 async def wait_until_async(
-    check: Callable[[], object], timeout: float, what: str = "the condition", poll_s: float = 0.02
+    check: Callable[[], object], timeout: float, what: str | Callable[[], str] = "the condition", poll_s: float = 0.02
 ) -> None:
-    """:func:`wait_until` inside an event loop: the loop runs (the awaited work goes on) between the checks."""
+    """:func:`wait_until` inside an event loop: the loop runs (the awaited work goes on) between the checks. ``what``
+    may be a callable, asked only on time out (to say what the state was then)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {said}")
         await asyncio.sleep(poll_s)
 
 

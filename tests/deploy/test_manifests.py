@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from stoker.install import compose, kubernetes
 from stoker.install.values import Values
 from stoker.spec import FunctionDeployment
 from tests.fakes.kubernetes import FakeCluster, validate
+from tests.wait_support import wait_until_async
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -131,7 +131,7 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
         for version in ("1", "2"):  # source deploys: a ConfigMap each, the older one deleted after the rollout
             (code / "handler.py").write_text(f"def handle(event, context):\n    return {version}\n")
             await gateway.deploy(FunctionDeployment.from_json({"service": "f"}, require_code=False), pack(code))
-        await until(lambda: len(cluster.objects["configmaps"]) <= 1, lambda: f"one ConfigMap: {state()}")
+        await wait_until_async(lambda: len(cluster.objects["configmaps"]) <= 1, 30, lambda: f"one ConfigMap: {state()}")
         # The warm pool: the controller tends it; both claim pool pods when they scale a function up.
         await gateway.scale("f", "openfaas-fn", 0)
         cluster.behaviour[settings.runtime_image] = "manual"  # its own pods start slowly: a claim is worth it
@@ -147,8 +147,8 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
                     and b.warm_replicas() >= pool
                 )
 
-            await until(
-                lambda: seen(gateway) and seen(controller), lambda: f"{replicas} replicas, {pool} warm: {state()}"
+            await wait_until_async(
+                lambda: seen(gateway) and seen(controller), 30, lambda: f"{replicas} replicas, {pool} warm: {state()}"
             )
 
         await settled(0, 2)
@@ -184,15 +184,6 @@ async def test_the_roles_grant_exactly_what_the_gateway_and_the_controller_call(
     binding = find("RoleBinding", "stoker-gateway", "openfaas-fn")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stoker-gateway", "namespace": "stoker"}]
     assert not [d for d in manifests() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-
-
-async def until(check: Callable[[], bool], what: Callable[[], str], timeout: float = 30) -> None:
-    """Wait for ``check()``; on timeout, fail with ``what()`` (the state then)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what()}")
-        await asyncio.sleep(0.02)
 
 
 def test_the_controller_holds_its_lease_only_in_its_own_namespace_and_by_name() -> None:
